@@ -1,0 +1,196 @@
+"""Django settings for botplatform: one module, read from the environment.
+
+Every variable is parsed by a helper from ``botplatform.env`` that refuses a
+bad value with an error naming the variable and the rule. With no environment
+at all the project runs on SQLite in DEBUG mode, so a fresh checkout works.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
+
+from botplatform.env import (
+    env_bool,
+    env_choice,
+    env_float,
+    env_int,
+    env_list,
+    env_str,
+    env_url,
+)
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+DEBUG = env_bool("DEBUG", True)
+
+_DEV_SECRET_KEY = "dev-only-insecure-secret-key-change-me-in-production-0123456789"
+SECRET_KEY = env_str("SECRET_KEY", _DEV_SECRET_KEY if DEBUG else "")
+if not SECRET_KEY:
+    raise ImproperlyConfigured("SECRET_KEY must be set when DEBUG is off")
+
+ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["127.0.0.1", "localhost", "[::1]", "testserver"])
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "django_rq",
+    "django_prometheus",
+    "batchgen",
+]
+
+MIDDLEWARE = [
+    "django_prometheus.middleware.PrometheusBeforeMiddleware",
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "django_prometheus.middleware.PrometheusAfterMiddleware",
+]
+
+ROOT_URLCONF = "botplatform.urls"
+WSGI_APPLICATION = "botplatform.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+
+def _database(url: str) -> dict:
+    try:
+        config = dj_database_url.parse(url, conn_max_age=60)
+    except Exception as exc:  # dj-database-url raises several types
+        raise ImproperlyConfigured(
+            f"DATABASE_URL={url!r} is not a database URL "
+            f"(sqlite:///path or postgres://user@host:port/name): {exc}"
+        ) from None
+    if not config.get("ENGINE") or not config.get("NAME"):
+        raise ImproperlyConfigured(
+            f"DATABASE_URL={url!r} names no database "
+            "(sqlite:///path or postgres://user@host:port/name)"
+        )
+    if config["ENGINE"] == "django.db.backends.sqlite3":
+        # Several processes (tick, workers, web) share the file: wait for locks.
+        config["OPTIONS"] = {"timeout": 30, "transaction_mode": "IMMEDIATE"}
+    return config
+
+
+DATABASE_URL = env_str("DATABASE_URL", f"sqlite:///{BASE_DIR / 'db.sqlite3'}")
+DATABASES = {"default": _database(DATABASE_URL)}
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+REDIS_URL = env_str("REDIS_URL", "redis://127.0.0.1:6379/0")
+if not REDIS_URL.startswith(("redis://", "rediss://", "unix://")):
+    raise ImproperlyConfigured(
+        f"REDIS_URL={REDIS_URL!r} must start with redis://, rediss:// or unix://"
+    )
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+]
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = BASE_DIR / "staticfiles"
+STATICFILES_DIRS = [BASE_DIR / "static"]
+
+LOGIN_URL = "/admin/login/"
+
+# --- LLM providers (the source document's names first) -----------------------
+LLM_PROVIDERS = ("openai", "gemini", "groq")
+LLM_PROVIDER = env_choice("LLM_PROVIDER", "openai", LLM_PROVIDERS)
+LLM_MODEL = env_str("LLM_MODEL", "")  # empty: the provider's default model
+LLM_DEFAULT_MODELS = {
+    "openai": "gpt-4o-mini",
+    "gemini": "gemini-2.5-flash",
+    "groq": "llama-3.1-8b-instant",
+}
+OPENAI_API_KEY = env_str("OPENAI_API_KEY")
+OPENAI_BASE_URL = env_url("OPENAI_BASE_URL", "https://api.openai.com/v1")
+OPENAI_TIMEOUT = env_float("OPENAI_TIMEOUT", 30.0, minimum=0.1)
+GEMINI_API_KEY = env_str("GEMINI_API_KEY")
+GOOGLE_GEMINI_BASE_URL = env_url(
+    "GOOGLE_GEMINI_BASE_URL", "https://generativelanguage.googleapis.com"
+)
+GEMINI_TIMEOUT = env_float("GEMINI_TIMEOUT", 30.0, minimum=0.1)
+GROQ_API_KEY = env_str("GROQ_API_KEY")
+GROQ_BASE_URL = env_url("GROQ_BASE_URL", "https://api.groq.com")
+GROQ_TIMEOUT = env_float("GROQ_TIMEOUT", 30.0, minimum=0.1)
+LLM_MAX_RETRIES = env_int("LLM_MAX_RETRIES", 2, minimum=0, maximum=10)
+
+LLM_CIRCUIT_BREAKER_THRESHOLD = env_int("LLM_CIRCUIT_BREAKER_THRESHOLD", 5, minimum=1)
+LLM_CIRCUIT_BREAKER_TIMEOUT = env_float("LLM_CIRCUIT_BREAKER_TIMEOUT", 120.0, minimum=0.0)
+
+BATCH_MAX_WORKERS = env_int("BATCH_MAX_WORKERS", None, minimum=1, maximum=256)
+
+# USD per million tokens: (input, cached input, output). A model missing here
+# gets no cost at all (None), never a misleading 0.
+LLM_PRICES = {
+    "gpt-4o-mini": (0.15, 0.075, 0.60),
+    "gpt-4o": (2.50, 1.25, 10.00),
+    "gpt-4.1-mini": (0.40, 0.10, 1.60),
+    "gemini-2.5-flash": (0.30, 0.075, 2.50),
+    "gemini-2.0-flash": (0.10, 0.025, 0.40),
+    "llama-3.1-8b-instant": (0.05, 0.05, 0.08),
+    "llama-3.3-70b-versatile": (0.59, 0.59, 0.79),
+}
+
+# --- Queue and pipeline ------------------------------------------------------
+BATCH_LEASE_SECONDS = env_int("BATCH_LEASE_SECONDS", 600, minimum=10)
+BATCH_MAX_ATTEMPTS = env_int("BATCH_MAX_ATTEMPTS", 3, minimum=1, maximum=20)
+BATCH_RETRY_BACKOFF_SECONDS = env_float("BATCH_RETRY_BACKOFF_SECONDS", 30.0, minimum=0.0)
+
+# --- Telegram ----------------------------------------------------------------
+TELEGRAM_API_BASE_URL = env_url("TELEGRAM_API_BASE_URL", "https://api.telegram.org")
+TELEGRAM_TIMEOUT = env_float("TELEGRAM_TIMEOUT", 10.0, minimum=0.1)
+
+# --- RQ and metrics ----------------------------------------------------------
+RQ_QUEUES = {"default": {"URL": REDIS_URL, "DEFAULT_TIMEOUT": 900}}
+RQ_SHOW_ADMIN_LINK = True
+METRICS_TOKEN = env_str("METRICS_TOKEN")
+
+# --- Production hardening (``manage.py check --deploy``) -------------------------
+if not DEBUG:
+    SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", True)
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    SESSION_COOKIE_SECURE = True
+    CSRF_COOKIE_SECURE = True
+    SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 31536000, minimum=0)
+    SECURE_HSTS_INCLUDE_SUBDOMAINS = True
+    SECURE_HSTS_PRELOAD = True
+    CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS")
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "loggers": {
+        "batchgen": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO")},
+    },
+}
