@@ -5,6 +5,5 @@ from django.urls import include, path
 
 urlpatterns = [
     path("admin/", admin.site.urls),
-    path("django-rq/", include("django_rq.urls")),
     path("", include("django_prometheus.urls")),
 ]
