@@ -18,7 +18,7 @@ $(STAMP): requirements.txt
 bootstrap: $(STAMP)
 
 demo: bootstrap
-	$(BIN)/python manage.py demo
+	$(BIN)/python scripts/demo.py
 
 # Pass one: everything on SQLite (the default database). Pass two: the
 # concurrency tests on PostgreSQL. Both use the Redis at TEST_REDIS_URL.
