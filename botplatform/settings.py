@@ -94,6 +94,9 @@ def _database(url: str) -> dict:
     if config["ENGINE"] == "django.db.backends.sqlite3":
         # Several processes (tick, workers, web) share the file: wait for locks.
         config["OPTIONS"] = {"timeout": 30, "transaction_mode": "IMMEDIATE"}
+        # A file, not pytest-django's in-memory default: the end-to-end tests
+        # start real tick and rqworker processes that must see the test data.
+        config["TEST"] = {"NAME": str(BASE_DIR / "test-db.sqlite3")}
     return config
 
 
