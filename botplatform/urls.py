@@ -2,8 +2,15 @@ from __future__ import annotations
 
 from django.contrib import admin
 from django.urls import include, path
+from django.views.generic import RedirectView
+
+from batchgen.metrics import metrics_view
 
 urlpatterns = [
+    path("", RedirectView.as_view(pattern_name="dashboard:index", permanent=False)),
     path("admin/", admin.site.urls),
-    path("", include("django_prometheus.urls")),
+    path("dashboard/", include("batchgen.urls")),
+    # Replaces django_prometheus.urls: the same registry plus the Redis-backed
+    # figures from every worker, behind METRICS_TOKEN in production.
+    path("metrics", metrics_view, name="metrics"),
 ]

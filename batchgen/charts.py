@@ -1,0 +1,183 @@
+"""Server-side SVG charts for the dashboard: no JavaScript library, no CDN.
+
+Each function returns a ``<figure>`` with a title, both axis labels, a legend and a
+``<title>`` tooltip on every point or bar; with nothing to draw it returns the same
+figure holding a "No data yet" note instead of an empty frame. Every text is escaped.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from django.utils.html import escape
+from django.utils.safestring import SafeString, mark_safe
+
+WIDTH, HEIGHT = 560, 230
+LEFT, RIGHT, TOP, BOTTOM = 56, 14, 14, 48
+MAX_X_TICKS = 6
+Y_TICKS = 4
+
+
+@dataclass(frozen=True)
+class Series:
+    name: str
+    values: Sequence[float | None]
+    css_class: str = "s1"  # colour comes from static/dashboard/dashboard.css
+
+
+@dataclass(frozen=True)
+class _Frame:
+    """The plotting area and the value range it maps to."""
+
+    count: int
+    y_max: float
+
+    @property
+    def plot_w(self) -> float:
+        return WIDTH - LEFT - RIGHT
+
+    @property
+    def plot_h(self) -> float:
+        return HEIGHT - TOP - BOTTOM
+
+    def x_center(self, index: int) -> float:
+        return LEFT + (index + 0.5) * self.plot_w / self.count
+
+    def y(self, value: float) -> float:
+        return TOP + self.plot_h * (1 - value / self.y_max)
+
+
+def format_number(value: float) -> str:
+    if value == 0:
+        return "0"
+    if abs(value) >= 100:
+        return f"{value:,.0f}"
+    return f"{value:.3g}"
+
+
+def nice_ceiling(value: float) -> float:
+    """Smallest of 1, 2, 2.5, 5, 10 × 10^k at or above ``value`` (1 for nothing)."""
+    if value <= 0 or math.isnan(value):
+        return 1.0
+    magnitude = 10 ** math.floor(math.log10(value))
+    for step in (1, 2, 2.5, 5, 10):
+        if step * magnitude >= value * (1 - 1e-9):
+            return step * magnitude
+    return 10 * magnitude
+
+
+def line_chart(title: str, x_labels: Sequence[str], series: Sequence[Series], *,
+               x_label: str, y_label: str, unit: str = "") -> SafeString:
+    """Points joined by lines, one colour per series; a None value breaks the line."""
+    peak = max((v for s in series for v in s.values if v is not None), default=None)
+    if not x_labels or peak is None:
+        return _empty(title, x_label, y_label)
+    frame = _Frame(len(x_labels), nice_ceiling(peak))
+    marks = [_line_marks(frame, x_labels, s, unit) for s in series]
+    return _figure(title, frame, x_labels, "".join(marks), series, x_label, y_label)
+
+
+def stacked_bar_chart(title: str, x_labels: Sequence[str], series: Sequence[Series], *,
+                      x_label: str, y_label: str, unit: str = "") -> SafeString:
+    """One bar per x label, the series stacked bottom-up in the given order."""
+    totals = [sum(s.values[i] or 0 for s in series) for i in range(len(x_labels))]
+    if not x_labels or not any(s.values[i] is not None for s in series
+                               for i in range(len(x_labels))):
+        return _empty(title, x_label, y_label)
+    frame = _Frame(len(x_labels), nice_ceiling(max(totals)))
+    bar_w = max(1.0, frame.plot_w / frame.count * 0.7)
+    parts = []
+    for index, label in enumerate(x_labels):
+        base = 0.0
+        for s in series:
+            value = s.values[index]
+            if value is None:
+                parts.append(_no_value_mark(frame, index, label, s.name))
+                continue
+            parts.append(_bar(frame, index, bar_w, base, value,
+                              f"{label} — {s.name}: {format_number(value)}{unit}", s.css_class))
+            base += value
+    return _figure(title, frame, x_labels, "".join(parts), series, x_label, y_label)
+
+
+def bar_chart(title: str, x_labels: Sequence[str], values: Sequence[float | None], *,
+              series_name: str, x_label: str, y_label: str, unit: str = "") -> SafeString:
+    return stacked_bar_chart(title, x_labels, [Series(series_name, values)],
+                             x_label=x_label, y_label=y_label, unit=unit)
+
+
+def _line_marks(frame: _Frame, x_labels: Sequence[str], series: Series, unit: str) -> str:
+    segments: list[list[str]] = [[]]
+    dots = []
+    for index, value in enumerate(series.values):
+        if value is None:
+            segments.append([])
+            continue
+        x, y = frame.x_center(index), frame.y(value)
+        segments[-1].append(f"{x:.1f},{y:.1f}")
+        tip = f"{x_labels[index]} — {series.name}: {format_number(value)}{unit}"
+        dots.append(f'<circle class="dot {series.css_class}" cx="{x:.1f}" cy="{y:.1f}" r="3">'
+                    f"<title>{escape(tip)}</title></circle>")
+    lines = "".join(f'<polyline class="line {series.css_class}" points="{" ".join(points)}"/>'
+                    for points in segments if len(points) > 1)
+    return lines + "".join(dots)
+
+
+def _bar(frame: _Frame, index: int, bar_w: float, base: float, value: float, tip: str,
+         css_class: str) -> str:
+    top, bottom = frame.y(base + value), frame.y(base)
+    x = frame.x_center(index) - bar_w / 2
+    return (f'<rect class="bar {css_class}" x="{x:.1f}" y="{top:.1f}" width="{bar_w:.1f}" '
+            f'height="{max(bottom - top, 0):.1f}"><title>{escape(tip)}</title></rect>')
+
+
+def _no_value_mark(frame: _Frame, index: int, label: str, name: str) -> str:
+    # An unknown value (e.g. a cost with no price) is marked, never drawn as 0.
+    x, y = frame.x_center(index), frame.y(0) - 4
+    return (f'<text class="na" x="{x:.1f}" y="{y:.1f}" text-anchor="middle">n/a'
+            f"<title>{escape(f'{label} — {name}: unknown')}</title></text>")
+
+
+def _axes(frame: _Frame, x_labels: Sequence[str], x_label: str, y_label: str) -> str:
+    parts = []
+    for step in range(Y_TICKS + 1):
+        value = frame.y_max * step / Y_TICKS
+        y = frame.y(value)
+        parts.append(f'<line class="grid" x1="{LEFT}" x2="{WIDTH - RIGHT}" '
+                     f'y1="{y:.1f}" y2="{y:.1f}"/>'
+                     f'<text class="tick" x="{LEFT - 6}" y="{y + 4:.1f}" '
+                     f'text-anchor="end">{escape(format_number(value))}</text>')
+    every = max(1, math.ceil(len(x_labels) / MAX_X_TICKS))
+    base_y = HEIGHT - BOTTOM
+    for index in range(0, len(x_labels), every):
+        parts.append(f'<text class="tick" x="{frame.x_center(index):.1f}" y="{base_y + 16}" '
+                     f'text-anchor="middle">{escape(x_labels[index])}</text>')
+    parts.append(f'<line class="axis" x1="{LEFT}" x2="{WIDTH - RIGHT}" y1="{base_y}" '
+                 f'y2="{base_y}"/><line class="axis" x1="{LEFT}" x2="{LEFT}" y1="{TOP}" '
+                 f'y2="{base_y}"/>')
+    parts.append(f'<text class="axis-label" x="{LEFT + frame.plot_w / 2:.1f}" '
+                 f'y="{HEIGHT - 8}" text-anchor="middle">{escape(x_label)}</text>'
+                 f'<text class="axis-label" transform="translate(14 {TOP + frame.plot_h / 2:.1f})'
+                 f' rotate(-90)" text-anchor="middle">{escape(y_label)}</text>')
+    return "".join(parts)
+
+
+def _figure(title: str, frame: _Frame, x_labels: Sequence[str], marks: str,
+            series: Sequence[Series], x_label: str, y_label: str) -> SafeString:
+    legend = "".join(f'<span class="key {s.css_class}">{escape(s.name)}</span>' for s in series)
+    svg = (f'<svg class="chart-svg" viewBox="0 0 {WIDTH} {HEIGHT}" role="img" '
+           f'aria-label="{escape(title)}" xmlns="http://www.w3.org/2000/svg">'
+           f"<title>{escape(title)}</title>{_axes(frame, x_labels, x_label, y_label)}"
+           f"{marks}</svg>")
+    return mark_safe(  # noqa: S308 - every interpolated text above is escaped
+        f'<figure class="chart"><figcaption>{escape(title)}</figcaption>{svg}'
+        f'<div class="legend">{legend}</div></figure>')
+
+
+def _empty(title: str, x_label: str, y_label: str) -> SafeString:
+    return mark_safe(  # noqa: S308 - escaped
+        f'<figure class="chart chart-empty"><figcaption>{escape(title)}</figcaption>'
+        f'<p class="no-data">No data yet — {escape(y_label)} by {escape(x_label)} '
+        f"appears here after the first batch.</p></figure>")

@@ -1,0 +1,351 @@
+"""Prometheus metrics that survive RQ's forked work-horses and other machines.
+
+RQ forks a work-horse per job and workers may run on other hosts, so an
+in-process ``prometheus_client`` counter incremented in a worker never reaches
+the web process's ``/metrics``. Instead the recording functions below write
+into Redis with atomic ``HINCRBY``/``HINCRBYFLOAT`` (one hash per metric, one
+field per label set; histogram buckets are fields too), and
+``RedisMetricsCollector`` reads those hashes at scrape time, alongside gauges
+computed on the spot (queue depth from the database, circuit state per provider).
+
+Recording never raises into the pipeline: when Redis is unreachable the first
+failure is logged, samples are dropped, and recording pauses for a few seconds
+so that every call does not wait for a connect timeout.
+
+``/metrics`` (``metrics_view``) protection: when ``METRICS_TOKEN`` is set, a
+scrape must send ``Authorization: Bearer <token>`` (401 otherwise). When it is
+unset, the endpoint is open under ``DEBUG`` and refused (403) with ``DEBUG``
+off, so production is never exposed by accident; put an allow-list in the
+reverse proxy in addition if you like.
+"""
+
+from __future__ import annotations
+
+import bisect
+import hmac
+import json
+import logging
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import redis
+from django.conf import settings
+from django.db.models import Count
+from django.http import HttpRequest, HttpResponse
+from prometheus_client import REGISTRY, CollectorRegistry, generate_latest
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+logger = logging.getLogger(__name__)
+
+KEY_PREFIX = "batchgen:metrics:"
+PROVIDER_BREAKERS = ("openai_api", "gemini_api", "groq_api")
+CIRCUIT_STATE_VALUES = {"closed": 0, "half_open": 1, "open": 2}
+BATCH_BUCKETS = (0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0)
+REQUEST_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0)
+_PAUSE_AFTER_FAILURE_S = 5.0
+
+
+class _Spec:
+    """One metric's name, kind, help text, label names and (histograms) buckets."""
+
+    def __init__(self, name: str, kind: str, documentation: str, labels: tuple[str, ...],
+                 buckets: tuple[float, ...] = ()) -> None:
+        self.name, self.kind, self.documentation = name, kind, documentation
+        self.labels, self.buckets = labels, buckets
+
+    @property
+    def key(self) -> str:
+        return KEY_PREFIX + self.name
+
+
+SPECS = {
+    spec.name: spec for spec in (
+        _Spec("batch_generation_duration_seconds", "histogram",
+              "Wall time of one batch generation.", ("mode", "provider"), BATCH_BUCKETS),
+        _Spec("batch_generation_success_total", "counter",
+              "Prompts answered successfully in batch generation.", ("mode", "provider")),
+        _Spec("batch_generation_failure_total", "counter",
+              "Prompts that failed in batch generation.", ("mode", "provider")),
+        _Spec("llm_request_duration_seconds", "histogram",
+              "Latency of one LLM request, retries included.", ("provider", "outcome"),
+              REQUEST_BUCKETS),
+        _Spec("llm_tokens_total", "counter", "LLM tokens used.", ("provider", "kind")),
+        _Spec("llm_cost_usd_total", "counter",
+              "LLM cost in USD (requests whose model has a known price).", ("provider",)),
+        _Spec("telegram_sends_total", "counter", "Telegram sends by outcome.", ("outcome",)),
+    )
+}
+
+
+# --- Redis connection with "log once, then drop" -----------------------------
+
+class _RedisState:
+    lock = threading.Lock()
+    clients: dict[str, redis.Redis] = {}
+    paused_until = 0.0
+    warned = False
+
+
+def _client() -> redis.Redis:
+    url = settings.REDIS_URL
+    with _RedisState.lock:
+        client = _RedisState.clients.get(url)
+        if client is None:
+            # Short timeouts: a metric is never worth stalling a batch for.
+            # redis-py's pool notices a fork (pid check) and reconnects in the child.
+            client = redis.Redis.from_url(url, socket_connect_timeout=0.5, socket_timeout=1.0)
+            _RedisState.clients[url] = client
+        return client
+
+
+def _write(commands: list[tuple[str, str, str, float]]) -> None:
+    """Apply (op, key, field, amount) atomically; on a Redis error log once and drop."""
+    if not commands or time.monotonic() < _RedisState.paused_until:
+        return
+    try:
+        pipe = _client().pipeline(transaction=True)
+        for op, key, field, amount in commands:
+            if op == "int":
+                pipe.hincrby(key, field, int(amount))
+            else:
+                pipe.hincrbyfloat(key, field, float(amount))
+        pipe.execute()
+    except Exception as exc:  # noqa: BLE001 - recording must never raise into the pipeline
+        _RedisState.paused_until = time.monotonic() + _PAUSE_AFTER_FAILURE_S
+        if not _RedisState.warned:
+            _RedisState.warned = True
+            logger.warning("metrics: Redis unavailable, dropping samples (%s)", type(exc).__name__)
+        return
+    _RedisState.warned = False
+
+
+def _field(values: tuple[str, ...], *extra: str) -> str:
+    # JSON keeps any label value (commas, quotes, '=') unambiguous.
+    return json.dumps([*values, *extra], separators=(",", ":"))
+
+
+def _counter_ops(name: str, values: tuple[str, ...], amount: float) -> list:
+    if amount <= 0:
+        return []
+    # Always HINCRBYFLOAT: mixing it with HINCRBY on one field fails once the value
+    # holds a fraction, and Redis prints integral floats as plain integers anyway.
+    return [("float", SPECS[name].key, _field(values), amount)]
+
+
+def _histogram_ops(name: str, values: tuple[str, ...], value: float | None) -> list:
+    if value is None:  # e.g. a request refused by an open breaker: nothing was timed
+        return []
+    value = float(value)
+    spec = SPECS[name]
+    # Store per-bucket (not cumulative) counts: one HINCRBY per sample, summed at scrape.
+    index = bisect.bisect_left(spec.buckets, value)
+    upper = "+Inf" if index == len(spec.buckets) else repr(spec.buckets[index])
+    return [("int", spec.key, _field(values, "bucket", upper), 1),
+            ("int", spec.key, _field(values, "count"), 1),
+            ("float", spec.key, _field(values, "sum"), value)]
+
+
+# --- Public recording API (called by the pipeline; never raises) -------------
+
+def observe_batch(duration_s: float | None, successes: int, failures: int, mode: str,
+                  provider: str) -> None:
+    """Record one batch generation: its duration and its success / failure counts."""
+    try:
+        values = (str(mode), str(provider))
+        _write(_histogram_ops("batch_generation_duration_seconds", values, duration_s)
+               + _counter_ops("batch_generation_success_total", values, int(successes))
+               + _counter_ops("batch_generation_failure_total", values, int(failures)))
+    except Exception:  # noqa: BLE001 - bad arguments must not break a batch either
+        logger.exception("metrics: observe_batch failed")
+
+
+def observe_request(provider: str, model: str, outcome: str, latency_s: float | None,
+                    prompt_tokens: int, completion_tokens: int,
+                    cost_usd: float | None) -> None:
+    """Record one LLM request. ``model`` is accepted for the caller's convenience but
+    not used as a label, to keep the series count small."""
+    try:
+        provider = str(provider)
+        ops = _histogram_ops("llm_request_duration_seconds", (provider, str(outcome)),
+                             latency_s)
+        ops += _counter_ops("llm_tokens_total", (provider, "prompt"), int(prompt_tokens or 0))
+        ops += _counter_ops("llm_tokens_total", (provider, "completion"),
+                            int(completion_tokens or 0))
+        if cost_usd is not None:
+            ops += _counter_ops("llm_cost_usd_total", (provider,), float(cost_usd))
+        _write(ops)
+    except Exception:  # noqa: BLE001
+        logger.exception("metrics: observe_request failed")
+
+
+def observe_send(outcome: str) -> None:
+    """Record one Telegram send: ``sent``, ``failed`` or ``send_unknown``."""
+    try:
+        _write(_counter_ops("telegram_sends_total", (str(outcome),), 1))
+    except Exception:  # noqa: BLE001
+        logger.exception("metrics: observe_send failed")
+
+
+class _DocumentCounter:
+    """The source document's ``BATCH_GENERATION_SUCCESS.inc(n)``, backed by Redis."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def inc(self, amount: float = 1, mode: str = "batch", provider: str = "") -> None:
+        try:
+            _write(_counter_ops(self.name, (mode, provider or settings.LLM_PROVIDER), amount))
+        except Exception:  # noqa: BLE001
+            logger.exception("metrics: %s.inc failed", self.name)
+
+
+class _DocumentHistogram:
+    """The source document's ``with BATCH_GENERATION_DURATION.time():``, backed by Redis."""
+
+    name = "batch_generation_duration_seconds"
+
+    def observe(self, value: float, mode: str = "batch", provider: str = "") -> None:
+        try:
+            _write(_histogram_ops(self.name, (mode, provider or settings.LLM_PROVIDER),
+                                  value))
+        except Exception:  # noqa: BLE001
+            logger.exception("metrics: %s.observe failed", self.name)
+
+    @contextmanager
+    def time(self, mode: str = "batch", provider: str = "") -> Iterator[None]:
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.observe(time.perf_counter() - start, mode, provider)
+
+
+BATCH_GENERATION_DURATION = _DocumentHistogram()
+BATCH_GENERATION_SUCCESS = _DocumentCounter("batch_generation_success_total")
+BATCH_GENERATION_FAILURE = _DocumentCounter("batch_generation_failure_total")
+
+
+# --- Scrape side -------------------------------------------------------------
+
+class RedisMetricsCollector:
+    """Reads the Redis hashes at scrape time, plus gauges computed on the spot."""
+
+    def collect(self) -> Iterator[Metric]:
+        raw = self._read_redis()
+        yield GaugeMetricFamily("batchgen_metrics_redis_up",
+                                "1 when the metrics store (Redis) answered this scrape.",
+                                value=0 if raw is None else 1)
+        for spec in SPECS.values():
+            samples = _decode((raw or {}).get(spec.name, {}))
+            if spec.kind == "counter":
+                yield _counter_family(spec, samples)
+            else:
+                yield _histogram_family(spec, samples)
+        yield from _queue_gauge()
+        yield _circuit_gauge()
+
+    def _read_redis(self) -> dict[str, dict[bytes, bytes]] | None:
+        try:
+            pipe = _client().pipeline(transaction=False)
+            for spec in SPECS.values():
+                pipe.hgetall(spec.key)
+            return dict(zip(SPECS, pipe.execute(), strict=True))
+        except Exception as exc:  # noqa: BLE001 - a scrape still serves the DB gauges
+            logger.warning("metrics: cannot read Redis at scrape (%s)", type(exc).__name__)
+            return None
+
+
+def _decode(hash_: dict[bytes, bytes]) -> dict[tuple[str, ...], float]:
+    return {tuple(json.loads(field)): float(value) for field, value in hash_.items()}
+
+
+def _counter_family(spec: _Spec, samples: dict[tuple[str, ...], float]) -> Metric:
+    family = CounterMetricFamily(spec.name, spec.documentation, labels=spec.labels)
+    for values, amount in sorted(samples.items()):
+        family.add_metric(list(values), amount)
+    return family
+
+
+def _histogram_family(spec: _Spec, samples: dict[tuple[str, ...], float]) -> Metric:
+    family = HistogramMetricFamily(spec.name, spec.documentation, labels=spec.labels)
+    width = len(spec.labels)
+    label_sets = sorted({key[:width] for key in samples})
+    for values in label_sets:
+        running, buckets = 0.0, []
+        for upper in [*map(repr, spec.buckets), "+Inf"]:
+            running += samples.get((*values, "bucket", upper), 0.0)
+            buckets.append((upper, running))
+        family.add_metric(list(values), buckets, samples.get((*values, "sum"), 0.0))
+    return family
+
+
+def _queue_gauge() -> Iterator[Metric]:
+    from batchgen.models import QueueItem  # lazy: importable before apps are ready
+
+    family = GaugeMetricFamily("batchgen_queue_items", "Queue items by status.",
+                               labels=["status"])
+    try:
+        counts = dict(QueueItem.objects.values_list("status").annotate(n=Count("id")))
+    except Exception as exc:  # noqa: BLE001
+        logger.warning("metrics: cannot count queue items (%s)", type(exc).__name__)
+        return
+    for status in QueueItem.Status.values:
+        family.add_metric([status], counts.get(status, 0))
+    yield family
+
+
+def _circuit_gauge() -> Metric:
+    family = GaugeMetricFamily("llm_circuit_state",
+                               "Circuit breaker state: 0 closed, 1 half_open, 2 open.",
+                               labels=["breaker"])
+    for name in PROVIDER_BREAKERS:
+        try:
+            # Imported lazily: resilience is optional for the metrics endpoint.
+            from batchgen.resilience import get_circuit_breaker_stats
+
+            state = get_circuit_breaker_stats(name).get("state")
+        except Exception:  # noqa: BLE001 - an unknown state is left out, not guessed
+            continue
+        if state in CIRCUIT_STATE_VALUES:
+            family.add_metric([name], CIRCUIT_STATE_VALUES[state])
+    return family
+
+
+REDIS_REGISTRY = CollectorRegistry(auto_describe=False)
+REDIS_REGISTRY.register(RedisMetricsCollector())
+
+
+def _authorized(request: HttpRequest) -> HttpResponse | None:
+    token = settings.METRICS_TOKEN
+    if not token:
+        if settings.DEBUG:
+            return None
+        return HttpResponse("metrics disabled: set METRICS_TOKEN\n", status=403,
+                            content_type="text/plain")
+    header = request.headers.get("Authorization", "")
+    scheme, _, offered = header.partition(" ")
+    # Constant-time compare: the token is a secret.
+    if scheme.lower() == "bearer" and hmac.compare_digest(offered.strip().encode(),
+                                                          token.encode()):
+        return None
+    response = HttpResponse("unauthorized\n", status=401, content_type="text/plain")
+    response["WWW-Authenticate"] = 'Bearer realm="metrics"'
+    return response
+
+
+def metrics_view(request: HttpRequest) -> HttpResponse:
+    """Prometheus text exposition: the process's default registry (django_prometheus,
+    process metrics) followed by the Redis-backed collector's families."""
+    refusal = _authorized(request)
+    if refusal is not None:
+        return refusal
+    body = generate_latest(REGISTRY) + generate_latest(REDIS_REGISTRY)
+    return HttpResponse(body, content_type=CONTENT_TYPE_LATEST)

@@ -1,0 +1,38 @@
+// Swap the cards, charts and history table every few seconds without a reload.
+// No dependencies: fetch() the server-rendered fragment and replace #live's contents.
+(function () {
+  "use strict";
+  var live = document.getElementById("live");
+  var status = document.getElementById("refresh-status");
+  if (!live || !window.fetch) { return; }
+  var seconds = parseInt(live.getAttribute("data-refresh-seconds"), 10) || 10;
+  var url = live.getAttribute("data-live-url");
+  var busy = false;
+
+  function say(text, stale) {
+    if (!status) { return; }
+    status.textContent = text;
+    status.classList.toggle("stale", !!stale);
+  }
+
+  function refresh() {
+    if (busy || document.hidden) { return; }
+    busy = true;
+    fetch(url + window.location.search, {
+      credentials: "same-origin",
+      redirect: "manual",  // an expired session must not swap the login page in
+      headers: { "X-Requested-With": "XMLHttpRequest" }
+    }).then(function (response) {
+      if (!response.ok) { throw new Error("HTTP " + (response.status || "redirect")); }
+      return response.text();
+    }).then(function (html) {
+      live.innerHTML = html;
+      say("updated " + new Date().toLocaleTimeString(), false);
+    }).catch(function (error) {
+      say("refresh failed (" + error.message + "), reload the page", true);
+    }).finally(function () { busy = false; });
+  }
+
+  window.setInterval(refresh, seconds * 1000);
+  document.addEventListener("visibilitychange", refresh);
+}());

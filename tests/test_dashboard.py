@@ -1,0 +1,215 @@
+"""The dashboard's queries and aggregates (batchgen.dashboard)."""
+
+from __future__ import annotations
+
+import sys
+import types
+from datetime import timedelta
+from decimal import Decimal
+from itertools import count
+
+import pytest
+from django.http import QueryDict
+from django.utils import timezone
+
+from batchgen import dashboard
+from batchgen.models import BatchRun, Bot, Chat, Generation, Message, QueueItem, Setting
+
+pytestmark = pytest.mark.django_db
+_serial = count(1)
+BOT_TOKEN = "123456789:AAH-secret-bot-token-never-shown"
+
+
+def make_bot(name: str = "", token: str = BOT_TOKEN) -> Bot:
+    return Bot.objects.create(name=name or f"bot{next(_serial)}", telegram_token=token)
+
+
+def make_chat(title: str = "") -> Chat:
+    n = next(_serial)
+    return Chat.objects.create(telegram_chat_id=-1000 - n, title=title or f"chat {n}")
+
+
+def make_item(bot: Bot | None = None, chat: Chat | None = None, **fields: object) -> QueueItem:
+    return QueueItem.objects.create(bot=bot or make_bot(), chat=chat or make_chat(), **fields)
+
+
+def make_batch(created_at: timezone.datetime | None = None, **fields: object) -> BatchRun:
+    defaults = {"mode": "batch", "status": "succeeded", "size": 2, "provider": "openai",
+                "model": "gpt-4o-mini", "successes": 2, "failures": 0, "throughput": 4.0,
+                "duration_s": 0.5, "latency_mean_s": 0.3, "latency_p95_s": 0.45,
+                "prompt_tokens": 100, "completion_tokens": 40, "cost_usd": Decimal("0.0012")}
+    run = BatchRun.objects.create(**{**defaults, **fields})
+    if created_at is not None:  # auto_now_add ignores the value given to create()
+        BatchRun.objects.filter(pk=run.pk).update(created_at=created_at)
+        run.refresh_from_db()
+    return run
+
+
+def make_generation(run: BatchRun, ok: bool = True, item: QueueItem | None = None,
+                    **fields: object) -> Generation:
+    item = item or make_item(batch_run=run, status="done" if ok else "pending")
+    defaults = {"prompt": "Say something about markets", "text": "Markets are calm." if ok
+                else "", "latency_s": 0.3, "prompt_tokens": 50, "completion_tokens": 20,
+                "provider": run.provider, "model": run.model, "attempts": 1,
+                "error_kind": "" if ok else "timeout", "error": "" if ok else "timed out"}
+    return Generation.objects.create(batch_run=run, queue_item=item, bot=item.bot,
+                                     chat=item.chat, ok=ok, **{**defaults, **fields})
+
+
+def make_message(generation: Generation, status: str = "sent", **fields: object) -> Message:
+    return Message.objects.create(
+        queue_item=generation.queue_item, bot=generation.bot, chat=generation.chat,
+        batch_run=generation.batch_run, text=generation.text, status=status,
+        sent_at=timezone.now() if status == "sent" else None, **fields)
+
+
+def test_overview_counts_todays_sent_messages_and_success_rate() -> None:
+    run = make_batch()
+    for ok in (True, True, True, False):
+        generation = make_generation(run, ok=ok)
+        if ok:
+            make_message(generation, telegram_message_id=77)
+    old = make_message(make_generation(run))
+    Message.objects.filter(pk=old.pk).update(sent_at=timezone.now() - timedelta(days=2))
+
+    result = dashboard.overview()
+
+    assert result.messages_sent_today == 3
+    assert result.generations_today == 5
+    assert result.success_percent == pytest.approx(80.0)
+
+
+def test_overview_cost_is_none_not_zero_when_no_price_is_known() -> None:
+    make_batch(cost_usd=None)
+
+    result = dashboard.overview()
+
+    assert result.cost_today is None
+    assert result.unpriced_batches_today == 1
+    assert result.tokens_today == 140
+
+
+def test_overview_sums_known_costs_and_medians_throughput() -> None:
+    for throughput in (1.0, 3.0, 10.0):
+        make_batch(throughput=throughput, cost_usd=Decimal("0.5"))
+
+    result = dashboard.overview()
+
+    assert result.cost_today == Decimal("1.5")
+    assert result.median_throughput == 3.0
+
+
+def test_overview_reports_queue_depth_for_every_status() -> None:
+    make_item(status="pending")
+    make_item(status="pending")
+    make_item(status="dead")
+
+    depth = dashboard.overview().queue_depth
+
+    assert depth == {"pending": 2, "claimed": 0, "done": 0, "dead": 1}
+
+
+def test_overview_shows_batch_mode_from_settings() -> None:
+    Setting.objects.update_or_create(key="batch_mode_enabled", defaults={"value": True})
+    Setting.objects.update_or_create(key="batch_size", defaults={"value": 20})
+
+    result = dashboard.overview()
+
+    assert (result.batch_mode_enabled, result.batch_size) == (True, 20)
+    assert result.settings_url == "/admin/batchgen/setting/"
+
+
+def test_breaker_state_is_unknown_when_resilience_fails(monkeypatch) -> None:
+    fake = types.ModuleType("batchgen.resilience")
+
+    def stats(name: str) -> dict:
+        if name == "groq_api":
+            raise RuntimeError("redis down")
+        return {"state": "open" if name == "openai_api" else "closed", "failures": 5}
+
+    fake.get_circuit_breaker_stats = stats
+    monkeypatch.setitem(sys.modules, "batchgen.resilience", fake)
+
+    states = {b["name"]: b["state"] for b in dashboard.breaker_states()}
+
+    assert states == {"openai_api": "open", "gemini_api": "closed", "groq_api": "unknown"}
+
+
+def test_history_filters_by_mode_status_provider_and_dates() -> None:
+    today = timezone.now()
+    wanted = make_batch(mode="multi_bot", status="partial", provider="groq")
+    make_batch(mode="batch", status="partial", provider="groq")
+    make_batch(mode="multi_bot", status="partial", provider="groq",
+               created_at=today - timedelta(days=10))
+
+    found = dashboard.history(QueryDict(
+        f"mode=multi_bot&status=partial&provider=groq&date_from={today:%Y-%m-%d}"
+        f"&date_to={today:%Y-%m-%d}"))
+
+    assert found.errors == []
+    assert [run.pk for run in found.page.object_list] == [wanted.pk]
+
+
+def test_history_reports_bad_filters_and_ignores_them() -> None:
+    make_batch()
+
+    found = dashboard.history(QueryDict("mode=turbo&date_from=yesterday&page=-3"))
+
+    assert len(found.errors) == 3
+    assert any("mode" in error and "turbo" in error for error in found.errors)
+    assert found.page.paginator.count == 1
+
+
+def test_history_refuses_a_reversed_date_range() -> None:
+    found = dashboard.history(QueryDict("date_from=2025-05-02&date_to=2025-05-01"))
+
+    assert found.errors == ["dates: 'from' must be on or before 'to'."]
+
+
+def test_history_pages_hold_25_newest_first() -> None:
+    runs = [make_batch() for _ in range(30)]
+
+    first = dashboard.history(QueryDict("")).page
+    second = dashboard.history(QueryDict("page=2")).page
+
+    assert len(first.object_list) == 25
+    assert first.object_list[0].pk == runs[-1].pk
+    assert [run.pk for run in second.object_list] == [run.pk for run in runs[:5]][::-1]
+
+
+def test_detail_pairs_each_generation_with_this_runs_message_only() -> None:
+    first, second = make_batch(status="partial"), make_batch()
+    failed = make_generation(first, ok=False)
+    retried = make_generation(second, item=failed.queue_item)
+    make_message(retried, telegram_message_id=991)
+    sent = make_generation(first)
+    make_message(sent, telegram_message_id=992)
+
+    run, rows = dashboard.batch_detail(first.pk)
+
+    assert run == first
+    assert [(row.generation.pk, row.message and row.message.telegram_message_id)
+            for row in rows] == [(failed.pk, None), (sent.pk, 992)]
+
+
+def test_detail_redacts_any_stored_secret(settings) -> None:
+    settings.OPENAI_API_KEY = "sk-test-openai-key-123456"
+    run = make_batch()
+    make_generation(run, ok=False,
+                    error=f"auth failed for sk-test-openai-key-123456 and bot {BOT_TOKEN}")
+
+    _, rows = dashboard.batch_detail(run.pk)
+
+    assert rows[0].error == "auth failed for [redacted] and bot [redacted]"
+
+
+def test_charts_are_empty_without_batches_and_drawn_with_them() -> None:
+    empty = dashboard.build_charts()
+    assert all("No data yet" in chart for chart in empty.values())
+
+    make_batch(cost_usd=Decimal("0.25"))
+    make_batch(cost_usd=None, failures=1)
+
+    drawn = dashboard.build_charts()
+    assert all("<svg" in chart for chart in drawn.values())
+    assert "cost: 0.25 USD" in drawn["cost"]

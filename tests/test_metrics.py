@@ -1,0 +1,218 @@
+"""Metrics recorded anywhere (forked children, rqworker work-horses) show at /metrics."""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+import subprocess
+import sys
+import types
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+from django.urls import path
+from prometheus_client.parser import text_string_to_metric_families
+from redis import Redis
+from rq import Queue
+
+from batchgen import metrics
+from batchgen.models import Bot, Chat, QueueItem
+
+urlpatterns = [path("metrics", metrics.metrics_view)]
+pytestmark = [pytest.mark.urls("tests.test_metrics"), pytest.mark.django_db]
+
+PROJECT_DIR = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(autouse=True)
+def fresh_metrics_store(redis_url: str, settings) -> None:
+    settings.METRICS_TOKEN = ""
+    settings.DEBUG = True
+    metrics._RedisState.paused_until = 0.0
+    metrics._RedisState.warned = False
+    yield
+    metrics._RedisState.paused_until = 0.0
+
+
+def scrape(client, **headers: str) -> dict[tuple[str, tuple], float]:
+    response = client.get("/metrics", **headers)
+    assert response.status_code == 200, response.content
+    samples = {}
+    for family in text_string_to_metric_families(response.content.decode()):
+        for sample in family.samples:
+            samples[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+    return samples
+
+
+def labels(**values: str) -> tuple:
+    return tuple(sorted(values.items()))
+
+
+def test_recorded_batches_show_as_counters_and_histogram(client) -> None:
+    metrics.observe_batch(1.2, 9, 1, "batch", "openai")
+    metrics.observe_batch(0.3, 4, 0, "batch", "openai")
+
+    samples = scrape(client)
+
+    batch = labels(mode="batch", provider="openai")
+    bucket = lambda le: labels(mode="batch", provider="openai", le=le)  # noqa: E731
+    assert samples[("batch_generation_success_total", batch)] == 13
+    assert samples[("batch_generation_failure_total", batch)] == 1
+    assert samples[("batch_generation_duration_seconds_count", batch)] == 2
+    assert samples[("batch_generation_duration_seconds_sum", batch)] == pytest.approx(1.5)
+    assert samples[("batch_generation_duration_seconds_bucket", bucket(le="0.5"))] == 1
+    assert samples[("batch_generation_duration_seconds_bucket", bucket(le="2.5"))] == 2
+    assert samples[("batch_generation_duration_seconds_bucket", bucket(le="+Inf"))] == 2
+
+
+def test_requests_record_latency_tokens_and_known_cost_only(client) -> None:
+    metrics.observe_request("groq", "llama", "ok", 0.2, 100, 40, 0.0012)
+    metrics.observe_request("groq", "llama", "error", 3.0, 100, 0, None)
+
+    samples = scrape(client)
+
+    assert samples[("llm_tokens_total", labels(provider="groq", kind="prompt"))] == 200
+    assert samples[("llm_tokens_total", labels(provider="groq", kind="completion"))] == 40
+    assert samples[("llm_cost_usd_total", labels(provider="groq"))] == pytest.approx(0.0012)
+    assert samples[("llm_request_duration_seconds_count",
+                    labels(provider="groq", outcome="error"))] == 1
+
+
+def test_a_request_without_latency_still_counts_its_tokens(client) -> None:
+    metrics.observe_request("openai", "gpt-4o-mini", "circuit_open", None, 12, 0,
+                            Decimal("0.5"))
+    metrics.BATCH_GENERATION_SUCCESS.inc(1.5, provider="openai")
+    metrics.BATCH_GENERATION_SUCCESS.inc(2, provider="openai")
+
+    samples = scrape(client)
+
+    assert samples[("llm_tokens_total", labels(provider="openai", kind="prompt"))] == 12
+    assert samples[("llm_cost_usd_total", labels(provider="openai"))] == 0.5
+    assert ("llm_request_duration_seconds_count",
+            labels(provider="openai", outcome="circuit_open")) not in samples
+    assert samples[("batch_generation_success_total",
+                    labels(mode="batch", provider="openai"))] == 3.5
+
+
+def test_document_names_record_into_the_same_series(client) -> None:
+    with metrics.BATCH_GENERATION_DURATION.time(provider="gemini"):
+        pass
+    metrics.BATCH_GENERATION_SUCCESS.inc(3, provider="gemini")
+    metrics.BATCH_GENERATION_FAILURE.inc(provider="gemini")
+
+    samples = scrape(client)
+
+    batch = labels(mode="batch", provider="gemini")
+    assert samples[("batch_generation_success_total", batch)] == 3
+    assert samples[("batch_generation_failure_total", batch)] == 1
+    assert samples[("batch_generation_duration_seconds_count", batch)] == 1
+
+
+def test_sends_and_queue_depth_are_exposed(client) -> None:
+    metrics.observe_send("sent")
+    metrics.observe_send("sent")
+    metrics.observe_send("send_unknown")
+    bot, chat = Bot.objects.create(name="b", telegram_token="t"), Chat.objects.create(
+        telegram_chat_id=1)
+    for status in ("pending", "pending", "dead"):
+        QueueItem.objects.create(bot=bot, chat=chat, status=status)
+
+    samples = scrape(client)
+
+    assert samples[("telegram_sends_total", labels(outcome="sent"))] == 2
+    assert samples[("telegram_sends_total", labels(outcome="send_unknown"))] == 1
+    assert samples[("batchgen_queue_items", labels(status="pending"))] == 2
+    assert samples[("batchgen_queue_items", labels(status="dead"))] == 1
+    assert samples[("batchgen_queue_items", labels(status="claimed"))] == 0
+
+
+def test_circuit_state_is_a_number_per_breaker(client, monkeypatch) -> None:
+    states = {"openai_api": "open", "gemini_api": "half_open", "groq_api": "closed"}
+    fake = types.ModuleType("batchgen.resilience")
+    fake.get_circuit_breaker_stats = lambda name: {"state": states[name], "failures": 0}
+    monkeypatch.setitem(sys.modules, "batchgen.resilience", fake)
+
+    samples = scrape(client)
+
+    assert samples[("llm_circuit_state", labels(breaker="openai_api"))] == 2
+    assert samples[("llm_circuit_state", labels(breaker="gemini_api"))] == 1
+    assert samples[("llm_circuit_state", labels(breaker="groq_api"))] == 0
+
+
+def _record_in_child() -> None:
+    metrics.observe_batch(2.0, 7, 3, "multi_bot", "openai")
+    metrics.observe_send("failed")
+
+
+def test_samples_recorded_in_a_forked_child_reach_the_parent_scrape(client) -> None:
+    metrics.observe_send("failed")  # the parent's connection exists before the fork
+    child = multiprocessing.get_context("fork").Process(target=_record_in_child)
+    child.start()
+    child.join(timeout=30)
+    assert child.exitcode == 0
+
+    samples = scrape(client)
+
+    assert samples[("batch_generation_success_total",
+                    labels(mode="multi_bot", provider="openai"))] == 7
+    assert samples[("telegram_sends_total", labels(outcome="failed"))] == 2
+
+
+def test_a_job_run_by_a_real_rqworker_shows_in_the_web_scrape(client, redis_url) -> None:
+    queue = Queue("default", connection=Redis.from_url(redis_url))
+    job = queue.enqueue(metrics.observe_batch, 4.2, 11, 2, "batch", "groq")
+    env = {**os.environ, "REDIS_URL": redis_url,
+           "DJANGO_SETTINGS_MODULE": "botplatform.settings"}
+
+    # The real command: it forks a work-horse for the job, as in production.
+    subprocess.run([sys.executable, "manage.py", "rqworker", "default", "--burst"],
+                   cwd=PROJECT_DIR, env=env, check=True, capture_output=True, timeout=120)
+
+    job.refresh()
+    assert job.is_finished
+    samples = scrape(client)
+    batch = labels(mode="batch", provider="groq")
+    assert samples[("batch_generation_success_total", batch)] == 11
+    assert samples[("batch_generation_failure_total", batch)] == 2
+    assert samples[("batch_generation_duration_seconds_sum", batch)] == pytest.approx(4.2)
+
+
+def test_recording_with_redis_down_neither_raises_nor_floods_the_log(settings, caplog) -> None:
+    settings.REDIS_URL = "redis://127.0.0.1:1/0"
+    with caplog.at_level(logging.WARNING, logger="batchgen.metrics"):
+        metrics.observe_batch(1.0, 1, 0, "batch", "openai")
+        metrics._RedisState.paused_until = 0.0  # force a second real attempt
+        metrics.observe_request("openai", "m", "ok", 0.1, 1, 1, None)
+        metrics.observe_send("sent")
+
+    assert len([r for r in caplog.records if "Redis unavailable" in r.message]) == 1
+
+
+def test_scrape_with_redis_down_still_serves_db_gauges(client, settings) -> None:
+    settings.REDIS_URL = "redis://127.0.0.1:1/0"
+
+    samples = scrape(client)
+
+    assert samples[("batchgen_metrics_redis_up", ())] == 0
+    assert ("batchgen_queue_items", labels(status="pending")) in samples
+
+
+def test_token_protects_the_endpoint(client, settings) -> None:
+    settings.METRICS_TOKEN = "s3cret-metrics-token"
+
+    assert client.get("/metrics").status_code == 401
+    assert client.get("/metrics", HTTP_AUTHORIZATION="Bearer wrong").status_code == 401
+    ok = client.get("/metrics", HTTP_AUTHORIZATION="Bearer s3cret-metrics-token")
+    assert ok.status_code == 200
+    assert b"batch_generation_success_total" in ok.content
+
+
+def test_production_without_a_token_refuses_to_serve(client, settings) -> None:
+    settings.DEBUG = False
+
+    response = client.get("/metrics")
+
+    assert response.status_code == 403
+    assert b"METRICS_TOKEN" in response.content

@@ -1,0 +1,182 @@
+"""The staff dashboard pages and JSON endpoint (batchgen.views)."""
+
+from __future__ import annotations
+
+import json
+from decimal import Decimal
+
+import pytest
+from django.contrib import admin
+from django.contrib.auth.models import User
+from django.urls import include, path
+
+from batchgen.metrics import metrics_view
+from tests.test_dashboard import (
+    BOT_TOKEN,
+    make_batch,
+    make_generation,
+    make_message,
+)
+
+# The project mounts these the same way (botplatform/urls.py).
+urlpatterns = [
+    path("admin/", admin.site.urls),
+    path("dashboard/", include("batchgen.urls")),
+    path("metrics", metrics_view),
+]
+pytestmark = [pytest.mark.urls("tests.test_views"), pytest.mark.django_db]
+
+
+@pytest.fixture
+def staff_client(client):
+    user = User.objects.create(username="operator", is_staff=True)
+    client.force_login(user)
+    return client
+
+
+def make_full_batch(**fields: object):
+    run = make_batch(status="partial", successes=1, failures=1, **fields)
+    sent = make_generation(run, prompt="Write about BIST100 today", text="BIST100 rose.")
+    make_message(sent, telegram_message_id=4242)
+    make_generation(run, ok=False, error_kind="rate_limit", error="429 from provider")
+    return run
+
+
+@pytest.mark.parametrize("url", ["/dashboard/", "/dashboard/live/", "/dashboard/batches/1/",
+                                 "/dashboard/api/batches/"])
+def test_anonymous_visitors_are_sent_to_the_admin_login(client, url: str) -> None:
+    response = client.get(url)
+
+    assert response.status_code == 302
+    assert response["Location"] == f"/admin/login/?next={url}"
+
+
+@pytest.mark.parametrize("url", ["/dashboard/", "/dashboard/live/", "/dashboard/api/batches/"])
+def test_logged_in_non_staff_get_403(client, url: str) -> None:
+    client.force_login(User.objects.create(username="visitor"))
+
+    assert client.get(url).status_code == 403
+
+
+def test_dashboard_shows_cards_charts_and_history(staff_client) -> None:
+    run = make_full_batch()
+
+    page = staff_client.get("/dashboard/").content.decode()
+
+    assert "Sent today" in page and "Circuit breakers" in page
+    assert "50.0%" in page  # success rate today: 1 of 2
+    assert page.count('<figure class="chart">') == 4  # all four charts drawn
+    assert f'href="/dashboard/batches/{run.pk}/"' in page
+    assert 'href="/admin/batchgen/setting/"' in page
+    assert "dashboard/dashboard.js" in page
+
+
+def test_dashboard_without_batches_shows_empty_states(staff_client) -> None:
+    page = staff_client.get("/dashboard/").content.decode()
+
+    assert page.count("No data yet") == 4
+    assert "No batches yet." in page
+    assert "cost n/a" in page
+
+
+def test_unknown_cost_shows_na_not_zero(staff_client) -> None:
+    make_batch(cost_usd=None)
+
+    page = staff_client.get("/dashboard/").content.decode()
+
+    assert "cost n/a" in page
+    assert '<td class="n">n/a</td>' in page
+
+
+def test_bad_filters_show_a_message_not_a_500(staff_client) -> None:
+    make_batch()
+
+    response = staff_client.get("/dashboard/?mode=turbo&date_to=31-31-2025&page=x")
+
+    assert response.status_code == 200
+    page = response.content.decode()
+    assert "Ignored filter" in page and "turbo" in page
+
+
+def test_live_fragment_holds_cards_and_history_without_the_page_shell(staff_client) -> None:
+    make_full_batch()
+
+    fragment = staff_client.get("/dashboard/live/?status=partial").content.decode()
+
+    assert "<html" not in fragment
+    assert 'aria-label="Overview"' in fragment and 'aria-label="Batch history"' in fragment
+
+
+def test_detail_page_lists_every_item_with_its_outcome(staff_client) -> None:
+    run = make_full_batch(cost_usd=Decimal("0.000321"))
+
+    page = staff_client.get(f"/dashboard/batches/{run.pk}/").content.decode()
+
+    assert "Write about BIST100 today" in page and "BIST100 rose." in page
+    assert "tg 4242" in page and "rate_limit" in page and "429 from provider" in page
+    assert "$0.000321" in page
+
+
+def test_detail_of_a_missing_batch_is_404(staff_client) -> None:
+    assert staff_client.get("/dashboard/batches/999999/").status_code == 404
+
+
+def test_json_history_is_filtered_and_paginated(staff_client) -> None:
+    for _ in range(27):
+        make_batch(provider="gemini")
+    make_batch(provider="groq")
+
+    first = staff_client.get("/dashboard/api/batches/?provider=gemini").json()
+    second = staff_client.get(first["next"]).json()
+
+    assert (first["count"], first["num_pages"], len(first["results"])) == (27, 2, 25)
+    assert first["next"] == "/dashboard/api/batches/?provider=gemini&page=2"
+    assert len(second["results"]) == 2 and second["next"] is None
+    assert {r["provider"] for r in first["results"] + second["results"]} == {"gemini"}
+    assert first["results"][0]["cost_usd"] == "0.001200"
+
+
+def test_json_history_rejects_bad_filters_with_400(staff_client) -> None:
+    response = staff_client.get("/dashboard/api/batches/?status=exploded")
+
+    assert response.status_code == 400
+    assert "exploded" in json.dumps(response.json()["errors"])
+
+
+@pytest.mark.parametrize("rows", [5, 60])
+def test_history_queries_are_bounded_whatever_its_length(
+        staff_client, django_assert_max_num_queries, rows: int) -> None:
+    for _ in range(rows):
+        make_full_batch()
+
+    # Same bound for 5 and 60 rows: session + user + a fixed set of aggregates.
+    with django_assert_max_num_queries(12):
+        assert staff_client.get("/dashboard/").status_code == 200
+    with django_assert_max_num_queries(4):
+        assert staff_client.get("/dashboard/api/batches/").status_code == 200
+
+
+@pytest.mark.parametrize("items", [2, 30])
+def test_detail_queries_are_bounded_whatever_the_batch_size(
+        staff_client, django_assert_max_num_queries, items: int) -> None:
+    run = make_batch()
+    for _ in range(items):
+        make_message(make_generation(run), telegram_message_id=1)
+
+    with django_assert_max_num_queries(5):
+        assert staff_client.get(f"/dashboard/batches/{run.pk}/").status_code == 200
+
+
+def test_no_page_ever_shows_a_bot_token_or_api_key(staff_client, settings) -> None:
+    settings.GROQ_API_KEY = "gsk-known-groq-key-987654"
+    run = make_full_batch()
+    make_generation(run, ok=False, error=f"bot {BOT_TOKEN} key gsk-known-groq-key-987654")
+
+    bodies = [staff_client.get(url).content.decode() for url in (
+        "/dashboard/", "/dashboard/live/", f"/dashboard/batches/{run.pk}/",
+        "/dashboard/api/batches/")]
+
+    for body in bodies:
+        assert BOT_TOKEN not in body
+        assert "gsk-known-groq-key-987654" not in body
+    assert "[redacted]" in bodies[2]
