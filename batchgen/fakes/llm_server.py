@@ -1,0 +1,321 @@
+"""A fake OpenAI / Groq / Gemini server for tests, the benchmark and the demo.
+
+Why not ``llmock`` (PyPI): it mocks OpenAI-style chat completions well, but we
+need Gemini's ``generateContent`` shape too, an RPM limit answering 429 with
+Retry-After, per-prompt fault markers (including "fail only the first time"),
+stats counted at the server (to prove that no request arrives while a breaker
+is open) and a latency model for the benchmark. It cannot be installed here
+anyway, so this is ~300 lines of aiohttp in one process.
+
+Routes: ``POST /v1/chat/completions`` (OpenAI), ``POST /openai/v1/chat/completions``
+(Groq), ``POST /v1beta/models/{model}:generateContent`` (Gemini, also ``/v1/``); ``POST /_control``
+(JSON: any FakeLLMConfig field), ``GET /_stats``, ``POST /_reset``.
+
+Faults are chosen by a marker anywhere in the prompt text, ``[[fault:NAME]]``,
+or for every request by the ``fault`` setting. NAME is a status code
+(``500``, ``503``, ``401``, ``429``, ...), ``timeout``, ``empty``,
+``content_filter``, ``safety``, ``length`` or ``malformed``; ``NAMExN`` fails only
+the first N times that exact prompt is seen (``[[fault:500x1]]`` tests retries).
+Replies are deterministic: ``Reply to: <first 60 chars of the user prompt>``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+import math
+import random
+import re
+import time
+from collections import Counter, deque
+from dataclasses import dataclass
+from typing import Any
+
+from aiohttp import web
+
+FAULT_MARKER = re.compile(r"\[\[fault:([a-z_]+|\d{3})(?:x(\d+))?\]\]")
+_STATUS_NAMES = {400: "INVALID_ARGUMENT", 401: "UNAUTHENTICATED", 403: "PERMISSION_DENIED",
+                 404: "NOT_FOUND", 429: "RESOURCE_EXHAUSTED", 500: "INTERNAL",
+                 503: "UNAVAILABLE", 504: "DEADLINE_EXCEEDED"}
+
+
+@dataclass
+class FakeLLMConfig:
+    latency: float = 0.0            # seconds: fixed part, or the lognormal mean
+    jitter: float = 0.0             # seconds: uniform 0..jitter added (fixed mode)
+    latency_mode: str = "fixed"     # "fixed" or "lognormal"
+    latency_sigma: float = 0.5      # lognormal sigma
+    rpm: int = 0                    # requests per rpm_window; 0 = unlimited
+    rpm_window: float = 60.0        # sliding window, seconds
+    fault: str | None = None        # a fault for every request without a marker
+    retry_after: float = 1.0        # Retry-After (s) on [[fault:429]]
+    retry_after_ms: int | None = None  # also send retry-after-ms on 429/5xx (fast SDK retries)
+    timeout_seconds: float = 30.0   # how long a "timeout" fault stalls
+
+    def latency_sample(self) -> float:
+        if self.latency_mode == "lognormal" and self.latency > 0:
+            # Parameterised by the mean: mu = ln(mean) - sigma^2 / 2.
+            mu = math.log(self.latency) - self.latency_sigma ** 2 / 2
+            return random.lognormvariate(mu, self.latency_sigma)
+        return self.latency + (random.uniform(0, self.jitter) if self.jitter else 0.0)
+
+
+@dataclass(frozen=True)
+class _Call:
+    route: str
+    model: str
+    text: str          # everything the model would read: system + user
+    user_text: str     # the last user message
+    api_key: str
+
+
+class FakeState:
+    def __init__(self, config: FakeLLMConfig) -> None:
+        self.config = config
+        self.reset()
+
+    def reset(self) -> None:
+        self.seen: Counter[str] = Counter()
+        self.window: deque[float] = deque()
+        self.statuses: dict[str, Counter[str]] = {}
+        self.received: Counter[str] = Counter()
+        self.in_flight = 0
+        self.in_flight_peak = 0
+
+    def stats(self) -> dict[str, Any]:
+        return {"received": dict(self.received), "total": sum(self.received.values()),
+                "requests": {route: dict(c) for route, c in self.statuses.items()},
+                "in_flight": self.in_flight, "in_flight_peak": self.in_flight_peak,
+                "config": dataclasses.asdict(self.config)}
+
+    def rate_limit_wait(self) -> float | None:
+        """Seconds until the sliding window has room, or None when under the limit."""
+        if not self.config.rpm:
+            return None
+        now = time.monotonic()
+        while self.window and self.window[0] <= now - self.config.rpm_window:
+            self.window.popleft()
+        if len(self.window) >= self.config.rpm:
+            return self.window[0] + self.config.rpm_window - now
+        self.window.append(now)
+        return None
+
+    def fault_for(self, call: _Call) -> str | None:
+        match = FAULT_MARKER.search(call.text)
+        if match is None:
+            return self.config.fault
+        name, times = match.group(1), match.group(2)
+        if times is None:
+            return name
+        self.seen[call.text] += 1
+        return name if self.seen[call.text] <= int(times) else None
+
+
+STATE = web.AppKey("state", FakeState)
+
+
+def _content_text(content: Any) -> str:
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return " ".join(str(p.get("text", "")) for p in content if isinstance(p, dict))
+    return ""
+
+
+def _openai_call(route: str, body: dict, request: web.Request) -> _Call:
+    messages = body.get("messages") or []
+    texts = [_content_text(m.get("content")) for m in messages]
+    users = [_content_text(m.get("content")) for m in messages if m.get("role") == "user"]
+    key = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
+    return _Call(route, str(body.get("model", "")), "\n".join(texts),
+                 users[-1] if users else "", key)
+
+
+def _gemini_call(body: dict, request: web.Request) -> _Call:
+    def parts_text(content: Any) -> str:
+        parts = (content or {}).get("parts") or []
+        return " ".join(str(p.get("text", "")) for p in parts if isinstance(p, dict))
+
+    contents = body.get("contents") or []
+    users = [parts_text(c) for c in contents if c.get("role", "user") == "user"]
+    text = "\n".join([parts_text(body.get("systemInstruction"))] + users)
+    key = request.headers.get("x-goog-api-key", "") or request.query.get("key", "")
+    return _Call("gemini", request.match_info["model"], text, users[-1] if users else "", key)
+
+
+def _usage(call: _Call, reply: str) -> tuple[int, int, int]:
+    prompt = max(1, len(call.text) // 4)
+    return prompt, max(1, len(reply) // 4) if reply else 0, prompt // 2 if prompt >= 8 else 0
+
+
+def _openai_body(call: _Call, text: str | None, finish: str,
+                 refusal: str | None = None) -> dict[str, Any]:
+    prompt, completion, cached = _usage(call, text or "")
+    return {
+        "id": f"chatcmpl-fake-{random.getrandbits(48):x}", "object": "chat.completion",
+        "created": int(time.time()), "model": call.model,
+        "choices": [{"index": 0, "finish_reason": finish, "logprobs": None,
+                     "message": {"role": "assistant", "content": text, "refusal": refusal}}],
+        "usage": {"prompt_tokens": prompt, "completion_tokens": completion,
+                  "total_tokens": prompt + completion,
+                  "prompt_tokens_details": {"cached_tokens": cached}},
+    }
+
+
+def _gemini_body(call: _Call, text: str | None, finish: str,
+                 blocked: bool = False) -> dict[str, Any]:
+    prompt, completion, cached = _usage(call, text or "")
+    usage = {"promptTokenCount": prompt, "candidatesTokenCount": completion,
+             "totalTokenCount": prompt + completion, "cachedContentTokenCount": cached}
+    if blocked:
+        return {"promptFeedback": {"blockReason": "SAFETY"}, "usageMetadata": usage,
+                "modelVersion": call.model}
+    parts = [{"text": text}] if text is not None else []
+    return {"candidates": [{"content": {"role": "model", "parts": parts},
+                            "finishReason": finish, "index": 0}],
+            "usageMetadata": usage, "modelVersion": call.model}
+
+
+def _error(call: _Call, status: int, message: str,
+           headers: dict[str, str] | None = None) -> web.Response:
+    if call.route == "gemini":
+        body = {"error": {"code": status, "message": message,
+                          "status": _STATUS_NAMES.get(status, "UNKNOWN")}}
+    else:
+        body = {"error": {"message": message, "type": "fake_error", "code": str(status)}}
+    return web.json_response(body, status=status, headers=headers)
+
+
+def _retry_headers(config: FakeLLMConfig, seconds: float) -> dict[str, str]:
+    headers = {"Retry-After": str(max(1, math.ceil(seconds)))}
+    if config.retry_after_ms is not None:
+        headers["retry-after-ms"] = str(config.retry_after_ms)
+    return headers
+
+
+def _success(call: _Call, text: str | None, finish: str, **extra: Any) -> web.Response:
+    if call.route == "gemini":
+        gemini_finish = {"stop": "STOP", "length": "MAX_TOKENS"}.get(finish, finish)
+        return web.json_response(_gemini_body(call, text, gemini_finish, **extra))
+    return web.json_response(_openai_body(call, text, finish, **extra))
+
+
+async def _faulted(call: _Call, fault: str, config: FakeLLMConfig) -> web.Response:
+    reply = f"Reply to: {call.user_text[:60]}"
+    if fault.isdigit():
+        status = int(fault)
+        if status in (401, 403):
+            # Real providers echo (part of) the key: callers must scrub it.
+            return _error(call, status, f"Incorrect API key provided: {call.api_key}")
+        if status == 429:
+            return _error(call, 429, "Rate limit reached (fault)",
+                          _retry_headers(config, config.retry_after))
+        headers = _retry_headers(config, 1) if status >= 500 and config.retry_after_ms else None
+        return _error(call, status, f"fake fault {status}", headers)
+    if fault == "timeout":
+        await asyncio.sleep(config.timeout_seconds)
+        return _success(call, reply, "stop")
+    if fault == "empty":
+        return _success(call, "", "stop")
+    if fault == "length":
+        return _success(call, reply[: max(1, len(reply) // 2)], "length")
+    if fault == "malformed":
+        return web.Response(text='{"choices": [', content_type="application/json")
+    if fault == "content_filter":
+        if call.route == "gemini":
+            return _success(call, None, "SAFETY")
+        return _success(call, None, "content_filter")
+    if fault == "safety":
+        if call.route == "gemini":
+            return _success(call, None, "SAFETY", blocked=True)
+        return _success(call, None, "stop", refusal="I can't help with that.")
+    return _error(call, 400, f"unknown fault {fault!r}")
+
+
+async def _serve(state: FakeState, call: _Call) -> web.Response:
+    config = state.config
+    wait = state.rate_limit_wait()
+    if wait is not None:
+        return _error(call, 429, "Rate limit reached for requests", _retry_headers(config, wait))
+    fault = state.fault_for(call)
+    delay = config.latency_sample()
+    if delay > 0:
+        await asyncio.sleep(delay)
+    if fault:
+        return await _faulted(call, fault, config)
+    return _success(call, f"Reply to: {call.user_text[:60]}", "stop")
+
+
+async def _handle(request: web.Request, route: str) -> web.Response:
+    state = request.app[STATE]
+    state.received[route] += 1
+    state.in_flight += 1
+    state.in_flight_peak = max(state.in_flight_peak, state.in_flight)
+    status = "cancelled"  # the client hung up (e.g. its timeout) before we answered
+    try:
+        try:
+            body = await request.json()
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            status = "400"
+            return web.json_response({"error": {"message": "body is not JSON"}}, status=400)
+        call = _gemini_call(body, request) if route == "gemini" else \
+            _openai_call(route, body, request)
+        response = await _serve(state, call)
+        status = str(response.status)
+        return response
+    finally:
+        state.in_flight -= 1
+        state.statuses.setdefault(route, Counter())[status] += 1
+
+
+async def openai_chat(request: web.Request) -> web.Response:
+    return await _handle(request, "openai")
+
+
+async def groq_chat(request: web.Request) -> web.Response:
+    return await _handle(request, "groq")
+
+
+async def gemini_generate(request: web.Request) -> web.Response:
+    return await _handle(request, "gemini")
+
+
+async def control(request: web.Request) -> web.Response:
+    state = request.app[STATE]
+    changes = await request.json()
+    fields = {f.name for f in dataclasses.fields(FakeLLMConfig)}
+    unknown = set(changes) - fields
+    if unknown:
+        return web.json_response({"error": f"unknown settings {sorted(unknown)}"}, status=400)
+    state.config = dataclasses.replace(state.config, **changes)
+    return web.json_response(dataclasses.asdict(state.config))
+
+
+async def stats(request: web.Request) -> web.Response:
+    return web.json_response(request.app[STATE].stats())
+
+
+async def reset(request: web.Request) -> web.Response:
+    request.app[STATE].reset()
+    return web.json_response({"ok": True})
+
+
+def make_app(config: FakeLLMConfig | None = None) -> web.Application:
+    """The fake as an aiohttp application (run it with ``run`` or in a test thread)."""
+    app = web.Application(client_max_size=4 * 1024 * 1024)
+    app[STATE] = FakeState(config or FakeLLMConfig())
+    app.router.add_post("/v1/chat/completions", openai_chat)
+    app.router.add_post("/openai/v1/chat/completions", groq_chat)
+    app.router.add_post("/v1beta/models/{model}:generateContent", gemini_generate)
+    app.router.add_post("/v1/models/{model}:generateContent", gemini_generate)
+    app.router.add_post("/_control", control)
+    app.router.add_get("/_stats", stats)
+    app.router.add_post("/_reset", reset)
+    return app
+
+
+def run(host: str = "127.0.0.1", port: int = 8901, config: FakeLLMConfig | None = None) -> None:
+    """Serve until interrupted; a large backlog so hundreds of clients can connect at once."""
+    web.run_app(make_app(config), host=host, port=port, backlog=2048, access_log=None,
+                handler_cancellation=True, print=None)

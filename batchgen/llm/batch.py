@@ -1,0 +1,175 @@
+"""LLMBatchClient: many prompts in parallel over one warm thread pool and one SDK client.
+
+Threads do HTTP only: prompts are checked and filtered on the calling thread,
+each worker runs ``client.execute`` (HTTP, parsing, post-processing), and the
+caller gets plain results back. The executor is cached per process and per
+worker count, so the second batch finds its threads (and the provider's
+connection pool) already warm.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor, as_completed
+from typing import Any
+
+from batchgen.llm import config
+from batchgen.llm.client import LLMClient, build_request, execute
+from batchgen.llm.types import CompletionRequest, GenerationResult
+from batchgen.models import MAX_BATCH_SIZE
+
+_executors: dict[int, ThreadPoolExecutor] = {}
+_executors_lock = threading.Lock()
+
+
+def shared_executor(max_workers: int) -> ThreadPoolExecutor:
+    """The process-wide pool for this worker count, created on first use."""
+    executor = _executors.get(max_workers)
+    if executor is None:
+        with _executors_lock:
+            executor = _executors.get(max_workers)
+            if executor is None:
+                executor = ThreadPoolExecutor(max_workers=max_workers,
+                                              thread_name_prefix=f"llm-batch-{max_workers}")
+                _executors[max_workers] = executor
+    return executor
+
+
+def _forget_executors_in_child() -> None:
+    # Threads do not survive fork (RQ forks a work-horse per job): a copied
+    # executor would queue work that no thread ever runs.
+    _executors.clear()
+
+
+os.register_at_fork(after_in_child=_forget_executors_in_child)
+
+
+class LLMBatchClient:
+    """Parallel generation with the source document's API.
+
+    ``max_workers`` defaults to BATCH_MAX_WORKERS, else min(32, cpu + 4).
+    """
+
+    def __init__(self, max_workers: int | None = None, provider: str | None = None) -> None:
+        workers = config.default_max_workers() if max_workers is None else max_workers
+        if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+            raise ValueError(f"max_workers must be a positive int, got {max_workers!r}")
+        self.max_workers = workers
+        self.llm = LLMClient(provider)
+
+    @property
+    def provider_name(self) -> str:
+        return self.llm.provider_name
+
+    @property
+    def model(self) -> str:
+        return config.model_for(self.llm.provider_name)
+
+    def generate_batch(self, prompts: Sequence[str], temperature: float = 0.7,
+                       max_tokens: int = 220, system_prompt: str | None = None,
+                       top_p: float = 0.95, frequency_penalty: float = 0.4,
+                       preserve_order: bool = True) -> list[str | None]:
+        """One reply per prompt, None where generation failed.
+
+        With ``preserve_order=False`` the list is in completion order (fastest
+        first), so it can no longer be zipped with ``prompts``; use
+        ``generate_batch_detailed`` when you need to know which is which.
+        """
+        results = self.generate_batch_detailed(
+            prompts, temperature=temperature, max_tokens=max_tokens,
+            system_prompt=system_prompt, top_p=top_p, frequency_penalty=frequency_penalty,
+            preserve_order=preserve_order)
+        return [result.text for result in results]
+
+    def generate_batch_detailed(self, prompts: Sequence[str], preserve_order: bool = True,
+                                **options: Any) -> list[GenerationResult]:
+        """Like ``generate_batch`` with the reason, latency, tokens and attempts per prompt.
+
+        ``[]`` gives ``[]``; a non-str prompt raises TypeError and an empty one
+        ValueError, naming its index; more than MAX_BATCH_SIZE (50) prompts
+        raises ValueError. Nothing is sent when the input is refused. Provider
+        failures never raise: they are results with ``error_kind`` set.
+        """
+        if len(prompts) > MAX_BATCH_SIZE:
+            raise ValueError(f"batch of {len(prompts)} prompts exceeds the limit "
+                             f"MAX_BATCH_SIZE={MAX_BATCH_SIZE}")
+        return self._run(self._requests(prompts, options), preserve_order)
+
+    def iter_batch_detailed(self, prompts: Sequence[str],
+                            **options: Any) -> Iterator[tuple[int, GenerationResult]]:
+        """``(index, result)`` pairs in completion order, as each prompt finishes.
+
+        The input is checked (same rules as ``generate_batch_detailed``) and every
+        prompt is submitted before this returns, so the caller can save and send
+        early replies while later ones are still in flight.
+        """
+        if len(prompts) > MAX_BATCH_SIZE:
+            raise ValueError(f"batch of {len(prompts)} prompts exceeds the limit "
+                             f"MAX_BATCH_SIZE={MAX_BATCH_SIZE}")
+        futures = self._submit(self._requests(prompts, options))
+        index_of = {future: index for index, future in enumerate(futures)}
+        return ((index_of[future], future.result()) for future in as_completed(futures))
+
+    def generate_many_detailed(self, prompts: Sequence[str], preserve_order: bool = True,
+                               **options: Any) -> list[GenerationResult]:
+        """Any number of prompts, streamed through the same warm pool.
+
+        Every prompt is queued at once and a worker starts the next as soon as
+        it finishes one, so a slow reply holds up one worker, not a chunk of 50.
+        """
+        return self._run(self._requests(prompts, options), preserve_order)
+
+    def generate_with_fallback(self, prompts: Sequence[str], temperature: float = 0.7,
+                               retry_failed: bool = True, **options: Any) -> list[str | None]:
+        """``generate_batch``, then the failed prompts once more (in order)."""
+        results = self.generate_with_fallback_detailed(
+            prompts, temperature=temperature, retry_failed=retry_failed, **options)
+        return [result.text for result in results]
+
+    def generate_with_fallback_detailed(self, prompts: Sequence[str], temperature: float = 0.7,
+                                        retry_failed: bool = True,
+                                        **options: Any) -> list[GenerationResult]:
+        """Retries once each result that failed for a reason a retry can help
+        (``retryable``: 429, 5xx, timeouts, empty replies...), not bad keys or filters."""
+        options.pop("preserve_order", None)  # the retry needs the order to match
+        results = self.generate_batch_detailed(prompts, temperature=temperature, **options)
+        failed = [i for i, result in enumerate(results) if not result.ok and result.retryable]
+        if retry_failed and failed:
+            retried = self.generate_batch_detailed([prompts[i] for i in failed],
+                                                   temperature=temperature, **options)
+            for index, result in zip(failed, retried, strict=True):
+                results[index] = result
+        return results
+
+    def _requests(self, prompts: Sequence[str], options: dict[str, Any]) -> list[CompletionRequest]:
+        if isinstance(prompts, str | bytes) or not isinstance(prompts, Sequence):
+            raise TypeError("prompts must be a list of str")
+        defaults = {"system_prompt": None, "temperature": 0.7, "max_tokens": 220,
+                    "top_p": 0.95, "frequency_penalty": 0.4}
+        unknown = set(options) - set(defaults)
+        if unknown:
+            raise TypeError(f"unexpected keyword arguments: {sorted(unknown)}")
+        settings = {**defaults, **options}
+        # Build (and so validate) every request before the first is sent.
+        return [build_request(prompt, index, **settings) for index, prompt in enumerate(prompts)]
+
+    def _submit(self, requests: list[CompletionRequest]) -> list[Future[GenerationResult]]:
+        if not requests:
+            return []
+        provider = self.llm.provider
+        executor = shared_executor(self.max_workers)
+        return [executor.submit(execute, provider, request) for request in requests]
+
+    def _run(self, requests: list[CompletionRequest],
+             preserve_order: bool) -> list[GenerationResult]:
+        futures = self._submit(requests)
+        done = futures if preserve_order else as_completed(futures)
+        return [future.result() for future in done]
+
+
+def generate_batch(prompts: Sequence[str], **options: Any) -> list[str | None]:
+    """The one-liner: ``LLMBatchClient().generate_batch(prompts, **options)``."""
+    max_workers = options.pop("max_workers", None)
+    return LLMBatchClient(max_workers=max_workers).generate_batch(prompts, **options)

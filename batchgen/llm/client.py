@@ -1,0 +1,154 @@
+"""LLMClient: one prompt, filtered in, judged and post-processed out, behind the breaker."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+
+from batchgen.llm import config, errors, registry
+from batchgen.llm.errors import ProviderError
+from batchgen.llm.providers.base import Provider
+from batchgen.llm.types import Completion, CompletionRequest, GenerationResult
+from batchgen.prompts import DEFAULT_SYSTEM_PROMPT, filter_content, postprocess_output
+from batchgen.resilience import CircuitOpenError, get_circuit_breaker
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class _Outcome:
+    text: str | None
+    kind: str | None = None
+    message: str = ""
+
+
+def build_request(prompt: object, index: int | None = None, *, system_prompt: str | None,
+                  temperature: float, max_tokens: int, top_p: float,
+                  frequency_penalty: float) -> CompletionRequest:
+    """Check and filter one prompt; TypeError / ValueError name its index."""
+    where = "prompt" if index is None else f"prompt {index}"
+    if not isinstance(prompt, str):
+        raise TypeError(f"{where} must be a str, got {type(prompt).__name__}")
+    user_prompt = filter_content(prompt)
+    if not user_prompt:
+        raise ValueError(f"{where} is empty or whitespace only")
+    system = filter_content(system_prompt) if system_prompt else ""
+    return CompletionRequest(
+        user_prompt=user_prompt, system_prompt=system or DEFAULT_SYSTEM_PROMPT,
+        temperature=temperature, max_tokens=max_tokens, top_p=top_p,
+        frequency_penalty=frequency_penalty)
+
+
+def judge(completion: Completion, max_tokens: int) -> _Outcome:
+    """Decide whether a parsed reply is sendable.
+
+    A reply cut off at ``max_tokens`` (finish_reason "length") is dropped as
+    "truncated", not kept: a chat message that stops mid-sentence looks broken
+    to the people in the chat, and the queue item can be retried instead.
+    """
+    reason = completion.finish_reason
+    if reason == "length":
+        return _Outcome(None, errors.TRUNCATED, f"reply cut off at max_tokens={max_tokens}")
+    if reason == "content_filter":
+        return _Outcome(None, errors.CONTENT_FILTER, "reply withheld by the provider's filter")
+    if reason in ("safety", "refusal"):
+        return _Outcome(None, errors.SAFETY_BLOCK, f"blocked for safety ({reason})")
+    if not (completion.text or "").strip():
+        return _Outcome(None, errors.EMPTY, "the provider returned no text")
+    text = postprocess_output(completion.text)
+    if text is None:
+        return _Outcome(None, errors.EMPTY, "nothing left after post-processing")
+    return _Outcome(text)
+
+
+def execute(provider: Provider, request: CompletionRequest) -> GenerationResult:
+    """Run one request through the breaker; never raises (threads call this)."""
+    started = time.perf_counter()
+    try:
+        provider.client()  # a missing key fails here, before the breaker is asked
+        breaker = get_circuit_breaker(registry.breaker_name(provider.name))
+        breaker.before_call()
+    except ProviderError as exc:
+        return _failure(provider, started, exc.kind, exc.message, exc.retryable, 0)
+    except CircuitOpenError as exc:
+        message = f"circuit {registry.breaker_name(provider.name)} is open, retry in " \
+                  f"{getattr(exc, 'retry_after', 0) or 0:.0f}s"
+        return _failure(provider, started, errors.CIRCUIT_OPEN, message, True, 0)
+    try:
+        completion = provider.complete(request)
+    except ProviderError as exc:
+        if exc.kind in errors.BREAKER_FAILURES:
+            breaker.record_failure()
+        else:
+            breaker.record_ignored()
+        return _failure(provider, started, exc.kind, exc.message, exc.retryable,
+                        getattr(exc, "attempts", 1))
+    except Exception as exc:  # a bug must not kill the batch or strand a half-open probe
+        breaker.record_ignored()
+        logger.exception("unexpected error from the %s provider", provider.name)
+        return _failure(provider, started, errors.MALFORMED,
+                        provider.scrub(f"{type(exc).__name__}: {exc}"), True, 1)
+    outcome = judge(completion, request.max_tokens)
+    # An empty or filtered reply says nothing about the service's health.
+    (breaker.record_success if outcome.kind is None else breaker.record_ignored)()
+    return _result(provider, started, outcome, completion)
+
+
+def _result(provider: Provider, started: float, outcome: _Outcome,
+            completion: Completion) -> GenerationResult:
+    if outcome.kind:
+        logger.warning("%s generation failed: %s (%s)", provider.name, outcome.kind,
+                       outcome.message)
+    return GenerationResult(
+        text=outcome.text, error_kind=outcome.kind, error_message=outcome.message,
+        latency_s=time.perf_counter() - started, prompt_tokens=completion.prompt_tokens,
+        completion_tokens=completion.completion_tokens, cached_tokens=completion.cached_tokens,
+        attempts=completion.attempts, provider=provider.name, model=provider.model,
+        retryable=outcome.kind in errors.RETRYABLE_KINDS)
+
+
+def _failure(provider: Provider, started: float, kind: str, message: str, retryable: bool,
+             attempts: int) -> GenerationResult:
+    message = errors.scrub(message, config.all_api_keys())
+    logger.warning("%s generation failed: %s (%s)", provider.name, kind, message)
+    return GenerationResult(
+        text=None, error_kind=kind, error_message=message,
+        latency_s=time.perf_counter() - started, attempts=attempts, provider=provider.name,
+        model=provider.model, retryable=retryable)
+
+
+class LLMClient:
+    """One generation at a time on the shared provider client (the source document's API)."""
+
+    def __init__(self, provider: str | None = None) -> None:
+        self.provider_name = provider or config.default_provider()
+        if self.provider_name not in registry.PROVIDER_CLASSES:
+            raise ValueError(f"unknown LLM provider {self.provider_name!r}: choose one of "
+                             f"{sorted(registry.PROVIDER_CLASSES)}")
+
+    @property
+    def provider(self) -> Provider:
+        # Looked up per call, so config.reset() takes effect for existing clients.
+        return registry.get_provider(self.provider_name)
+
+    def generate(self, user_prompt: str, system_prompt: str | None = None,
+                 temperature: float = 0.7, max_tokens: int = 220, top_p: float = 0.95,
+                 frequency_penalty: float = 0.4) -> str | None:
+        """The reply text, or None when generation failed (the reason is logged)."""
+        return self.generate_detailed(user_prompt, system_prompt, temperature, max_tokens,
+                                      top_p, frequency_penalty).text
+
+    def generate_detailed(self, user_prompt: str, system_prompt: str | None = None,
+                          temperature: float = 0.7, max_tokens: int = 220,
+                          top_p: float = 0.95,
+                          frequency_penalty: float = 0.4) -> GenerationResult:
+        """Like ``generate`` but with the reason, latency, tokens and attempts.
+
+        A non-str prompt raises TypeError, an empty one ValueError; provider
+        failures never raise, they come back as a result with ``error_kind``.
+        """
+        request = build_request(user_prompt, system_prompt=system_prompt,
+                                temperature=temperature, max_tokens=max_tokens,
+                                top_p=top_p, frequency_penalty=frequency_penalty)
+        return execute(self.provider, request)

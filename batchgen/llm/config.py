@@ -1,0 +1,87 @@
+"""The one place that reads LLM configuration from ``django.conf.settings``.
+
+Values are read when a provider client is built, not at import, so a missing
+API key is reported at call time. Tests that change settings call ``reset()``
+to drop the cached SDK clients.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+from django.conf import settings
+
+# The largest worker count BATCH_MAX_WORKERS accepts: every SDK client keeps at
+# least this many connections alive, so no pool size waits on a connection.
+MAX_POOL_SIZE = 256
+
+_KEYS = {"openai": "OPENAI_API_KEY", "gemini": "GEMINI_API_KEY", "groq": "GROQ_API_KEY"}
+_BASE_URLS = {"openai": "OPENAI_BASE_URL", "gemini": "GOOGLE_GEMINI_BASE_URL",
+              "groq": "GROQ_BASE_URL"}
+_TIMEOUTS = {"openai": "OPENAI_TIMEOUT", "gemini": "GEMINI_TIMEOUT", "groq": "GROQ_TIMEOUT"}
+
+
+@dataclass(frozen=True)
+class ProviderSettings:
+    name: str
+    key_variable: str
+    base_url: str
+    timeout: float
+    model: str
+    max_retries: int
+    retry_initial_delay: float
+    pool_size: int
+    api_key: str = field(default="", repr=False)
+
+
+def provider_names() -> tuple[str, ...]:
+    return tuple(getattr(settings, "LLM_PROVIDERS", tuple(_KEYS)))
+
+
+def default_provider() -> str:
+    return settings.LLM_PROVIDER
+
+
+def model_for(provider: str) -> str:
+    """LLM_MODEL applies to the configured provider; any other gets its default model."""
+    if settings.LLM_MODEL and provider == settings.LLM_PROVIDER:
+        return settings.LLM_MODEL
+    return settings.LLM_DEFAULT_MODELS[provider]
+
+
+def provider_settings(provider: str) -> ProviderSettings:
+    if provider not in _KEYS:
+        raise ValueError(f"unknown LLM provider {provider!r}: choose one of {sorted(_KEYS)}")
+    return ProviderSettings(
+        name=provider,
+        key_variable=_KEYS[provider],
+        api_key=getattr(settings, _KEYS[provider], "") or "",
+        base_url=getattr(settings, _BASE_URLS[provider]).rstrip("/"),
+        timeout=float(getattr(settings, _TIMEOUTS[provider])),
+        model=model_for(provider),
+        max_retries=int(settings.LLM_MAX_RETRIES),
+        # Not an environment variable: tests shorten the SDKs' back-off with it.
+        retry_initial_delay=float(getattr(settings, "LLM_RETRY_INITIAL_DELAY", 0.5)),
+        pool_size=MAX_POOL_SIZE,
+    )
+
+
+def all_api_keys() -> tuple[str, ...]:
+    """Every configured key, so error messages can be scrubbed of them."""
+    return tuple(k for k in (getattr(settings, v, "") for v in _KEYS.values()) if k)
+
+
+def default_max_workers() -> int:
+    """BATCH_MAX_WORKERS, else ThreadPoolExecutor's own default min(32, cpu + 4)."""
+    configured = getattr(settings, "BATCH_MAX_WORKERS", None)
+    if configured:
+        return int(configured)
+    return min(32, (os.cpu_count() or 1) + 4)
+
+
+def reset() -> None:
+    """Drop cached provider clients (and their connection pools); the next call rebuilds."""
+    from batchgen.llm import registry
+
+    registry.clear()

@@ -1,0 +1,36 @@
+"""Groq chat completions through the official ``groq`` SDK."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import groq
+import httpx
+from groq.types.chat import ChatCompletion as GroqChatCompletion
+
+from batchgen.llm.providers.openai import OpenAICompatibleProvider
+
+
+class GroqProvider(OpenAICompatibleProvider):
+    """The groq SDK appends ``/openai/v1/chat/completions`` to GROQ_BASE_URL."""
+
+    name = "groq"
+    sdk = groq
+    completion_type = GroqChatCompletion
+    completion_path = "/openai/v1/chat/completions"
+
+    def _build_client(self) -> Any:
+        size = self.config.pool_size
+        # groq's default http client keeps only 20 idle connections: with more
+        # workers every batch would open (and later drop) fresh connections.
+        http_client = groq.DefaultHttpxClient(
+            limits=httpx.Limits(max_connections=size * 2, max_keepalive_connections=size),
+            event_hooks={"request": [self.attempts.hook]},
+        )
+        return groq.Groq(
+            api_key=self.config.api_key,
+            base_url=self.config.base_url,
+            timeout=self.config.timeout,
+            max_retries=self.config.max_retries,
+            http_client=http_client,
+        )

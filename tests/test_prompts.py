@@ -1,0 +1,77 @@
+"""Prompt building and the content filters."""
+
+from __future__ import annotations
+
+import pytest
+
+from batchgen.prompts import (
+    DEFAULT_SYSTEM_PROMPT,
+    MAX_OUTPUT_CHARS,
+    MAX_PROMPT_CHARS,
+    filter_content,
+    generate_user_prompt,
+    postprocess_output,
+)
+
+BOT_TOKEN = "1234567890:" + "AbCdEfGhIjKlMnOpQrStUvWxYz012345"
+
+
+def test_filter_strips_control_characters_and_collapses_whitespace():
+    assert filter_content("  hello\x00\x07   there\n\n\tfriend\u200b ") == "hello there friend"
+
+
+@pytest.mark.parametrize("secret", [
+    BOT_TOKEN, "sk-proj-abcdefghijklmnop1234", "gsk_abcdefghijklmnop1234",
+    "AIzaSyA1234567890abcdefghijklmnopqrstu"])
+def test_filter_redacts_secret_looking_strings(secret):
+    assert filter_content(f"my key is {secret} ok") == "my key is [redacted] ok"
+
+
+def test_filter_caps_the_length():
+    assert len(filter_content("word " * 5000)) <= MAX_PROMPT_CHARS
+
+
+def test_filter_keeps_ordinary_text_and_numbers():
+    assert filter_content("BIST100 at 9,870: up 1.2% [[fault:500]]") == \
+        "BIST100 at 9,870: up 1.2% [[fault:500]]"
+
+
+@pytest.mark.parametrize(("raw", "clean"), [
+    ('  "Good morning everyone!"  ', "Good morning everyone!"),
+    ("“Quoted in curly quotes”", "Quoted in curly quotes"),
+    ("As an AI language model, I think the market is calm.", "I think the market is calm."),
+    ("As an AI, I'd say: buy the dip", "I'd say: buy the dip"),
+    ("Message: see you all tomorrow", "see you all tomorrow"),
+    ("line one\r\nline two", "line one\nline two"),
+])
+def test_postprocess_cleans_the_reply(raw, clean):
+    assert postprocess_output(raw) == clean
+
+
+@pytest.mark.parametrize("raw", [None, "", "   ", '""', "As an AI language model."])
+def test_postprocess_gives_none_when_nothing_is_left(raw):
+    assert postprocess_output(raw) is None
+
+
+def test_postprocess_caps_the_length_and_redacts_tokens():
+    assert len(postprocess_output("x" * (MAX_OUTPUT_CHARS + 100))) == MAX_OUTPUT_CHARS
+    assert postprocess_output(f"the token is {BOT_TOKEN}") == "the token is [redacted]"
+
+
+def test_the_user_prompt_names_the_bot_the_chat_and_the_recent_messages():
+    prompt = generate_user_prompt("Ayla", "a cheerful trader", "Borsa Sohbet",
+                                  ["BIST100 is up", f"secret {BOT_TOKEN}", "  "])
+
+    assert "You are Ayla" in prompt and "a cheerful trader" in prompt
+    assert "Borsa Sohbet" in prompt and "- BIST100 is up" in prompt
+    assert BOT_TOKEN not in prompt and "[redacted]" in prompt
+
+
+def test_the_user_prompt_has_sensible_defaults():
+    prompt = generate_user_prompt("Bot", "", "", [])
+
+    assert "(no messages yet)" in prompt and "a Telegram chat" in prompt
+
+
+def test_the_default_system_prompt_forbids_secrets():
+    assert "access tokens" in DEFAULT_SYSTEM_PROMPT
