@@ -1,0 +1,231 @@
+"""The batch pipeline in-process (`tick --sync`): claim, generate, save, send, record."""
+
+from __future__ import annotations
+
+import pytest
+from django.core.management import call_command
+
+from batchgen import pipeline
+from batchgen.models import BatchRun, Generation, Message, QueueItem, Setting
+from tests.factories import make_bot, make_chat, make_item
+from tests.fakes import fake_llm_fixture, llm_env_fixture  # noqa: F401
+from tests.pipeline_support import (  # noqa: F401
+    fake_telegram_fixture,
+    pipeline_env_fixture,
+    telegram_env_fixture,
+)
+
+pytestmark = pytest.mark.django_db
+
+
+def batch_mode(size: int) -> None:
+    Setting.objects.filter(key="batch_mode_enabled").update(value=True)
+    Setting.objects.filter(key="batch_size").update(value=size)
+
+
+def make_items(count: int, **fields) -> list[QueueItem]:
+    return [make_item(make_bot(), make_chat(), **fields) for _ in range(count)]
+
+
+def test_a_batch_sends_every_item_once_to_its_own_chat(pipeline_env) -> None:
+    fake_llm, fake_telegram = pipeline_env
+    items = make_items(6)
+    batch_mode(10)
+    summary = pipeline.tick(sync=True)
+    run = summary.run
+    assert (run.mode, run.size, run.status, run.successes, run.failures) == (
+        "batch", 6, "succeeded", 6, 0)
+    delivered = fake_telegram.messages()
+    assert sorted(m["chat_id"] for m in delivered) == sorted(
+        i.chat.telegram_chat_id for i in items)
+    for item in items:
+        item.refresh_from_db()
+        message = Message.objects.get(queue_item=item)
+        [seen] = [m for m in delivered if m["chat_id"] == item.chat.telegram_chat_id]
+        assert seen["text"] == message.text and seen["token"] == item.bot.telegram_token
+        assert seen["params"].get("parse_mode") is None
+        assert (item.status, message.status) == ("done", "sent")
+        assert message.telegram_message_id == seen["message_id"]
+    assert fake_llm.stats()["requests"]["openai"] == {"200": 6}
+
+
+def test_the_run_records_figures_that_match_what_happened(pipeline_env, settings) -> None:
+    settings.LLM_PRICES = {"gpt-4o-mini": (1.0, 0.5, 2.0)}
+    settings.LLM_MODEL = "gpt-4o-mini"
+    make_items(4)
+    batch_mode(4)
+    run = pipeline.tick(sync=True).run
+    generations = list(Generation.objects.filter(batch_run=run))
+    assert len(generations) == 4 and all(g.ok for g in generations)
+    assert run.prompt_tokens == sum(g.prompt_tokens for g in generations) > 0
+    assert run.completion_tokens == sum(g.completion_tokens for g in generations) > 0
+    expected = sum((g.prompt_tokens - g.cached_tokens) * 1.0 + g.cached_tokens * 0.5
+                   + g.completion_tokens * 2.0 for g in generations) / 1e6
+    assert float(run.cost_usd) == pytest.approx(expected, abs=1e-6)
+    assert run.workers == 4 and run.provider == "openai" and run.model == "gpt-4o-mini"
+    assert run.duration_s > 0 and run.throughput == pytest.approx(4 / run.duration_s)
+    assert run.latency_p95_s >= run.latency_mean_s > 0
+    assert run.error_summary == {}
+
+
+def test_an_unknown_model_gets_no_cost_rather_than_zero(pipeline_env, settings) -> None:
+    settings.LLM_MODEL = "some-unpriced-model"
+    make_items(1)
+    run = pipeline.tick(sync=True).run
+    assert run.successes == 1 and run.cost_usd is None
+
+
+def test_batch_mode_off_takes_one_item_per_tick_in_priority_order(pipeline_env) -> None:
+    bot, chat = make_bot(), make_chat()
+    low = make_item(bot, chat, priority=1)
+    high = make_item(bot, chat, priority=9)
+    first = pipeline.tick(sync=True).run
+    assert (first.mode, first.size) == ("single", 1)
+    high.refresh_from_db()
+    low.refresh_from_db()
+    assert (high.status, low.status) == ("done", "pending")
+    assert pipeline.tick(sync=True).run.size == 1
+    low.refresh_from_db()
+    assert low.status == "done"
+    assert pipeline.tick(sync=True).run is None
+
+
+def test_the_next_tick_sees_a_settings_change(pipeline_env) -> None:
+    make_items(5)
+    assert pipeline.tick(sync=True).run.size == 1
+    batch_mode(3)
+    assert pipeline.tick(sync=True).run.size == 3
+
+
+def test_transient_provider_faults_are_retried_with_back_off_then_dead(pipeline_env,
+                                                                       settings) -> None:
+    settings.BATCH_RETRY_BACKOFF_SECONDS = 0
+    bot, chat = make_bot(persona="[[fault:503]]"), make_chat()
+    item = make_item(bot, chat, max_attempts=2)
+    ok = make_item(make_bot(), make_chat())
+    batch_mode(5)
+    first = pipeline.tick(sync=True).run
+    item.refresh_from_db()
+    assert (first.status, first.successes, first.failures) == ("partial", 1, 1)
+    assert first.error_summary == {"server_error": 1}
+    assert (item.status, item.attempts) == ("pending", 1)
+    pipeline.tick(sync=True)
+    item.refresh_from_db()
+    ok.refresh_from_db()
+    assert item.status == "dead" and item.last_error.startswith("gave up after 2 attempts")
+    assert "server_error" in item.last_error
+    assert ok.status == "done"
+
+
+def test_a_refused_prompt_is_dead_at_once_with_the_reason(pipeline_env) -> None:
+    item = make_item(make_bot(persona="[[fault:content_filter]]"), make_chat())
+    run = pipeline.tick(sync=True).run
+    item.refresh_from_db()
+    assert run.status == "failed" and item.status == "dead" and item.attempts == 1
+    assert item.last_error.startswith("content_filter")
+
+
+def test_bad_items_end_dead_with_a_reason_and_the_batch_goes_on(pipeline_env) -> None:
+    inactive = make_item(make_bot(is_active=False), make_chat())
+    no_bot = make_item()
+    no_bot.bot.delete()
+    no_chat = make_item()
+    no_chat.chat.delete()
+    good = make_item()
+    batch_mode(10)
+    run = pipeline.tick(sync=True).run
+    assert (run.size, run.successes, run.failures) == (4, 1, 3)
+    assert run.error_summary == {"invalid_item": 3}
+    reasons = {i.id: (i.status, i.last_error) for i in QueueItem.objects.all()}
+    assert reasons[inactive.id][0] == "dead" and "is inactive" in reasons[inactive.id][1]
+    assert reasons[no_bot.id] == ("dead", "its bot was deleted")
+    assert reasons[no_chat.id] == ("dead", "its chat was deleted")
+    assert reasons[good.id][0] == "done"
+
+
+def test_telegram_429_is_obeyed_and_the_message_still_goes_once(pipeline_env) -> None:
+    _, fake_telegram = pipeline_env
+    item = make_item()
+    fake_telegram.control(fault="429", count=1, retry_after=1)
+    run = pipeline.tick(sync=True).run
+    assert run.successes == 1
+    stats = fake_telegram.stats()
+    assert stats["responses"] == {"429": 1, "200": 1}
+    assert [m["chat_id"] for m in fake_telegram.messages()] == [item.chat.telegram_chat_id]
+
+
+def test_telegram_400_is_final_with_the_description(pipeline_env) -> None:
+    _, fake_telegram = pipeline_env
+    item = make_item()
+    fake_telegram.control(fault="400", count=1)
+    pipeline.tick(sync=True)
+    item.refresh_from_db()
+    message = Message.objects.get(queue_item=item)
+    assert message.status == "failed" and "chat not found" in message.error
+    assert item.status == "dead" and "chat not found" in item.last_error
+    assert pipeline.tick(sync=True).run is None
+
+
+def test_an_ambiguous_send_is_never_resent(pipeline_env) -> None:
+    _, fake_telegram = pipeline_env
+    item = make_item()
+    fake_telegram.control(fault="drop", count=1)
+    pipeline.tick(sync=True)
+    message = Message.objects.get(queue_item=item)
+    item.refresh_from_db()
+    assert message.status == "send_unknown" and item.status == "dead"
+    assert pipeline.tick(sync=True).run is None
+    assert len(fake_telegram.messages()) == 1
+
+
+def test_an_item_found_mid_send_after_a_crash_is_not_sent_again(pipeline_env) -> None:
+    _, fake_telegram = pipeline_env
+    item = make_item()
+    run = BatchRun.objects.create(mode="single")
+    Message.objects.create(queue_item=item, bot=item.bot, chat=item.chat, batch_run=run,
+                           text="half sent", status="sending")
+    pipeline.tick(sync=True)
+    item.refresh_from_db()
+    assert Message.objects.get(queue_item=item).status == "send_unknown"
+    assert item.status == "dead" and "outcome unknown" in item.last_error
+    assert fake_telegram.messages() == []
+
+
+def test_a_saved_but_unsent_message_is_sent_without_generating_again(pipeline_env) -> None:
+    fake_llm, fake_telegram = pipeline_env
+    item = make_item()
+    Message.objects.create(queue_item=item, bot=item.bot, chat=item.chat, text="saved text")
+    run = pipeline.tick(sync=True).run
+    assert run.successes == 1
+    assert [m["text"] for m in fake_telegram.messages()] == ["saved text"]
+    assert fake_llm.stats()["requests"].get("openai") is None
+
+
+def test_several_bots_reply_in_one_chat_in_one_batch(pipeline_env) -> None:
+    _, fake_telegram = pipeline_env
+    chat = make_chat(-100200300)
+    bots = [make_bot() for _ in range(3)]
+    fake_telegram.control(chat_limit_per_second=1)
+    run = pipeline.generate_for_multiple_bots([b.id for b in bots], chat.id, sync=True)
+    assert (run.mode, run.size, run.successes) == ("multi_bot", 3, 3)
+    delivered = fake_telegram.messages()
+    assert sorted(m["token"] for m in delivered) == sorted(b.telegram_token for b in bots)
+    assert {m["chat_id"] for m in delivered} == {-100200300}
+    assert fake_telegram.stats()["max_per_chat_per_second"] == 1
+
+
+def test_multibot_refuses_unknown_bots_naming_them(pipeline_env) -> None:
+    chat = make_chat()
+    with pytest.raises(ValueError, match=r"no active bot with id \[999\]"):
+        pipeline.generate_for_multiple_bots([999], chat.id)
+    assert not QueueItem.objects.exists()
+
+
+def test_tick_command_prints_one_summary_line(pipeline_env, capsys) -> None:
+    make_items(1)
+    call_command("tick", "--sync")
+    out = capsys.readouterr().out.strip().splitlines()
+    assert len(out) == 1 and out[0].startswith("tick: batch ")
+    call_command("tick", "--sync")
+    assert capsys.readouterr().out.strip() == (
+        "tick: nothing pending; 0 expired leases returned")
