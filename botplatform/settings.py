@@ -8,6 +8,7 @@ at all the project runs on SQLite in DEBUG mode, so a fresh checkout works.
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import dj_database_url
@@ -96,7 +97,9 @@ def _database(url: str) -> dict:
         config["OPTIONS"] = {"timeout": 30, "transaction_mode": "IMMEDIATE"}
         # A file, not pytest-django's in-memory default: the end-to-end tests
         # start real tick and rqworker processes that must see the test data.
-        config["TEST"] = {"NAME": str(BASE_DIR / "test-db.sqlite3")}
+        # One file per test run, so concurrent runs never share it.
+        config["TEST"] = {"NAME": str(Path(tempfile.gettempdir())
+                                      / f"botplatform-test-{os.getpid()}.sqlite3")}
     return config
 
 
@@ -149,6 +152,30 @@ LLM_MAX_RETRIES = env_int("LLM_MAX_RETRIES", 2, minimum=0, maximum=10)
 
 LLM_CIRCUIT_BREAKER_THRESHOLD = env_int("LLM_CIRCUIT_BREAKER_THRESHOLD", 5, minimum=1)
 LLM_CIRCUIT_BREAKER_TIMEOUT = env_float("LLM_CIRCUIT_BREAKER_TIMEOUT", 120.0, minimum=0.0)
+
+# Several keys per provider (comma-separated), used in turn; *_API_KEY still works alone.
+OPENAI_API_KEYS = env_list("OPENAI_API_KEYS")
+GEMINI_API_KEYS = env_list("GEMINI_API_KEYS")
+GROQ_API_KEYS = env_list("GROQ_API_KEYS")
+# A key answering 401 is out of rotation (in every worker) for this long.
+LLM_KEY_DISABLE_SECONDS = env_float("LLM_KEY_DISABLE_SECONDS", 3600.0, minimum=1.0)
+# Providers tried in order when the primary is down; only those with a key are used.
+LLM_FALLBACK_PROVIDERS = env_list("LLM_FALLBACK_PROVIDERS")
+if set(LLM_FALLBACK_PROVIDERS) - set(LLM_PROVIDERS):
+    raise ImproperlyConfigured(f"LLM_FALLBACK_PROVIDERS={','.join(LLM_FALLBACK_PROVIDERS)!r}: "
+                               f"each must be one of {', '.join(LLM_PROVIDERS)}")
+# Client-side limits per API key, shared by every worker through Redis; unset = unlimited.
+# The provider's own variable wins over LLM_*; 0 there means "no limit for this provider".
+LLM_RPM_LIMIT = env_int("LLM_RPM_LIMIT", None, minimum=0)
+LLM_TPM_LIMIT = env_int("LLM_TPM_LIMIT", None, minimum=0)
+OPENAI_RPM_LIMIT = env_int("OPENAI_RPM_LIMIT", None, minimum=0)
+OPENAI_TPM_LIMIT = env_int("OPENAI_TPM_LIMIT", None, minimum=0)
+GEMINI_RPM_LIMIT = env_int("GEMINI_RPM_LIMIT", None, minimum=0)
+GEMINI_TPM_LIMIT = env_int("GEMINI_TPM_LIMIT", None, minimum=0)
+GROQ_RPM_LIMIT = env_int("GROQ_RPM_LIMIT", None, minimum=0)
+GROQ_TPM_LIMIT = env_int("GROQ_TPM_LIMIT", None, minimum=0)
+# Longest a request waits for limiter capacity; beyond it the item goes back to the queue.
+LLM_RATE_LIMIT_MAX_WAIT = env_float("LLM_RATE_LIMIT_MAX_WAIT", 30.0, minimum=0.0)
 
 BATCH_MAX_WORKERS = env_int("BATCH_MAX_WORKERS", None, minimum=1, maximum=256)
 

@@ -1,0 +1,110 @@
+"""Real processes: `manage.py tick` enqueues, a real `rqworker` runs the job, the fake
+Telegram receives. Database state is committed (transactional tests) so the children see it."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import pytest
+
+from batchgen.models import BatchRun, Generation, Message, QueueItem, Setting
+from tests.factories import make_bot, make_chat, make_item
+from tests.fakes import fake_llm_fixture, llm_env_fixture  # noqa: F401
+from tests.pipeline_support import (  # noqa: F401
+    fake_telegram_fixture,
+    pipeline_env_fixture,
+    telegram_env_fixture,
+)
+from tests.processes import kill_hard, manage, process_env, start, stop, wait_for
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def batch_mode(size: int) -> None:
+    Setting.objects.update_or_create(key="batch_mode_enabled", defaults={"value": True})
+    Setting.objects.update_or_create(key="batch_size", defaults={"value": size})
+
+
+def test_tick_then_a_real_worker_sends_every_item_once(pipeline_env, settings) -> None:
+    fake_llm, fake_telegram = pipeline_env
+    items = [make_item(make_bot(), make_chat(), priority=i % 3) for i in range(8)]
+    batch_mode(8)
+    env = process_env(settings)
+
+    tick = manage(env, "tick")
+    assert tick.returncode == 0, tick.stderr
+    [line] = tick.stdout.strip().splitlines()
+    assert line.startswith("tick: batch ") and "(batch, 8 items, status queued)" in line
+    worker = manage(env, "rqworker", "default", "--burst")
+    assert worker.returncode == 0, worker.stderr
+
+    run = BatchRun.objects.get()
+    assert (run.status, run.size, run.successes, run.failures) == ("succeeded", 8, 8, 0)
+    assert run.rq_job_id == f"batchrun-{run.id}" and run.workers == 8
+    delivered = fake_telegram.messages()
+    assert Counter(m["chat_id"] for m in delivered) == Counter(
+        i.chat.telegram_chat_id for i in items)
+    for item in items:
+        [seen] = [m for m in delivered if m["chat_id"] == item.chat.telegram_chat_id]
+        message = Message.objects.get(queue_item=item)
+        assert seen["text"] == message.text and seen["token"] == item.bot.telegram_token
+        assert message.text.startswith("Reply to:")  # the fake provider's text
+    generations = Generation.objects.filter(batch_run=run)
+    assert run.prompt_tokens == sum(g.prompt_tokens for g in generations) > 0
+    assert fake_llm.stats()["requests"]["openai"] == {"200": 8}
+
+
+def test_a_worker_killed_mid_batch_never_causes_a_second_send(pipeline_env, settings) -> None:
+    _, fake_telegram = pipeline_env
+    fake_telegram.control(latency=0.4)
+    items = [make_item(make_bot(), make_chat()) for _ in range(6)]
+    batch_mode(6)
+    env = process_env(settings)
+    assert manage(env, "tick").returncode == 0
+    worker = start(env, "rqworker", "default")
+    wait_for(lambda: len(fake_telegram.messages()) >= 2, 60, "two messages delivered")
+    kill_hard(worker)  # the worker and its work-horse, mid-batch
+    fake_telegram.control(latency=0.0)
+
+    assert QueueItem.objects.filter(status="claimed").exists()
+    # Time passes: the lease runs out, then the next tick recovers and runs again.
+    QueueItem.objects.filter(status="claimed").update(lease_expires_at="2000-01-01T00:00Z")
+    assert manage(env, "tick", "--sync").returncode == 0
+    assert manage(env, "tick", "--sync").returncode == 0
+
+    outcomes = Counter()
+    for item in QueueItem.objects.all():
+        message = Message.objects.filter(queue_item=item).first()
+        outcomes[(item.status, message.status if message else None)] += 1
+    assert set(outcomes) <= {("done", "sent"), ("dead", "send_unknown")}, outcomes
+    assert sum(outcomes.values()) == len(items)
+    chats = Counter(m["chat_id"] for m in fake_telegram.messages())
+    assert max(chats.values()) == 1, chats
+    assert len(chats) >= outcomes[("done", "sent")]
+
+
+@pytest.mark.postgres
+def test_two_ticks_and_three_workers_claim_each_of_300_items_once(pipeline_env,
+                                                                   settings) -> None:
+    fake_llm, fake_telegram = pipeline_env
+    fake_llm.control(latency=0.02)
+    bots = [make_bot() for _ in range(30)]
+    chats = [make_chat() for _ in range(300)]
+    QueueItem.objects.bulk_create(QueueItem(bot=bots[i % 30], chat=chats[i], priority=i % 5)
+                                  for i in range(300))
+    batch_mode(10)
+    env = process_env(settings, BATCH_MAX_WORKERS="10")
+    procs = [start(env, "tick", "--loop", "--interval", "0.2") for _ in range(2)]
+    procs += [start(env, "rqworker", "default") for _ in range(3)]
+    try:
+        wait_for(lambda: not QueueItem.objects.exclude(status="done").exists(), 240,
+                 "all 300 items done")
+    finally:
+        outputs = [stop(proc) for proc in procs]
+    assert all(proc.returncode == 0 for proc in procs[:2]), outputs[:2]
+    assert QueueItem.objects.filter(status="done", attempts=1).count() == 300
+    per_item = Counter(Generation.objects.values_list("queue_item_id", flat=True))
+    assert len(per_item) == 300 and set(per_item.values()) == {1}
+    assert Counter(m["chat_id"] for m in fake_telegram.messages()).most_common(1)[0][1] == 1
+    assert len(fake_telegram.messages()) == 300
+    assert BatchRun.objects.filter(status="succeeded").count() == BatchRun.objects.count()
