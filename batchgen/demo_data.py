@@ -30,6 +30,11 @@ CHATS = [
     (-1001000000003, "Doviz ve Altin"),
     (-1001000000004, "Piyasa Gundemi"),
     (-1001000000005, "Yatirim Okulu"),
+    (-1001000000006, "Temettu Avcilari"),
+    (-1001000000007, "Halka Arz Takip"),
+    (-1001000000008, "Emtia Masasi"),
+    (-1001000000009, "Faiz ve Enflasyon"),
+    (-1001000000010, "Gece Borsasi"),
 ]
 RECENT = [
     "BIST100 hakkinda ne dusunuyorsun?",
@@ -48,7 +53,7 @@ class DemoSummary:
 
 
 @transaction.atomic
-def load_demo_data(items_per_chat: int = 6) -> DemoSummary:
+def load_demo_data(items_per_chat: int = 3) -> DemoSummary:
     bots, bots_created = _get_or_create_all(
         Bot, [{"name": n, "defaults": {"persona": p, "telegram_token": _demo_token(i)}}
               for i, (n, p) in enumerate(BOTS)])

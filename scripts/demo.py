@@ -78,7 +78,7 @@ def demo_env() -> dict:
         LLM_PROVIDER="openai", LLM_MODEL="gpt-4o-mini", OPENAI_API_KEY="demo-key-offline",
         OPENAI_BASE_URL=f"http://127.0.0.1:{llm_port}/v1",
         TELEGRAM_API_BASE_URL=f"http://127.0.0.1:{telegram_port}",
-        BATCH_RETRY_BACKOFF_SECONDS="2", PYTHONUNBUFFERED="1",
+        BATCH_RETRY_BACKOFF_SECONDS="2", BATCH_MAX_WORKERS="10", PYTHONUNBUFFERED="1",
     )
     env["_LLM_PORT"], env["_TELEGRAM_PORT"] = str(llm_port), str(telegram_port)
     return env

@@ -19,6 +19,8 @@ class Command(BaseCommand):
     def handle(self, *args, last: int, wait: float, **options) -> None:
         if wait and not wait_until_settled(wait):
             raise CommandError(f"batches still running after {wait:.0f}s")
+        if last <= 0:
+            return
         runs = list(BatchRun.objects.order_by("-id")[:last])[::-1]
         self.stdout.write(batch_table(runs))
         self.stdout.write(mode_comparison(runs))
