@@ -15,7 +15,8 @@ from django.utils.html import escape
 from django.utils.safestring import SafeString, mark_safe
 
 WIDTH, HEIGHT = 560, 230
-LEFT, RIGHT, TOP, BOTTOM = 56, 14, 14, 48
+LEFT, RIGHT, TOP, BOTTOM = 68, 14, 14, 48
+MAX_BAR_W = 48  # one or two bars must not fill the whole plot
 MAX_X_TICKS = 6
 Y_TICKS = 4
 
@@ -54,6 +55,9 @@ def format_number(value: float) -> str:
         return "0"
     if abs(value) >= 100:
         return f"{value:,.0f}"
+    if abs(value) < 0.001:  # costs per day: "0.00005" reads better than "5e-05"
+        decimals = 2 - math.floor(math.log10(abs(value)))  # three significant digits
+        return f"{value:.{decimals}f}".rstrip("0").rstrip(".")
     return f"{value:.3g}"
 
 
@@ -87,7 +91,7 @@ def stacked_bar_chart(title: str, x_labels: Sequence[str], series: Sequence[Seri
                                for i in range(len(x_labels))):
         return _empty(title, x_label, y_label)
     frame = _Frame(len(x_labels), nice_ceiling(max(totals)))
-    bar_w = max(1.0, frame.plot_w / frame.count * 0.7)
+    bar_w = max(1.0, min(frame.plot_w / frame.count * 0.7, MAX_BAR_W))
     parts = []
     for index, label in enumerate(x_labels):
         base = 0.0
