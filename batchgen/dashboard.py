@@ -52,6 +52,7 @@ class Overview:
     batch_mode_enabled: bool
     batch_size: int
     settings_url: str | None = None
+    keys: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def success_percent(self) -> float | None:
@@ -60,6 +61,12 @@ class Overview:
     @property
     def queue_total(self) -> int:
         return sum(self.queue_depth.values())
+
+    @property
+    def key_totals(self) -> dict[str, int]:
+        """Limiter waits, 429s and requests returned to the queue, over every key."""
+        return {name: sum(row.get(name, 0) for row in self.keys)
+                for name in ("waits", "penalties", "timeouts")}
 
 
 def overview(now: datetime | None = None) -> Overview:
@@ -87,6 +94,7 @@ def overview(now: datetime | None = None) -> Overview:
         batch_mode_enabled=batch_settings.batch_mode_enabled,
         batch_size=batch_settings.batch_size,
         settings_url=_settings_admin_url(),
+        keys=key_states(),
     )
 
 
@@ -109,6 +117,28 @@ def breaker_states() -> list[dict[str, Any]]:
         states.append({"name": name, "state": state, "failures": stats.get("failures"),
                        "retry_after": stats.get("retry_after")})
     return states
+
+
+def key_states() -> list[dict[str, Any]]:
+    """Each configured API key (by fingerprint): rotation state and its limiter's counters.
+
+    Redis only (a few calls per provider), no queries; [] when Redis is unreachable.
+    """
+    try:
+        from batchgen.llm.keys import key_health  # lazy: the dashboard renders regardless
+        from batchgen.ratelimit import all_limiter_stats
+
+        limiters = {(row["provider"], row["key"]): row for row in all_limiter_stats()}
+        rows = key_health()
+    except Exception:  # noqa: BLE001 - the dashboard must render regardless
+        return []
+    for row in rows:
+        stats = limiters.get((row["provider"], row["key"]), {})
+        waits = stats.get("waits", 0)
+        row.update(limited=bool(stats), acquired=stats.get("acquired", 0), waits=waits,
+                   mean_wait=stats.get("wait_seconds", 0.0) / waits if waits else None,
+                   timeouts=stats.get("timeouts", 0), penalties=stats.get("penalties", 0))
+    return rows
 
 
 def _settings_admin_url() -> str | None:
@@ -289,8 +319,9 @@ def _excerpt(text: str) -> str:
 
 
 def _known_secrets(bots: Any) -> list[str]:
-    keys = [getattr(settings, name, "") for name in
-            ("OPENAI_API_KEY", "GEMINI_API_KEY", "GROQ_API_KEY")]
+    from batchgen.llm.config import all_api_keys  # every key, *_API_KEYS lists included
+
+    keys = list(all_api_keys())
     tokens = [bot.telegram_token for bot in bots if isinstance(bot, Bot)]
     return sorted({s for s in [*keys, *tokens] if s and len(s) >= 6}, key=len, reverse=True)
 

@@ -50,6 +50,7 @@ PROVIDER_BREAKERS = ("openai_api", "gemini_api", "groq_api")
 CIRCUIT_STATE_VALUES = {"closed": 0, "half_open": 1, "open": 2}
 BATCH_BUCKETS = (0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0)
 REQUEST_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0)
+LIMITER_WAIT_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0)
 _PAUSE_AFTER_FAILURE_S = 5.0
 
 
@@ -81,6 +82,20 @@ SPECS = {
         _Spec("llm_cost_usd_total", "counter",
               "LLM cost in USD (requests whose model has a known price).", ("provider",)),
         _Spec("telegram_sends_total", "counter", "Telegram sends by outcome.", ("outcome",)),
+        _Spec("llm_ratelimit_wait_seconds", "histogram",
+              "Time a request waited for the client-side rate limiter (waits > 0 only).",
+              ("provider",), LIMITER_WAIT_BUCKETS),
+        _Spec("llm_ratelimit_timeouts_total", "counter",
+              "Requests the limiter would have made wait longer than allowed "
+              "(returned to the queue).", ("provider",)),
+        _Spec("llm_rate_limited_total", "counter",
+              "HTTP 429 answers from a provider, per key fingerprint.", ("provider", "key")),
+        _Spec("llm_fallback_total", "counter",
+              "Prompts sent on to a fallback provider, by who answered and how.",
+              ("primary", "provider", "outcome")),
+        _Spec("llm_key_disabled_total", "counter",
+              "API keys taken out of rotation after a 401, per key fingerprint.",
+              ("provider", "key")),
     )
 }
 
@@ -192,6 +207,47 @@ def observe_send(outcome: str) -> None:
         _write(_counter_ops("telegram_sends_total", (str(outcome),), 1))
     except Exception:  # noqa: BLE001
         logger.exception("metrics: observe_send failed")
+
+
+def observe_limiter_wait(provider: str, seconds: float) -> None:
+    """Record one wait on the rate limiter (called only when it was > 0)."""
+    try:
+        _write(_histogram_ops("llm_ratelimit_wait_seconds", (str(provider),), seconds))
+    except Exception:  # noqa: BLE001
+        logger.exception("metrics: observe_limiter_wait failed")
+
+
+def observe_limiter_timeout(provider: str) -> None:
+    """Record a request refused by the limiter because the wait exceeded its budget."""
+    try:
+        _write(_counter_ops("llm_ratelimit_timeouts_total", (str(provider),), 1))
+    except Exception:  # noqa: BLE001
+        logger.exception("metrics: observe_limiter_timeout failed")
+
+
+def observe_rate_limited(provider: str, key: str) -> None:
+    """Record one 429 answer; ``key`` is the key's fingerprint, never the key."""
+    try:
+        _write(_counter_ops("llm_rate_limited_total", (str(provider), str(key)), 1))
+    except Exception:  # noqa: BLE001
+        logger.exception("metrics: observe_rate_limited failed")
+
+
+def observe_fallback(primary: str, provider: str, outcome: str) -> None:
+    """Record a prompt that left ``primary`` for a fallback; ``provider`` answered last."""
+    try:
+        _write(_counter_ops("llm_fallback_total", (str(primary), str(provider), str(outcome)),
+                            1))
+    except Exception:  # noqa: BLE001
+        logger.exception("metrics: observe_fallback failed")
+
+
+def observe_key_disabled(provider: str, key: str) -> None:
+    """Record an API key (by fingerprint) taken out of rotation after a 401."""
+    try:
+        _write(_counter_ops("llm_key_disabled_total", (str(provider), str(key)), 1))
+    except Exception:  # noqa: BLE001
+        logger.exception("metrics: observe_key_disabled failed")
 
 
 class _DocumentCounter:

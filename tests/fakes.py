@@ -128,6 +128,11 @@ def llm_settings(base_url: str, provider: str = "openai", **overrides: object) -
         "OPENAI_TIMEOUT": 5.0, "GROQ_TIMEOUT": 5.0, "GEMINI_TIMEOUT": 5.0,
         "LLM_MAX_RETRIES": 0, "LLM_RETRY_INITIAL_DELAY": 0.01,
         "LLM_CIRCUIT_BREAKER_THRESHOLD": 1000, "BATCH_MAX_WORKERS": 8,
+        # One key each, no fallback, no client-side limit unless a test asks for them.
+        "OPENAI_API_KEYS": [], "GROQ_API_KEYS": [], "GEMINI_API_KEYS": [],
+        "LLM_FALLBACK_PROVIDERS": [], "LLM_RATE_LIMIT_MAX_WAIT": 30.0,
+        "LLM_RPM_LIMIT": None, "LLM_TPM_LIMIT": None,
+        **{f"{p.upper()}_{kind}_LIMIT": None for p in TEST_KEYS for kind in ("RPM", "TPM")},
     }
     values.update(overrides)
     return values
@@ -162,7 +167,8 @@ def llm_env_fixture(fake_llm: FakeLLMServer, settings: Any, redis_url: str) -> I
 
     fake_llm.reset()
     fake_llm.control(latency=0.0, jitter=0.0, latency_mode="fixed", rpm=0, fault=None,
-                     retry_after=1.0, retry_after_ms=None, timeout_seconds=30.0)
+                     retry_after=1.0, retry_after_ms=None, timeout_seconds=30.0,
+                     key_faults={}, route_faults={}, fault_times=0, record_arrivals=False)
     configure()
     yield configure
     config.reset()

@@ -73,7 +73,7 @@ def test_a_stalled_reply_ends_as_timeout(llm_env, provider):
 
 
 @pytest.mark.parametrize("provider", PROVIDERS)
-def test_the_sdk_retries_a_transient_500_and_counts_attempts(llm_env, provider):
+def test_a_transient_500_is_retried_and_the_attempts_counted(llm_env, provider):
     fake = llm_env(provider, LLM_MAX_RETRIES=2)
     fake.control(retry_after_ms=1)
 

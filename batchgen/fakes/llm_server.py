@@ -12,7 +12,10 @@ Routes: ``POST /v1/chat/completions`` (OpenAI), ``POST /openai/v1/chat/completio
 (JSON: any FakeLLMConfig field), ``GET /_stats``, ``POST /_reset``.
 
 Faults are chosen by a marker anywhere in the prompt text, ``[[fault:NAME]]``,
-or for every request by the ``fault`` setting. NAME is a status code
+else by the API key (``key_faults``: key -> NAME, e.g. one revoked key answering 401),
+else by the route (``route_faults``: "openai" / "groq" / "gemini" -> NAME, e.g. the
+primary provider down with 503), else for every request by the ``fault`` setting
+(only for the next ``fault_times`` requests when that is > 0: a 429 burst). NAME is a status code
 (``500``, ``503``, ``401``, ``429``, ...), ``timeout``, ``empty``,
 ``content_filter``, ``safety``, ``length`` or ``malformed``; ``NAMExN`` fails only
 the first N times that exact prompt is seen (``[[fault:500x1]]`` tests retries).
@@ -23,13 +26,14 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import hashlib
 import json
 import math
 import random
 import re
 import time
 from collections import Counter, deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
@@ -52,6 +56,10 @@ class FakeLLMConfig:
     retry_after: float = 1.0        # Retry-After (s) on [[fault:429]]
     retry_after_ms: int | None = None  # also send retry-after-ms on 429/5xx (fast SDK retries)
     timeout_seconds: float = 30.0   # how long a "timeout" fault stalls
+    key_faults: dict[str, str] = field(default_factory=dict)    # API key -> fault
+    route_faults: dict[str, str] = field(default_factory=dict)  # route -> fault
+    fault_times: int = 0            # > 0: ``fault`` applies to this many more requests only
+    record_arrivals: bool = False   # keep each request's arrival time for /_stats
 
     def latency_sample(self) -> float:
         if self.latency_mode == "lognormal" and self.latency > 0:
@@ -82,12 +90,21 @@ class FakeState:
         self.received: Counter[str] = Counter()
         self.in_flight = 0
         self.in_flight_peak = 0
+        self.by_key: dict[str, Counter[str]] = {}
+        self.arrivals: list[float] = []
 
     def stats(self) -> dict[str, Any]:
         return {"received": dict(self.received), "total": sum(self.received.values()),
                 "requests": {route: dict(c) for route, c in self.statuses.items()},
+                "by_key": {key: dict(c) for key, c in self.by_key.items()},
+                "arrivals": list(self.arrivals),
                 "in_flight": self.in_flight, "in_flight_peak": self.in_flight_peak,
                 "config": dataclasses.asdict(self.config)}
+
+    def record(self, call: _Call | None, status: str) -> None:
+        # Keys are counted by the fingerprint batchgen.ratelimit.key_fingerprint uses.
+        key = hashlib.sha256(call.api_key.encode()).hexdigest()[:12] if call else "?"
+        self.by_key.setdefault(key, Counter())[status] += 1
 
     def rate_limit_wait(self) -> float | None:
         """Seconds until the sliding window has room, or None when under the limit."""
@@ -104,12 +121,24 @@ class FakeState:
     def fault_for(self, call: _Call) -> str | None:
         match = FAULT_MARKER.search(call.text)
         if match is None:
-            return self.config.fault
+            return self.key_or_route_fault(call)
         name, times = match.group(1), match.group(2)
         if times is None:
             return name
         self.seen[call.text] += 1
         return name if self.seen[call.text] <= int(times) else None
+
+
+    def key_or_route_fault(self, call: _Call) -> str | None:
+        config = self.config
+        fault = config.key_faults.get(call.api_key) or config.route_faults.get(call.route)
+        if fault or not config.fault:
+            return fault
+        if config.fault_times > 0:
+            left = config.fault_times - 1
+            self.config = dataclasses.replace(config, fault_times=left,
+                                              fault=config.fault if left else None)
+        return config.fault
 
 
 STATE = web.AppKey("state", FakeState)
@@ -250,9 +279,12 @@ async def _serve(state: FakeState, call: _Call) -> web.Response:
 async def _handle(request: web.Request, route: str) -> web.Response:
     state = request.app[STATE]
     state.received[route] += 1
+    if state.config.record_arrivals:
+        state.arrivals.append(time.time())
     state.in_flight += 1
     state.in_flight_peak = max(state.in_flight_peak, state.in_flight)
     status = "cancelled"  # the client hung up (e.g. its timeout) before we answered
+    call: _Call | None = None
     try:
         try:
             body = await request.json()
@@ -267,6 +299,7 @@ async def _handle(request: web.Request, route: str) -> web.Response:
     finally:
         state.in_flight -= 1
         state.statuses.setdefault(route, Counter())[status] += 1
+        state.record(call, status)
 
 
 async def openai_chat(request: web.Request) -> web.Response:

@@ -16,7 +16,7 @@ from concurrent.futures import Future, ThreadPoolExecutor, as_completed
 from typing import Any
 
 from batchgen.llm import config
-from batchgen.llm.client import LLMClient, build_request, execute
+from batchgen.llm.client import LLMClient, build_request, execute_chain
 from batchgen.llm.types import CompletionRequest, GenerationResult
 from batchgen.models import MAX_BATCH_SIZE
 
@@ -158,9 +158,9 @@ class LLMBatchClient:
     def _submit(self, requests: list[CompletionRequest]) -> list[Future[GenerationResult]]:
         if not requests:
             return []
-        provider = self.llm.provider
+        chain = self.llm.chain  # resolved once per batch, not per prompt
         executor = shared_executor(self.max_workers)
-        return [executor.submit(execute, provider, request) for request in requests]
+        return [executor.submit(execute_chain, chain, request) for request in requests]
 
     def _run(self, requests: list[CompletionRequest],
              preserve_order: bool) -> list[GenerationResult]:

@@ -1,17 +1,27 @@
-"""LLMClient: one prompt, filtered in, judged and post-processed out, behind the breaker."""
+"""LLMClient: one prompt, filtered in, judged and post-processed out, behind the breaker.
+
+One request goes: provider breaker -> the next key in rotation (its own breaker when there
+are several) -> that key's rate limiter -> HTTP, with retries (``attempts``). When the
+provider is down, saturated or has no working key, ``execute_chain`` hands the prompt to
+the next provider of LLM_FALLBACK_PROVIDERS.
+"""
 
 from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 
-from batchgen.llm import config, errors, registry
+from batchgen import metrics
+from batchgen.llm import attempts, config, errors, keys, registry
+from batchgen.llm.attempts import WaitBudget
 from batchgen.llm.errors import ProviderError
+from batchgen.llm.keys import ApiKey
 from batchgen.llm.providers.base import Provider
 from batchgen.llm.types import Completion, CompletionRequest, GenerationResult
 from batchgen.prompts import DEFAULT_SYSTEM_PROMPT, filter_content, postprocess_output
-from batchgen.resilience import CircuitOpenError, get_circuit_breaker
+from batchgen.resilience import CircuitBreaker, CircuitOpenError, get_circuit_breaker
 
 logger = logging.getLogger(__name__)
 
@@ -62,21 +72,27 @@ def judge(completion: Completion, max_tokens: int) -> _Outcome:
     return _Outcome(text)
 
 
-def execute(provider: Provider, request: CompletionRequest) -> GenerationResult:
-    """Run one request through the breaker; never raises (threads call this)."""
+def execute(provider: Provider, request: CompletionRequest,
+            budget: WaitBudget | None = None) -> GenerationResult:
+    """Run one request on one provider, through its breaker and keys; never raises.
+
+    ``budget`` is the limiter wait this prompt may still spend (default
+    LLM_RATE_LIMIT_MAX_WAIT); a fallback chain passes one budget along.
+    """
     started = time.perf_counter()
+    budget = budget or WaitBudget(config.rate_limit_max_wait())
+    name = registry.breaker_name(provider.name)
     try:
         provider.client()  # a missing key fails here, before the breaker is asked
-        breaker = get_circuit_breaker(registry.breaker_name(provider.name))
+        breaker = get_circuit_breaker(name)
         breaker.before_call()
     except ProviderError as exc:
         return _failure(provider, started, exc.kind, exc.message, exc.retryable, 0)
     except CircuitOpenError as exc:
-        message = f"circuit {registry.breaker_name(provider.name)} is open, retry in " \
-                  f"{getattr(exc, 'retry_after', 0) or 0:.0f}s"
+        message = f"circuit {name} is open, retry in {getattr(exc, 'retry_after', 0) or 0:.0f}s"
         return _failure(provider, started, errors.CIRCUIT_OPEN, message, True, 0)
     try:
-        completion = provider.complete(request)
+        completion, key = _send_on_keys(provider, request, budget)
     except ProviderError as exc:
         if exc.kind in errors.BREAKER_FAILURES:
             breaker.record_failure()
@@ -92,7 +108,92 @@ def execute(provider: Provider, request: CompletionRequest) -> GenerationResult:
     outcome = judge(completion, request.max_tokens)
     # An empty or filtered reply says nothing about the service's health.
     (breaker.record_success if outcome.kind is None else breaker.record_ignored)()
-    return _result(provider, started, outcome, completion)
+    return replace(_result(provider, started, outcome, completion), key=key.fingerprint)
+
+
+def _send_on_keys(provider: Provider, request: CompletionRequest,
+                  budget: WaitBudget) -> tuple[Completion, ApiKey]:
+    """Try the keys in rotation order: a key answering 401 is dropped and the next tried,
+    and so is a key whose limiter has no room within the budget (the others may have)."""
+    ring = keys.get_ring(provider.name, provider.config.api_keys)
+    made, skipped = 0, 0
+    saturated: ProviderError | None = None
+    for key in ring.candidates():
+        breaker = key.breaker() if ring.rotates else None
+        try:
+            if breaker is not None:
+                breaker.before_call()
+            completion = attempts.send(provider, key, request, budget)
+        except CircuitOpenError:
+            skipped += 1  # this key's own breaker is open: the next key's turn
+            continue
+        except ProviderError as exc:
+            made += exc.attempts
+            exc.attempts = made
+            if breaker is not None:
+                _record_key_failure(breaker, exc.kind)
+            if not ring.rotates or exc.kind not in (errors.AUTH, errors.RATE_LIMIT_WAIT):
+                raise
+            if exc.kind == errors.AUTH:
+                ring.disable(key, exc.status)
+            else:
+                saturated = exc
+            continue
+        if breaker is not None:
+            breaker.record_success()  # a parsed reply: the key works, whatever it says
+        return replace(completion, attempts=made + completion.attempts), key
+    if saturated is not None:
+        saturated.attempts = made
+        raise saturated
+    raise _no_key_left(provider, ring, skipped, made)
+
+
+def _record_key_failure(breaker: CircuitBreaker, kind: str) -> None:
+    if kind in errors.BREAKER_FAILURES:
+        breaker.record_failure()
+    else:
+        breaker.record_ignored()
+
+
+def _no_key_left(provider: Provider, ring: keys.KeyRing, skipped: int,
+                 made: int) -> ProviderError:
+    if skipped:
+        error = ProviderError(errors.CIRCUIT_OPEN, f"every {provider.name} key in rotation "
+                              f"has its circuit open ({skipped} of {len(ring.keys)})",
+                              retryable=True)
+    else:
+        error = ProviderError(errors.AUTH, f"all {len(ring.keys)} {provider.name} keys are "
+                              "out of rotation after answering 401", retryable=False)
+    error.attempts = made
+    return error
+
+
+def execute_chain(providers: Sequence[Provider], request: CompletionRequest) -> GenerationResult:
+    """The primary, then each fallback while the failure is one another provider may not
+    have (``errors.FALLBACK_KINDS``); never raises (threads call this).
+
+    The result is the last provider's, with ``fallback_from`` naming the primary when a
+    fallback was tried, ``attempts`` and ``latency_s`` over the whole chain.
+    """
+    started = time.perf_counter()
+    budget = WaitBudget(config.rate_limit_max_wait())
+    made = 0
+    result: GenerationResult | None = None
+    for index, provider in enumerate(providers):
+        result = execute(provider, request, budget)
+        made += result.attempts
+        if result.ok or result.error_kind not in errors.FALLBACK_KINDS:
+            break
+        if index + 1 < len(providers):
+            logger.warning("%s unavailable (%s): prompt goes to %s", provider.name,
+                           result.error_kind, providers[index + 1].name)
+    assert result is not None, "a chain has at least its primary"
+    if result.provider == providers[0].name:
+        return result
+    metrics.observe_fallback(providers[0].name, result.provider,
+                             "ok" if result.ok else str(result.error_kind))
+    return replace(result, fallback_from=providers[0].name, attempts=made,
+                   latency_s=time.perf_counter() - started)
 
 
 def _result(provider: Provider, started: float, outcome: _Outcome,
@@ -132,6 +233,11 @@ class LLMClient:
         # Looked up per call, so config.reset() takes effect for existing clients.
         return registry.get_provider(self.provider_name)
 
+    @property
+    def chain(self) -> list[Provider]:
+        """The primary provider, then the LLM_FALLBACK_PROVIDERS that have a key."""
+        return [registry.get_provider(name) for name in config.fallback_chain(self.provider_name)]
+
     def generate(self, user_prompt: str, system_prompt: str | None = None,
                  temperature: float = 0.7, max_tokens: int = 220, top_p: float = 0.95,
                  frequency_penalty: float = 0.4) -> str | None:
@@ -151,4 +257,4 @@ class LLMClient:
         request = build_request(user_prompt, system_prompt=system_prompt,
                                 temperature=temperature, max_tokens=max_tokens,
                                 top_p=top_p, frequency_penalty=frequency_penalty)
-        return execute(self.provider, request)
+        return execute_chain(self.chain, request)

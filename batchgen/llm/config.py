@@ -17,6 +17,8 @@ from django.conf import settings
 MAX_POOL_SIZE = 256
 
 _KEYS = {"openai": "OPENAI_API_KEY", "gemini": "GEMINI_API_KEY", "groq": "GROQ_API_KEY"}
+_KEY_LISTS = {"openai": "OPENAI_API_KEYS", "gemini": "GEMINI_API_KEYS",
+              "groq": "GROQ_API_KEYS"}
 _BASE_URLS = {"openai": "OPENAI_BASE_URL", "gemini": "GOOGLE_GEMINI_BASE_URL",
               "groq": "GROQ_BASE_URL"}
 _TIMEOUTS = {"openai": "OPENAI_TIMEOUT", "gemini": "GEMINI_TIMEOUT", "groq": "GROQ_TIMEOUT"}
@@ -32,7 +34,12 @@ class ProviderSettings:
     max_retries: int
     retry_initial_delay: float
     pool_size: int
-    api_key: str = field(default="", repr=False)
+    api_keys: tuple[str, ...] = field(default=(), repr=False)
+
+    @property
+    def api_key(self) -> str:
+        """The first key (the only one unless ``<PROVIDER>_API_KEYS`` lists several)."""
+        return self.api_keys[0] if self.api_keys else ""
 
 
 def provider_names() -> tuple[str, ...]:
@@ -56,7 +63,7 @@ def provider_settings(provider: str) -> ProviderSettings:
     return ProviderSettings(
         name=provider,
         key_variable=_KEYS[provider],
-        api_key=getattr(settings, _KEYS[provider], "") or "",
+        api_keys=api_keys(provider),
         base_url=getattr(settings, _BASE_URLS[provider]).rstrip("/"),
         timeout=float(getattr(settings, _TIMEOUTS[provider])),
         model=model_for(provider),
@@ -67,9 +74,41 @@ def provider_settings(provider: str) -> ProviderSettings:
     )
 
 
+def api_keys(provider: str) -> tuple[str, ...]:
+    """``<PROVIDER>_API_KEYS`` (comma-separated) then ``<PROVIDER>_API_KEY``, without repeats."""
+    listed = getattr(settings, _KEY_LISTS[provider], None) or ()
+    if isinstance(listed, str):  # a test or a settings file may give the raw string
+        listed = listed.split(",")
+    single = getattr(settings, _KEYS[provider], "") or ""
+    keys = [key.strip() for key in [*listed, single] if key and key.strip()]
+    return tuple(dict.fromkeys(keys))
+
+
 def all_api_keys() -> tuple[str, ...]:
     """Every configured key, so error messages can be scrubbed of them."""
-    return tuple(k for k in (getattr(settings, v, "") for v in _KEYS.values()) if k)
+    return tuple(key for provider in _KEYS for key in api_keys(provider))
+
+
+def fallback_chain(primary: str) -> tuple[str, ...]:
+    """The primary, then each LLM_FALLBACK_PROVIDERS entry that has a key, in order."""
+    configured = getattr(settings, "LLM_FALLBACK_PROVIDERS", ()) or ()
+    if isinstance(configured, str):
+        configured = configured.split(",")
+    chain = [primary]
+    for name in (part.strip() for part in configured):
+        if name in _KEYS and name not in chain and api_keys(name):
+            chain.append(name)
+    return tuple(chain)
+
+
+def rate_limit_max_wait() -> float:
+    """Seconds one request may wait for limiter capacity (LLM_RATE_LIMIT_MAX_WAIT)."""
+    return float(getattr(settings, "LLM_RATE_LIMIT_MAX_WAIT", 30.0))
+
+
+def key_disable_seconds() -> float:
+    """How long a key that answered 401 stays out of rotation (LLM_KEY_DISABLE_SECONDS)."""
+    return float(getattr(settings, "LLM_KEY_DISABLE_SECONDS", 3600.0))
 
 
 def default_max_workers() -> int:
@@ -82,6 +121,7 @@ def default_max_workers() -> int:
 
 def reset() -> None:
     """Drop cached provider clients (and their connection pools); the next call rebuilds."""
-    from batchgen.llm import registry
+    from batchgen.llm import keys, registry
 
     registry.clear()
+    keys.clear()

@@ -18,6 +18,7 @@ CONTENT_FILTER = "content_filter"
 SAFETY_BLOCK = "safety_block"
 MALFORMED = "malformed"
 CIRCUIT_OPEN = "circuit_open"
+RATE_LIMIT_WAIT = "rate_limit_wait"  # our own limiter would have made the request wait too long
 CONFIG = "config"
 
 # Provider-side failures that count against the circuit breaker: the service is
@@ -27,7 +28,13 @@ BREAKER_FAILURES = frozenset({RATE_LIMITED, SERVER_ERROR, TIMEOUT, CONNECTION})
 # Would a later retry of the same queue item help? Sampling can turn an empty or
 # malformed reply into a good one; a filter, a refusal, a truncation at the same
 # max_tokens or a bad key will most likely happen again.
-RETRYABLE_KINDS = BREAKER_FAILURES | {EMPTY, MALFORMED, CIRCUIT_OPEN}
+RETRYABLE_KINDS = BREAKER_FAILURES | {EMPTY, MALFORMED, CIRCUIT_OPEN, RATE_LIMIT_WAIT}
+
+# When the next provider of LLM_FALLBACK_PROVIDERS gets the prompt: the primary is down,
+# saturated, or has no working key. 401/403 and a missing key are about our credentials at
+# that provider, never about the prompt. Input errors (400, 404, 422, filters, safety,
+# truncation) would most likely happen again anywhere, so they are not sent elsewhere.
+FALLBACK_KINDS = BREAKER_FAILURES | {CIRCUIT_OPEN, RATE_LIMIT_WAIT, AUTH, CONFIG}
 
 MAX_MESSAGE_CHARS = 500
 
@@ -45,17 +52,20 @@ class ProviderError(Exception):
 
     ``kind`` is one of the error kinds above, ``retryable`` says whether a later
     retry can help (429, 5xx, timeouts: yes; 400, 401, 403, 404, 422: no),
-    ``status`` is the HTTP status when there was one. The message never holds
+    ``status`` is the HTTP status when there was one, ``retry_after`` the
+    server's requested pause (429s, some 5xx). The message never holds
     an API key: callers build it through ``scrub``.
     """
 
     def __init__(self, kind: str, message: str, retryable: bool | None = None,
-                 status: int | None = None) -> None:
+                 status: int | None = None, retry_after: float | None = None) -> None:
         super().__init__(message)
         self.kind = kind
         self.message = message
         self.retryable = kind in RETRYABLE_KINDS if retryable is None else retryable
         self.status = status
+        self.retry_after = retry_after  # seconds, from Retry-After / retry-after-ms
+        self.attempts = 1
 
     def __repr__(self) -> str:
         return (f"ProviderError(kind={self.kind!r}, status={self.status!r}, "
@@ -75,3 +85,21 @@ def kind_for_status(status: int) -> str:
     if status >= 500:
         return SERVER_ERROR
     return BAD_REQUEST
+
+
+def retry_after_seconds(headers: object) -> float | None:
+    """``retry-after-ms`` or ``Retry-After`` (seconds) from response headers, if usable."""
+    get = getattr(headers, "get", None)
+    if get is None:
+        return None
+    for name, divisor in (("retry-after-ms", 1000.0), ("retry-after", 1.0)):
+        value = get(name)
+        if value is None:
+            continue
+        try:
+            seconds = float(value) / divisor
+        except (TypeError, ValueError):
+            continue  # an HTTP date: rare from these APIs, the back-off applies instead
+        if 0 <= seconds < 3600:
+            return seconds
+    return None

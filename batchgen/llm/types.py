@@ -45,9 +45,11 @@ class GenerationResult:
     completion_tokens: int = 0
     cached_tokens: int = 0
     attempts: int = 0
-    provider: str = ""
+    provider: str = ""          # the provider that answered (or failed last)
     model: str = ""
     retryable: bool = False
+    fallback_from: str = ""     # the primary provider, when a fallback was tried
+    key: str = ""               # fingerprint of the API key that answered, never the key
 
     @property
     def ok(self) -> bool:

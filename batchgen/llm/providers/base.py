@@ -35,7 +35,13 @@ class AttemptCounter:
 
 
 class Provider(ABC):
-    """One SDK client per provider per process, shared by every thread."""
+    """One provider per process, shared by every thread.
+
+    Each API key gets its own SDK client, built on first use; all of them share one
+    HTTP connection pool (the key travels in a per-request header, not in the pool).
+    The SDKs never retry (``max_retries=0``): ``batchgen.llm.attempts`` does, so
+    that every HTTP request, retries included, goes through the key's rate limiter.
+    """
 
     name: str = ""
 
@@ -43,15 +49,16 @@ class Provider(ABC):
         self.config = config
         self.model = config.model
         self.attempts = AttemptCounter()
-        self._client: Any = None
+        self._clients: dict[str, Any] = {}
+        self._http: Any = None
         self._lock = threading.Lock()
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} model={self.model!r} base_url={self.config.base_url!r}>"
 
-    def complete(self, request: CompletionRequest) -> Completion:
-        """Send one request; raise ProviderError for anything but a parsed reply."""
-        client = self.client()
+    def complete(self, request: CompletionRequest, api_key: str | None = None) -> Completion:
+        """Send one request (one HTTP attempt); raise ProviderError for anything but a reply."""
+        client = self.client(api_key)
         self.attempts.start()
         try:
             completion = self._complete(client, request)
@@ -60,29 +67,43 @@ class Provider(ABC):
             raise
         return replace(completion, attempts=max(self.attempts.count, 1))
 
-    def client(self) -> Any:
-        """The shared SDK client, built on first use (so a missing key fails at call time)."""
-        if not self.config.api_key:
+    def client(self, api_key: str | None = None) -> Any:
+        """The SDK client for ``api_key`` (default: the first configured key).
+
+        Built on first use, so a missing key fails at call time, naming the variable.
+        """
+        api_key = api_key or self.config.api_key
+        if not api_key:
             raise ProviderError(
                 "config", f"{self.config.key_variable} is not set: the {self.name} provider "
                 "needs an API key", retryable=False)
-        if self._client is None:
+        client = self._clients.get(api_key)
+        if client is None:
             with self._lock:  # many threads may ask for the client at once
-                if self._client is None:
-                    self._client = self._build_client()
-        return self._client
+                client = self._clients.get(api_key)
+                if client is None:
+                    if self._http is None:
+                        self._http = self._build_http_client()
+                    client = self._build_client(api_key, self._http)
+                    self._clients[api_key] = client
+        return client
 
     def scrub(self, message: str) -> str:
-        return scrub(message, (self.config.api_key,))
+        return scrub(message, self.config.api_keys)
 
     def close(self) -> None:
-        client, self._client = self._client, None
-        closer = getattr(client, "close", None)
-        if closer is not None:
-            closer()
+        with self._lock:
+            http, self._http = self._http, None
+            self._clients = {}
+        if http is not None:
+            http.close()
 
     @abstractmethod
-    def _build_client(self) -> Any: ...
+    def _build_http_client(self) -> Any:
+        """The connection pool every key's SDK client of this provider shares."""
+
+    @abstractmethod
+    def _build_client(self, api_key: str, http_client: Any) -> Any: ...
 
     @abstractmethod
     def _complete(self, client: Any, request: CompletionRequest) -> Completion: ...

@@ -26,27 +26,24 @@ class GeminiProvider(Provider):
 
     name = "gemini"
 
-    def _build_client(self) -> Any:
+    def _build_http_client(self) -> Any:
         size = self.config.pool_size
-        delay = self.config.retry_initial_delay
-        # google-genai retries nothing unless HttpRetryOptions is given; it then
-        # retries 408, 429 and 5xx with exponential back-off (it ignores Retry-After).
-        retry = genai_types.HttpRetryOptions(
-            attempts=self.config.max_retries + 1, initial_delay=delay, max_delay=8.0,
-            jitter=delay)
+        return httpx2.Client(
+            limits=httpx2.Limits(max_connections=size * 2, max_keepalive_connections=size),
+            event_hooks={"request": [self.attempts.hook]},
+        )
+
+    def _build_client(self, api_key: str, http_client: Any) -> Any:
+        # No HttpRetryOptions: google-genai then retries nothing, and batchgen.llm.attempts
+        # retries through the rate limiter instead.
         options = genai_types.HttpOptions(
             base_url=self.config.base_url,
             # Pinned: newer SDKs default to v1, which lacks some fields we send.
             api_version="v1beta",
             timeout=int(self.config.timeout * 1000),  # milliseconds
-            retry_options=retry,
-            client_args={
-                "limits": httpx2.Limits(max_connections=size * 2,
-                                        max_keepalive_connections=size),
-                "event_hooks": {"request": [self.attempts.hook]},
-            },
+            httpx_client=http_client,
         )
-        return genai.Client(api_key=self.config.api_key, http_options=options)
+        return genai.Client(api_key=api_key, http_options=options)
 
     def _generation_config(self, request: CompletionRequest) -> Any:
         thinking = None
@@ -76,7 +73,8 @@ class GeminiProvider(Provider):
             status = int(exc.code or 0)
             kind = errors.kind_for_status(status) if status else errors.MALFORMED
             return ProviderError(kind, self.scrub(f"HTTP {status}: {exc.message or exc}"),
-                                 retryable=kind in errors.BREAKER_FAILURES, status=status)
+                                 retryable=kind in errors.BREAKER_FAILURES, status=status,
+                                 retry_after=_retry_after(exc))
         if isinstance(exc, httpx2.TimeoutException):
             return ProviderError(errors.TIMEOUT, f"request timed out after "
                                  f"{self.config.timeout:g}s", retryable=True)
@@ -117,3 +115,20 @@ def _usage(metadata: Any) -> dict[str, int]:
     return {"prompt_tokens": count("prompt_token_count"),
             "completion_tokens": count("candidates_token_count"),
             "cached_tokens": count("cached_content_token_count")}
+
+
+def _retry_after(exc: Any) -> float | None:
+    """Retry-After from the headers, else Google's ``RetryInfo.retryDelay`` ("30s") body."""
+    seconds = errors.retry_after_seconds(getattr(getattr(exc, "response", None), "headers", None))
+    if seconds is not None:
+        return seconds
+    details = (getattr(exc, "details", None) or {})
+    details = details.get("error", {}).get("details", []) if isinstance(details, dict) else []
+    for detail in details if isinstance(details, list) else []:
+        delay = detail.get("retryDelay") if isinstance(detail, dict) else None
+        if isinstance(delay, str) and delay.endswith("s"):
+            try:
+                return float(delay[:-1])
+            except ValueError:
+                return None
+    return None

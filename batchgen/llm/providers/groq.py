@@ -19,18 +19,20 @@ class GroqProvider(OpenAICompatibleProvider):
     completion_type = GroqChatCompletion
     completion_path = "/openai/v1/chat/completions"
 
-    def _build_client(self) -> Any:
+    def _build_http_client(self) -> Any:
         size = self.config.pool_size
         # groq's default http client keeps only 20 idle connections: with more
         # workers every batch would open (and later drop) fresh connections.
-        http_client = groq.DefaultHttpxClient(
+        return groq.DefaultHttpxClient(
             limits=httpx.Limits(max_connections=size * 2, max_keepalive_connections=size),
             event_hooks={"request": [self.attempts.hook]},
         )
+
+    def _build_client(self, api_key: str, http_client: Any) -> Any:
         return groq.Groq(
-            api_key=self.config.api_key,
+            api_key=api_key,
             base_url=self.config.base_url,
             timeout=self.config.timeout,
-            max_retries=self.config.max_retries,
+            max_retries=0,  # batchgen.llm.attempts retries, through the rate limiter
             http_client=http_client,
         )

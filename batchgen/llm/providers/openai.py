@@ -58,8 +58,10 @@ class OpenAICompatibleProvider(Provider):
         if isinstance(exc, sdk.APIStatusError):
             status = exc.status_code
             kind = errors.kind_for_status(status)
+            headers = getattr(getattr(exc, "response", None), "headers", None)
             return ProviderError(kind, self.scrub(f"HTTP {status}: {exc.message}"),
-                                 retryable=kind in errors.BREAKER_FAILURES, status=status)
+                                 retryable=kind in errors.BREAKER_FAILURES, status=status,
+                                 retry_after=errors.retry_after_seconds(headers))
         # APIResponseValidationError, a body that is not JSON (ValueError), anything odd.
         return ProviderError(errors.MALFORMED, self.scrub(
             f"unreadable response: {type(exc).__name__}: {exc}"), retryable=True)
@@ -80,7 +82,7 @@ class OpenAICompatibleProvider(Provider):
                 retryable=True) from None
         return Completion(text=text, finish_reason=finish, **_usage(usage))
 
-    def _http_client(self) -> Any:
+    def _build_http_client(self) -> Any:
         # The SDK's default keeps 100 idle connections; size it for the largest pool.
         size = self.config.pool_size
         return openai.DefaultHttpxClient(
@@ -88,13 +90,13 @@ class OpenAICompatibleProvider(Provider):
             event_hooks={"request": [self.attempts.hook]},
         )
 
-    def _build_client(self) -> Any:
+    def _build_client(self, api_key: str, http_client: Any) -> Any:
         return openai.OpenAI(
-            api_key=self.config.api_key,
+            api_key=api_key,
             base_url=self.config.base_url,
             timeout=self.config.timeout,
-            max_retries=self.config.max_retries,
-            http_client=self._http_client(),
+            max_retries=0,  # batchgen.llm.attempts retries, through the rate limiter
+            http_client=http_client,
         )
 
 

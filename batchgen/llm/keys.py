@@ -1,0 +1,193 @@
+"""Several API keys per provider: turn by turn, each with its own breaker; 401s out of rotation.
+
+``<PROVIDER>_API_KEYS`` lists the keys (``<PROVIDER>_API_KEY`` still works alone). Requests
+take the keys in round-robin order, so each key carries its share and each key's own rate
+limiter (``batchgen.ratelimit``, one per key) sees 1/N of the traffic.
+
+With more than one key, every key also has its own circuit breaker, ``<provider>_api:<fp>``
+(``fp`` = ``key_fingerprint``), beside the provider's ``<provider>_api``: a key whose quota
+is exhausted opens its own breaker and the rotation skips it while the others carry on.
+
+A key answering 401/403 is taken out of rotation for LLM_KEY_DISABLE_SECONDS in every worker:
+the flag is a Redis key with that TTL. Each process re-reads the flags at most every
+``REFRESH_SECONDS`` (one pipelined round trip), not per request. With a single key nothing
+is taken out (there is nothing to rotate to); the 401 is reported on the request as "auth".
+Logs, Redis and the dashboard name a key by its fingerprint only, never the key.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+
+import redis
+from django.conf import settings
+
+from batchgen import metrics
+from batchgen.llm import config
+from batchgen.ratelimit import key_fingerprint
+from batchgen.resilience import CircuitBreaker, get_circuit_breaker
+
+__all__ = ["ApiKey", "KeyRing", "enable_keys", "get_ring", "key_health"]
+
+logger = logging.getLogger(__name__)
+
+DISABLED_PREFIX = "batchgen:llm:key_disabled:"
+REFRESH_SECONDS = 5.0
+
+
+@dataclass(frozen=True)
+class ApiKey:
+    """One configured key; only ``fingerprint`` may be shown anywhere."""
+
+    provider: str
+    secret: str = field(repr=False)
+    fingerprint: str = ""
+
+    @property
+    def breaker_name(self) -> str:
+        return f"{self.provider}_api:{self.fingerprint}"
+
+    def breaker(self) -> CircuitBreaker:
+        return get_circuit_breaker(self.breaker_name)
+
+
+_clients: dict[str, redis.Redis] = {}
+_clients_lock = threading.Lock()
+
+
+def _redis() -> redis.Redis:
+    url = settings.REDIS_URL
+    with _clients_lock:
+        if url not in _clients:
+            # Short timeouts: key flags are never worth stalling a request for.
+            _clients[url] = redis.Redis.from_url(url, socket_connect_timeout=0.5,
+                                                 socket_timeout=1.0, decode_responses=True)
+        return _clients[url]
+
+
+def _flag(provider: str, fingerprint: str) -> str:
+    return f"{DISABLED_PREFIX}{provider}:{fingerprint}"
+
+
+class KeyRing:
+    """The keys of one provider, in round-robin order, minus those out of rotation."""
+
+    def __init__(self, provider: str, secrets: tuple[str, ...]) -> None:
+        self.provider = provider
+        self.keys = tuple(ApiKey(provider, secret, key_fingerprint(secret)) for secret in secrets)
+        self._turn = itertools.count()  # next() on a count is atomic under the GIL
+        self._disabled_until: dict[str, float] = {}
+        self._refreshed_at = float("-inf")
+        self._lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"<KeyRing {self.provider} keys={[k.fingerprint for k in self.keys]}>"
+
+    @property
+    def rotates(self) -> bool:
+        """More than one key: per-key breakers, and 401s take a key out of rotation."""
+        return len(self.keys) > 1
+
+    def candidates(self) -> list[ApiKey]:
+        """The keys in rotation, starting with the one whose turn it is."""
+        if not self.rotates:
+            return list(self.keys)
+        self._refresh()
+        start = next(self._turn) % len(self.keys)
+        now = time.time()
+        ordered = self.keys[start:] + self.keys[:start]
+        return [key for key in ordered if self._disabled_until.get(key.fingerprint, 0.0) <= now]
+
+    def disable(self, key: ApiKey, status: int | None) -> None:
+        """Take ``key`` out of rotation in every worker for LLM_KEY_DISABLE_SECONDS."""
+        seconds = config.key_disable_seconds()
+        with self._lock:
+            self._disabled_until[key.fingerprint] = time.time() + seconds
+        try:
+            _redis().set(_flag(self.provider, key.fingerprint), str(status or "auth"),
+                         px=int(seconds * 1000))
+        except redis.RedisError as exc:  # this process still skips it; others learn by 401
+            logger.warning("cannot share that %s key %s is disabled (%s)", self.provider,
+                           key.fingerprint, type(exc).__name__)
+        logger.warning("%s key %s answered HTTP %s: out of rotation for %.0fs in every worker",
+                       self.provider, key.fingerprint, status or "401", seconds)
+        metrics.observe_key_disabled(self.provider, key.fingerprint)
+
+    def disabled(self) -> dict[str, float]:
+        """Fingerprint -> seconds left out of rotation, as this process last read it."""
+        self._refresh(force=True)
+        now = time.time()
+        return {fp: until - now for fp, until in self._disabled_until.items() if until > now}
+
+    def _refresh(self, force: bool = False) -> None:
+        now = time.monotonic()
+        if not force and now < self._refreshed_at + REFRESH_SECONDS:
+            return
+        self._refreshed_at = now
+        try:
+            pipe = _redis().pipeline(transaction=False)
+            for key in self.keys:
+                pipe.pttl(_flag(self.provider, key.fingerprint))
+            ttls = pipe.execute()
+        except redis.RedisError:
+            return  # keep what this process knows; the next refresh tries again
+        wall = time.time()
+        with self._lock:
+            self._disabled_until = {key.fingerprint: wall + ttl / 1000
+                                    for key, ttl in zip(self.keys, ttls, strict=True) if ttl > 0}
+
+
+_rings: dict[tuple[str, tuple[str, ...]], KeyRing] = {}
+_rings_lock = threading.Lock()
+
+
+def get_ring(provider: str, secrets: tuple[str, ...]) -> KeyRing:
+    """The process-wide ring for these keys of ``provider``."""
+    ring = _rings.get((provider, secrets))
+    if ring is None:
+        with _rings_lock:
+            ring = _rings.setdefault((provider, secrets), KeyRing(provider, secrets))
+    return ring
+
+
+def clear() -> None:
+    """Forget the rings (tests change the keys); the Redis flags stay."""
+    with _rings_lock:
+        _rings.clear()
+
+
+def enable_keys(provider: str | None = None) -> int:
+    """Put every out-of-rotation key (of ``provider``, or all) back; returns how many."""
+    client = _redis()
+    found = list(client.scan_iter(match=f"{DISABLED_PREFIX}{provider or '*'}:*", count=200))
+    if found:
+        client.delete(*found)
+    for ring in list(_rings.values()):
+        ring._refresh(force=True)
+    return len(found)
+
+
+def key_health() -> list[dict]:
+    """One row per configured key: provider, fingerprint, state and seconds left disabled.
+
+    ``state`` is "active", "disabled" (answered 401) or, with several keys, the key's
+    breaker state when it is not closed. Bounded: a few Redis calls per provider.
+    """
+    rows = []
+    for provider in config.provider_names():
+        ring = get_ring(provider, config.api_keys(provider))
+        if not ring.keys:
+            continue
+        disabled = ring.disabled()
+        for key in ring.keys:
+            state = "disabled" if key.fingerprint in disabled else "active"
+            if state == "active" and ring.rotates:
+                breaker_state = key.breaker().get_state().get("state", "closed")
+                state = "active" if breaker_state == "closed" else f"breaker {breaker_state}"
+            rows.append({"provider": provider, "key": key.fingerprint, "state": state,
+                         "disabled_for": disabled.get(key.fingerprint)})
+    return rows
