@@ -20,6 +20,7 @@ from django.utils import timezone
 
 from batchgen import metrics, outbox, queue
 from batchgen.llm import GenerationResult, LLMBatchClient, LLMClient
+from batchgen.llm import config as llm_config
 from batchgen.models import BatchRun, Generation, Message, QueueItem, Setting
 from batchgen.prompts import generate_user_prompt
 
@@ -52,9 +53,8 @@ def recover() -> int:
 def job_timeout(size: int, workers: int) -> int:
     """Seconds one batch may take: every generation round at its worst, plus sends."""
     rounds = math.ceil(size / max(workers, 1))
-    per_request = settings.OPENAI_TIMEOUT * (settings.LLM_MAX_RETRIES + 1) + 10
     per_send = settings.TELEGRAM_TIMEOUT + 3.0  # includes per-chat pacing
-    return int(60 + rounds * per_request + size * per_send)
+    return int(60 + rounds * llm_config.worst_case_seconds() + size * per_send)
 
 
 def open_batch(mode: str, size: int, ids: Iterable[int] | None = None) -> BatchRun | None:
@@ -232,6 +232,7 @@ def tick(sync: bool = False) -> TickSummary:
     in-process (``sync``) or enqueue its RQ job after the claim commits."""
     from batchgen import jobs  # jobs imports this module
 
+    llm_config.check_configured()
     recovered = recover()
     run = plan_tick()
     if run is not None:

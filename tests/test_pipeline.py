@@ -229,3 +229,19 @@ def test_tick_command_prints_one_summary_line(pipeline_env, capsys) -> None:
     call_command("tick", "--sync")
     assert capsys.readouterr().out.strip() == (
         "tick: nothing pending; 0 expired leases returned")
+
+
+def test_tick_without_an_api_key_exits_non_zero_naming_it_and_claims_nothing(
+        pipeline_env, settings) -> None:
+    from django.core.management.base import CommandError
+
+    from batchgen.llm import config
+
+    settings.OPENAI_API_KEY = ""
+    settings.OPENAI_API_KEYS = []
+    config.reset()
+    item = make_item()
+    with pytest.raises(CommandError, match="OPENAI_API_KEY .* is not set"):
+        call_command("tick", "--sync")
+    item.refresh_from_db()
+    assert (item.status, item.attempts) == ("pending", 0)

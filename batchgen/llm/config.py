@@ -11,6 +11,7 @@ import os
 from dataclasses import dataclass, field
 
 from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
 
 # The largest worker count BATCH_MAX_WORKERS accepts: every SDK client keeps at
 # least this many connections alive, so no pool size waits on a connection.
@@ -99,6 +100,31 @@ def fallback_chain(primary: str) -> tuple[str, ...]:
         if name in _KEYS and name not in chain and api_keys(name):
             chain.append(name)
     return tuple(chain)
+
+
+def check_configured(primary: str | None = None) -> tuple[str, ...]:
+    """The provider chain, or ImproperlyConfigured naming the missing key variable.
+
+    ``tick`` calls this before claiming work, so a deployment without a key
+    stops with a clear error instead of failing every item it claims.
+    """
+    primary = primary or default_provider()
+    chain = fallback_chain(primary)
+    if not any(api_keys(name) for name in chain):
+        raise ImproperlyConfigured(
+            f"{_KEYS[primary]} (or {_KEY_LISTS[primary]}) is not set: LLM_PROVIDER={primary} "
+            "needs an API key")
+    return chain
+
+
+def worst_case_seconds(primary: str | None = None) -> float:
+    """How long one prompt may take at worst: every provider of the chain with all
+    its retries, plus the rate limiter's longest wait."""
+    total = rate_limit_max_wait()
+    for name in fallback_chain(primary or default_provider()):
+        timeout = float(getattr(settings, _TIMEOUTS[name]))
+        total += (timeout + 2.0) * (int(settings.LLM_MAX_RETRIES) + 1)
+    return total
 
 
 def rate_limit_max_wait() -> float:
