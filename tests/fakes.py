@@ -82,13 +82,11 @@ def run_in_thread(app_factory: Callable[[], web.Application],
                          loop=loop, runner=started["runner"], thread=thread)  # type: ignore[arg-type]
 
 
-class FakeLLMServer:
-    """The fake LLM provider API (batchgen.fakes.llm_server) running in a thread."""
+class FakeServer:
+    """A fake server app running in a thread, with its control endpoints."""
 
-    def __init__(self, **config: object) -> None:
-        from batchgen.fakes.llm_server import FakeLLMConfig, make_app
-
-        self.server = run_in_thread(lambda: make_app(FakeLLMConfig(**config)))
+    def __init__(self, app_factory: Callable[[], web.Application]) -> None:
+        self.server = run_in_thread(app_factory)
         self.base_url = self.server.base_url
 
     def control(self, **changes: object) -> dict:
@@ -98,17 +96,41 @@ class FakeLLMServer:
         self._post("/_reset", {})
 
     def stats(self) -> dict:
-        import httpx
-
-        return httpx.get(f"{self.base_url}/_stats", timeout=5).raise_for_status().json()
+        return self._get("/_stats")
 
     def stop(self) -> None:
         self.server.stop()
+
+    def _get(self, path: str) -> Any:
+        import httpx
+
+        return httpx.get(f"{self.base_url}{path}", timeout=5).raise_for_status().json()
 
     def _post(self, path: str, body: dict) -> dict:
         import httpx
 
         return httpx.post(f"{self.base_url}{path}", json=body, timeout=5).raise_for_status().json()
+
+
+class FakeLLMServer(FakeServer):
+    """The fake LLM provider API (batchgen.fakes.llm_server) running in a thread."""
+
+    def __init__(self, **config: object) -> None:
+        from batchgen.fakes.llm_server import FakeLLMConfig, make_app
+
+        super().__init__(lambda: make_app(FakeLLMConfig(**config)))
+
+
+class FakeTelegramServer(FakeServer):
+    """The fake Telegram Bot API (batchgen.fakes.telegram_server) running in a thread."""
+
+    def __init__(self, **config: Any) -> None:
+        from batchgen.fakes.telegram_server import make_app
+
+        super().__init__(lambda: make_app(**config))
+
+    def messages(self) -> list[dict]:
+        return self._get("/_messages")
 
 
 TEST_KEYS = {

@@ -5,34 +5,9 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-import httpx
 import pytest
 
-from tests.fakes import FakeLLMServer, run_in_thread
-
-
-class FakeTelegramServer:
-    def __init__(self, **config: Any) -> None:
-        from batchgen.fakes.telegram_server import make_app
-
-        self.server = run_in_thread(lambda: make_app(**config))
-        self.base_url = self.server.base_url
-
-    def messages(self) -> list[dict]:
-        return httpx.get(f"{self.base_url}/_messages", timeout=5).raise_for_status().json()
-
-    def stats(self) -> dict:
-        return httpx.get(f"{self.base_url}/_stats", timeout=5).raise_for_status().json()
-
-    def control(self, **body: Any) -> dict:
-        return httpx.post(f"{self.base_url}/_control", json=body,
-                          timeout=5).raise_for_status().json()
-
-    def reset(self) -> None:
-        httpx.post(f"{self.base_url}/_reset", timeout=5).raise_for_status()
-
-    def stop(self) -> None:
-        self.server.stop()
+from tests.fakes import FakeLLMServer, FakeTelegramServer
 
 
 @pytest.fixture(scope="module", name="fake_telegram")
