@@ -203,6 +203,9 @@ TELEGRAM_TIMEOUT = env_float("TELEGRAM_TIMEOUT", 10.0, minimum=0.1)
 # --- RQ and metrics ----------------------------------------------------------
 RQ_QUEUES = {"default": {"URL": REDIS_URL, "DEFAULT_TIMEOUT": 900}}
 RQ_SHOW_ADMIN_LINK = True
+# `manage.py rqworker default` uses it: the pipeline and the LLM SDKs are
+# imported once in the worker, not again in every forked work-horse (~2 s each).
+RQ = {"WORKER_CLASS": "batchgen.jobs.PreloadedWorker"}
 METRICS_TOKEN = env_str("METRICS_TOKEN")
 
 # --- Production hardening (``manage.py check --deploy``) -------------------------

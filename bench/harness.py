@@ -1,0 +1,247 @@
+"""Processes and measurements the benchmark sections share.
+
+Every service the benchmark talks to is private to one run: a redis-server on
+a free port (never a shared Redis database), a SQLite file in a temporary
+directory, the fake LLM provider and the fake Telegram each in their own
+process, so they do not compete with the client for its GIL.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+PYTHON = sys.executable
+API_KEY = "bench-key-offline"
+_FAKE_LLM = ("from batchgen.fakes.llm_server import run; import sys; "
+             "run(port=int(sys.argv[1]))")
+_FAKE_TELEGRAM = ("from aiohttp import web; import sys; "
+                  "from batchgen.fakes.telegram_server import make_app; "
+                  "web.run_app(make_app(), host='127.0.0.1', port=int(sys.argv[1]), "
+                  "print=None, access_log=None)")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_for_port(port: int, what: str, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with socket.socket() as sock:
+            if sock.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.05)
+    raise SystemExit(f"bench: {what} did not start on port {port}")
+
+
+@dataclass
+class Services:
+    """The private services of one benchmark run, and the environment pointing at them."""
+
+    workdir: Path
+    llm_url: str = ""
+    telegram_url: str = ""
+    redis_url: str = ""
+    database_url: str = ""
+    children: list[subprocess.Popen] = field(default_factory=list)
+    _fake_redis: Any = None
+
+    def start(self, args: Sequence[str], env: dict[str, str] | None = None,
+              log_name: str | None = None) -> subprocess.Popen:
+        out: Any = subprocess.DEVNULL
+        if log_name:
+            out = open(self.workdir / f"{log_name}.log", "ab")  # noqa: SIM115 (lives with the child)
+        proc = subprocess.Popen(list(args), cwd=ROOT, env=env or self.env(), stdout=out,
+                                stderr=subprocess.STDOUT, start_new_session=True)
+        self.children.append(proc)
+        return proc
+
+    def env(self, **extra: str) -> dict[str, str]:
+        """The environment for Django processes of this run (the worker, manage.py)."""
+        env = {k: v for k, v in os.environ.items()
+               if not k.endswith(("_API_KEY", "_API_KEYS", "_BASE_URL"))}
+        env.update(
+            DJANGO_SETTINGS_MODULE="botplatform.settings", DEBUG="false",
+            SECRET_KEY="bench-secret-key-not-for-production", ALLOWED_HOSTS="127.0.0.1",
+            DATABASE_URL=self.database_url, REDIS_URL=self.redis_url,
+            LLM_PROVIDER="openai", LLM_MODEL="gpt-4o-mini", OPENAI_API_KEY=API_KEY,
+            OPENAI_BASE_URL=f"{self.llm_url}/v1", TELEGRAM_API_BASE_URL=self.telegram_url,
+            LLM_CIRCUIT_BREAKER_THRESHOLD="1000", BATCH_RETRY_BACKOFF_SECONDS="0",
+            LOG_LEVEL="ERROR", PYTHONUNBUFFERED="1",
+        )
+        env.update(extra)
+        return env
+
+    def stop(self) -> None:
+        for proc in reversed(self.children):
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGTERM)
+        for proc in self.children:
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+        self.children.clear()
+        if self._fake_redis is not None:
+            self._fake_redis.shutdown()
+
+
+def start_services(keep: bool = False) -> Services:
+    """Redis, the fake LLM and the fake Telegram, each on a free port; a fresh SQLite path."""
+    workdir = Path(tempfile.mkdtemp(prefix="bench-run-"))
+    services = Services(workdir=workdir, database_url=f"sqlite:///{workdir / 'bench.sqlite3'}")
+    services.redis_url = _start_redis(services)
+    llm_port, telegram_port = free_port(), free_port()
+    services.start([PYTHON, "-c", _FAKE_LLM, str(llm_port)], log_name="fake-llm")
+    services.start([PYTHON, "-c", _FAKE_TELEGRAM, str(telegram_port)], log_name="fake-telegram")
+    wait_for_port(llm_port, "the fake LLM provider")
+    wait_for_port(telegram_port, "the fake Telegram")
+    services.llm_url = f"http://127.0.0.1:{llm_port}"
+    services.telegram_url = f"http://127.0.0.1:{telegram_port}"
+    return services
+
+
+def _start_redis(services: Services) -> str:
+    port = free_port()
+    server = shutil.which("redis-server")
+    if server:
+        services.start([server, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                        "--appendonly", "no", "--dir", str(services.workdir)])
+    else:  # a fresh machine without Redis: fakeredis's TCP server in this process
+        from fakeredis import TcpFakeServer
+
+        services._fake_redis = TcpFakeServer(("127.0.0.1", port), server_type="redis")
+        threading.Thread(target=services._fake_redis.serve_forever, daemon=True).start()
+    wait_for_port(port, "Redis")
+    return f"redis://127.0.0.1:{port}/0"
+
+
+def setup_django(services: Services) -> None:
+    """Configure this process like the worker (same database, Redis and fakes)."""
+    os.environ.update(services.env())
+    import django
+
+    django.setup()
+
+
+def fake_llm(services: Services, path: str, body: dict | None = None) -> dict:
+    url = f"{services.llm_url}{path}"
+    if body is None:
+        return httpx.get(url, timeout=10).raise_for_status().json()
+    return httpx.post(url, json=body, timeout=10).raise_for_status().json()
+
+
+def configure_fake(services: Services, **config: Any) -> None:
+    """Reset the fake's counters and set its latency model (unset fields: no limit, no fault)."""
+    base = {"latency": 0.0, "jitter": 0.0, "latency_mode": "fixed", "latency_sigma": 0.5,
+            "rpm": 0, "rpm_window": 60.0, "fault": None}
+    fake_llm(services, "/_control", {**base, **config})
+    fake_llm(services, "/_reset", {})
+
+
+def fixed_with_jitter(mean: float, jitter_fraction: float) -> dict[str, float]:
+    """Fake settings for latency uniform in mean ± jitter_fraction/2 (the fake adds 0..jitter)."""
+    jitter = mean * jitter_fraction
+    return {"latency": mean - jitter / 2, "jitter": jitter}
+
+
+def timed(run: Callable[[], Any]) -> tuple[float, Any]:
+    started = time.perf_counter()
+    result = run()
+    return time.perf_counter() - started, result
+
+
+def percentile(values: Sequence[float], q: float) -> float | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, math.ceil(q * len(ordered)) - 1))]
+
+
+def lognormal_sigma_for_p99(ratio: float) -> float:
+    """The sigma whose lognormal has p99 = ratio x mean (mean fixed): solves
+    exp(z99*s - s^2/2) = ratio; the smaller root (z99 = 2.3263)."""
+    z = 2.3263
+    return z - math.sqrt(z * z - 2 * math.log(ratio))
+
+
+def machine() -> str:
+    cpu = "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{os.cpu_count()} x {cpu}, Python {sys.version.split()[0]}, {sys.platform}"
+
+
+def vm_kib(pid: int, field_name: str) -> int | None:
+    """VmHWM (peak RSS) or VmRSS of a process in KiB, None once it is gone."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith(field_name + ":"):
+                return int(line.split()[1])
+    except (OSError, ValueError):
+        return None
+    return None
+
+
+def child_pids(pid: int) -> list[int]:
+    try:
+        text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
+    except OSError:
+        return []
+    return [int(p) for p in text.split()]
+
+
+class RssSampler:
+    """Samples the peak RSS (VmHWM) of a process and its children (RQ work-horses).
+
+    A work-horse lives for one job; sampling every 20 ms reads its VmHWM (the
+    kernel's high-water mark, not the current RSS) shortly before it exits, so
+    only growth in its last few milliseconds can be missed.
+    """
+
+    def __init__(self, pid: int, interval: float = 0.02) -> None:
+        self.pid, self.interval = pid, interval
+        self.horse_peaks: dict[int, int] = {}
+        self.parent_peak = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+
+    def __enter__(self) -> RssSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            self.parent_peak = max(self.parent_peak, vm_kib(self.pid, "VmHWM") or 0)
+            for child in child_pids(self.pid):
+                peak = vm_kib(child, "VmHWM")
+                if peak:
+                    self.horse_peaks[child] = max(self.horse_peaks.get(child, 0), peak)
+            self._stop.wait(self.interval)

@@ -1,0 +1,196 @@
+"""Turn the benchmark's results dict into Markdown tables and the throughput plot."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from bench.llm_sections import DOCUMENT_LATENCY, DOCUMENT_ROWS
+
+
+def _f(value: Any, digits: int = 2, suffix: str = "") -> str:
+    if value is None:
+        return "–"
+    return f"{value:.{digits}f}{suffix}"
+
+
+def section_document(data: dict[str, Any]) -> list[str]:
+    lines = [f"### 1. The document's table: 10 prompts, latency mean "
+             f"{data['latency_mean_s']:.2f} s (uniform ±{data['jitter_fraction'] * 50:.0f}%)",
+             "", "| Mode | Total | Latency/msg | Throughput | Speedup | Efficiency | "
+             "Bare pool: total | speedup | efficiency | Document: total | speedup |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for row in data["rows"]:
+        p, b, doc = row["project"], row["bare"], row["document_seconds"]
+        lines.append(
+            f"| {row['label']} | {_f(p['seconds'])} s | {_f(p['mean_latency_per_message_s'])} s"
+            f" | {_f(p['throughput_msg_s'])} msg/s | {_f(p['speedup'])}× | "
+            f"{_f(p['efficiency'])} | {_f(b['seconds'])} s | {_f(b['speedup'])}× | "
+            f"{_f(b['efficiency'])} | {doc} s | {DOCUMENT_ROWS[1] / doc:.2f}× |")
+    return lines + ["", "Efficiency = throughput / (min(10, workers) / mean latency). "
+                    "Both pools warmed first (threads and connections)."]
+
+
+def section_targets(data: dict[str, Any]) -> list[str]:
+    seq = data["sequential"]
+    lines = [f"### 1b. Fixed latency {data['latency_s']:.2f} s (the LLM layer's targets)", "",
+             "| Run | Total | × one latency | Speedup vs sequential | Efficiency |",
+             "|---|---|---|---|---|",
+             f"| sequential 10 (LLMClient loop) | {_f(seq['seconds'], 3)} s | – | 1.00× | "
+             f"{_f(seq['efficiency'])} |"]
+    for run in data["runs"]:
+        lines.append(f"| {run['label']} | {_f(run['seconds'], 3)} s | {_f(run['x_ideal'], 3)}× "
+                     f"| {_f(run.get('speedup'))}{'×' if run.get('speedup') else ''} | "
+                     f"{_f(run['efficiency'])} |")
+    return lines
+
+
+def section_scaling(data: dict[str, Any]) -> list[str]:
+    lines = [f"### 2. Scaling: {data['prompts']} prompts through generate_many_detailed, "
+             f"latency {data['latency_s']:.2f} s (±{data['jitter_fraction'] * 50:.0f}%)", "",
+             "| Workers | Prompts | Total | Throughput | Ideal | Efficiency | Peak in flight |",
+             "|---|---|---|---|---|---|---|"]
+    for p in data["points"]:
+        lines.append(f"| {p['workers']} | {p['prompts']} | {_f(p['seconds'])} s | "
+                     f"{_f(p['throughput_msg_s'])} msg/s | {_f(p['ideal_throughput_msg_s'])} msg/s"
+                     f" | {_f(p['efficiency'], 3)} | {p['fake_in_flight_peak']} |")
+    return lines + ["", f"1 worker: {data['single_worker_prompts']} prompts (its rate does not "
+                    "depend on the count; 1,000 would take 1,000 latencies)."]
+
+
+def section_tails(data: dict[str, Any]) -> list[str]:
+    lines = [f"### 3. Long tails: lognormal mean {data['mean_s']:.2f} s, sigma {data['sigma']}"
+             f" (p99 ≈ {data['p99_s']:.2f} s), {data['prompts']} prompts, "
+             f"{data['workers']} in flight", "",
+             "| Way | Total | Throughput | Ideal | Efficiency | Measured p99 call |",
+             "|---|---|---|---|---|---|"]
+    names = {"lockstep": "lock-step chunks of 50 (document's batch_in_chunks)",
+             "continuous": "continuous pool (generate_many_detailed)"}
+    for key, name in names.items():
+        r = data[key]
+        lines.append(f"| {name} | {_f(r['seconds'])} s | {_f(r['throughput_msg_s'])} msg/s | "
+                     f"{_f(r['ideal_throughput_msg_s'])} msg/s | {_f(r['efficiency'], 3)} | "
+                     f"{_f(r['p99_call_latency_s'])} s |")
+    return lines
+
+
+def section_ratelimit(data: dict[str, Any]) -> list[str]:
+    head = "### 4. At a rate limit"
+    if data.get("status") != "measured":
+        return [head, "", f"**pending**: {data.get('why', 'not measured')}"]
+    return [head, "", f"Fake and client limiter both at {data['rpm_limit']} RPM, "
+            f"{data['prompts']} prompts, {data['workers']} workers:", "",
+            "| Throughput / limit | Requests | Answered 429 | Failed prompts | Total |",
+            "|---|---|---|---|---|",
+            f"| {_f(data['fraction_of_limit'], 3)} | {data['requests']} | {data['answered_429']} "
+            f"({_f(100 * (data['fraction_429'] or 0), 2)}%) | {data['failed']} | "
+            f"{_f(data['seconds'], 1)} s |"]
+
+
+def _run_row(label: str, r: dict[str, Any], unit: str = "s") -> str:
+    return (f"| {label} | {_f(r['seconds'], 3)} s | {_f(r['throughput_msg_s'])} msg/s | "
+            f"{_f(r['mean_generation_s'], 3)} {unit} | {_f(r['mean_after_generation_s'], 3)} "
+            f"{unit} | {_f(r['first_pickup_s'], 3)} s / {_f(r['mean_pickup_s'], 3)} s |")
+
+
+def section_pipeline(data: dict[str, Any]) -> list[str]:
+    b, s, alone, mem = data["batch"], data["single"], data["generate_alone"], data["memory"]
+    lines = [f"### 5. End to end: tick → rqworker → save → send, {data['items']} items, "
+             f"latency {data['latency_s']:.2f} s", "",
+             "| Run | Total | Throughput | Generate+save+send | Record | Tick → job start "
+             "(first / mean) |", "|---|---|---|---|---|---|",
+             _run_row("pipeline, batch mode (size 50, 50 workers), PreloadedWorker", b),
+             _run_row("same, stock `rqworker` (rq.Worker)", data["stock_worker_batch"]),
+             f"| generate_batch alone, warm pool | {_f(alone['warm_s'], 3)} s | – | – | – | – |",
+             f"| generate_batch alone, fresh process | {_f(alone['cold_s'], 3)} s | – | – | – "
+             "| – |",
+             _run_row(f"pipeline, single mode ({s['batches']} jobs), PreloadedWorker", s,
+                      "s/job"),
+             "", f"Ratio pipeline / generate_batch alone: "
+             f"**{data['ratio_vs_warm_generate']:.3f}×** (warm), "
+             f"{data['ratio_vs_cold_generate']:.3f}× (fresh process). Batch mode is "
+             f"**{data['batch_vs_single_speedup']:.1f}×** faster than single mode. Sent: batch "
+             f"{b['sent']}/{b['items']}, single {s['sent']}/{s['items']}; "
+             f"errors {b['errors'] or 'none'}. Generate+save+send overlap in the job; "
+             "Record = writing the run's figures."]
+    small, large = mem["horse_peak_kib_small"], mem["horse_peak_kib_large"]
+    lines += ["", "### 6. Memory: peak RSS of the RQ work-horse (VmHWM, sampled every 20 ms)",
+              "",
+              "| Items | Batches | Work-horse peak | rqworker parent peak |", "|---|---|---|---|",
+              f"| {mem['small_items']} | 1 | {_mib(small)} | "
+              f"{_mib(mem['worker_parent_peak_kib_small'])} |",
+              f"| {mem['large_items']} | {mem['large_run']['batches']} | {_mib(large)} | "
+              f"{_mib(mem['worker_parent_peak_kib_large'])} |",
+              "", f"Ratio {mem['large_items']} / {mem['small_items']} items: "
+              f"**{(large / small if small and large else float('nan')):.3f}×** "
+              f"({mem['large_run']['sent']}/{mem['large_items']} sent in "
+              f"{_f(mem['large_run']['seconds'], 1)} s)."]
+    return lines
+
+
+def _mib(kib: int | None) -> str:
+    return "–" if not kib else f"{kib / 1024:.1f} MiB"
+
+
+def markdown(results: dict[str, Any]) -> str:
+    meta = results["meta"]
+    lines = [f"## Benchmark ({meta['finished_at']})", "", f"Machine: {meta['machine']}. "
+             f"Command: `{meta['command']}`. Wall time {meta['wall_s']:.0f} s.", ""]
+    for key, render in (("document", section_document), ("targets", section_targets),
+                        ("scaling", section_scaling), ("tails", section_tails),
+                        ("ratelimit", section_ratelimit), ("pipeline", section_pipeline)):
+        if key in results:
+            lines += render(results[key]) + [""]
+    return "\n".join(lines)
+
+
+def plot(results: dict[str, Any], path: Path) -> None:
+    """Left: the document's table (10 prompts); right: scaling to 1,000 prompts."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.5))
+    if "document" in results:
+        _plot_document(axes[0], results["document"])
+    if "scaling" in results:
+        _plot_scaling(axes[1], results["scaling"])
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _plot_document(ax: Any, data: dict[str, Any]) -> None:
+    latency = data["latency_mean_s"]
+    scale = DOCUMENT_LATENCY / latency  # the document's points, at this run's latency
+    workers = [r["workers"] for r in data["rows"]]
+    xs = list(range(1, 11))
+    ax.plot(xs, [min(10, w) / latency for w in xs], "k--", label="ideal min(10, w) / latency")
+    ax.plot(workers, [r["project"]["throughput_msg_s"] for r in data["rows"]], "o-",
+            label="this project")
+    ax.plot(workers, [r["bare"]["throughput_msg_s"] for r in data["rows"]], "s:",
+            label="bare ThreadPoolExecutor")
+    doc = [10 / DOCUMENT_ROWS[w] * scale for w in workers]
+    ax.plot(workers, doc, "x", markersize=10, mew=2,
+            label="source document" + ("" if abs(scale - 1) < 1e-6 else " (scaled)"))
+    ax.set(title=f"10 prompts, mean latency {latency:.2f} s", xlabel="workers",
+           ylabel="throughput (messages/s)")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+
+
+def _plot_scaling(ax: Any, data: dict[str, Any]) -> None:
+    points = data["points"]
+    workers = [p["workers"] for p in points]
+    ax.plot([1, max(workers)], [1 / data["latency_s"], max(workers) / data["latency_s"]], "k--",
+            label="ideal workers / latency")
+    ax.plot(workers, [p["throughput_msg_s"] for p in points], "o-",
+            label="generate_many_detailed")
+    for p in points:
+        ax.annotate(f"{p['efficiency']:.2f}", (p["workers"], p["throughput_msg_s"]),
+                    textcoords="offset points", xytext=(4, -12), fontsize=8)
+    ax.set(title=f"{data['prompts']} prompts, latency {data['latency_s']:.2f} s "
+           "(labels: efficiency)", xlabel="workers", ylabel="throughput (messages/s)")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)

@@ -1,0 +1,45 @@
+"""The benchmark's arithmetic and its report (the figures themselves are printed by
+``make bench``, never asserted)."""
+
+from __future__ import annotations
+
+import math
+
+from bench import harness, report, run
+
+
+def make_measure(**overrides: object) -> dict:
+    row = {"label": "x", "prompts": 10, "workers": 10, "seconds": 1.0, "ok": 10,
+           "mean_latency_per_message_s": 0.1, "mean_call_latency_s": 1.0,
+           "p99_call_latency_s": 1.0, "throughput_msg_s": 10.0, "ideal_throughput_msg_s": 10.0,
+           "efficiency": 1.0, "configured_latency_s": 1.0, "speedup": 1.0}
+    row.update(overrides)
+    return row
+
+
+def test_the_lognormal_sigma_puts_p99_at_four_times_the_mean() -> None:
+    sigma = harness.lognormal_sigma_for_p99(4.0)
+    mu = -sigma ** 2 / 2  # mean 1
+    assert math.isclose(math.exp(mu + 2.3263 * sigma), 4.0, rel_tol=1e-3)
+
+
+def test_quick_runs_scale_latencies_down_but_not_below_the_floor() -> None:
+    full = run.plan(run.parse_args([]))
+    quick = run.plan(run.parse_args(["--quick"]))
+    assert full["document_latency"] == 2.84 and full["pipeline_latency"] == 1.0
+    assert quick["document_latency"] == 0.5 and quick["pipeline_latency"] == 0.25
+    assert full["scaling_prompts"] == 1000 and full["memory_items"] == 1000
+
+
+def test_the_report_shows_the_document_beside_each_row_and_pending_sections() -> None:
+    rows = [{"workers": w, "label": f"{w} workers", "document_seconds": doc,
+             "project": make_measure(workers=w), "bare": make_measure(workers=w)}
+            for w, doc in ((1, 28.4), (5, 6.2), (10, 3.8))]
+    results = {"meta": {"finished_at": "now", "machine": "test", "command": "bench",
+                        "wall_s": 1.0},
+               "document": {"latency_mean_s": 2.84, "jitter_fraction": 0.1, "prompts": 10,
+                            "rows": rows},
+               "ratelimit": {"status": "pending", "why": "no limiter"}}
+    text = report.markdown(results)
+    assert "| 10 workers |" in text and "7.47×" in text
+    assert "**pending**: no limiter" in text
