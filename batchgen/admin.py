@@ -113,6 +113,7 @@ class SettingAdmin(admin.ModelAdmin):
                                     reverse("admin:batchgen_setting_changelist"))
 
     def changelist_view(self, request: HttpRequest, extra_context: dict | None = None):
+        Setting.ensure_defaults()  # every known setting is always listed, ready to edit
         extra_context = {**(extra_context or {}), "batch_settings": Setting.load()}
         return super().changelist_view(request, extra_context)
 

@@ -121,8 +121,30 @@ def _client() -> redis.Redis:
         return client
 
 
+_buffer = threading.local()
+
+
+@contextmanager
+def batched() -> Iterator[None]:
+    """Record everything observed inside the block in one Redis round trip at its end
+    (this thread only), instead of one per call: a batch's fifty requests cost one."""
+    if getattr(_buffer, "ops", None) is not None:  # nested: the outer block flushes
+        yield
+        return
+    _buffer.ops = []
+    try:
+        yield
+    finally:
+        ops, _buffer.ops = _buffer.ops, None
+        _write(ops)
+
+
 def _write(commands: list[tuple[str, str, str, float]]) -> None:
     """Apply (op, key, field, amount) atomically; on a Redis error log once and drop."""
+    pending = getattr(_buffer, "ops", None)
+    if pending is not None:
+        pending.extend(commands)
+        return
     if not commands or time.monotonic() < _RedisState.paused_until:
         return
     try:

@@ -95,6 +95,12 @@ class Setting(models.Model):
             raise ValidationError({"value": f"{self.key} {exc.messages[0]}"}) from None
 
     @classmethod
+    def ensure_defaults(cls) -> None:
+        """Create any known setting that has no row (deleted, or a fresh database)."""
+        for key, value in cls.DEFAULTS.items():
+            cls.objects.get_or_create(key=key, defaults={"value": value})
+
+    @classmethod
     def load(cls) -> BatchSettings:
         """Current settings; rows missing or invalid fall back to the defaults."""
         values = dict(cls.DEFAULTS)

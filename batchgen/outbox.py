@@ -1,17 +1,26 @@
 """Every state change of a Message (the outbox), and the one place that calls Telegram.
 
 Telegram's sendMessage has no idempotency key, so "sent at most once" is kept
-here: a message is committed as ``sending`` before the HTTP call, each part
-that Telegram accepts is committed as soon as it is, and anything found still
-``sending`` later (its worker died mid-call) becomes ``send_unknown`` for an
-operator to look at — never an automatic resend.
+here: a message is committed as ``sending`` before its HTTP call starts, and
+anything found still ``sending`` later (its worker died mid-call) becomes
+``send_unknown`` for an operator to look at — never an automatic resend.
+
+Sends run on a small thread pool (threads do HTTP only); the caller's thread
+does every database write, a group of messages per transaction, so a batch
+whose replies arrive together costs a few commits rather than several each.
+A long text goes out as several parts in one send: a worker that dies between
+two parts leaves the message ``sending``, so it too ends ``send_unknown``.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass
 from functools import lru_cache
 
+from django.db import transaction
 from django.utils import timezone
 
 from batchgen import metrics, queue
@@ -20,6 +29,7 @@ from batchgen.telegram import SendResult, TelegramSender
 
 log = logging.getLogger(__name__)
 Status = Message.Status
+SEND_THREADS = 16
 
 
 @lru_cache(maxsize=1)
@@ -28,68 +38,135 @@ def sender() -> TelegramSender:
     return TelegramSender()
 
 
-def create(item: QueueItem, batch_run: BatchRun, prompt: str, text: str, provider: str,
-           model: str) -> Message:
-    return Message.objects.create(
-        queue_item=item, bot=item.bot, chat=item.chat, batch_run=batch_run, prompt=prompt,
-        text=text, provider=provider, model=model, status=Status.PENDING,
-    )
+@dataclass(frozen=True)
+class Draft:
+    """A reply ready to go out for one claimed item."""
+
+    item: QueueItem
+    prompt: str
+    text: str
+    provider: str
+    model: str
 
 
-def deliver(message: Message, item: QueueItem) -> str:
-    """Send a pending message once and settle its queue item. Returns the message status."""
-    # Committed before the HTTP call (autocommit): a crash from here on leaves
-    # 'sending', which recovery turns into send_unknown instead of a resend.
-    if not Message.objects.filter(id=message.id, status=Status.PENDING).update(
-            status=Status.SENDING):
-        return Message.objects.get(id=message.id).status
+class Delivery:
+    """Sends one batch's messages in parallel and settles them on the caller's thread."""
 
-    def part_sent(index: int, message_id: int) -> None:
-        message.telegram_message_ids.append(message_id)
-        Message.objects.filter(id=message.id).update(
-            parts_sent=index + 1, telegram_message_ids=message.telegram_message_ids,
-            telegram_message_id=message.telegram_message_ids[0])
+    def __init__(self, batch_run: BatchRun) -> None:
+        self.batch_run = batch_run
+        self._pool = ThreadPoolExecutor(SEND_THREADS, thread_name_prefix="telegram-send")
+        self._in_flight: dict[Future[SendResult], tuple[Message, QueueItem]] = {}
 
-    result = sender().send(item.bot.telegram_token, item.chat.telegram_chat_id, message.text,
-                           on_part_sent=part_sent, start_part=message.parts_sent)
-    _settle(message, item, result)
-    metrics.observe_send(result.status)
-    return result.status
+    def __enter__(self) -> Delivery:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        try:
+            if exc_info[0] is None:
+                self.settle(block=True)
+        finally:
+            self._pool.shutdown(wait=True)
+
+    def send_new(self, drafts: Iterable[Draft]) -> None:
+        """Save the drafts as ``sending`` messages; they go out once the caller's
+        transaction commits (``on_commit``), never before."""
+        drafts = list(drafts)
+        messages = Message.objects.bulk_create(
+            Message(queue_item=d.item, bot=d.item.bot, chat=d.item.chat,
+                    batch_run=self.batch_run, prompt=d.prompt, text=d.text,
+                    provider=d.provider, model=d.model, status=Status.SENDING)
+            for d in drafts)
+        self._start_on_commit([(m, d.item) for m, d in zip(messages, drafts, strict=True)])
+
+    def send_saved(self, message: Message, item: QueueItem) -> None:
+        """Send a message saved earlier as ``pending`` (a retry after a sure failure)."""
+        if Message.objects.filter(id=message.id, status=Status.PENDING).update(
+                status=Status.SENDING, batch_run=self.batch_run):
+            self._start_on_commit([(message, item)])
+
+    def _start_on_commit(self, pairs: list[tuple[Message, QueueItem]]) -> None:
+        def start() -> None:
+            for message, item in pairs:
+                future = self._pool.submit(sender().send, item.bot.telegram_token,
+                                           item.chat.telegram_chat_id, message.text,
+                                           start_part=message.parts_sent)
+                self._in_flight[future] = (message, item)
+
+        transaction.on_commit(start)
+
+    def settle(self, block: bool = False) -> None:
+        """Record the sends that have finished (all of them with ``block``)."""
+        while self._in_flight:
+            done = [f for f in self._in_flight if f.done()]
+            if not done and block:
+                done, _ = wait(list(self._in_flight), return_when=FIRST_COMPLETED)
+            if not done:
+                return
+            finished = [(*self._in_flight.pop(f), f.result()) for f in done]
+            with transaction.atomic():
+                _settle_sent([entry for entry in finished if entry[2].status == "sent"])
+                for message, item, result in finished:
+                    if result.status != "sent":
+                        _settle_unsent(message, item, result)
+            for _, _, result in finished:
+                metrics.observe_send(result.status)
+            if not block:
+                return
 
 
-def _settle(message: Message, item: QueueItem, result: SendResult) -> None:
+def _progress(message: Message, result: SendResult) -> Message:
+    """The message with the parts this send delivered added to it."""
+    message.telegram_message_ids = [*message.telegram_message_ids, *result.message_ids]
+    message.telegram_message_id = (message.telegram_message_ids or [None])[0]
+    message.parts_sent += len(result.message_ids)
+    message.error = result.error
+    return message
+
+
+def _settle_sent(finished: list[tuple[Message, QueueItem, SendResult]]) -> None:
+    # The common case, a burst of successes: two statements for the whole group.
     now = timezone.now()
-    if result.status == "sent":
-        Message.objects.filter(id=message.id).update(status=Status.SENT, sent_at=now, error="")
-        queue.finish(item, now)
-    elif result.status == "send_unknown":
-        Message.objects.filter(id=message.id).update(status=Status.SEND_UNKNOWN,
-                                                     error=result.error)
+    messages = [_progress(message, result) for message, _, result in finished]
+    for message in messages:
+        message.status, message.sent_at = Status.SENT, now
+    Message.objects.bulk_update(messages, ["status", "sent_at", "parts_sent", "error",
+                                           "telegram_message_ids", "telegram_message_id"])
+    queue.finish_many([item for _, item, _ in finished], now)
+
+
+def _settle_unsent(message: Message, item: QueueItem, result: SendResult) -> None:
+    message = _progress(message, result)
+    fields = {"parts_sent": message.parts_sent, "error": result.error,
+              "telegram_message_ids": message.telegram_message_ids,
+              "telegram_message_id": message.telegram_message_id}
+    if result.status == "send_unknown":
+        Message.objects.filter(id=message.id).update(status=Status.SEND_UNKNOWN, **fields)
         queue.kill(item, f"telegram: outcome unknown, not resent automatically: {result.error}")
     elif result.retryable:
         # Certainly not delivered (429 flood wait, connection refused): the saved
         # text goes out on a later attempt, from the first part not yet sent.
         outcome = queue.retry_later(item, f"telegram: {result.error}")
-        Message.objects.filter(id=message.id).update(
-            status=Status.FAILED if outcome == QueueItem.Status.DEAD else Status.PENDING,
-            error=result.error)
+        status = Status.FAILED if outcome == QueueItem.Status.DEAD else Status.PENDING
+        Message.objects.filter(id=message.id).update(status=status, **fields)
     else:
-        Message.objects.filter(id=message.id).update(status=Status.FAILED, error=result.error)
+        Message.objects.filter(id=message.id).update(status=Status.FAILED, **fields)
         queue.kill(item, f"telegram: {result.error}")
 
 
-def resume(item: QueueItem) -> bool:
-    """Settle an item that already has an outbox row (an earlier run got that far).
+def resume(items: list[QueueItem], delivery: Delivery) -> list[QueueItem]:
+    """Settle the items that already have an outbox row (an earlier run got that
+    far) and return the others, which still need generating."""
+    saved = {m.queue_item_id: m for m in Message.objects.filter(queue_item__in=items)}
+    for item in items:
+        message = saved.get(item.id)
+        if message is not None:
+            _resume_one(message, item, delivery)
+    return [item for item in items if item.id not in saved]
 
-    Returns True when the item was settled here and must not be generated again.
-    """
-    message = Message.objects.filter(queue_item=item).first()
-    if message is None:
-        return False
+
+def _resume_one(message: Message, item: QueueItem, delivery: Delivery) -> None:
     if message.status == Status.PENDING:
-        message.batch_run_id = item.batch_run_id
-        Message.objects.filter(id=message.id).update(batch_run_id=item.batch_run_id)
-        deliver(message, item)
+        delivery.send_saved(message, item)
     elif message.status == Status.SENT:
         queue.finish(item)
     elif message.status == Status.SENDING:
@@ -99,4 +176,3 @@ def resume(item: QueueItem) -> bool:
         queue.kill(item, "telegram: worker stopped during the send; outcome unknown, not resent")
     else:
         queue.kill(item, f"telegram: earlier send ended {message.status}: {message.error}")
-    return True

@@ -91,24 +91,27 @@ def run_batch(batch_run_id: int) -> BatchRun:
     BatchRun.objects.filter(id=run.id).update(status=BatchRun.Status.RUNNING,
                                               started_at=timezone.now())
     run.refresh_from_db()
-    work, unusable = [], Counter()
-    for item in queue.claimed_items(run):
-        prepared = _prepare(item)
-        if isinstance(prepared, Work):
-            work.append(prepared)
-        else:
-            unusable[prepared] += 1
-    gen_started = timezone.now()
-    for entry, result in _generate(run, work):
-        _handle(run, entry, result)
-    run.generation_s = (timezone.now() - gen_started).total_seconds()
+    with metrics.batched(), outbox.Delivery(run) as delivery:
+        claimed = list(queue.claimed_items(run))
+        fresh = outbox.resume(claimed, delivery)
+        unusable = Counter({"resumed_from_outbox": len(claimed) - len(fresh)})
+        work = []
+        for item in fresh:
+            prepared = _prepare(item)
+            if isinstance(prepared, Work):
+                work.append(prepared)
+            else:
+                unusable[prepared] += 1
+        gen_started = timezone.now()
+        for group in _generate(run, work):
+            _save(run, group, delivery)
+            delivery.settle()
+        run.generation_s = (timezone.now() - gen_started).total_seconds()
     return _record(run, unusable)
 
 
 def _prepare(item: QueueItem) -> Work | str:
     """Turn a claimed item into work, or settle it here and say why."""
-    if outbox.resume(item):
-        return "resumed_from_outbox"
     if item.bot is None or item.chat is None:
         queue.kill(item, "its bot was deleted" if item.bot is None else "its chat was deleted")
         return "invalid_item"
@@ -122,24 +125,50 @@ def _prepare(item: QueueItem) -> Work | str:
     return Work(item=item, prompt=prompt)
 
 
-def _generate(run: BatchRun, work: list[Work]) -> Iterator[tuple[Work, GenerationResult]]:
+Results = list[tuple[Work, GenerationResult]]
+
+
+def _generate(run: BatchRun, work: list[Work]) -> Iterator[Results]:
     """Single mode goes through LLMClient (the document's single path); the
-    others through the threaded batch client, results in completion order so
-    saving and sending overlap with the generations still in flight."""
+    others through the threaded batch client. Results come in groups as they
+    finish, so saving and sending overlap with the generations still in flight."""
     if not work:
         return
     if run.mode == Mode.SINGLE:
         for entry in work:
-            yield entry, LLMClient().generate_detailed(user_prompt=entry.prompt)
+            yield [(entry, LLMClient().generate_detailed(user_prompt=entry.prompt))]
         return
     prompts = [entry.prompt for entry in work]
-    for index, result in batch_client().iter_batch_detailed(prompts):
-        yield work[index], result
+    for finished in batch_client().iter_batch_groups(prompts):
+        yield [(work[index], result) for index, result in finished]
 
 
-def _handle(run: BatchRun, entry: Work, result: GenerationResult) -> None:
+def _save(run: BatchRun, group: Results, delivery: outbox.Delivery) -> None:
+    """Record a group of finished generations in one transaction; the replies
+    are committed as ``sending`` and go out after the commit."""
+    drafts = []
+    with transaction.atomic():
+        Generation.objects.bulk_create(_generation(run, entry, result)
+                                       for entry, result in group)
+        for entry, result in group:
+            if result.ok:
+                drafts.append(outbox.Draft(entry.item, entry.prompt, result.text,
+                                           result.provider, result.model))
+            else:
+                _fail(entry.item, result)
+        delivery.send_new(drafts)
+    for _, result in group:
+        metrics.observe_request(result.provider, result.model,
+                                "ok" if result.ok else result.error_kind or "error",
+                                result.latency_s, result.prompt_tokens,
+                                result.completion_tokens,
+                                _cost(result.model, result.prompt_tokens,
+                                      result.cached_tokens, result.completion_tokens))
+
+
+def _generation(run: BatchRun, entry: Work, result: GenerationResult) -> Generation:
     item = entry.item
-    Generation.objects.create(
+    return Generation(
         batch_run=run, queue_item=item, bot=item.bot, chat=item.chat, prompt=entry.prompt,
         text=result.text or "", ok=result.ok, error_kind=result.error_kind or "",
         error=result.error_message, latency_s=result.latency_s,
@@ -147,16 +176,9 @@ def _handle(run: BatchRun, entry: Work, result: GenerationResult) -> None:
         cached_tokens=result.cached_tokens, attempts=result.attempts,
         provider=result.provider, model=result.model,
     )
-    metrics.observe_request(result.provider, result.model,
-                            "ok" if result.ok else result.error_kind or "error",
-                            result.latency_s, result.prompt_tokens, result.completion_tokens,
-                            _cost(result.model, result.prompt_tokens, result.cached_tokens,
-                                  result.completion_tokens))
-    if result.ok:
-        message = outbox.create(item, run, entry.prompt, result.text, result.provider,
-                                result.model)
-        outbox.deliver(message, item)
-        return
+
+
+def _fail(item: QueueItem, result: GenerationResult) -> None:
     reason = f"{result.error_kind}: {result.error_message}"
     if result.error_kind in UNAVAILABLE:
         queue.defer(item, reason, settings.BATCH_RETRY_BACKOFF_SECONDS)

@@ -117,7 +117,8 @@ class ChatPacer:
     """Blocks before each send so it stays under Telegram's limits; thread-safe.
 
     About one message a second per chat, ``group_per_minute`` per group chat (chat_id < 0),
-    ``global_per_second`` in all. The pacing is per process: each RQ work-horse paces its own
+    ``global_per_second`` per bot (Telegram's broadcast limit is per bot token, so fifty bots
+    in one batch do not share it). The pacing is per process: each RQ work-horse paces its own
     sends (one batch runs in one work-horse, so a batch of many bots in one group is paced), but
     two workers sending to one chat at once are not paced against each other.
     No lock is held while sleeping.
@@ -140,23 +141,23 @@ class ChatPacer:
         self._lock = threading.Lock()
         self._last_send: dict[int, float] = {}
         self._group_sends: dict[int, deque[float]] = {}
-        self._recent_sends: deque[float] = deque()
+        self._recent_sends: dict[str, deque[float]] = {}
 
-    def wait(self, chat_id: int) -> float:
-        """Wait until a message to ``chat_id`` may go, count it as sent; return seconds waited."""
+    def wait(self, chat_id: int, bot: str = "") -> float:
+        """Wait until ``bot`` may message ``chat_id``, count it as sent; return seconds waited."""
         waited = 0.0
         while True:
             with self._lock:
                 now = self._clock()
-                delay = self._delay(chat_id, now)
+                delay = self._delay(chat_id, bot, now)
                 if delay <= 0:
-                    self._record(chat_id, now)
+                    self._record(chat_id, bot, now)
                     return waited
             # Another thread may take the slot meanwhile: loop and check again.
             self._sleep(delay)
             waited += delay
 
-    def _delay(self, chat_id: int, now: float) -> float:
+    def _delay(self, chat_id: int, bot: str, now: float) -> float:
         delays = [self._last_send.get(chat_id, -math.inf) + self.per_chat_interval - now]
         group = self._group_sends.get(chat_id)
         if self.group_per_minute and group is not None:
@@ -164,14 +165,14 @@ class ChatPacer:
                 group.popleft()
             if len(group) >= self.group_per_minute:
                 delays.append(group[0] + 60.0 - now)
-        recent = self._recent_sends
+        recent = self._recent_sends.setdefault(bot, deque())
         while recent and recent[0] <= now - 1.0:
             recent.popleft()
         if self.global_per_second and len(recent) >= self.global_per_second:
             delays.append(recent[0] + 1.0 - now)
         return max(delays)
 
-    def _record(self, chat_id: int, now: float) -> None:
+    def _record(self, chat_id: int, bot: str, now: float) -> None:
         if len(self._last_send) > 10_000:  # forget idle chats so the maps stay small
             idle = [chat for chat, last in self._last_send.items() if last < now - 60.0]
             for chat in idle:
@@ -180,7 +181,7 @@ class ChatPacer:
         self._last_send[chat_id] = now
         if chat_id < 0:
             self._group_sends.setdefault(chat_id, deque()).append(now)
-        self._recent_sends.append(now)
+        self._recent_sends[bot].append(now)
 
 
 _process_pacer = ChatPacer()
@@ -302,7 +303,8 @@ class TelegramSender:
         payload = {"chat_id": chat_id, "text": text,
                    "link_preview_options": {"is_disabled": True}}
         for attempt in range(self.max_connect_retries + 1):
-            self._pacer.wait(chat_id)
+            # The bot id (before the colon) is public; the rest of the token is not.
+            self._pacer.wait(chat_id, token.split(":", 1)[0])
             try:
                 return self._interpret(self._client.post(url, json=payload))
             except _NOT_SENT as exc:

@@ -29,3 +29,11 @@ def make_item(bot: Bot | None = None, chat: Chat | None = None, priority: int = 
 
 def make_run(mode: str = BatchRun.Mode.BATCH, **fields) -> BatchRun:
     return BatchRun.objects.create(mode=mode, **fields)
+
+
+def set_batch_mode(size: int, enabled: bool = True) -> None:
+    """Batch mode as staff would set it (rows may be missing after a transactional flush)."""
+    from batchgen.models import Setting
+
+    Setting.objects.update_or_create(key="batch_mode_enabled", defaults={"value": enabled})
+    Setting.objects.update_or_create(key="batch_size", defaults={"value": size})

@@ -103,3 +103,12 @@ def test_the_bot_token_is_write_only(staff_client: Client) -> None:
 def test_django_rq_dashboard_is_reachable_for_staff(staff_client: Client) -> None:
     assert staff_client.get(reverse("admin:django_rq_home")).status_code == 200
     assert Client().get(reverse("admin:django_rq_home")).status_code == 302
+
+
+def test_the_settings_page_lists_every_known_setting_even_after_a_delete(
+        staff_client: Client) -> None:
+    Setting.objects.all().delete()
+    page = staff_client.get(reverse("admin:batchgen_setting_changelist")).content.decode()
+    assert "batch_mode_enabled" in page and "batch_size" in page
+    assert dict(Setting.objects.values_list("key", "value")) == {
+        "batch_mode_enabled": False, "batch_size": 1}

@@ -6,9 +6,9 @@ import pytest
 
 from batchgen import pipeline
 from batchgen.llm import LLMBatchClient, LLMClient
-from batchgen.models import Generation, Setting
+from batchgen.models import Generation
 from batchgen.resilience import get_circuit_breaker_stats
-from tests.factories import make_bot, make_chat, make_item
+from tests.factories import make_bot, make_chat, make_item, set_batch_mode
 from tests.fakes import TEST_KEYS, fake_llm_fixture, llm_env_fixture  # noqa: F401
 from tests.pipeline_support import (  # noqa: F401
     fake_telegram_fixture,
@@ -128,15 +128,14 @@ def test_no_secret_appears_in_any_fallback_error(llm_env):
     assert not any(key in result.error_message for key in TEST_KEYS.values())
 
 
-@pytest.mark.django_db
+@pytest.mark.django_db(transaction=True)
 def test_the_pipeline_records_which_provider_answered(pipeline_env, settings):
     fake_llm, _ = pipeline_env
     settings.LLM_FALLBACK_PROVIDERS = ["groq"]
     fake_llm.control(route_faults={"openai": "503"})
     for _ in range(3):
         make_item(make_bot(), make_chat())
-    Setting.objects.filter(key="batch_mode_enabled").update(value=True)
-    Setting.objects.filter(key="batch_size").update(value=5)
+    set_batch_mode(5)
 
     summary = pipeline.tick(sync=True)
 

@@ -6,8 +6,8 @@ import pytest
 from django.core.management import call_command
 
 from batchgen import pipeline
-from batchgen.models import BatchRun, Generation, Message, QueueItem, Setting
-from tests.factories import make_bot, make_chat, make_item
+from batchgen.models import BatchRun, Generation, Message, QueueItem
+from tests.factories import make_bot, make_chat, make_item, set_batch_mode
 from tests.fakes import fake_llm_fixture, llm_env_fixture  # noqa: F401
 from tests.pipeline_support import (  # noqa: F401
     fake_telegram_fixture,
@@ -15,12 +15,9 @@ from tests.pipeline_support import (  # noqa: F401
     telegram_env_fixture,
 )
 
-pytestmark = pytest.mark.django_db
+# Transactional: replies go out on commit (outbox), as in production.
+pytestmark = pytest.mark.django_db(transaction=True)
 
-
-def batch_mode(size: int) -> None:
-    Setting.objects.filter(key="batch_mode_enabled").update(value=True)
-    Setting.objects.filter(key="batch_size").update(value=size)
 
 
 def make_items(count: int, **fields) -> list[QueueItem]:
@@ -30,7 +27,7 @@ def make_items(count: int, **fields) -> list[QueueItem]:
 def test_a_batch_sends_every_item_once_to_its_own_chat(pipeline_env) -> None:
     fake_llm, fake_telegram = pipeline_env
     items = make_items(6)
-    batch_mode(10)
+    set_batch_mode(10)
     summary = pipeline.tick(sync=True)
     run = summary.run
     assert (run.mode, run.size, run.status, run.successes, run.failures) == (
@@ -53,7 +50,7 @@ def test_the_run_records_figures_that_match_what_happened(pipeline_env, settings
     settings.LLM_PRICES = {"gpt-4o-mini": (1.0, 0.5, 2.0)}
     settings.LLM_MODEL = "gpt-4o-mini"
     make_items(4)
-    batch_mode(4)
+    set_batch_mode(4)
     run = pipeline.tick(sync=True).run
     generations = list(Generation.objects.filter(batch_run=run))
     assert len(generations) == 4 and all(g.ok for g in generations)
@@ -93,7 +90,7 @@ def test_batch_mode_off_takes_one_item_per_tick_in_priority_order(pipeline_env) 
 def test_the_next_tick_sees_a_settings_change(pipeline_env) -> None:
     make_items(5)
     assert pipeline.tick(sync=True).run.size == 1
-    batch_mode(3)
+    set_batch_mode(3)
     assert pipeline.tick(sync=True).run.size == 3
 
 
@@ -103,7 +100,7 @@ def test_transient_provider_faults_are_retried_with_back_off_then_dead(pipeline_
     bot, chat = make_bot(persona="[[fault:503]]"), make_chat()
     item = make_item(bot, chat, max_attempts=2)
     ok = make_item(make_bot(), make_chat())
-    batch_mode(5)
+    set_batch_mode(5)
     first = pipeline.tick(sync=True).run
     item.refresh_from_db()
     assert (first.status, first.successes, first.failures) == ("partial", 1, 1)
@@ -132,7 +129,7 @@ def test_bad_items_end_dead_with_a_reason_and_the_batch_goes_on(pipeline_env) ->
     no_chat = make_item()
     no_chat.chat.delete()
     good = make_item()
-    batch_mode(10)
+    set_batch_mode(10)
     run = pipeline.tick(sync=True).run
     assert (run.size, run.successes, run.failures) == (4, 1, 3)
     assert run.error_summary == {"invalid_item": 3}

@@ -31,7 +31,8 @@ from tests.pipeline_support import (  # noqa: F401
     telegram_env_fixture,
 )
 
-pytestmark = pytest.mark.django_db
+# Transactional: replies go out when the outbox row commits, as in production.
+pytestmark = pytest.mark.django_db(transaction=True)
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 PROD_SECRET_KEY = "q8L2vZ-prod-like-secret-key-3fN9xR7tW1mK5pB0cH6jD4sG8yU2eA7oI9lT3nV"
 
@@ -92,6 +93,7 @@ def staff_csrf_client(django_user_model) -> Client:
 
 def post_targets() -> dict[str, tuple[str, dict]]:
     """Every kind of POST the operators' pages make (URL, form body), and the dashboard's URLs."""
+    Setting.ensure_defaults()
     bot, chat, setting = make_bot(), make_chat(), Setting.objects.get(key="batch_size")
     return {
         "toggle batch mode": (reverse("admin:batchgen_setting_toggle"), {}),
@@ -191,8 +193,8 @@ def queue_failing_batch(secrets: Secrets, fake_telegram) -> None:
 
 
 def run_through_rq(django_capture_on_commit_callbacks) -> BatchRun:
-    """Claim and enqueue as a tick does, then run the job in this process (the
-    test's database transaction is only visible here) with RQ storing its result."""
+    """Claim and enqueue as a tick does, then run the job in this process with
+    RQ storing its result."""
     with django_capture_on_commit_callbacks(execute=True):
         run = pipeline.tick().run
     worker = django_rq.get_worker(jobs.QUEUE_NAME, worker_class=SimpleWorker)
@@ -217,8 +219,8 @@ def leaky_batch(pipeline_env, llm_env, secrets, caplog,
     _, fake_telegram = pipeline_env
     keys = provider_keys(secrets)
     llm_env("openai", **keys)
-    Setting.objects.filter(key="batch_mode_enabled").update(value=True)
-    Setting.objects.filter(key="batch_size").update(value=10)
+    Setting.objects.update_or_create(key="batch_mode_enabled", defaults={"value": True})
+    Setting.objects.update_or_create(key="batch_size", defaults={"value": 10})
     caplog.set_level(logging.DEBUG)
     caplog.set_level(logging.DEBUG, logger="batchgen")
     queue_failing_batch(secrets, fake_telegram)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor, as_completed
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, as_completed, wait
 from typing import Any
 
 from batchgen.llm import config
@@ -111,6 +111,21 @@ class LLMBatchClient:
         futures = self._submit(self._requests(prompts, options))
         index_of = {future: index for index, future in enumerate(futures)}
         return ((index_of[future], future.result()) for future in as_completed(futures))
+
+    def iter_batch_groups(self, prompts: Sequence[str],
+                          **options: Any) -> Iterator[list[tuple[int, GenerationResult]]]:
+        """Like ``iter_batch_detailed``, but every result that has finished by the
+        time the caller asks comes in one list, so the caller can record a burst
+        of replies at once (one database transaction instead of one each)."""
+        if len(prompts) > MAX_BATCH_SIZE:
+            raise ValueError(f"batch of {len(prompts)} prompts exceeds the limit "
+                             f"MAX_BATCH_SIZE={MAX_BATCH_SIZE}")
+        futures = self._submit(self._requests(prompts, options))
+        index_of = {future: index for index, future in enumerate(futures)}
+        pending = set(futures)
+        while pending:
+            done, pending = wait(pending, return_when=FIRST_COMPLETED)
+            yield sorted(((index_of[f], f.result()) for f in done), key=lambda pair: pair[0])
 
     def generate_many_detailed(self, prompts: Sequence[str], preserve_order: bool = True,
                                **options: Any) -> list[GenerationResult]:
