@@ -50,6 +50,30 @@ def test_tick_then_a_real_worker_sends_every_item_once(pipeline_env, settings) -
     assert fake_llm.stats()["requests"]["openai"] == {"200": 8}
 
 
+def test_metrics_recorded_in_the_work_horse_show_at_the_web_endpoint(pipeline_env, settings,
+                                                                     client) -> None:
+    for _ in range(3):
+        make_item(make_bot(), make_chat())
+    set_batch_mode(3)
+    env = process_env(settings)
+    assert manage(env, "tick").returncode == 0
+    assert manage(env, "rqworker", "default", "--burst").returncode == 0
+
+    settings.METRICS_TOKEN = "scrape-token"
+    response = client.get("/metrics", HTTP_AUTHORIZATION="Bearer scrape-token")
+    lines = response.content.decode().splitlines()
+    batch = '{mode="batch",provider="openai"}'
+    assert f"batch_generation_success_total{batch} 3.0" in lines
+    assert not any(line.startswith(f"batch_generation_failure_total{batch}") for line in lines)
+    assert f"batch_generation_duration_seconds_count{batch} 1.0" in lines
+    assert 'telegram_sends_total{outcome="sent"} 3.0' in lines
+    assert 'llm_request_duration_seconds_count{outcome="ok",provider="openai"} 3.0' in lines
+    assert 'batchgen_queue_items{status="done"} 3.0' in lines
+    print("\n".join(line for line in lines if line.startswith(
+        ("batch_generation_", "telegram_sends_total", "llm_tokens_total", "llm_cost_usd_total",
+         "llm_request_duration_seconds_count", "batchgen_queue_items"))))
+
+
 def test_a_worker_killed_mid_batch_never_causes_a_second_send(pipeline_env, settings) -> None:
     _, fake_telegram = pipeline_env
     items = [make_item(make_bot(), make_chat()) for _ in range(6)]
