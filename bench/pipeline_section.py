@@ -187,9 +187,9 @@ def generate_alone(services: Services, prompts: list[str]) -> dict[str, Any]:
 
 
 def stock_worker_batch(services: Services, items: int, latency: float) -> dict[str, Any]:
-    """One batch through ``rqworker`` as shipped (rq.Worker): each forked horse imports
-    the pipeline and the SDKs itself. Measured, then that worker is stopped."""
-    worker = start_worker(services, None)
+    """One batch through RQ's plain ``rq.Worker`` (not the project's setting): each
+    forked horse imports the pipeline and the SDKs itself. Measured, then stopped."""
+    worker = start_worker(services, "rq.worker.Worker")
     run_ticks(5, batch=True, size=5, latency=latency)
     result = run_ticks(items, batch=True, size=min(items, 50), latency=latency)
     os.killpg(worker.pid, signal.SIGTERM)
