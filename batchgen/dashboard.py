@@ -21,8 +21,8 @@ from django.urls import NoReverseMatch, reverse
 from django.utils import timezone
 from django.utils.safestring import SafeString
 
-from batchgen import charts
-from batchgen.models import BatchRun, Bot, Generation, Message, QueueItem, Setting
+from batchgen import charts, queue
+from batchgen.models import BatchRun, Bot, Generation, Message, Setting
 
 PAGE_SIZE = 25
 BREAKERS = ("openai_api", "gemini_api", "groq_api")
@@ -89,18 +89,13 @@ def overview(now: datetime | None = None) -> Overview:
         tokens_today=(runs["prompt"] or 0) + (runs["completion"] or 0),
         cost_today=runs["cost"],  # None when no batch today has a known cost
         unpriced_batches_today=runs["unpriced"],
-        queue_depth=queue_depth(),
+        queue_depth=queue.depth_by_status(),
         breakers=breaker_states(),
         batch_mode_enabled=batch_settings.batch_mode_enabled,
         batch_size=batch_settings.batch_size,
         settings_url=_settings_admin_url(),
         keys=key_states(),
     )
-
-
-def queue_depth() -> dict[str, int]:
-    counts = dict(QueueItem.objects.values_list("status").annotate(n=Count("id")))
-    return {status: counts.get(status, 0) for status in QueueItem.Status.values}
 
 
 def breaker_states() -> list[dict[str, Any]]:

@@ -32,7 +32,6 @@ from contextlib import contextmanager
 
 import redis
 from django.conf import settings
-from django.db.models import Count
 from django.http import HttpRequest, HttpResponse
 from prometheus_client import REGISTRY, CollectorRegistry, generate_latest
 from prometheus_client.core import (
@@ -366,17 +365,17 @@ def _histogram_family(spec: _Spec, samples: dict[tuple[str, ...], float]) -> Met
 
 
 def _queue_gauge() -> Iterator[Metric]:
-    from batchgen.models import QueueItem  # lazy: importable before apps are ready
+    from batchgen.queue import depth_by_status  # lazy: importable before apps are ready
 
     family = GaugeMetricFamily("batchgen_queue_items", "Queue items by status.",
                                labels=["status"])
     try:
-        counts = dict(QueueItem.objects.values_list("status").annotate(n=Count("id")))
+        counts = depth_by_status()
     except Exception as exc:  # noqa: BLE001
         logger.warning("metrics: cannot count queue items (%s)", type(exc).__name__)
         return
-    for status in QueueItem.Status.values:
-        family.add_metric([status], counts.get(status, 0))
+    for status, count in counts.items():
+        family.add_metric([status], count)
     yield family
 
 

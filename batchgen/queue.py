@@ -16,7 +16,7 @@ from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import F, Q
+from django.db.models import Count, F, Q
 from django.utils import timezone
 
 from batchgen.models import BatchRun, Bot, Chat, QueueItem
@@ -147,7 +147,6 @@ def defer(item: QueueItem, reason: str, delay_s: float, now: datetime | None = N
 
 
 def depth_by_status() -> dict[str, int]:
-    from django.db.models import Count
-
+    """How many items are in each status (every status listed, zeros included)."""
     counts = dict(QueueItem.objects.values_list("status").annotate(n=Count("id")))
     return {status: counts.get(status, 0) for status in Status.values}
