@@ -53,9 +53,9 @@ def manage(env: dict, *args: str) -> None:
     subprocess.run([PYTHON, "manage.py", *args], cwd=ROOT, env=env, check=True)
 
 
-def start_redis(env: dict) -> str:
+def start_redis(env: dict, fake: bool) -> str:
     port = free_port()
-    server = shutil.which("redis-server")
+    server = None if fake else shutil.which("redis-server")
     if server:
         start([server, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
                "--appendonly", "no", "--dir", tempfile.mkdtemp(prefix="demo-redis-")], env)
@@ -103,10 +103,12 @@ def main() -> None:
     parser.add_argument("--batch-ticks", type=int, default=2)
     parser.add_argument("--batch-size", type=int, default=10)
     parser.add_argument("--latency", type=float, default=0.5)
+    parser.add_argument("--fake-redis", action="store_true",
+                        help="use fakeredis even when redis-server is on the PATH")
     args = parser.parse_args()
     env = demo_env()
     try:
-        env["REDIS_URL"] = start_redis(env)
+        env["REDIS_URL"] = start_redis(env, args.fake_redis)
         manage(env, "migrate", "--verbosity", "0")
         manage(env, "load_demo_data")
         start([PYTHON, "manage.py", "fake_llm", "--port", env["_LLM_PORT"],
