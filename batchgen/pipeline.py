@@ -21,12 +21,12 @@ from django.utils import timezone
 from batchgen import metrics, outbox, queue
 from batchgen.llm import GenerationResult, LLMBatchClient, LLMClient
 from batchgen.llm import config as llm_config
+from batchgen.llm import errors as llm_errors
 from batchgen.models import BatchRun, Generation, Message, QueueItem, Setting
 from batchgen.prompts import generate_user_prompt
 
 log = logging.getLogger(__name__)
 Mode = BatchRun.Mode
-UNAVAILABLE = {"circuit_open", "rate_limit_wait"}  # not the item's fault: no attempt spent
 
 
 @dataclass(frozen=True)
@@ -180,7 +180,7 @@ def _generation(run: BatchRun, entry: Work, result: GenerationResult) -> Generat
 
 def _fail(item: QueueItem, result: GenerationResult) -> None:
     reason = f"{result.error_kind}: {result.error_message}"
-    if result.error_kind in UNAVAILABLE:
+    if result.error_kind in llm_errors.UNAVAILABLE_KINDS:
         queue.defer(item, reason, settings.BATCH_RETRY_BACKOFF_SECONDS)
     elif result.retryable:
         queue.retry_later(item, reason)

@@ -30,6 +30,9 @@ BREAKER_FAILURES = frozenset({RATE_LIMITED, SERVER_ERROR, TIMEOUT, CONNECTION})
 # max_tokens or a bad key will most likely happen again.
 RETRYABLE_KINDS = BREAKER_FAILURES | {EMPTY, MALFORMED, CIRCUIT_OPEN, RATE_LIMIT_WAIT}
 
+# The provider, not the prompt, was unavailable: the item waits without spending an attempt.
+UNAVAILABLE_KINDS = frozenset({CIRCUIT_OPEN, RATE_LIMIT_WAIT})
+
 # When the next provider of LLM_FALLBACK_PROVIDERS gets the prompt: the primary is down,
 # saturated, or has no working key. 401/403 and a missing key are about our credentials at
 # that provider, never about the prompt. Input errors (400, 404, 422, filters, safety,
