@@ -242,3 +242,22 @@ def test_tick_without_an_api_key_exits_non_zero_naming_it_and_claims_nothing(
         call_command("tick", "--sync")
     item.refresh_from_db()
     assert (item.status, item.attempts) == ("pending", 0)
+
+
+def test_an_open_circuit_returns_items_without_spending_attempts_or_http(pipeline_env,
+                                                                         settings) -> None:
+    from batchgen.resilience import get_circuit_breaker, reset_circuit_breakers
+
+    fake_llm, _ = pipeline_env
+    settings.LLM_CIRCUIT_BREAKER_THRESHOLD = 1
+    reset_circuit_breakers()
+    breaker = get_circuit_breaker("openai_api")
+    breaker.before_call()
+    breaker.record_failure()
+    item = make_item(max_attempts=1)
+    run = pipeline.tick(sync=True).run
+    item.refresh_from_db()
+    assert (item.status, item.attempts) == ("pending", 0)
+    assert item.last_error.startswith("circuit_open")
+    assert run.error_summary == {"circuit_open": 1}
+    assert fake_llm.stats()["requests"].get("openai") is None
