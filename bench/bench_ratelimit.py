@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -27,16 +26,14 @@ import time
 
 import httpx
 
+from batchgen.fakes.ports import free_port
+
 SERVER = ("from batchgen.fakes.llm_server import FakeLLMConfig, run; "
           "run(port={port}, config=FakeLLMConfig(latency={latency}, jitter={jitter}, "
           "rpm={rpm}, rpm_window=60.0))")
 BENCH_KEY = "bench-ratelimit-key"
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def start_fake(rpm: int, latency: float, jitter: float) -> tuple[subprocess.Popen, str]:

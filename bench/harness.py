@@ -12,7 +12,6 @@ import math
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -25,6 +24,8 @@ from typing import Any
 
 import httpx
 
+from batchgen.fakes.ports import free_port, wait_for_port
+
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
 API_KEY = "bench-key-offline"
@@ -36,20 +37,13 @@ _FAKE_TELEGRAM = ("from aiohttp import web; import sys; "
                   "print=None, access_log=None)")
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
-def wait_for_port(port: int, what: str, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with socket.socket() as sock:
-            if sock.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.05)
-    raise SystemExit(f"bench: {what} did not start on port {port}")
+
+
+def _wait_or_exit(port: int, what: str) -> None:
+    if not wait_for_port(port):
+        raise SystemExit(f"bench: {what} did not start on port {port}")
 
 
 @dataclass
@@ -112,8 +106,8 @@ def start_services(keep: bool = False) -> Services:
     llm_port, telegram_port = free_port(), free_port()
     services.start([PYTHON, "-c", _FAKE_LLM, str(llm_port)], log_name="fake-llm")
     services.start([PYTHON, "-c", _FAKE_TELEGRAM, str(telegram_port)], log_name="fake-telegram")
-    wait_for_port(llm_port, "the fake LLM provider")
-    wait_for_port(telegram_port, "the fake Telegram")
+    _wait_or_exit(llm_port, "the fake LLM provider")
+    _wait_or_exit(telegram_port, "the fake Telegram")
     services.llm_url = f"http://127.0.0.1:{llm_port}"
     services.telegram_url = f"http://127.0.0.1:{telegram_port}"
     return services
@@ -130,7 +124,7 @@ def _start_redis(services: Services) -> str:
 
         services._fake_redis = TcpFakeServer(("127.0.0.1", port), server_type="redis")
         threading.Thread(target=services._fake_redis.serve_forever, daemon=True).start()
-    wait_for_port(port, "Redis")
+    _wait_or_exit(port, "Redis")
     return f"redis://127.0.0.1:{port}/0"
 
 

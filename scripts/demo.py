@@ -13,33 +13,28 @@ import argparse
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import threading
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # run as a script: make the project importable
+
+from batchgen.fakes.ports import free_port, wait_for_port  # noqa: E402  (no Django inside)
+
 PYTHON = sys.executable
 children: list[subprocess.Popen] = []
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
-def wait_for_port(port: int, what: str, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with socket.socket() as sock:
-            if sock.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.1)
-    raise SystemExit(f"demo: {what} did not start on port {port}")
+
+
+def wait_or_exit(port: int, what: str) -> None:
+    if not wait_for_port(port):
+        raise SystemExit(f"demo: {what} did not start on port {port}")
 
 
 def start(args: list[str], env: dict, quiet: bool = True) -> subprocess.Popen:
@@ -66,7 +61,7 @@ def start_redis(env: dict, fake: bool) -> str:
         fake = TcpFakeServer(("127.0.0.1", port), server_type="redis")
         threading.Thread(target=fake.serve_forever, daemon=True).start()
         print(f"demo: no redis-server on the PATH; fakeredis TCP server on port {port}")
-    wait_for_port(port, "Redis")
+    wait_or_exit(port, "Redis")
     return f"redis://127.0.0.1:{port}/0"
 
 
@@ -114,8 +109,8 @@ def main() -> None:
         start([PYTHON, "manage.py", "fake_llm", "--port", env["_LLM_PORT"],
                "--latency", str(args.latency), "--jitter", "0.1"], env)
         start([PYTHON, "manage.py", "fake_telegram", "--port", env["_TELEGRAM_PORT"]], env)
-        wait_for_port(int(env["_LLM_PORT"]), "the fake LLM provider")
-        wait_for_port(int(env["_TELEGRAM_PORT"]), "the fake Telegram")
+        wait_or_exit(int(env["_LLM_PORT"]), "the fake LLM provider")
+        wait_or_exit(int(env["_TELEGRAM_PORT"]), "the fake Telegram")
         start([PYTHON, "manage.py", "rqworker", "default"], env)
         run_pipeline(env, args.single_ticks, args.batch_ticks, args.batch_size)
         if not args.no_serve:

@@ -15,12 +15,6 @@ from django.db import connection
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def database_url() -> str:

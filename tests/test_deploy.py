@@ -10,7 +10,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.processes import ROOT, database_url, free_port, stop, wait_for
+from batchgen.fakes.ports import free_port
+from tests.processes import ROOT, database_url, stop, wait_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
