@@ -22,13 +22,15 @@ reverse proxy in addition if you like.
 from __future__ import annotations
 
 import bisect
+import functools
 import hmac
 import json
 import logging
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import redis
 from django.conf import settings
@@ -191,84 +193,82 @@ def _histogram_ops(name: str, values: tuple[str, ...], value: float | None) -> l
 
 # --- Public recording API (called by the pipeline; never raises) -------------
 
+def _never_raises(record: Callable[..., None]) -> Callable[..., None]:
+    """Recording must never break a batch: bad arguments or bugs are logged, not raised
+    (Redis errors are already dropped by ``_write``)."""
+
+    @functools.wraps(record)
+    def guarded(*args: Any, **kwargs: Any) -> None:
+        try:
+            record(*args, **kwargs)
+        except Exception:  # noqa: BLE001
+            logger.exception("metrics: %s failed", record.__name__)
+
+    return guarded
+
+
+@_never_raises
 def observe_batch(duration_s: float | None, successes: int, failures: int, mode: str,
                   provider: str) -> None:
     """Record one batch generation: its duration and its success / failure counts."""
-    try:
-        values = (str(mode), str(provider))
-        _write(_histogram_ops("batch_generation_duration_seconds", values, duration_s)
-               + _counter_ops("batch_generation_success_total", values, int(successes))
-               + _counter_ops("batch_generation_failure_total", values, int(failures)))
-    except Exception:  # noqa: BLE001 - bad arguments must not break a batch either
-        logger.exception("metrics: observe_batch failed")
+    values = (str(mode), str(provider))
+    _write(_histogram_ops("batch_generation_duration_seconds", values, duration_s)
+           + _counter_ops("batch_generation_success_total", values, int(successes))
+           + _counter_ops("batch_generation_failure_total", values, int(failures)))
 
 
+@_never_raises
 def observe_request(provider: str, model: str, outcome: str, latency_s: float | None,
                     prompt_tokens: int, completion_tokens: int,
                     cost_usd: float | None) -> None:
     """Record one LLM request. ``model`` is accepted for the caller's convenience but
     not used as a label, to keep the series count small."""
-    try:
-        provider = str(provider)
-        ops = _histogram_ops("llm_request_duration_seconds", (provider, str(outcome)),
-                             latency_s)
-        ops += _counter_ops("llm_tokens_total", (provider, "prompt"), int(prompt_tokens or 0))
-        ops += _counter_ops("llm_tokens_total", (provider, "completion"),
-                            int(completion_tokens or 0))
-        if cost_usd is not None:
-            ops += _counter_ops("llm_cost_usd_total", (provider,), float(cost_usd))
-        _write(ops)
-    except Exception:  # noqa: BLE001
-        logger.exception("metrics: observe_request failed")
+    provider = str(provider)
+    ops = _histogram_ops("llm_request_duration_seconds", (provider, str(outcome)),
+                         latency_s)
+    ops += _counter_ops("llm_tokens_total", (provider, "prompt"), int(prompt_tokens or 0))
+    ops += _counter_ops("llm_tokens_total", (provider, "completion"),
+                        int(completion_tokens or 0))
+    if cost_usd is not None:
+        ops += _counter_ops("llm_cost_usd_total", (provider,), float(cost_usd))
+    _write(ops)
 
 
+@_never_raises
 def observe_send(outcome: str) -> None:
     """Record one Telegram send: ``sent``, ``failed`` or ``send_unknown``."""
-    try:
-        _write(_counter_ops("telegram_sends_total", (str(outcome),), 1))
-    except Exception:  # noqa: BLE001
-        logger.exception("metrics: observe_send failed")
+    _write(_counter_ops("telegram_sends_total", (str(outcome),), 1))
 
 
+@_never_raises
 def observe_limiter_wait(provider: str, seconds: float) -> None:
     """Record one wait on the rate limiter (called only when it was > 0)."""
-    try:
-        _write(_histogram_ops("llm_ratelimit_wait_seconds", (str(provider),), seconds))
-    except Exception:  # noqa: BLE001
-        logger.exception("metrics: observe_limiter_wait failed")
+    _write(_histogram_ops("llm_ratelimit_wait_seconds", (str(provider),), seconds))
 
 
+@_never_raises
 def observe_limiter_timeout(provider: str) -> None:
     """Record a request refused by the limiter because the wait exceeded its budget."""
-    try:
-        _write(_counter_ops("llm_ratelimit_timeouts_total", (str(provider),), 1))
-    except Exception:  # noqa: BLE001
-        logger.exception("metrics: observe_limiter_timeout failed")
+    _write(_counter_ops("llm_ratelimit_timeouts_total", (str(provider),), 1))
 
 
+@_never_raises
 def observe_rate_limited(provider: str, key: str) -> None:
     """Record one 429 answer; ``key`` is the key's fingerprint, never the key."""
-    try:
-        _write(_counter_ops("llm_rate_limited_total", (str(provider), str(key)), 1))
-    except Exception:  # noqa: BLE001
-        logger.exception("metrics: observe_rate_limited failed")
+    _write(_counter_ops("llm_rate_limited_total", (str(provider), str(key)), 1))
 
 
+@_never_raises
 def observe_fallback(primary: str, provider: str, outcome: str) -> None:
     """Record a prompt that left ``primary`` for a fallback; ``provider`` answered last."""
-    try:
-        _write(_counter_ops("llm_fallback_total", (str(primary), str(provider), str(outcome)),
-                            1))
-    except Exception:  # noqa: BLE001
-        logger.exception("metrics: observe_fallback failed")
+    _write(_counter_ops("llm_fallback_total", (str(primary), str(provider), str(outcome)),
+                        1))
 
 
+@_never_raises
 def observe_key_disabled(provider: str, key: str) -> None:
     """Record an API key (by fingerprint) taken out of rotation after a 401."""
-    try:
-        _write(_counter_ops("llm_key_disabled_total", (str(provider), str(key)), 1))
-    except Exception:  # noqa: BLE001
-        logger.exception("metrics: observe_key_disabled failed")
+    _write(_counter_ops("llm_key_disabled_total", (str(provider), str(key)), 1))
 
 
 class _DocumentCounter:
