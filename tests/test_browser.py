@@ -10,26 +10,16 @@ from playwright.sync_api import Page, expect
 
 from batchgen import pipeline
 from batchgen.models import BatchRun, QueueItem, Setting
-from tests.browser_support import (  # noqa: F401
+from tests.browser_support import (
     CHART_NAMES,
     TIMEOUT_MS,
     admin_login,
-    browser_context_args_fixture,
-    browser_fixture,
-    browser_type_launch_args_fixture,
     chart_state,
     edit_setting,
-    playwright_fixture,
     row_cells,
     screenshot_path,
 )
 from tests.factories import make_bot, make_chat, make_item
-from tests.fakes import fake_llm_fixture, llm_env_fixture  # noqa: F401
-from tests.pipeline_support import (  # noqa: F401
-    fake_telegram_fixture,
-    pipeline_env_fixture,
-    telegram_env_fixture,
-)
 
 # serialized_rollback: a transactional test flushes the tables, and the Setting
 # rows made by the data migration must be there for the admin to edit.

@@ -9,12 +9,6 @@ import pytest
 
 from batchgen.models import BatchRun, Generation, Message, QueueItem
 from tests.factories import make_bot, make_chat, make_item, set_batch_mode
-from tests.fakes import fake_llm_fixture, llm_env_fixture  # noqa: F401
-from tests.pipeline_support import (  # noqa: F401
-    fake_telegram_fixture,
-    pipeline_env_fixture,
-    telegram_env_fixture,
-)
 from tests.processes import kill_hard, manage, process_env, start, stop, wait_for
 
 pytestmark = pytest.mark.django_db(transaction=True)

@@ -9,12 +9,7 @@ from batchgen.llm import LLMBatchClient, LLMClient
 from batchgen.models import Generation
 from batchgen.resilience import get_circuit_breaker_stats
 from tests.factories import make_bot, make_chat, make_item, set_batch_mode
-from tests.fakes import TEST_KEYS, fake_llm_fixture, llm_env_fixture  # noqa: F401
-from tests.pipeline_support import (  # noqa: F401
-    fake_telegram_fixture,
-    pipeline_env_fixture,
-    telegram_env_fixture,
-)
+from tests.fakes import TEST_KEYS
 
 
 def make_prompts(count: int, marker: str = "") -> list[str]:

@@ -7,7 +7,6 @@ import pytest
 from batchgen.llm import MAX_BATCH_SIZE, LLMBatchClient, generate_batch
 from batchgen.llm.batch import shared_executor
 from batchgen.models import MAX_BATCH_SIZE as MODELS_MAX_BATCH_SIZE
-from tests.fakes import fake_llm_fixture, llm_env_fixture  # noqa: F401
 
 
 def make_prompts(count: int, faults: dict[int, str] | None = None) -> list[str]:

@@ -9,7 +9,7 @@ import pytest
 from batchgen.llm import LLMBatchClient, LLMClient, config, keys
 from batchgen.ratelimit import key_fingerprint
 from batchgen.resilience import get_circuit_breaker_stats
-from tests.fakes import TEST_KEYS, fake_llm_fixture, llm_env_fixture  # noqa: F401
+from tests.fakes import TEST_KEYS
 
 KEYS = ["sk-first-key-AAAA-SECRET", "sk-second-key-BBBB-SECRET", "sk-third-key-CCCC-SECRET"]
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from batchgen.llm import LLMClient
-from tests.fakes import TEST_KEYS, fake_llm_fixture, llm_env_fixture  # noqa: F401
+from tests.fakes import TEST_KEYS
 
 PROVIDERS = ["openai", "groq", "gemini"]
 

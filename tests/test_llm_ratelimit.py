@@ -11,7 +11,7 @@ import redis
 
 from batchgen.llm import LLMBatchClient, LLMClient
 from batchgen.ratelimit import Budget, all_limiter_stats, get_rate_limiter
-from tests.fakes import TEST_KEYS, fake_llm_fixture, llm_env_fixture  # noqa: F401
+from tests.fakes import TEST_KEYS
 
 RPM = 600
 THREADS_PER_PROCESS = 4

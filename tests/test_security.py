@@ -24,12 +24,6 @@ from rq.job import Job
 from batchgen import jobs, pipeline
 from batchgen.models import BatchRun, Bot, Chat, Generation, Message, QueueItem, Setting
 from tests.factories import make_bot, make_chat, make_item
-from tests.fakes import fake_llm_fixture, llm_env_fixture  # noqa: F401
-from tests.pipeline_support import (  # noqa: F401
-    fake_telegram_fixture,
-    pipeline_env_fixture,
-    telegram_env_fixture,
-)
 
 # Transactional: replies go out when the outbox row commits, as in production.
 pytestmark = pytest.mark.django_db(transaction=True)
