@@ -174,3 +174,14 @@ def test_input_errors_do_not_open_the_breaker(llm_env):
     client.generate_batch(make_prompts(4, {0: "400", 1: "401", 2: "404", 3: "safety"}))
 
     assert client.generate_batch(["still open?"]) == ["Reply to: still open?"]
+
+
+def test_submit_runs_one_prompt_on_the_warm_pool_and_checks_it_first(llm_env, fake_llm):
+    client = LLMBatchClient(max_workers=4)
+    futures = [client.submit(f"prompt {i}", system_prompt=f"you are bot {i}") for i in range(3)]
+    results = [future.result(timeout=30) for future in futures]
+    assert [r.ok for r in results] == [True, True, True]
+    assert [r.text for r in results] == [r.text for r in client.generate_batch_detailed(
+        [f"prompt {i}" for i in range(3)])]
+    with pytest.raises(ValueError, match="empty"):
+        client.submit("   ")

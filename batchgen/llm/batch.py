@@ -136,6 +136,15 @@ class LLMBatchClient:
         """
         return self._run(self._requests(prompts, options), preserve_order)
 
+    def submit(self, prompt: str, **options: Any) -> Future[GenerationResult]:
+        """One prompt on the warm pool; the future's result is its GenerationResult.
+
+        For callers that keep a number of prompts in flight and refill as each
+        finishes (the pipeline's drain), each with its own options, such as the
+        bot's own ``system_prompt``. The prompt is checked before anything is sent.
+        """
+        return self._submit(self._requests([prompt], options))[0]
+
     def generate_with_fallback(self, prompts: Sequence[str], temperature: float = 0.7,
                                retry_failed: bool = True, **options: Any) -> list[str | None]:
         """``generate_batch``, then the failed prompts once more (in order)."""
