@@ -192,9 +192,11 @@ LLM_PRICES = {
 }
 
 # --- Queue and pipeline ------------------------------------------------------
-BATCH_LEASE_SECONDS = env_int("BATCH_LEASE_SECONDS", 600, minimum=10)
+# Both become timedeltas added to "now"; a day is far beyond any sensible value.
+BATCH_LEASE_SECONDS = env_int("BATCH_LEASE_SECONDS", 600, minimum=10, maximum=86_400)
 BATCH_MAX_ATTEMPTS = env_int("BATCH_MAX_ATTEMPTS", 3, minimum=1, maximum=20)
-BATCH_RETRY_BACKOFF_SECONDS = env_float("BATCH_RETRY_BACKOFF_SECONDS", 30.0, minimum=0.0)
+BATCH_RETRY_BACKOFF_SECONDS = env_float("BATCH_RETRY_BACKOFF_SECONDS", 30.0, minimum=0.0,
+                                        maximum=86_400.0)
 
 # --- Telegram ----------------------------------------------------------------
 TELEGRAM_API_BASE_URL = env_url("TELEGRAM_API_BASE_URL", "https://api.telegram.org")
