@@ -18,12 +18,12 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import httpx
 from django.conf import settings
 
-__all__ = ["ChatPacer", "SendResult", "TelegramSender", "split_message"]
+__all__ = ["ChatPacer", "SendResult", "TelegramSender", "max_retry_after_s", "split_message"]
 
 logger = logging.getLogger(__name__)
 
@@ -37,6 +37,10 @@ _WORD_GAP = re.compile(r"(\s+)")
 _NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
 # Refused locally, before sending, and retrying cannot help.
 _NOT_SENT_FINAL = (httpx.UnsupportedProtocol, httpx.LocalProtocolError, httpx.ProxyError)
+# 400 descriptions that mean the chat itself is gone; every 403 from sendMessage means the
+# bot may no longer write there (blocked, kicked, not a member, user deactivated).
+_CHAT_GONE_400 = ("chat not found", "chat was deactivated", "peer_id_invalid",
+                  "user is deactivated")
 
 
 def _redact(text: str, token: str = "") -> str:
@@ -199,6 +203,12 @@ class SendResult:
     ``message_ids``: the parts accepted by this call. ``parts_sent``: how many parts are now
     delivered counting from part 0, so ``start_part=parts_sent`` continues. ``retryable``: the
     failed part certainly did not reach Telegram and trying later may help (429, refused).
+    ``retry_after_s``: a 429's flood wait exactly as Telegram asked, however long: the caller
+    defers the message until then. A wait beyond ``max_retry_after_s()`` comes back with
+    ``retryable=False`` and an error saying so, for the caller to end the message dead.
+    ``migrate_to_chat_id``: the group became this supergroup; nothing was delivered, so
+    resending there is safe. ``chat_gone``: the bot was blocked or removed, or the chat no
+    longer exists: stop sending to it.
     """
 
     status: str
@@ -207,6 +217,9 @@ class SendResult:
     error: str = ""
     retryable: bool = False
     parts_total: int = 0
+    retry_after_s: float | None = None
+    migrate_to_chat_id: int | None = None
+    chat_gone: bool = False
 
 
 @dataclass(frozen=True)
@@ -216,6 +229,14 @@ class _PartOutcome:
     error: str = ""
     retryable: bool = False
     wait: float | None = None  # a 429's retry_after
+    migrate_to_chat_id: int | None = None
+    chat_gone: bool = False
+
+
+def max_retry_after_s() -> float:
+    """The longest flood wait a message is deferred for (``TELEGRAM_MAX_RETRY_AFTER_S``,
+    default a day); read when used, so tests and callers see the current setting."""
+    return settings.TELEGRAM_MAX_RETRY_AFTER_S
 
 
 class TelegramSender:
@@ -279,7 +300,8 @@ class TelegramSender:
             outcome = self._send_part(token, chat_id, parts[index])
             if outcome.message_id is None:
                 return SendResult(outcome.status, sent_ids, index, outcome.error,
-                                  outcome.retryable, len(parts))
+                                  outcome.retryable, len(parts), outcome.wait,
+                                  outcome.migrate_to_chat_id, outcome.chat_gone)
             sent_ids.append(outcome.message_id)
             if on_part_sent is not None:
                 on_part_sent(index, outcome.message_id)
@@ -292,8 +314,12 @@ class TelegramSender:
             if outcome.wait is None:
                 return outcome
             rate_limited += 1
+            if outcome.wait > max_retry_after_s():
+                return replace(outcome, retryable=False, error=(
+                    f"{outcome.error} (asked to wait {outcome.wait:g}s, beyond "
+                    f"TELEGRAM_MAX_RETRY_AFTER_S={max_retry_after_s():g})"))
             if rate_limited > self.max_429_retries or outcome.wait > self.max_retry_after:
-                return outcome
+                return outcome  # the caller defers the message by outcome.wait
             logger.info("telegram 429 for chat %s: waiting %ss", chat_id, outcome.wait)
             self._sleep(outcome.wait)
 
@@ -344,18 +370,34 @@ class TelegramSender:
         if status >= 500 or status == 200:
             # A gateway error may hide a delivered message: at most once means unknown.
             return _PartOutcome("send_unknown", error=description)
-        return _PartOutcome("failed", error=description)
+        return _PartOutcome("failed", error=description,
+                            migrate_to_chat_id=_migrate_to(body),
+                            chat_gone=status == 403 or (status == 400 and any(
+                                reason in description.lower() for reason in _CHAT_GONE_400)))
 
 
 def _describe(exc: Exception, token: str) -> str:
     return f"{type(exc).__name__}: {_redact(str(exc), token)}"
 
 
+def _parameters(body: dict) -> dict:
+    return body.get("parameters") if isinstance(body.get("parameters"), dict) else {}
+
+
+def _migrate_to(body: dict) -> int | None:
+    try:
+        return int(_parameters(body)["migrate_to_chat_id"])
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
 def _retry_after(body: dict, response: httpx.Response) -> float:
-    parameters = body.get("parameters") if isinstance(body.get("parameters"), dict) else {}
+    parameters = _parameters(body)
     for value in (parameters.get("retry_after"), response.headers.get("Retry-After")):
         try:
-            return max(0.0, float(value))
+            wait = float(value)
         except (TypeError, ValueError):
             continue
+        if math.isfinite(wait):
+            return max(0.0, wait)
     return 1.0

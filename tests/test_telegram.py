@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from batchgen.fakes.telegram_server import make_app
-from batchgen.telegram import ChatPacer, TelegramSender, split_message
+from batchgen.telegram import ChatPacer, TelegramSender, max_retry_after_s, split_message
 from tests.fakes import RunningServer, run_in_thread
 
 TOKEN = "123456:SECRET-bot-token_xyz"
@@ -125,14 +125,70 @@ def test_a_429_waits_retry_after_then_succeeds(fake: str) -> None:
     assert len(delivered(fake)) == 1
 
 
-def test_too_many_429s_give_up_as_retryable(fake: str) -> None:
+def test_too_many_429s_give_up_as_retryable_with_the_wait(fake: str) -> None:
     control(fake, fault="429", count=10, retry_after=1)
 
     result = make_sender(fake, max_429_retries=2).send(TOKEN, 42, "hi")
 
-    assert (result.status, result.retryable) == ("failed", True)
+    assert (result.status, result.retryable, result.retry_after_s) == ("failed", True, 1.0)
     assert result.error == "Too Many Requests: retry after 1"
     assert requests_seen(fake) == 3
+
+
+def test_a_long_flood_wait_is_reported_as_asked_not_slept_here(fake: str) -> None:
+    control(fake, fault="429", retry_after=3600)
+    time = FakeTime()
+
+    result = make_sender(fake, time).send(TOKEN, 42, "hi")
+
+    assert (result.status, result.retryable, result.retry_after_s) == ("failed", True, 3600.0)
+    assert time.sleeps == [] and requests_seen(fake) == 1 and delivered(fake) == []
+
+
+def test_a_flood_wait_beyond_the_ceiling_is_final_and_says_why(fake: str, settings) -> None:
+    settings.TELEGRAM_MAX_RETRY_AFTER_S = 1800.0
+    control(fake, fault="429", retry_after=3600)
+
+    result = make_sender(fake).send(TOKEN, 42, "hi")
+
+    assert (result.status, result.retryable, result.retry_after_s) == ("failed", False, 3600.0)
+    assert max_retry_after_s() == 1800.0
+    assert "3600" in result.error and "TELEGRAM_MAX_RETRY_AFTER_S=1800" in result.error
+
+
+def test_the_flood_wait_ceiling_defaults_to_a_day() -> None:
+    assert max_retry_after_s() == 86_400.0
+
+
+def test_a_group_that_became_a_supergroup_reports_the_new_id(fake: str) -> None:
+    control(fake, fault="migrate", chat_id=-4242)
+
+    result = make_sender(fake).send(TOKEN, -4242, "hi")
+
+    assert (result.status, result.migrate_to_chat_id, result.chat_gone) == ("failed", -1004242,
+                                                                            False)
+    assert "upgraded to a supergroup" in result.error and delivered(fake) == []
+    assert make_sender(fake).send(TOKEN, -1004242, "hi").status == "sent"  # resend is safe
+
+
+@pytest.mark.parametrize(("fault", "description", "gone"), [
+    ("403", "Forbidden: bot was blocked by the user", True),
+    ("403", "Forbidden: bot was kicked from the group chat", True),
+    ("403", "Forbidden: user is deactivated", True),
+    ("400", "Bad Request: chat not found", True),
+    ("400", "Bad Request: group chat was deactivated", True),
+    ("400", "Bad Request: message text is empty", False),
+    ("401", "Unauthorized", False),
+])
+def test_a_chat_the_bot_cannot_reach_any_more_is_flagged_gone(
+    fake: str, fault: str, description: str, gone: bool,
+) -> None:
+    control(fake, fault=fault, description=description)
+
+    result = make_sender(fake).send(TOKEN, 42, "hi")
+
+    assert (result.status, result.retryable, result.error) == ("failed", False, description)
+    assert (result.chat_gone, result.migrate_to_chat_id) == (gone, None)
 
 
 @pytest.mark.parametrize(("fault", "description"), [
