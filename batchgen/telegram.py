@@ -17,13 +17,15 @@ import re
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
+from itertools import islice
 
 import httpx
 from django.conf import settings
 
-__all__ = ["ChatPacer", "SendResult", "TelegramSender", "max_retry_after_s", "split_message"]
+__all__ = ["ChatPacer", "FittedMessage", "SendResult", "TelegramSender", "fit_message",
+           "max_retry_after_s", "split_message"]
 
 logger = logging.getLogger(__name__)
 
@@ -33,6 +35,8 @@ _PARAGRAPH_GAP = re.compile(r"(\n[ \t]*\n\s*)")
 _LINE_GAP = re.compile(r"(\n\s*)")
 _SENTENCE_GAP = re.compile(r"[.!?\u2026][\"'\u201d\u2019)\]\u00bb]*(\s+)")
 _WORD_GAP = re.compile(r"(\s+)")
+# Where a cut reply may end: after a sentence's closing punctuation, or at a line break.
+_SENTENCE_END = re.compile(r"[.!?\u2026][\"'\u201d\u2019)\]\u00bb]*(?=\s|$)|(?=\n)")
 # Failures that happen before any byte of the request leaves: safe to retry.
 _NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
 # Refused locally, before sending, and retrying cannot help.
@@ -96,22 +100,63 @@ def _cut_point(text: str, end: int) -> tuple[int, int]:
     return end, end
 
 
+def _spans(text: str, limit: int) -> Iterator[tuple[int, int]]:
+    """(start, end) in ``text`` of each part ``split_message`` makes, in order."""
+    start, stop = len(text) - len(text.lstrip()), len(text.rstrip())
+    while start < stop:
+        rest = text[start:stop]
+        if _utf16_len(rest) <= limit:
+            yield start, stop
+            return
+        cut, resume = _cut_point(rest, _fitting_prefix(rest, limit))
+        yield start, start + len(rest[:cut].rstrip())
+        start += resume + len(rest[resume:]) - len(rest[resume:].lstrip())
+
+
 def split_message(text: str, limit: int = MESSAGE_LIMIT) -> list[str]:
     """Split ``text`` into parts of at most ``limit`` UTF-16 units, stripped, in order.
 
     Cuts at the last paragraph break that fits, else a line break, a sentence end, a space,
     else anywhere. Empty or whitespace-only text gives ``[]``.
     """
-    parts: list[str] = []
-    rest = text.strip()
-    while rest:
-        if _utf16_len(rest) <= limit:
-            parts.append(rest)
-            break
-        cut, resume = _cut_point(rest, _fitting_prefix(rest, limit))
-        parts.append(rest[:cut].rstrip())
-        rest = rest[resume:].lstrip()
-    return parts
+    return [text[start:end] for start, end in _spans(text, limit)]
+
+
+@dataclass(frozen=True)
+class FittedMessage:
+    """A reply made to fit in ``max_parts`` messages: ``text`` is what goes out (store it),
+    ``parts`` its split, ``cut_chars`` how many characters of the reply were left out."""
+
+    text: str
+    parts: list[str]
+    cut_chars: int = 0
+
+
+def fit_message(text: str, max_parts: int | None = None) -> FittedMessage:
+    """``text`` as at most ``max_parts`` messages (default ``TELEGRAM_MAX_PARTS``, 4).
+
+    A longer reply ends at the last sentence end or line break of the last part that fits;
+    without one, at its last space followed by an ellipsis; an unbroken string anywhere.
+    """
+    max_parts = max_parts or settings.TELEGRAM_MAX_PARTS
+    whole = text.strip()
+    spans = list(islice(_spans(whole, MESSAGE_LIMIT), max_parts + 1))
+    if len(spans) <= max_parts:
+        return FittedMessage(whole, [whole[start:end] for start, end in spans])
+    start, end = spans[max_parts - 1]
+    kept, ellipsis = _last_part_cut(whole[start:end])
+    kept = whole[:start] + kept
+    return FittedMessage(kept + ellipsis, split_message(kept + ellipsis), len(whole) - len(kept))
+
+
+def _last_part_cut(part: str) -> tuple[str, str]:
+    """What the last part keeps, and the ellipsis to add when it stops mid-sentence."""
+    ends = [match.end() for match in _SENTENCE_END.finditer(part)]
+    if ends:
+        return part[:ends[-1]].rstrip(), ""
+    words = [match.start() for match in _WORD_GAP.finditer(part)]
+    # The ellipsis takes the place of the space before the dropped word, so the part fits.
+    return (part[:words[-1]].rstrip(), "\u2026") if words else (part, "")
 
 
 # --- pacing -------------------------------------------------------------------
@@ -203,6 +248,7 @@ class SendResult:
     ``message_ids``: the parts accepted by this call. ``parts_sent``: how many parts are now
     delivered counting from part 0, so ``start_part=parts_sent`` continues. ``retryable``: the
     failed part certainly did not reach Telegram and trying later may help (429, refused).
+    ``cut_chars``: characters left out of a reply too long for ``TELEGRAM_MAX_PARTS`` messages.
     ``retry_after_s``: a 429's flood wait exactly as Telegram asked, however long: the caller
     defers the message until then. A wait beyond ``max_retry_after_s()`` comes back with
     ``retryable=False`` and an error saying so, for the caller to end the message dead.
@@ -217,6 +263,7 @@ class SendResult:
     error: str = ""
     retryable: bool = False
     parts_total: int = 0
+    cut_chars: int = 0
     retry_after_s: float | None = None
     migrate_to_chat_id: int | None = None
     chat_gone: bool = False
@@ -290,9 +337,12 @@ class TelegramSender:
         """Send ``text`` (split if long) from parts ``start_part`` on; stop at the first failure.
 
         ``on_part_sent(part_index, message_id)`` runs after each accepted part so the caller
-        can persist progress before the next part goes.
+        can persist progress before the next part goes. Text longer than ``TELEGRAM_MAX_PARTS``
+        messages is cut as ``fit_message`` does; store ``fit_message(text).text`` beforehand
+        to keep what was sent.
         """
-        parts = split_message(text)
+        fitted = fit_message(text)
+        parts = fitted.parts
         if not parts:
             return SendResult("failed", error="message text is empty")
         sent_ids: list[int] = []
@@ -300,12 +350,12 @@ class TelegramSender:
             outcome = self._send_part(token, chat_id, parts[index])
             if outcome.message_id is None:
                 return SendResult(outcome.status, sent_ids, index, outcome.error,
-                                  outcome.retryable, len(parts), outcome.wait,
+                                  outcome.retryable, len(parts), fitted.cut_chars, outcome.wait,
                                   outcome.migrate_to_chat_id, outcome.chat_gone)
             sent_ids.append(outcome.message_id)
             if on_part_sent is not None:
                 on_part_sent(index, outcome.message_id)
-        return SendResult("sent", sent_ids, len(parts), "", False, len(parts))
+        return SendResult("sent", sent_ids, len(parts), "", False, len(parts), fitted.cut_chars)
 
     def _send_part(self, token: str, chat_id: int, text: str) -> _PartOutcome:
         rate_limited = 0

@@ -10,7 +10,13 @@ import httpx
 import pytest
 
 from batchgen.fakes.telegram_server import make_app
-from batchgen.telegram import ChatPacer, TelegramSender, max_retry_after_s, split_message
+from batchgen.telegram import (
+    ChatPacer,
+    TelegramSender,
+    fit_message,
+    max_retry_after_s,
+    split_message,
+)
 from tests.fakes import RunningServer, run_in_thread
 
 TOKEN = "123456:SECRET-bot-token_xyz"
@@ -361,6 +367,51 @@ def test_emoji_count_twice_as_telegram_measures_utf16() -> None:
     parts = split_message("\U0001F600" * 3000)
 
     assert [len(p) for p in parts] == [2048, 952]
+
+
+# --- long replies ---------------------------------------------------------------
+
+
+def sentences(count: int) -> str:
+    return " ".join(f"Sentence number {n} says something quite ordinary." for n in range(count))
+
+
+def test_a_reply_too_long_for_four_messages_ends_at_a_sentence(fake: str) -> None:
+    text = sentences(500)  # about 26,000 characters: seven messages' worth
+    fitted = fit_message(text)
+
+    result = make_sender(fake).send(TOKEN, 7, text)
+
+    texts = [m["text"] for m in delivered(fake)]
+    assert (result.status, len(texts), result.parts_total) == ("sent", 4, 4)
+    assert all(len(part) <= 4096 for part in texts) and texts[-1].endswith("ordinary.")
+    assert " ".join(texts) == fitted.text and text.startswith(fitted.text)
+    assert result.cut_chars == fitted.cut_chars == len(text) - len(fitted.text) > 0
+
+
+def test_the_number_of_parts_follows_the_setting(settings) -> None:
+    settings.TELEGRAM_MAX_PARTS = 2
+
+    fitted = fit_message(sentences(500))
+
+    assert len(fitted.parts) == 2 and fitted.text.endswith("ordinary.")
+
+
+def test_a_cut_without_sentences_ends_at_a_line_or_a_word_never_mid_word() -> None:
+    listing = fit_message("\n".join(f"- item {n} with no full stop" for n in range(1000)), 1)
+    words = fit_message("word " * 2000, 1)
+
+    assert listing.parts[-1].endswith("with no full stop") and listing.cut_chars > 0
+    assert words.text.endswith("word\u2026") and len(words.text) <= 4096
+    assert words.cut_chars == len("word " * 2000) - 1 - (len(words.text) - 1)  # not the "…"
+
+
+def test_a_reply_that_fits_is_kept_whole() -> None:
+    fitted = fit_message("  \U0001F468\u200d\U0001F469\u200d\U0001F467 hello  ")
+
+    assert (fitted.text, fitted.parts, fitted.cut_chars) == (
+        "\U0001F468\u200d\U0001F469\u200d\U0001F467 hello",
+        ["\U0001F468\u200d\U0001F469\u200d\U0001F467 hello"], 0)
 
 
 # --- the fake itself ------------------------------------------------------------
