@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import re
 
+from batchgen.text import storable
+
 DEFAULT_SYSTEM_PROMPT = (
     "You are a member of a Telegram group chat. Write one short, natural chat message "
     "in the voice of the persona you are given, in the language of the conversation. "
@@ -18,7 +20,6 @@ DEFAULT_SYSTEM_PROMPT = (
 )
 
 MAX_PROMPT_CHARS = 8000
-MAX_OUTPUT_CHARS = 4096 * 4
 MAX_RECENT_MESSAGES = 20
 MAX_RECENT_MESSAGE_CHARS = 500
 
@@ -33,7 +34,11 @@ _SECRET_PATTERNS = (
     re.compile(r"\bgsk_[A-Za-z0-9]{16,}"),
     re.compile(r"\bAIza[0-9A-Za-z_-]{30,}"),
 )
-_CONTROL_CHARS = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u200b-\u200f\u2028-\u202e\ufeff]")
+# Control characters, zero-width space, BOM and the bidi embeddings and overrides (which can
+# make "001 dsu" display as "usd 100"). Not ZWNJ/ZWJ (U+200C/D: Persian words, emoji such as
+# a family) nor the LRM/RLM marks (U+200E/F: right-to-left text), which real text needs.
+_CONTROL_CHARS = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u200b\u202a-\u202e\ufeff]")
+_LINE_SEPARATORS = re.compile("[\u2028\u2029]")
 _WHITESPACE = re.compile(r"[ \t\r\n\f\v]+")
 _QUOTE_PAIRS = {'"': '"', "'": "'", "“": "”", "«": "»", "„": "“", "`": "`"}
 _BOILERPLATE = re.compile(
@@ -54,11 +59,11 @@ def redact_secrets(text: str) -> str:
 def filter_content(text: str) -> str:
     """Clean text before it goes to a provider.
 
-    Strips control and zero-width characters, collapses whitespace to single
-    spaces, redacts secret-looking strings and caps the length at
-    ``MAX_PROMPT_CHARS``.
+    Strips control characters and invisible formatting (keeping joiners and bidi marks),
+    replaces what cannot be stored or sent (``storable``), collapses whitespace to single
+    spaces, redacts secret-looking strings and caps the length at ``MAX_PROMPT_CHARS``.
     """
-    text = _CONTROL_CHARS.sub(" ", text)
+    text = storable(_CONTROL_CHARS.sub(" ", _LINE_SEPARATORS.sub(" ", text)))
     text = _WHITESPACE.sub(" ", text).strip()
     text = redact_secrets(text)
     return text[:MAX_PROMPT_CHARS].rstrip()
@@ -74,20 +79,23 @@ def _strip_quotes(text: str) -> str:
 def postprocess_output(text: str | None) -> str | None:
     """Turn a raw model reply into a sendable message, or None when nothing is left.
 
-    Strips whitespace, a "Message:" style label, surrounding quotes and "As an
-    AI..." boilerplate prefixes, redacts secret-looking strings and caps the
-    result at ``MAX_OUTPUT_CHARS`` characters.
+    Strips whitespace, control characters and invisible formatting (keeping joiners and
+    bidi marks), a "Message:" style label, surrounding quotes and "As an AI..." boilerplate
+    prefixes, replaces what cannot be stored or sent (``storable``) and redacts
+    secret-looking strings. The length is left alone: ``telegram.fit_message`` cuts a reply
+    too long for Telegram at a sentence end.
     """
     if text is None:
         return None
-    text = _CONTROL_CHARS.sub("", text.replace("\r\n", "\n")).strip()
+    text = _LINE_SEPARATORS.sub("\n", text.replace("\r\n", "\n"))
+    text = storable(_CONTROL_CHARS.sub("", text)).strip()
     text = _LABEL_PREFIX.sub("", text)
     text = _strip_quotes(text)
     previous = None
     while previous != text:
         previous = text
         text = _strip_quotes(_BOILERPLATE.sub("", text).strip())
-    text = redact_secrets(text)[:MAX_OUTPUT_CHARS].strip()
+    text = redact_secrets(text).strip()
     return text or None
 
 
