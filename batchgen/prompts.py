@@ -8,9 +8,13 @@ document's rule is kept: batch generation does not bypass the filters, so
 
 from __future__ import annotations
 
+import logging
 import re
+from dataclasses import dataclass
 
 from batchgen.text import storable
+
+log = logging.getLogger(__name__)
 
 DEFAULT_SYSTEM_PROMPT = (
     "You are a member of a Telegram group chat. Write one short, natural chat message "
@@ -22,6 +26,9 @@ DEFAULT_SYSTEM_PROMPT = (
 MAX_PROMPT_CHARS = 8000
 MAX_RECENT_MESSAGES = 20
 MAX_RECENT_MESSAGE_CHARS = 500
+# Over budget, the persona is shortened to this before any recent message is left out.
+PERSONA_FLOOR_CHARS = 500
+_NO_MESSAGES = "(no messages yet)"
 
 REDACTED = "[redacted]"
 
@@ -63,10 +70,12 @@ def filter_content(text: str) -> str:
     replaces what cannot be stored or sent (``storable``), collapses whitespace to single
     spaces, redacts secret-looking strings and caps the length at ``MAX_PROMPT_CHARS``.
     """
+    return _clean(text)[:MAX_PROMPT_CHARS].rstrip()
+
+
+def _clean(text: str) -> str:
     text = storable(_CONTROL_CHARS.sub(" ", _LINE_SEPARATORS.sub(" ", text)))
-    text = _WHITESPACE.sub(" ", text).strip()
-    text = redact_secrets(text)
-    return text[:MAX_PROMPT_CHARS].rstrip()
+    return redact_secrets(_WHITESPACE.sub(" ", text).strip())
 
 
 def _strip_quotes(text: str) -> str:
@@ -99,25 +108,79 @@ def postprocess_output(text: str | None) -> str | None:
     return text or None
 
 
-def _format_recent(recent_messages: list[str]) -> str:
-    lines = []
-    for message in recent_messages[-MAX_RECENT_MESSAGES:]:
-        cleaned = filter_content(message)[:MAX_RECENT_MESSAGE_CHARS]
-        if cleaned:
-            lines.append(f"- {cleaned}")
-    return "\n".join(lines) if lines else "(no messages yet)"
+@dataclass(frozen=True)
+class UserPrompt:
+    """A user prompt, and what was left out of it to fit ``MAX_PROMPT_CHARS``."""
+
+    text: str
+    persona_cut: int = 0  # characters of the (cleaned) persona left out
+    messages_dropped: int = 0  # oldest recent messages left out
+
+    @property
+    def shortened(self) -> bool:
+        return bool(self.persona_cut or self.messages_dropped)
+
+
+def build_user_prompt(
+    bot_name: str, persona: str, chat_title: str, recent_messages: list[str]
+) -> UserPrompt:
+    """The user prompt for one queue item: who speaks, where, and what was said last.
+
+    The whole prompt fits ``MAX_PROMPT_CHARS`` after ``filter_content``, so the provider
+    always gets the chat, the recent messages and the instruction: the persona is shortened
+    first (down to ``PERSONA_FLOOR_CHARS``), then the oldest messages are left out.
+    """
+    name = _clean(bot_name)[:100] or "the bot"
+    persona_text = _clean(persona) or "a friendly, curious regular of the chat"
+    title = _clean(chat_title)[:200] or "a Telegram chat"
+    lines = _recent_lines(recent_messages)
+    room = MAX_PROMPT_CHARS - len(_compose(name, "", title, ""))
+    floor = min(len(persona_text), PERSONA_FLOOR_CHARS)
+    dropped = 0
+    while lines and len(_block(lines)) > room - floor:
+        lines.pop(0)
+        dropped += 1
+    kept, cut = _shorten(persona_text, room - len(_block(lines)))
+    built = UserPrompt(_compose(name, kept, title, _block(lines)), cut, dropped)
+    if built.shortened:
+        log.warning("prompt for bot %r shortened to fit %d characters: persona cut by %d "
+                    "characters, %d older messages left out", name, MAX_PROMPT_CHARS, cut, dropped)
+    return built
 
 
 def generate_user_prompt(
     bot_name: str, persona: str, chat_title: str, recent_messages: list[str]
 ) -> str:
-    """The user prompt for one queue item: who speaks, where, and what was said last."""
-    name = filter_content(bot_name) or "the bot"
-    persona_text = filter_content(persona) or "a friendly, curious regular of the chat"
-    title = filter_content(chat_title) or "a Telegram chat"
+    """The text of ``build_user_prompt``: the name callers of the batch API know."""
+    return build_user_prompt(bot_name, persona, chat_title, recent_messages).text
+
+
+def _compose(name: str, persona: str, title: str, block: str) -> str:
     return (
-        f"You are {name}. Persona: {persona_text}\n"
+        f"You are {name}. Persona: {persona}\n"
         f"Chat: {title}\n"
-        f"Recent messages (oldest first):\n{_format_recent(recent_messages)}\n"
+        f"Recent messages (oldest first):\n{block}\n"
         f"Write {name}'s next message to the chat. Reply with the message text only."
     )
+
+
+def _recent_lines(recent_messages: list[str]) -> list[str]:
+    cleaned = (_clean(m)[:MAX_RECENT_MESSAGE_CHARS].rstrip()
+               for m in recent_messages[-MAX_RECENT_MESSAGES:])
+    return [f"- {text}" for text in cleaned if text]
+
+
+def _block(lines: list[str]) -> str:
+    return "\n".join(lines) if lines else _NO_MESSAGES
+
+
+def _shorten(text: str, limit: int) -> tuple[str, int]:
+    """``text`` cut to ``limit`` characters at a space, with an ellipsis; and how many
+    characters of ``text`` were left out."""
+    if len(text) <= limit:
+        return text, 0
+    kept = text[:max(limit - 1, 0)]
+    if " " in kept:
+        kept = kept[:kept.rindex(" ")]
+    kept = kept.rstrip()
+    return (kept + "\u2026" if kept else ""), len(text) - len(kept)

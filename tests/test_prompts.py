@@ -7,6 +7,7 @@ import pytest
 from batchgen.prompts import (
     DEFAULT_SYSTEM_PROMPT,
     MAX_PROMPT_CHARS,
+    build_user_prompt,
     filter_content,
     generate_user_prompt,
     postprocess_output,
@@ -103,6 +104,48 @@ def test_the_user_prompt_has_sensible_defaults():
     prompt = generate_user_prompt("Bot", "", "", [])
 
     assert "(no messages yet)" in prompt and "a Telegram chat" in prompt
+
+
+INSTRUCTION = "Write Ayla's next message to the chat. Reply with the message text only."
+
+
+def sent_to_the_provider(prompt: str) -> str:
+    return filter_content(prompt)  # what LLMClient does to every prompt on the way out
+
+
+def test_a_huge_persona_is_shortened_and_the_rest_of_the_prompt_kept(caplog):
+    recent = [f"message {n} " + "word " * 50 for n in range(20)]
+
+    built = build_user_prompt("Ayla", "persona " * 125_000, "Borsa Sohbet", recent)
+
+    sent = sent_to_the_provider(built.text)
+    assert len(sent) <= MAX_PROMPT_CHARS and sent.endswith(INSTRUCTION)
+    assert "Borsa Sohbet" in sent and all(filter_content(m).strip() in sent for m in recent)
+    assert built.persona_cut > 990_000 and built.messages_dropped == 0 and built.shortened
+    assert "persona " in sent
+    assert "shortened" in caplog.text and "Ayla" in caplog.text
+    assert generate_user_prompt("Ayla", "persona " * 125_000, "Borsa Sohbet",
+                                recent) == built.text
+
+
+def test_when_messages_alone_overflow_the_oldest_go_after_the_persona_is_trimmed():
+    recent = [f"message {n} " + "x" * 480 for n in range(20)]  # 20 x ~500: over the budget
+
+    built = build_user_prompt("Ayla", "a trader " * 200, "chat", recent)
+
+    sent = sent_to_the_provider(built.text)
+    assert len(sent) <= MAX_PROMPT_CHARS and sent.endswith(INSTRUCTION)
+    assert built.messages_dropped > 0 and built.persona_cut > 0
+    assert "message 19 " in sent and "message 0 " not in sent  # the newest are kept
+    assert "a trader" in sent  # a shortened persona, not none
+
+
+def test_a_prompt_that_fits_is_not_marked_shortened():
+    built = build_user_prompt("Ayla", "a cheerful trader", "Borsa", ["hi", "hello"])
+
+    assert (built.persona_cut, built.messages_dropped, built.shortened) == (0, 0, False)
+    assert built.text == generate_user_prompt("Ayla", "a cheerful trader", "Borsa",
+                                              ["hi", "hello"])
 
 
 def test_the_default_system_prompt_forbids_secrets():
