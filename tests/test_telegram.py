@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import logging
-import socket
 from collections.abc import Iterator
 
 import httpx
 import pytest
 
+from batchgen.fakes.ports import free_port
 from batchgen.fakes.telegram_server import make_app
 from batchgen.telegram import (
     ChatPacer,
@@ -72,12 +72,6 @@ def make_sender(base_url: str, time: FakeTime | None = None, **kwargs: object) -
     kwargs.setdefault("pacer", no_pacing())
     return TelegramSender(base_url, timeout=kwargs.pop("timeout", 2.0), sleep=time.sleep,
                           **kwargs)
-
-
-def unused_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def paragraphs(count: int, size: int) -> list[str]:
@@ -215,7 +209,7 @@ def test_a_refusal_is_final_with_telegrams_description(
 
 def test_connection_refused_is_retried_then_failed() -> None:
     time = FakeTime()
-    sender = make_sender(f"http://127.0.0.1:{unused_port()}", time)
+    sender = make_sender(f"http://127.0.0.1:{free_port()}", time)
 
     result = sender.send(TOKEN, 42, "hi")
 
@@ -269,7 +263,7 @@ def test_the_token_never_appears_in_errors_or_logs(
     fake: str, caplog: pytest.LogCaptureFixture,
 ) -> None:
     caplog.set_level(logging.DEBUG)
-    results = [make_sender(f"http://127.0.0.1:{unused_port()}").send(TOKEN, 1, "x")]
+    results = [make_sender(f"http://127.0.0.1:{free_port()}").send(TOKEN, 1, "x")]
     for fault in ("drop", "400", "429"):
         control(fake, fault=fault, retry_after=0)
         results.append(make_sender(fake).send(TOKEN, 1, "x"))
