@@ -349,13 +349,15 @@ class TelegramSender:
         for index in range(start_part, len(parts)):
             outcome = self._send_part(token, chat_id, parts[index])
             if outcome.message_id is None:
-                return SendResult(outcome.status, sent_ids, index, outcome.error,
-                                  outcome.retryable, len(parts), fitted.cut_chars, outcome.wait,
-                                  outcome.migrate_to_chat_id, outcome.chat_gone)
+                return SendResult(
+                    outcome.status, sent_ids, index, outcome.error, outcome.retryable,
+                    len(parts), cut_chars=fitted.cut_chars, retry_after_s=outcome.wait,
+                    migrate_to_chat_id=outcome.migrate_to_chat_id, chat_gone=outcome.chat_gone)
             sent_ids.append(outcome.message_id)
             if on_part_sent is not None:
                 on_part_sent(index, outcome.message_id)
-        return SendResult("sent", sent_ids, len(parts), "", False, len(parts), fitted.cut_chars)
+        return SendResult("sent", sent_ids, len(parts), "", False, len(parts),
+                          cut_chars=fitted.cut_chars)
 
     def _send_part(self, token: str, chat_id: int, text: str) -> _PartOutcome:
         rate_limited = 0
