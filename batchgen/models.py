@@ -21,9 +21,11 @@ class Bot(models.Model):
     telegram_token = models.CharField(max_length=200, help_text="Never shown back once saved.")
     # A validator, not max_length: the admin shows the error, where a textarea's maxlength
     # attribute would silently drop the end of a pasted persona.
-    persona = models.TextField(blank=True, default="", validators=[MaxLengthValidator(
-        MAX_PERSONA_CHARS, message=f"The persona may be at most {MAX_PERSONA_CHARS:,} "
-                                   "characters (it has %(show_value)d).")])
+    persona = models.TextField(
+        blank=True, default="", help_text=f"At most {MAX_PERSONA_CHARS:,} characters.",
+        validators=[MaxLengthValidator(
+            MAX_PERSONA_CHARS, message=f"The persona may be at most {MAX_PERSONA_CHARS:,} "
+                                       "characters (it has %(show_value)d).")])
     is_active = models.BooleanField(default=True)
     created_at = models.DateTimeField(auto_now_add=True)
 

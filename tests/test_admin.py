@@ -109,6 +109,7 @@ def test_a_persona_over_the_limit_is_refused_on_the_form_and_nothing_is_saved(
                                    "persona": "x" * (MAX_PERSONA_CHARS + 1), "is_active": "on"})
 
     assert page.status_code == 200  # the form again, with the error
+    assert f"At most {MAX_PERSONA_CHARS:,} characters." in page.content.decode()
     assert (f"The persona may be at most {MAX_PERSONA_CHARS:,} characters (it has "
             f"{MAX_PERSONA_CHARS + 1})") in page.content.decode()
     assert Bot.objects.get(pk=bot.pk).persona == "short and sweet"
