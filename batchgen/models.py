@@ -6,16 +6,26 @@ from dataclasses import dataclass
 from typing import Any
 
 from django.core.exceptions import ValidationError
+from django.core.validators import MaxLengthValidator
 from django.db import models
 from django.db.models import Q
 
 MAX_BATCH_SIZE = 50  # the source document's limit; batchgen.llm re-exports it
+# A persona is a character sketch, not a document: longer ones crowded the chat and the
+# recent messages out of the prompt (see prompts.build_user_prompt's budget).
+MAX_PERSONA_CHARS = 4000
 
 
 class Bot(models.Model):
     name = models.CharField(max_length=100, unique=True)
     telegram_token = models.CharField(max_length=200, help_text="Never shown back once saved.")
-    persona = models.TextField(blank=True, default="")
+    # A validator, not max_length: the admin shows the error, where a textarea's maxlength
+    # attribute would silently drop the end of a pasted persona.
+    persona = models.TextField(
+        blank=True, default="", help_text=f"At most {MAX_PERSONA_CHARS:,} characters.",
+        validators=[MaxLengthValidator(
+            MAX_PERSONA_CHARS, message=f"The persona may be at most {MAX_PERSONA_CHARS:,} "
+                                       "characters (it has %(show_value)d).")])
     is_active = models.BooleanField(default=True)
     created_at = models.DateTimeField(auto_now_add=True)
 

@@ -8,7 +8,13 @@ document's rule is kept: batch generation does not bypass the filters, so
 
 from __future__ import annotations
 
+import logging
 import re
+from dataclasses import dataclass
+
+from batchgen.text import storable
+
+log = logging.getLogger(__name__)
 
 DEFAULT_SYSTEM_PROMPT = (
     "You are a member of a Telegram group chat. Write one short, natural chat message "
@@ -18,9 +24,11 @@ DEFAULT_SYSTEM_PROMPT = (
 )
 
 MAX_PROMPT_CHARS = 8000
-MAX_OUTPUT_CHARS = 4096 * 4
 MAX_RECENT_MESSAGES = 20
 MAX_RECENT_MESSAGE_CHARS = 500
+# Over budget, the persona is shortened to this before any recent message is left out.
+PERSONA_FLOOR_CHARS = 500
+_NO_MESSAGES = "(no messages yet)"
 
 REDACTED = "[redacted]"
 
@@ -33,7 +41,11 @@ _SECRET_PATTERNS = (
     re.compile(r"\bgsk_[A-Za-z0-9]{16,}"),
     re.compile(r"\bAIza[0-9A-Za-z_-]{30,}"),
 )
-_CONTROL_CHARS = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u200b-\u200f\u2028-\u202e\ufeff]")
+# Control characters, zero-width space, BOM and the bidi embeddings and overrides (which can
+# make "001 dsu" display as "usd 100"). Not ZWNJ/ZWJ (U+200C/D: Persian words, emoji such as
+# a family) nor the LRM/RLM marks (U+200E/F: right-to-left text), which real text needs.
+_CONTROL_CHARS = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u200b\u202a-\u202e\ufeff]")
+_LINE_SEPARATORS = re.compile("[\u2028\u2029]")
 _WHITESPACE = re.compile(r"[ \t\r\n\f\v]+")
 _QUOTE_PAIRS = {'"': '"', "'": "'", "“": "”", "«": "»", "„": "“", "`": "`"}
 _BOILERPLATE = re.compile(
@@ -54,14 +66,16 @@ def redact_secrets(text: str) -> str:
 def filter_content(text: str) -> str:
     """Clean text before it goes to a provider.
 
-    Strips control and zero-width characters, collapses whitespace to single
-    spaces, redacts secret-looking strings and caps the length at
-    ``MAX_PROMPT_CHARS``.
+    Strips control characters and invisible formatting (keeping joiners and bidi marks),
+    replaces what cannot be stored or sent (``storable``), collapses whitespace to single
+    spaces, redacts secret-looking strings and caps the length at ``MAX_PROMPT_CHARS``.
     """
-    text = _CONTROL_CHARS.sub(" ", text)
-    text = _WHITESPACE.sub(" ", text).strip()
-    text = redact_secrets(text)
-    return text[:MAX_PROMPT_CHARS].rstrip()
+    return _clean(text)[:MAX_PROMPT_CHARS].rstrip()
+
+
+def _clean(text: str) -> str:
+    text = storable(_CONTROL_CHARS.sub(" ", _LINE_SEPARATORS.sub(" ", text)))
+    return redact_secrets(_WHITESPACE.sub(" ", text).strip())
 
 
 def _strip_quotes(text: str) -> str:
@@ -74,42 +88,99 @@ def _strip_quotes(text: str) -> str:
 def postprocess_output(text: str | None) -> str | None:
     """Turn a raw model reply into a sendable message, or None when nothing is left.
 
-    Strips whitespace, a "Message:" style label, surrounding quotes and "As an
-    AI..." boilerplate prefixes, redacts secret-looking strings and caps the
-    result at ``MAX_OUTPUT_CHARS`` characters.
+    Strips whitespace, control characters and invisible formatting (keeping joiners and
+    bidi marks), a "Message:" style label, surrounding quotes and "As an AI..." boilerplate
+    prefixes, replaces what cannot be stored or sent (``storable``) and redacts
+    secret-looking strings. The length is left alone: ``telegram.fit_message`` cuts a reply
+    too long for Telegram at a sentence end.
     """
     if text is None:
         return None
-    text = _CONTROL_CHARS.sub("", text.replace("\r\n", "\n")).strip()
+    text = _LINE_SEPARATORS.sub("\n", text.replace("\r\n", "\n"))
+    text = storable(_CONTROL_CHARS.sub("", text)).strip()
     text = _LABEL_PREFIX.sub("", text)
     text = _strip_quotes(text)
     previous = None
     while previous != text:
         previous = text
         text = _strip_quotes(_BOILERPLATE.sub("", text).strip())
-    text = redact_secrets(text)[:MAX_OUTPUT_CHARS].strip()
+    text = redact_secrets(text).strip()
     return text or None
 
 
-def _format_recent(recent_messages: list[str]) -> str:
-    lines = []
-    for message in recent_messages[-MAX_RECENT_MESSAGES:]:
-        cleaned = filter_content(message)[:MAX_RECENT_MESSAGE_CHARS]
-        if cleaned:
-            lines.append(f"- {cleaned}")
-    return "\n".join(lines) if lines else "(no messages yet)"
+@dataclass(frozen=True)
+class UserPrompt:
+    """A user prompt, and what was left out of it to fit ``MAX_PROMPT_CHARS``."""
+
+    text: str
+    persona_cut: int = 0  # characters of the (cleaned) persona left out
+    messages_dropped: int = 0  # oldest recent messages left out
+
+    @property
+    def shortened(self) -> bool:
+        return bool(self.persona_cut or self.messages_dropped)
+
+
+def build_user_prompt(
+    bot_name: str, persona: str, chat_title: str, recent_messages: list[str]
+) -> UserPrompt:
+    """The user prompt for one queue item: who speaks, where, and what was said last.
+
+    The whole prompt fits ``MAX_PROMPT_CHARS`` after ``filter_content``, so the provider
+    always gets the chat, the recent messages and the instruction: the persona is shortened
+    first (down to ``PERSONA_FLOOR_CHARS``), then the oldest messages are left out.
+    """
+    name = _clean(bot_name)[:100] or "the bot"
+    persona_text = _clean(persona) or "a friendly, curious regular of the chat"
+    title = _clean(chat_title)[:200] or "a Telegram chat"
+    lines = _recent_lines(recent_messages)
+    room = MAX_PROMPT_CHARS - len(_compose(name, "", title, ""))
+    floor = min(len(persona_text), PERSONA_FLOOR_CHARS)
+    dropped = 0
+    while lines and len(_block(lines)) > room - floor:
+        lines.pop(0)
+        dropped += 1
+    kept, cut = _shorten(persona_text, room - len(_block(lines)))
+    built = UserPrompt(_compose(name, kept, title, _block(lines)), cut, dropped)
+    if built.shortened:
+        log.warning("prompt for bot %r shortened to fit %d characters: persona cut by %d "
+                    "characters, %d older messages left out", name, MAX_PROMPT_CHARS, cut, dropped)
+    return built
 
 
 def generate_user_prompt(
     bot_name: str, persona: str, chat_title: str, recent_messages: list[str]
 ) -> str:
-    """The user prompt for one queue item: who speaks, where, and what was said last."""
-    name = filter_content(bot_name) or "the bot"
-    persona_text = filter_content(persona) or "a friendly, curious regular of the chat"
-    title = filter_content(chat_title) or "a Telegram chat"
+    """The text of ``build_user_prompt``: the name callers of the batch API know."""
+    return build_user_prompt(bot_name, persona, chat_title, recent_messages).text
+
+
+def _compose(name: str, persona: str, title: str, block: str) -> str:
     return (
-        f"You are {name}. Persona: {persona_text}\n"
+        f"You are {name}. Persona: {persona}\n"
         f"Chat: {title}\n"
-        f"Recent messages (oldest first):\n{_format_recent(recent_messages)}\n"
+        f"Recent messages (oldest first):\n{block}\n"
         f"Write {name}'s next message to the chat. Reply with the message text only."
     )
+
+
+def _recent_lines(recent_messages: list[str]) -> list[str]:
+    cleaned = (_clean(m)[:MAX_RECENT_MESSAGE_CHARS].rstrip()
+               for m in recent_messages[-MAX_RECENT_MESSAGES:])
+    return [f"- {text}" for text in cleaned if text]
+
+
+def _block(lines: list[str]) -> str:
+    return "\n".join(lines) if lines else _NO_MESSAGES
+
+
+def _shorten(text: str, limit: int) -> tuple[str, int]:
+    """``text`` cut to ``limit`` characters at a space, with an ellipsis; and how many
+    characters of ``text`` were left out."""
+    if len(text) <= limit:
+        return text, 0
+    kept = text[:max(limit - 1, 0)]
+    if " " in kept:
+        kept = kept[:kept.rindex(" ")]
+    kept = kept.rstrip()
+    return (kept + "\u2026" if kept else ""), len(text) - len(kept)

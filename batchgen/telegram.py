@@ -17,13 +17,15 @@ import re
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field, replace
+from itertools import islice
 
 import httpx
 from django.conf import settings
 
-__all__ = ["ChatPacer", "SendResult", "TelegramSender", "split_message"]
+__all__ = ["ChatPacer", "FittedMessage", "SendResult", "TelegramSender", "fit_message",
+           "max_retry_after_s", "split_message"]
 
 logger = logging.getLogger(__name__)
 
@@ -33,10 +35,16 @@ _PARAGRAPH_GAP = re.compile(r"(\n[ \t]*\n\s*)")
 _LINE_GAP = re.compile(r"(\n\s*)")
 _SENTENCE_GAP = re.compile(r"[.!?\u2026][\"'\u201d\u2019)\]\u00bb]*(\s+)")
 _WORD_GAP = re.compile(r"(\s+)")
+# Where a cut reply may end: after a sentence's closing punctuation, or at a line break.
+_SENTENCE_END = re.compile(r"[.!?\u2026][\"'\u201d\u2019)\]\u00bb]*(?=\s|$)|(?=\n)")
 # Failures that happen before any byte of the request leaves: safe to retry.
 _NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
 # Refused locally, before sending, and retrying cannot help.
 _NOT_SENT_FINAL = (httpx.UnsupportedProtocol, httpx.LocalProtocolError, httpx.ProxyError)
+# 400 descriptions that mean the chat itself is gone; every 403 from sendMessage means the
+# bot may no longer write there (blocked, kicked, not a member, user deactivated).
+_CHAT_GONE_400 = ("chat not found", "chat was deactivated", "peer_id_invalid",
+                  "user is deactivated")
 
 
 def _redact(text: str, token: str = "") -> str:
@@ -92,22 +100,63 @@ def _cut_point(text: str, end: int) -> tuple[int, int]:
     return end, end
 
 
+def _spans(text: str, limit: int) -> Iterator[tuple[int, int]]:
+    """(start, end) in ``text`` of each part ``split_message`` makes, in order."""
+    start, stop = len(text) - len(text.lstrip()), len(text.rstrip())
+    while start < stop:
+        rest = text[start:stop]
+        if _utf16_len(rest) <= limit:
+            yield start, stop
+            return
+        cut, resume = _cut_point(rest, _fitting_prefix(rest, limit))
+        yield start, start + len(rest[:cut].rstrip())
+        start += resume + len(rest[resume:]) - len(rest[resume:].lstrip())
+
+
 def split_message(text: str, limit: int = MESSAGE_LIMIT) -> list[str]:
     """Split ``text`` into parts of at most ``limit`` UTF-16 units, stripped, in order.
 
     Cuts at the last paragraph break that fits, else a line break, a sentence end, a space,
     else anywhere. Empty or whitespace-only text gives ``[]``.
     """
-    parts: list[str] = []
-    rest = text.strip()
-    while rest:
-        if _utf16_len(rest) <= limit:
-            parts.append(rest)
-            break
-        cut, resume = _cut_point(rest, _fitting_prefix(rest, limit))
-        parts.append(rest[:cut].rstrip())
-        rest = rest[resume:].lstrip()
-    return parts
+    return [text[start:end] for start, end in _spans(text, limit)]
+
+
+@dataclass(frozen=True)
+class FittedMessage:
+    """A reply made to fit in ``max_parts`` messages: ``text`` is what goes out (store it),
+    ``parts`` its split, ``cut_chars`` how many characters of the reply were left out."""
+
+    text: str
+    parts: list[str]
+    cut_chars: int = 0
+
+
+def fit_message(text: str, max_parts: int | None = None) -> FittedMessage:
+    """``text`` as at most ``max_parts`` messages (default ``TELEGRAM_MAX_PARTS``, 4).
+
+    A longer reply ends at the last sentence end or line break of the last part that fits;
+    without one, at its last space followed by an ellipsis; an unbroken string anywhere.
+    """
+    max_parts = max_parts or settings.TELEGRAM_MAX_PARTS
+    whole = text.strip()
+    spans = list(islice(_spans(whole, MESSAGE_LIMIT), max_parts + 1))
+    if len(spans) <= max_parts:
+        return FittedMessage(whole, [whole[start:end] for start, end in spans])
+    start, end = spans[max_parts - 1]
+    kept, ellipsis = _last_part_cut(whole[start:end])
+    kept = whole[:start] + kept
+    return FittedMessage(kept + ellipsis, split_message(kept + ellipsis), len(whole) - len(kept))
+
+
+def _last_part_cut(part: str) -> tuple[str, str]:
+    """What the last part keeps, and the ellipsis to add when it stops mid-sentence."""
+    ends = [match.end() for match in _SENTENCE_END.finditer(part)]
+    if ends:
+        return part[:ends[-1]].rstrip(), ""
+    words = [match.start() for match in _WORD_GAP.finditer(part)]
+    # The ellipsis takes the place of the space before the dropped word, so the part fits.
+    return (part[:words[-1]].rstrip(), "\u2026") if words else (part, "")
 
 
 # --- pacing -------------------------------------------------------------------
@@ -199,6 +248,13 @@ class SendResult:
     ``message_ids``: the parts accepted by this call. ``parts_sent``: how many parts are now
     delivered counting from part 0, so ``start_part=parts_sent`` continues. ``retryable``: the
     failed part certainly did not reach Telegram and trying later may help (429, refused).
+    ``cut_chars``: characters left out of a reply too long for ``TELEGRAM_MAX_PARTS`` messages.
+    ``retry_after_s``: a 429's flood wait exactly as Telegram asked, however long: the caller
+    defers the message until then. A wait beyond ``max_retry_after_s()`` comes back with
+    ``retryable=False`` and an error saying so, for the caller to end the message dead.
+    ``migrate_to_chat_id``: the group became this supergroup; nothing was delivered, so
+    resending there is safe. ``chat_gone``: the bot was blocked or removed, or the chat no
+    longer exists: stop sending to it.
     """
 
     status: str
@@ -207,6 +263,10 @@ class SendResult:
     error: str = ""
     retryable: bool = False
     parts_total: int = 0
+    cut_chars: int = 0
+    retry_after_s: float | None = None
+    migrate_to_chat_id: int | None = None
+    chat_gone: bool = False
 
 
 @dataclass(frozen=True)
@@ -216,6 +276,14 @@ class _PartOutcome:
     error: str = ""
     retryable: bool = False
     wait: float | None = None  # a 429's retry_after
+    migrate_to_chat_id: int | None = None
+    chat_gone: bool = False
+
+
+def max_retry_after_s() -> float:
+    """The longest flood wait a message is deferred for (``TELEGRAM_MAX_RETRY_AFTER_S``,
+    default a day); read when used, so tests and callers see the current setting."""
+    return settings.TELEGRAM_MAX_RETRY_AFTER_S
 
 
 class TelegramSender:
@@ -269,21 +337,27 @@ class TelegramSender:
         """Send ``text`` (split if long) from parts ``start_part`` on; stop at the first failure.
 
         ``on_part_sent(part_index, message_id)`` runs after each accepted part so the caller
-        can persist progress before the next part goes.
+        can persist progress before the next part goes. Text longer than ``TELEGRAM_MAX_PARTS``
+        messages is cut as ``fit_message`` does; store ``fit_message(text).text`` beforehand
+        to keep what was sent.
         """
-        parts = split_message(text)
+        fitted = fit_message(text)
+        parts = fitted.parts
         if not parts:
             return SendResult("failed", error="message text is empty")
         sent_ids: list[int] = []
         for index in range(start_part, len(parts)):
             outcome = self._send_part(token, chat_id, parts[index])
             if outcome.message_id is None:
-                return SendResult(outcome.status, sent_ids, index, outcome.error,
-                                  outcome.retryable, len(parts))
+                return SendResult(
+                    outcome.status, sent_ids, index, outcome.error, outcome.retryable,
+                    len(parts), cut_chars=fitted.cut_chars, retry_after_s=outcome.wait,
+                    migrate_to_chat_id=outcome.migrate_to_chat_id, chat_gone=outcome.chat_gone)
             sent_ids.append(outcome.message_id)
             if on_part_sent is not None:
                 on_part_sent(index, outcome.message_id)
-        return SendResult("sent", sent_ids, len(parts), "", False, len(parts))
+        return SendResult("sent", sent_ids, len(parts), "", False, len(parts),
+                          cut_chars=fitted.cut_chars)
 
     def _send_part(self, token: str, chat_id: int, text: str) -> _PartOutcome:
         rate_limited = 0
@@ -292,8 +366,12 @@ class TelegramSender:
             if outcome.wait is None:
                 return outcome
             rate_limited += 1
+            if outcome.wait > max_retry_after_s():
+                return replace(outcome, retryable=False, error=(
+                    f"{outcome.error} (asked to wait {outcome.wait:g}s, beyond "
+                    f"TELEGRAM_MAX_RETRY_AFTER_S={max_retry_after_s():g})"))
             if rate_limited > self.max_429_retries or outcome.wait > self.max_retry_after:
-                return outcome
+                return outcome  # the caller defers the message by outcome.wait
             logger.info("telegram 429 for chat %s: waiting %ss", chat_id, outcome.wait)
             self._sleep(outcome.wait)
 
@@ -344,18 +422,34 @@ class TelegramSender:
         if status >= 500 or status == 200:
             # A gateway error may hide a delivered message: at most once means unknown.
             return _PartOutcome("send_unknown", error=description)
-        return _PartOutcome("failed", error=description)
+        return _PartOutcome("failed", error=description,
+                            migrate_to_chat_id=_migrate_to(body),
+                            chat_gone=status == 403 or (status == 400 and any(
+                                reason in description.lower() for reason in _CHAT_GONE_400)))
 
 
 def _describe(exc: Exception, token: str) -> str:
     return f"{type(exc).__name__}: {_redact(str(exc), token)}"
 
 
+def _parameters(body: dict) -> dict:
+    return body.get("parameters") if isinstance(body.get("parameters"), dict) else {}
+
+
+def _migrate_to(body: dict) -> int | None:
+    try:
+        return int(_parameters(body)["migrate_to_chat_id"])
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
 def _retry_after(body: dict, response: httpx.Response) -> float:
-    parameters = body.get("parameters") if isinstance(body.get("parameters"), dict) else {}
+    parameters = _parameters(body)
     for value in (parameters.get("retry_after"), response.headers.get("Retry-After")):
         try:
-            return max(0.0, float(value))
+            wait = float(value)
         except (TypeError, ValueError):
             continue
+        if math.isfinite(wait):
+            return max(0.0, wait)
     return 1.0

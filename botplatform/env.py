@@ -7,6 +7,7 @@ silently different configuration.
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Iterable
 
@@ -14,6 +15,11 @@ from django.core.exceptions import ImproperlyConfigured
 
 TRUE_VALUES = {"1", "true", "yes", "on"}
 FALSE_VALUES = {"0", "false", "no", "off"}
+# No number we read means anything above a billion (about 31 years in seconds), and larger
+# ones overflow later, far from their cause: ``now + timedelta(seconds=...)`` past year 9999,
+# socket and lock timeouts past ~9.2e9 s. So every number has this ceiling unless a tighter
+# ``maximum`` is given.
+LARGEST = 10**9
 
 
 def _raw(name: str) -> str | None:
@@ -43,7 +49,7 @@ def env_bool(name: str, default: bool) -> bool:
 
 
 def env_int(name: str, default: int | None, *, minimum: int | None = None,
-            maximum: int | None = None) -> int | None:
+            maximum: int = LARGEST) -> int | None:
     value = _raw(name)
     if value is None:
         return default
@@ -56,7 +62,7 @@ def env_int(name: str, default: int | None, *, minimum: int | None = None,
 
 
 def env_float(name: str, default: float, *, minimum: float | None = None,
-              maximum: float | None = None) -> float:
+              maximum: float = LARGEST) -> float:
     value = _raw(name)
     if value is None:
         return default
@@ -64,15 +70,18 @@ def env_float(name: str, default: float, *, minimum: float | None = None,
         number = float(value)
     except ValueError:
         raise ImproperlyConfigured(f"{name}={value!r} is not a number") from None
+    if not math.isfinite(number):
+        # float() accepts "nan", "inf" and "1e400"; each compares false or true with every
+        # bound, so it would pass the range check and fail later without the variable's name.
+        raise ImproperlyConfigured(f"{name}={value!r} is not a finite number")
     _check_range(name, number, minimum, maximum)
     return number
 
 
-def _check_range(name: str, number: float, minimum: float | None,
-                 maximum: float | None) -> None:
+def _check_range(name: str, number: float, minimum: float | None, maximum: float) -> None:
     if minimum is not None and number < minimum:
         raise ImproperlyConfigured(f"{name}={number} is below the minimum of {minimum}")
-    if maximum is not None and number > maximum:
+    if number > maximum:
         raise ImproperlyConfigured(f"{name}={number} is above the maximum of {maximum}")
 
 

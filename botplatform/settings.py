@@ -192,13 +192,20 @@ LLM_PRICES = {
 }
 
 # --- Queue and pipeline ------------------------------------------------------
-BATCH_LEASE_SECONDS = env_int("BATCH_LEASE_SECONDS", 600, minimum=10)
+# Both become timedeltas added to "now"; a day is far beyond any sensible value.
+BATCH_LEASE_SECONDS = env_int("BATCH_LEASE_SECONDS", 600, minimum=10, maximum=86_400)
 BATCH_MAX_ATTEMPTS = env_int("BATCH_MAX_ATTEMPTS", 3, minimum=1, maximum=20)
-BATCH_RETRY_BACKOFF_SECONDS = env_float("BATCH_RETRY_BACKOFF_SECONDS", 30.0, minimum=0.0)
+BATCH_RETRY_BACKOFF_SECONDS = env_float("BATCH_RETRY_BACKOFF_SECONDS", 30.0, minimum=0.0,
+                                        maximum=86_400.0)
 
 # --- Telegram ----------------------------------------------------------------
 TELEGRAM_API_BASE_URL = env_url("TELEGRAM_API_BASE_URL", "https://api.telegram.org")
 TELEGRAM_TIMEOUT = env_float("TELEGRAM_TIMEOUT", 10.0, minimum=0.1)
+# A 429 asking for a longer wait than this ends the message dead instead of deferring it.
+TELEGRAM_MAX_RETRY_AFTER_S = env_float("TELEGRAM_MAX_RETRY_AFTER_S", 86_400.0, minimum=0.0,
+                                       maximum=7 * 86_400.0)
+# A longer reply is cut at a sentence end so that it goes as at most this many messages.
+TELEGRAM_MAX_PARTS = env_int("TELEGRAM_MAX_PARTS", 4, minimum=1, maximum=20)
 
 # --- RQ and metrics ----------------------------------------------------------
 RQ_QUEUES = {"default": {"URL": REDIS_URL, "DEFAULT_TIMEOUT": 900}}

@@ -15,8 +15,6 @@ from django.db import connection
 ROOT = Path(__file__).resolve().parent.parent
 
 
-
-
 def database_url() -> str:
     """The URL of the database the tests are using (pytest-django's test database)."""
     db = connection.settings_dict

@@ -5,7 +5,7 @@ from django.contrib.auth import get_user_model
 from django.test import Client
 from django.urls import reverse
 
-from batchgen.models import Bot, Setting
+from batchgen.models import MAX_PERSONA_CHARS, Bot, Setting
 from tests.factories import make_bot
 
 pytestmark = pytest.mark.django_db
@@ -98,6 +98,21 @@ def test_the_bot_token_is_write_only(staff_client: Client) -> None:
     assert Bot.objects.get(pk=bot.pk).telegram_token == "999:NEW"
     listing = staff_client.get(reverse("admin:batchgen_bot_changelist")).content.decode()
     assert "999:NEW" not in listing
+
+
+def test_a_persona_over_the_limit_is_refused_on_the_form_and_nothing_is_saved(
+        staff_client: Client) -> None:
+    bot = make_bot("longbot", persona="short and sweet")
+    url = reverse("admin:batchgen_bot_change", args=[bot.pk])
+
+    page = staff_client.post(url, {"name": "longbot", "telegram_token": "",
+                                   "persona": "x" * (MAX_PERSONA_CHARS + 1), "is_active": "on"})
+
+    assert page.status_code == 200  # the form again, with the error
+    assert f"At most {MAX_PERSONA_CHARS:,} characters." in page.content.decode()
+    assert (f"The persona may be at most {MAX_PERSONA_CHARS:,} characters (it has "
+            f"{MAX_PERSONA_CHARS + 1})") in page.content.decode()
+    assert Bot.objects.get(pk=bot.pk).persona == "short and sweet"
 
 
 def test_django_rq_dashboard_is_reachable_for_staff(staff_client: Client) -> None:

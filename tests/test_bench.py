@@ -31,15 +31,13 @@ def test_quick_runs_scale_latencies_down_but_not_below_the_floor() -> None:
     assert full["scaling_prompts"] == 1000 and full["memory_items"] == 1000
 
 
-def test_the_report_shows_the_document_beside_each_row_and_pending_sections() -> None:
+def test_the_report_shows_the_document_beside_each_row() -> None:
     rows = [{"workers": w, "label": f"{w} workers", "document_seconds": doc,
              "project": make_measure(workers=w), "bare": make_measure(workers=w)}
             for w, doc in ((1, 28.4), (5, 6.2), (10, 3.8))]
     results = {"meta": {"finished_at": "now", "machine": "test", "command": "bench",
                         "wall_s": 1.0},
                "document": {"latency_mean_s": 2.84, "jitter_fraction": 0.1, "prompts": 10,
-                            "rows": rows},
-               "ratelimit": {"status": "pending", "why": "no limiter"}}
+                            "rows": rows}}
     text = report.markdown(results)
     assert "| 10 workers |" in text and "7.47×" in text
-    assert "**pending**: no limiter" in text

@@ -14,7 +14,6 @@ from tests.processes import kill_hard, manage, process_env, start, stop, wait_fo
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
-
 def test_tick_then_a_real_worker_sends_every_item_once(pipeline_env, settings) -> None:
     fake_llm, fake_telegram = pipeline_env
     items = [make_item(make_bot(), make_chat(), priority=i % 3) for i in range(8)]

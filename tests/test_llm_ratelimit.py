@@ -70,7 +70,7 @@ def test_a_429_burst_pauses_the_key_then_the_request_succeeds(llm_env):
     assert (result.ok, result.attempts) == (True, 3)
     assert fake.stats()["requests"]["openai"] == {"429": 2, "200": 1}
     arrivals = fake.stats()["arrivals"]
-    # Retry-After: 1 was honoured before each retry (the limiter, not the SDK, waited).
+    # Retry-After: 1 was honoured before each retry, by the limiter (the SDKs never retry).
     assert all(later - earlier >= 0.9 for earlier, later in itertools.pairwise(arrivals))
     limiter = get_rate_limiter("openai", TEST_KEYS["openai"])
     assert limiter.stats()["penalties"] == 2

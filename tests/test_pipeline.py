@@ -13,7 +13,6 @@ from tests.factories import make_bot, make_chat, make_item, set_batch_mode
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
-
 def make_items(count: int, **fields) -> list[QueueItem]:
     return [make_item(make_bot(), make_chat(), **fields) for _ in range(count)]
 

@@ -6,8 +6,8 @@ import pytest
 
 from batchgen.prompts import (
     DEFAULT_SYSTEM_PROMPT,
-    MAX_OUTPUT_CHARS,
     MAX_PROMPT_CHARS,
+    build_user_prompt,
     filter_content,
     generate_user_prompt,
     postprocess_output,
@@ -53,9 +53,42 @@ def test_postprocess_gives_none_when_nothing_is_left(raw):
     assert postprocess_output(raw) is None
 
 
-def test_postprocess_caps_the_length_and_redacts_tokens():
-    assert len(postprocess_output("x" * (MAX_OUTPUT_CHARS + 100))) == MAX_OUTPUT_CHARS
+def test_postprocess_redacts_tokens():
     assert postprocess_output(f"the token is {BOT_TOKEN}") == "the token is [redacted]"
+
+
+def test_postprocess_leaves_a_long_reply_whole_for_the_sender_to_cut_at_a_sentence():
+    reply = "A long sentence with many words in it. " * 1000
+
+    assert postprocess_output(reply) == reply.strip()
+
+
+FAMILY = "\U0001F468\u200d\U0001F469\u200d\U0001F467"
+PERSIAN = "\u0645\u06cc\u200c\u062e\u0648\u0627\u0647\u0645"  # "I want", with its ZWNJ
+HEBREW = "\u200f\u05e9\u05dc\u05d5\u05dd\u200e 42"  # RLM, "shalom", LRM
+
+
+@pytest.mark.parametrize("text", [f"our {FAMILY} says hi", PERSIAN, HEBREW])
+def test_joiners_and_bidi_marks_survive_both_filters(text):
+    assert postprocess_output(text) == text
+    assert filter_content(text) == text
+
+
+def test_text_that_cannot_be_stored_is_replaced_not_dropped():
+    reply = "hello \ud83d there\x00!"
+
+    cleaned = postprocess_output(reply)
+
+    assert cleaned == "hello \ufffd there!"
+    cleaned.encode("utf-8")  # a lone surrogate would raise here, in the save or the send
+    assert filter_content("hi \udc00 you") == "hi \ufffd you"
+
+
+def test_invisible_formatting_that_only_hides_text_is_still_removed():
+    spoof = "pay \u202eusd 001\u202c now\u200b\ufeff"
+
+    assert postprocess_output(spoof) == "pay usd 001 now"
+    assert postprocess_output("one\u2028two") == "one\ntwo"
 
 
 def test_the_user_prompt_names_the_bot_the_chat_and_the_recent_messages():
@@ -71,6 +104,48 @@ def test_the_user_prompt_has_sensible_defaults():
     prompt = generate_user_prompt("Bot", "", "", [])
 
     assert "(no messages yet)" in prompt and "a Telegram chat" in prompt
+
+
+INSTRUCTION = "Write Ayla's next message to the chat. Reply with the message text only."
+
+
+def sent_to_the_provider(prompt: str) -> str:
+    return filter_content(prompt)  # what LLMClient does to every prompt on the way out
+
+
+def test_a_huge_persona_is_shortened_and_the_rest_of_the_prompt_kept(caplog):
+    recent = [f"message {n} " + "word " * 50 for n in range(20)]
+
+    built = build_user_prompt("Ayla", "persona " * 125_000, "Borsa Sohbet", recent)
+
+    sent = sent_to_the_provider(built.text)
+    assert len(sent) <= MAX_PROMPT_CHARS and sent.endswith(INSTRUCTION)
+    assert "Borsa Sohbet" in sent and all(filter_content(m).strip() in sent for m in recent)
+    assert built.persona_cut > 990_000 and built.messages_dropped == 0 and built.shortened
+    assert "persona " in sent
+    assert "shortened" in caplog.text and "Ayla" in caplog.text
+    assert generate_user_prompt("Ayla", "persona " * 125_000, "Borsa Sohbet",
+                                recent) == built.text
+
+
+def test_when_messages_alone_overflow_the_oldest_go_after_the_persona_is_trimmed():
+    recent = [f"message {n} " + "x" * 480 for n in range(20)]  # 20 x ~500: over the budget
+
+    built = build_user_prompt("Ayla", "a trader " * 200, "chat", recent)
+
+    sent = sent_to_the_provider(built.text)
+    assert len(sent) <= MAX_PROMPT_CHARS and sent.endswith(INSTRUCTION)
+    assert built.messages_dropped > 0 and built.persona_cut > 0
+    assert "message 19 " in sent and "message 0 " not in sent  # the newest are kept
+    assert "a trader" in sent  # a shortened persona, not none
+
+
+def test_a_prompt_that_fits_is_not_marked_shortened():
+    built = build_user_prompt("Ayla", "a cheerful trader", "Borsa", ["hi", "hello"])
+
+    assert (built.persona_cut, built.messages_dropped, built.shortened) == (0, 0, False)
+    assert built.text == generate_user_prompt("Ayla", "a cheerful trader", "Borsa",
+                                              ["hi", "hello"])
 
 
 def test_the_default_system_prompt_forbids_secrets():

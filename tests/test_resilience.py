@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import os
-import socket
 import subprocess
 import sys
 import threading
@@ -13,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from batchgen.fakes.ports import free_port
 from batchgen.resilience import (
     CircuitBreaker,
     CircuitOpenError,
@@ -35,12 +35,6 @@ class FakeClock:
         self.now += seconds
 
 
-def unused_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture(autouse=True)
 def _fresh_breakers() -> None:
     reset_circuit_breakers()
@@ -51,7 +45,7 @@ def _fresh_breakers() -> None:
 @pytest.fixture(params=["redis", "memory"])
 def make_breaker(request: pytest.FixtureRequest, redis_url: str) -> Callable[..., CircuitBreaker]:
     """Breakers on the real Redis, or on the in-memory fallback (Redis at an unused port)."""
-    url = redis_url if request.param == "redis" else f"redis://127.0.0.1:{unused_port()}/0"
+    url = redis_url if request.param == "redis" else f"redis://127.0.0.1:{free_port()}/0"
 
     def make(clock: FakeClock, **kwargs: object) -> CircuitBreaker:
         kwargs.setdefault("threshold", 3)
@@ -270,7 +264,7 @@ def test_without_redis_it_keeps_state_in_memory_and_warns_once(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     caplog.set_level(logging.WARNING, logger="batchgen.resilience")
-    url = f"redis://127.0.0.1:{unused_port()}/0"
+    url = f"redis://127.0.0.1:{free_port()}/0"
     openai = CircuitBreaker("openai_api", threshold=2, redis_url=url, clock=FakeClock())
     gemini = CircuitBreaker("gemini_api", threshold=2, redis_url=url, clock=FakeClock())
 

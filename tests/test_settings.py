@@ -30,6 +30,10 @@ def start_up(**env: str) -> subprocess.CompletedProcess:
     ("OPENAI_TIMEOUT", "soon", "is not a number"),
     ("TELEGRAM_API_BASE_URL", "ftp://x", "must be an http:// or https:// URL"),
     ("REDIS_URL", "localhost:6379", "must start with redis://"),
+    ("OPENAI_TIMEOUT", "nan", "is not a finite number"),
+    ("BATCH_RETRY_BACKOFF_SECONDS", "inf", "is not a finite number"),
+    ("BATCH_RETRY_BACKOFF_SECONDS", "172800", "above the maximum of 86400.0"),
+    ("BATCH_LEASE_SECONDS", "99999999999", "above the maximum of 86400"),
 ])
 def test_a_bad_value_stops_start_up_naming_the_variable(name: str, value: str,
                                                         rule: str) -> None:

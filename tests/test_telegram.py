@@ -3,14 +3,20 @@
 from __future__ import annotations
 
 import logging
-import socket
 from collections.abc import Iterator
 
 import httpx
 import pytest
 
+from batchgen.fakes.ports import free_port
 from batchgen.fakes.telegram_server import make_app
-from batchgen.telegram import ChatPacer, TelegramSender, split_message
+from batchgen.telegram import (
+    ChatPacer,
+    TelegramSender,
+    fit_message,
+    max_retry_after_s,
+    split_message,
+)
 from tests.fakes import RunningServer, run_in_thread
 
 TOKEN = "123456:SECRET-bot-token_xyz"
@@ -68,12 +74,6 @@ def make_sender(base_url: str, time: FakeTime | None = None, **kwargs: object) -
                           **kwargs)
 
 
-def unused_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def paragraphs(count: int, size: int) -> list[str]:
     return [(f"Paragraph {n}." + " word" * size)[:size - 1] + "." for n in range(count)]
 
@@ -125,14 +125,70 @@ def test_a_429_waits_retry_after_then_succeeds(fake: str) -> None:
     assert len(delivered(fake)) == 1
 
 
-def test_too_many_429s_give_up_as_retryable(fake: str) -> None:
+def test_too_many_429s_give_up_as_retryable_with_the_wait(fake: str) -> None:
     control(fake, fault="429", count=10, retry_after=1)
 
     result = make_sender(fake, max_429_retries=2).send(TOKEN, 42, "hi")
 
-    assert (result.status, result.retryable) == ("failed", True)
+    assert (result.status, result.retryable, result.retry_after_s) == ("failed", True, 1.0)
     assert result.error == "Too Many Requests: retry after 1"
     assert requests_seen(fake) == 3
+
+
+def test_a_long_flood_wait_is_reported_as_asked_not_slept_here(fake: str) -> None:
+    control(fake, fault="429", retry_after=3600)
+    time = FakeTime()
+
+    result = make_sender(fake, time).send(TOKEN, 42, "hi")
+
+    assert (result.status, result.retryable, result.retry_after_s) == ("failed", True, 3600.0)
+    assert time.sleeps == [] and requests_seen(fake) == 1 and delivered(fake) == []
+
+
+def test_a_flood_wait_beyond_the_ceiling_is_final_and_says_why(fake: str, settings) -> None:
+    settings.TELEGRAM_MAX_RETRY_AFTER_S = 1800.0
+    control(fake, fault="429", retry_after=3600)
+
+    result = make_sender(fake).send(TOKEN, 42, "hi")
+
+    assert (result.status, result.retryable, result.retry_after_s) == ("failed", False, 3600.0)
+    assert max_retry_after_s() == 1800.0
+    assert "3600" in result.error and "TELEGRAM_MAX_RETRY_AFTER_S=1800" in result.error
+
+
+def test_the_flood_wait_ceiling_defaults_to_a_day() -> None:
+    assert max_retry_after_s() == 86_400.0
+
+
+def test_a_group_that_became_a_supergroup_reports_the_new_id(fake: str) -> None:
+    control(fake, fault="migrate", chat_id=-4242)
+
+    result = make_sender(fake).send(TOKEN, -4242, "hi")
+
+    assert (result.status, result.migrate_to_chat_id, result.chat_gone) == ("failed", -1004242,
+                                                                            False)
+    assert "upgraded to a supergroup" in result.error and delivered(fake) == []
+    assert make_sender(fake).send(TOKEN, -1004242, "hi").status == "sent"  # resend is safe
+
+
+@pytest.mark.parametrize(("fault", "description", "gone"), [
+    ("403", "Forbidden: bot was blocked by the user", True),
+    ("403", "Forbidden: bot was kicked from the group chat", True),
+    ("403", "Forbidden: user is deactivated", True),
+    ("400", "Bad Request: chat not found", True),
+    ("400", "Bad Request: group chat was deactivated", True),
+    ("400", "Bad Request: message text is empty", False),
+    ("401", "Unauthorized", False),
+])
+def test_a_chat_the_bot_cannot_reach_any_more_is_flagged_gone(
+    fake: str, fault: str, description: str, gone: bool,
+) -> None:
+    control(fake, fault=fault, description=description)
+
+    result = make_sender(fake).send(TOKEN, 42, "hi")
+
+    assert (result.status, result.retryable, result.error) == ("failed", False, description)
+    assert (result.chat_gone, result.migrate_to_chat_id) == (gone, None)
 
 
 @pytest.mark.parametrize(("fault", "description"), [
@@ -153,7 +209,7 @@ def test_a_refusal_is_final_with_telegrams_description(
 
 def test_connection_refused_is_retried_then_failed() -> None:
     time = FakeTime()
-    sender = make_sender(f"http://127.0.0.1:{unused_port()}", time)
+    sender = make_sender(f"http://127.0.0.1:{free_port()}", time)
 
     result = sender.send(TOKEN, 42, "hi")
 
@@ -207,7 +263,7 @@ def test_the_token_never_appears_in_errors_or_logs(
     fake: str, caplog: pytest.LogCaptureFixture,
 ) -> None:
     caplog.set_level(logging.DEBUG)
-    results = [make_sender(f"http://127.0.0.1:{unused_port()}").send(TOKEN, 1, "x")]
+    results = [make_sender(f"http://127.0.0.1:{free_port()}").send(TOKEN, 1, "x")]
     for fault in ("drop", "400", "429"):
         control(fake, fault=fault, retry_after=0)
         results.append(make_sender(fake).send(TOKEN, 1, "x"))
@@ -305,6 +361,51 @@ def test_emoji_count_twice_as_telegram_measures_utf16() -> None:
     parts = split_message("\U0001F600" * 3000)
 
     assert [len(p) for p in parts] == [2048, 952]
+
+
+# --- long replies ---------------------------------------------------------------
+
+
+def sentences(count: int) -> str:
+    return " ".join(f"Sentence number {n} says something quite ordinary." for n in range(count))
+
+
+def test_a_reply_too_long_for_four_messages_ends_at_a_sentence(fake: str) -> None:
+    text = sentences(500)  # about 26,000 characters: seven messages' worth
+    fitted = fit_message(text)
+
+    result = make_sender(fake).send(TOKEN, 7, text)
+
+    texts = [m["text"] for m in delivered(fake)]
+    assert (result.status, len(texts), result.parts_total) == ("sent", 4, 4)
+    assert all(len(part) <= 4096 for part in texts) and texts[-1].endswith("ordinary.")
+    assert " ".join(texts) == fitted.text and text.startswith(fitted.text)
+    assert result.cut_chars == fitted.cut_chars == len(text) - len(fitted.text) > 0
+
+
+def test_the_number_of_parts_follows_the_setting(settings) -> None:
+    settings.TELEGRAM_MAX_PARTS = 2
+
+    fitted = fit_message(sentences(500))
+
+    assert len(fitted.parts) == 2 and fitted.text.endswith("ordinary.")
+
+
+def test_a_cut_without_sentences_ends_at_a_line_or_a_word_never_mid_word() -> None:
+    listing = fit_message("\n".join(f"- item {n} with no full stop" for n in range(1000)), 1)
+    words = fit_message("word " * 2000, 1)
+
+    assert listing.parts[-1].endswith("with no full stop") and listing.cut_chars > 0
+    assert words.text.endswith("word\u2026") and len(words.text) <= 4096
+    assert words.cut_chars == len("word " * 2000) - 1 - (len(words.text) - 1)  # not the "…"
+
+
+def test_a_reply_that_fits_is_kept_whole() -> None:
+    fitted = fit_message("  \U0001F468\u200d\U0001F469\u200d\U0001F467 hello  ")
+
+    assert (fitted.text, fitted.parts, fitted.cut_chars) == (
+        "\U0001F468\u200d\U0001F469\u200d\U0001F467 hello",
+        ["\U0001F468\u200d\U0001F469\u200d\U0001F467 hello"], 0)
 
 
 # --- the fake itself ------------------------------------------------------------

@@ -8,10 +8,13 @@ Control (not part of Telegram):
     GET  /_stats                   requests, messages, responses by status, max_per_chat_per_second
     POST /_reset                   forget messages, stats and faults
     POST /_control                 JSON, a fault for the next ``count`` requests (optionally
-        only those to ``chat_id``): {"fault": "429"|"400"|"401"|"403"|"500"|"drop"|"latency",
-        "count": 1, "chat_id": null, "retry_after": 1, "latency": 0.0, "description": "..."};
+        only those to ``chat_id``): {"fault": "429"|"400"|"401"|"403"|"500"|"migrate"|"drop"|
+        "latency", "count": 1, "chat_id": null, "retry_after": 1, "latency": 0.0,
+        "description": "...", "migrate_to_chat_id": -100123};
         or settings: {"latency": 0.2, "chat_limit_per_second": 1, "clear_faults": true}
 
+"migrate" answers 400 with ``parameters.migrate_to_chat_id`` (default -100 followed by the
+chat's digits), as Telegram does once a group has become a supergroup.
 "drop" accepts the message (it is recorded as delivered) and then closes the connection without
 answering: the ambiguous case a sender must report as ``send_unknown``.
 With ``chat_limit_per_second`` set, a chat that already got that many messages in the current
@@ -36,6 +39,7 @@ _ERRORS = {
     "403": (403, "Forbidden: bot was blocked by the user"),
     "429": (429, "Too Many Requests: retry after {retry_after}"),
     "500": (500, "Internal Server Error"),
+    "migrate": (400, "Bad Request: group chat was upgraded to a supergroup chat"),
 }
 FAULT_KINDS = (*_ERRORS, "drop", "latency")
 
@@ -48,6 +52,7 @@ class Fault:
     retry_after: int = 1
     latency: float = 0.0
     description: str = ""
+    migrate_to_chat_id: int | None = None
 
     def matches(self, chat_id: int | None) -> bool:
         return self.remaining > 0 and self.chat_id in (None, chat_id)
@@ -134,13 +139,16 @@ def _chat_id(value: object) -> int | None:
         return None
 
 
-def _fault_response(state: FakeTelegram, fault: Fault) -> web.Response | None:
+def _fault_response(state: FakeTelegram, fault: Fault, chat_id: int | None) -> web.Response | None:
     if fault.kind not in _ERRORS:
         return None
     status, description = _ERRORS[fault.kind]
     description = fault.description or description.format(retry_after=fault.retry_after)
     if status == 429:
         return _error(state, 429, description, parameters={"retry_after": fault.retry_after})
+    if fault.kind == "migrate":
+        new_id = fault.migrate_to_chat_id or int(f"-100{abs(chat_id or 0)}")
+        return _error(state, status, description, parameters={"migrate_to_chat_id": new_id})
     return _error(state, status, description)
 
 
@@ -153,7 +161,7 @@ async def send_message(request: web.Request) -> web.StreamResponse:
     latency = fault.latency if fault and fault.latency else state.latency
     if latency:
         await asyncio.sleep(latency)
-    if fault and (response := _fault_response(state, fault)):
+    if fault and (response := _fault_response(state, fault, chat_id)):
         return response
     if chat_id is None:
         return _error(state, 400, "Bad Request: chat_id is empty")
@@ -218,7 +226,8 @@ async def control(request: web.Request) -> web.Response:
         state.faults.append(Fault(
             kind=kind, remaining=int(body.get("count", 1)), chat_id=_chat_id(body.get("chat_id")),
             retry_after=int(body.get("retry_after", 1)), latency=float(body.get("latency", 0)),
-            description=str(body.get("description", ""))))
+            description=str(body.get("description", "")),
+            migrate_to_chat_id=_chat_id(body.get("migrate_to_chat_id"))))
     else:
         if "latency" in body:
             state.latency = float(body["latency"])
