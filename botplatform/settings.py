@@ -23,6 +23,7 @@ from botplatform.env import (
     env_str,
     env_url,
 )
+from botplatform.logformat import LOG_LEVELS, logging_config
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -219,12 +220,6 @@ if not DEBUG:
     SECURE_HSTS_PRELOAD = True
     CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS")
 
-LOGGING = {
-    "version": 1,
-    "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
-    "loggers": {
-        "batchgen": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO")},
-    },
-}
+# --- Logging: one format for the project, RQ, tick and gunicorn's workers ---------------
+LOG_FORMAT = env_choice("LOG_FORMAT", "plain", ("plain", "json"))
+LOGGING = logging_config(LOG_FORMAT, env_choice("LOG_LEVEL", "INFO", LOG_LEVELS).upper())
