@@ -32,8 +32,8 @@ from batchgen import shared
 from batchgen.models import QueueItem
 
 __all__ = ["HealthCollector", "HeartbeatWorkerMixin", "Status", "beat", "beat_worker",
-           "check_services", "dashboard_context", "healthz", "last_beat", "status",
-           "workers_alive"]
+           "check_services", "dashboard_context", "healthz", "last_beat", "last_worker_beat",
+           "status", "workers_alive"]
 
 Clock = Callable[[], float]
 WORKERS = "workers"
@@ -60,6 +60,12 @@ def last_beat(name: str) -> float | None:
     """The Unix time of ``name``'s last heartbeat, or None (never, or Redis unreachable)."""
     value = shared.attempt(lambda r: r.get(shared.key("heartbeat", name)), None, "heartbeat")
     return None if value is None else float(value)
+
+
+def last_worker_beat(name: str) -> float | None:
+    """The Unix time of worker ``name``'s last heartbeat, or None."""
+    return shared.attempt(lambda r: r.zscore(shared.key("heartbeat", WORKERS), name), None,
+                          "heartbeat")
 
 
 def workers_alive(clock: Clock = time.time) -> int | None:

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import time
 from datetime import timedelta
+from io import StringIO
 
 import pytest
+from django.core.management import call_command
+from django.core.management.base import CommandError
 from django.db import OperationalError, connection
 from django.template.loader import render_to_string
 from django.utils import timezone
@@ -138,3 +142,18 @@ def test_metrics_expose_the_last_tick_workers_and_oldest_pending_age(fresh_share
     assert values["batchgen_last_tick_timestamp_seconds"] == T0
     assert values["batchgen_workers_alive"] == 1
     assert 0 <= values["batchgen_oldest_pending_age_seconds"] < 60
+
+
+def test_the_health_command_fails_naming_a_stale_tick_or_silent_worker(fresh_shared) -> None:
+    with pytest.raises(CommandError, match="tick: no heartbeat"):
+        call_command("health", "--tick")
+    health.beat("tick")
+    health.beat_worker("worker-a")
+    out = StringIO()
+    call_command("health", "--tick", "--worker", "worker-a", stdout=out)
+    assert out.getvalue().strip() == "healthy"
+    with pytest.raises(CommandError, match="worker worker-b: no heartbeat"):
+        call_command("health", "--worker", "worker-b")
+    health.beat("tick", lambda: time.time() - 10_000)
+    with pytest.raises(CommandError, match=r"tick: last heartbeat \d+s ago \(limit 60s\)"):
+        call_command("health", "--tick")
