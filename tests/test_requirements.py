@@ -62,4 +62,3 @@ def test_dev_tools_stay_out_of_the_production_image() -> None:
     assert DEV_TOOLS & set(runtime) == set()
     assert DEV_TOOLS <= set(dev)
     assert {"limits", "lupa"} & (set(runtime) | set(dev)) == set()  # unused; fakeredis[lua]
-    assert "requirements-dev.txt" not in (ROOT / "Dockerfile").read_text()
