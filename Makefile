@@ -18,8 +18,10 @@ $(STAMP): requirements.txt requirements-dev.txt
 
 bootstrap: $(STAMP)
 
+# make demo PORT=8010 (a port in use is refused); DEMO_ARGS=--keep-db keeps the last run's data.
+PORT ?= 8000
 demo: bootstrap
-	$(BIN)/python scripts/demo.py
+	$(BIN)/python scripts/demo.py --port $(PORT) $(DEMO_ARGS)
 
 # Pass one: everything on SQLite (the default database). Pass two: the
 # concurrency tests on PostgreSQL. Both use the Redis at TEST_REDIS_URL.

@@ -96,17 +96,20 @@ def _ensure_staff() -> bool:
 
 
 def top_up(pending: int) -> int:
-    """Queue new items for the demo bots until ``pending`` are waiting; returns how many.
+    """Queue new items for the demo bots until ``pending`` are waiting or claimed; returns
+    how many.
 
     The demo's steady work: with a tick loop draining the queue, a change of batch mode or
-    batch size in the admin shows in the very next batches.
+    batch size in the admin shows in the very next batches. Claimed items count too, so a
+    tick loop faster than the worker never piles up an ever longer backlog of batches.
     """
     bots = list(Bot.objects.filter(name__in=[name for name, _ in BOTS]).order_by("id"))
     chats = list(Chat.objects.filter(telegram_chat_id__in=[c for c, _ in CHATS]).order_by("id"))
     if not bots or not chats:
         return 0
+    status = queue.QueueItem.Status
     waiting = queue.QueueItem.objects.filter(
-        bot__in=bots, status=queue.QueueItem.Status.PENDING).count()
+        bot__in=bots, status__in=[status.PENDING, status.CLAIMED]).count()
     start = queue.QueueItem.objects.filter(bot__in=bots).count()
     missing = max(0, pending - waiting)
     for n in range(start, start + missing):

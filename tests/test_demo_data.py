@@ -40,3 +40,10 @@ def test_top_up_does_nothing_without_the_demo_bots() -> None:
 
     assert top_up(10) == 0
     assert QueueItem.objects.count() == 0
+
+
+def test_claimed_items_count_so_a_fast_tick_loop_builds_no_backlog() -> None:
+    call_command("load_demo_data")
+    QueueItem.objects.update(status=QueueItem.Status.CLAIMED)
+    call_command("demo_feed", "--pending", "12", "--once", stdout=StringIO())
+    assert QueueItem.objects.filter(status=QueueItem.Status.PENDING).count() == 0
