@@ -86,14 +86,21 @@ def workers_alive(clock: Clock = time.time) -> int | None:
 
 
 class HeartbeatWorkerMixin:
-    """Put first in an RQ worker class's bases: every RQ heartbeat (each job, and at least
-    every ``--worker-ttl`` minus 15 s while idle) is also a ``beat_worker``."""
+    """Put first in an RQ worker class's bases: every RQ heartbeat (after each job, while a
+    job runs, and once per idle wait for work) is also a ``beat_worker``."""
 
     name: str
 
     def heartbeat(self, *args: object, **kwargs: object) -> None:
         super().heartbeat(*args, **kwargs)  # type: ignore[misc]
         beat_worker(self.name)
+
+    @property
+    def dequeue_timeout(self) -> int:
+        # An idle RQ worker beats once per wait for work, worker_ttl - 15 s (405 s by
+        # default): far beyond the staleness threshold, so an idle worker would look dead.
+        limit = int(_threshold("HEALTH_WORKER_STALE_SECONDS", 90) / 3)
+        return max(1, min(super().dequeue_timeout, limit))  # type: ignore[misc]
 
 
 def oldest_pending_age(now: datetime) -> float | None:

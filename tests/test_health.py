@@ -104,6 +104,8 @@ def test_an_rq_worker_with_the_mixin_beats_on_rqs_own_heartbeat(redis_url, fresh
     assert health.workers_alive() == 0
     worker.heartbeat()
     assert health.workers_alive() == 1
+    # An idle worker beats once per wait for work: a third of the threshold, not 405 s.
+    assert worker.dequeue_timeout == 30
 
 
 def test_the_oldest_claimable_item_goes_stale_after_the_threshold(settings, fresh_shared) -> None:
