@@ -2,23 +2,26 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed-$(shell cksum requirements.txt | cut -d' ' -f1)
+# Runtime and development requirements (the Docker image installs only the first).
+STAMP := $(VENV)/.installed-$(shell cat requirements.txt requirements-dev.txt | cksum | cut -d' ' -f1)
 
 TEST_REDIS_URL ?= redis://127.0.0.1:6379/15
 TEST_POSTGRES_URL ?= postgres://postgres@127.0.0.1:5432/test
 
 .PHONY: bootstrap demo test test-sqlite test-postgres lint bench
 
-$(STAMP): requirements.txt
+$(STAMP): requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -r requirements.txt
+	$(BIN)/pip install --quiet -r requirements-dev.txt
 	rm -f $(VENV)/.installed-* && touch $(STAMP)
 
 bootstrap: $(STAMP)
 
+# make demo PORT=8010 (a port in use is refused); DEMO_ARGS=--keep-db keeps the last run's data.
+PORT ?= 8000
 demo: bootstrap
-	$(BIN)/python scripts/demo.py
+	$(BIN)/python scripts/demo.py --port $(PORT) $(DEMO_ARGS)
 
 # Pass one: everything on SQLite (the default database). Pass two: the
 # concurrency tests on PostgreSQL. Both use the Redis at TEST_REDIS_URL.

@@ -93,3 +93,26 @@ def _ensure_staff() -> bool:
         return False
     users.objects.create_superuser(STAFF_USERNAME, "demo@example.invalid", STAFF_PASSWORD)
     return True
+
+
+def top_up(pending: int) -> int:
+    """Queue new items for the demo bots until ``pending`` are waiting or claimed; returns
+    how many.
+
+    The demo's steady work: with a tick loop draining the queue, a change of batch mode or
+    batch size in the admin shows in the very next batches. Claimed items count too, so a
+    tick loop faster than the worker never piles up an ever longer backlog of batches.
+    """
+    bots = list(Bot.objects.filter(name__in=[name for name, _ in BOTS]).order_by("id"))
+    chats = list(Chat.objects.filter(telegram_chat_id__in=[c for c, _ in CHATS]).order_by("id"))
+    if not bots or not chats:
+        return 0
+    status = queue.QueueItem.Status
+    waiting = queue.QueueItem.objects.filter(
+        bot__in=bots, status__in=[status.PENDING, status.CLAIMED]).count()
+    start = queue.QueueItem.objects.filter(bot__in=bots).count()
+    missing = max(0, pending - waiting)
+    for n in range(start, start + missing):
+        queue.push(bots[n % len(bots)], chats[n % len(chats)], priority=n % 5,
+                   recent_messages=[RECENT[n % len(RECENT)]])
+    return missing

@@ -35,7 +35,7 @@ from typing import Any
 import redis
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse
-from prometheus_client import REGISTRY, CollectorRegistry, generate_latest
+from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import (
     CounterMetricFamily,
     GaugeMetricFamily,
@@ -43,6 +43,8 @@ from prometheus_client.core import (
     Metric,
 )
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+from botplatform.prometheus import scrape_registry
 
 logger = logging.getLogger(__name__)
 
@@ -424,5 +426,5 @@ def metrics_view(request: HttpRequest) -> HttpResponse:
     refusal = _authorized(request)
     if refusal is not None:
         return refusal
-    body = generate_latest(REGISTRY) + generate_latest(REDIS_REGISTRY)
+    body = generate_latest(scrape_registry()) + generate_latest(REDIS_REGISTRY)
     return HttpResponse(body, content_type=CONTENT_TYPE_LATEST)

@@ -105,3 +105,15 @@ def env_url(name: str, default: str) -> str:
     if not value.startswith(("http://", "https://")):
         raise ImproperlyConfigured(f"{name}={value!r} must be an http:// or https:// URL")
     return value
+
+
+def proxy_ssl_header(name: str) -> tuple[str, str] | None:
+    """``X-Forwarded-Proto`` -> ``("HTTP_X_FORWARDED_PROTO", "https")``; unset -> None."""
+    value = _raw(name)
+    if value is None:
+        return None
+    header = value.upper().replace("-", "_")
+    if not header.replace("_", "").isalnum():
+        raise ImproperlyConfigured(
+            f"{name}={value!r} is not a header name (e.g. X-Forwarded-Proto)")
+    return ("HTTP_" + header.removeprefix("HTTP_"), "https")

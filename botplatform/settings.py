@@ -22,7 +22,9 @@ from botplatform.env import (
     env_list,
     env_str,
     env_url,
+    proxy_ssl_header,
 )
+from botplatform.logformat import LOG_LEVELS, logging_config
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -45,6 +47,7 @@ INSTALLED_APPS = [
     "django_rq",
     "django_prometheus",
     "batchgen",
+    "botplatform.apps.BotplatformConfig",  # its system checks (botplatform/checks.py)
 ]
 
 MIDDLEWARE = [
@@ -215,23 +218,27 @@ RQ_SHOW_ADMIN_LINK = True
 RQ = {"WORKER_CLASS": "batchgen.jobs.PreloadedWorker"}
 METRICS_TOKEN = env_str("METRICS_TOKEN")
 
-# --- Production hardening (``manage.py check --deploy``) -------------------------
+# --- Hosts, proxy and production hardening (``manage.py check --deploy``) -----------
+# Behind a reverse proxy that terminates TLS, set SECURE_PROXY_SSL_HEADER to the header it
+# sets (X-Forwarded-Proto) so Django knows the request was HTTPS. Only then: a client could
+# send the header itself when nothing in front of gunicorn overwrites it.
+CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS")
+SECURE_PROXY_SSL_HEADER = proxy_ssl_header("SECURE_PROXY_SSL_HEADER")
+# Load balancers probe /healthz over plain HTTP inside the network.
+SECURE_REDIRECT_EXEMPT = [r"^healthz$"]
 if not DEBUG:
     SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", True)
-    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
     SESSION_COOKIE_SECURE = True
     CSRF_COOKIE_SECURE = True
     SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 31536000, minimum=0)
     SECURE_HSTS_INCLUDE_SUBDOMAINS = True
     SECURE_HSTS_PRELOAD = True
-    CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS")
 
-LOGGING = {
-    "version": 1,
-    "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
-    "loggers": {
-        "batchgen": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO")},
-    },
-}
+# --- Health (batchgen/health.py): when the dashboard and /metrics call things stale ---
+HEALTH_TICK_STALE_SECONDS = env_float("HEALTH_TICK_STALE_SECONDS", 60.0, minimum=1.0)
+HEALTH_WORKER_STALE_SECONDS = env_float("HEALTH_WORKER_STALE_SECONDS", 90.0, minimum=1.0)
+HEALTH_PENDING_STALE_SECONDS = env_float("HEALTH_PENDING_STALE_SECONDS", 300.0, minimum=1.0)
+
+# --- Logging: one format for the project, RQ, tick and gunicorn's workers ---------------
+LOG_FORMAT = env_choice("LOG_FORMAT", "plain", ("plain", "json"))
+LOGGING = logging_config(LOG_FORMAT, env_choice("LOG_LEVEL", "INFO", LOG_LEVELS).upper())

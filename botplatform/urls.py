@@ -4,6 +4,7 @@ from django.contrib import admin
 from django.urls import include, path
 from django.views.generic import RedirectView
 
+from batchgen.health import healthz
 from batchgen.metrics import metrics_view
 
 urlpatterns = [
@@ -13,4 +14,5 @@ urlpatterns = [
     # Replaces django_prometheus.urls: the same registry plus the Redis-backed
     # figures from every worker, behind METRICS_TOKEN in production.
     path("metrics", metrics_view, name="metrics"),
+    path("healthz", healthz, name="healthz"),
 ]

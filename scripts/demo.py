@@ -1,22 +1,27 @@
-"""`make demo`: the whole pipeline, offline, on embedded defaults, then the dashboard.
+"""`make demo [PORT=8000]`: the whole pipeline, offline, then a live system to play with.
 
-Starts a private Redis (redis-server from the PATH, else fakeredis's TCP
-server in this process), the fake LLM provider (~0.5 s latency) and the fake
-Telegram, a real `rqworker` process; migrates SQLite, loads demo data, runs
-ticks in single mode and in batch mode, prints the batches side by side, and
-ends serving the admin and dashboard at http://127.0.0.1:8000.
+Starts a private Redis (redis-server from the PATH, else fakeredis's TCP server in this
+process), the fake LLM provider (~0.5 s latency), the fake Telegram and a real `rqworker`;
+migrates a fresh SQLite demo database, loads demo data, runs ticks in single mode and in
+batch mode and prints the batches side by side. Then it stays alive: a `tick --loop`, a
+feeder that keeps the queue topped up, and the admin and dashboard at
+http://127.0.0.1:PORT/, so a change of batch mode or batch size in the admin shows in the
+next batches within seconds. Ctrl-C or SIGTERM stops every process it started.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
 import threading
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -25,11 +30,23 @@ sys.path.insert(0, str(ROOT))  # run as a script: make the project importable
 from batchgen.fakes.ports import free_port, wait_for_port  # noqa: E402  (no Django inside)
 
 PYTHON = sys.executable
-children: list[subprocess.Popen] = []
+children: dict[str, subprocess.Popen] = {}
+# What a second shell needs to run `manage.py tick` (or anything) against this demo.
+SHARED_ENV = ("DATABASE_URL", "REDIS_URL", "LLM_PROVIDER", "LLM_MODEL", "OPENAI_API_KEY",
+              "OPENAI_BASE_URL", "TELEGRAM_API_BASE_URL", "DEBUG")
 
 
+class Stop(Exception):
+    """SIGTERM: leave through the same clean-up as Ctrl-C."""
 
 
+def port_taken(port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return True
+    return False
 
 
 def wait_or_exit(port: int, what: str) -> None:
@@ -37,10 +54,13 @@ def wait_or_exit(port: int, what: str) -> None:
         raise SystemExit(f"demo: {what} did not start on port {port}")
 
 
-def start(args: list[str], env: dict, quiet: bool = True) -> subprocess.Popen:
+def start(name: str, args: list[str], env: dict, quiet: bool = True) -> subprocess.Popen:
+    """A child in a session of its own: the terminal's Ctrl-C reaches only this script,
+    which then stops every child in order."""
     out = subprocess.DEVNULL if quiet else None
-    proc = subprocess.Popen(args, cwd=ROOT, env=env, stdout=out, stderr=out)
-    children.append(proc)
+    proc = subprocess.Popen(args, cwd=ROOT, env=env, stdout=out, stderr=out,
+                            start_new_session=True)
+    children[name] = proc
     return proc
 
 
@@ -52,24 +72,33 @@ def start_redis(env: dict, fake: bool) -> str:
     port = free_port()
     server = None if fake else shutil.which("redis-server")
     if server:
-        start([server, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-               "--appendonly", "no", "--dir", tempfile.mkdtemp(prefix="demo-redis-")], env)
+        start("redis", [server, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                        "--appendonly", "no", "--dir", tempfile.mkdtemp(prefix="demo-redis-")],
+              env)
         print(f"demo: redis-server on port {port}")
     else:
         from fakeredis import TcpFakeServer
 
-        fake = TcpFakeServer(("127.0.0.1", port), server_type="redis")
-        threading.Thread(target=fake.serve_forever, daemon=True).start()
+        fake_server = TcpFakeServer(("127.0.0.1", port), server_type="redis")
+        threading.Thread(target=fake_server.serve_forever, daemon=True).start()
         print(f"demo: no redis-server on the PATH; fakeredis TCP server on port {port}")
     wait_or_exit(port, "Redis")
     return f"redis://127.0.0.1:{port}/0"
 
 
-def demo_env() -> dict:
+def fresh_database(path: Path, keep: bool) -> str:
+    """A new SQLite file each run (figures of an earlier run would mix in), unless kept."""
+    if not keep:
+        for suffix in ("", "-journal", "-wal", "-shm"):
+            Path(f"{path}{suffix}").unlink(missing_ok=True)
+    return f"sqlite:///{path}"
+
+
+def demo_env(database_url: str) -> dict:
     llm_port, telegram_port = free_port(), free_port()
     env = {k: v for k, v in os.environ.items() if not k.endswith(("_API_KEY", "_BASE_URL"))}
     env.update(
-        DJANGO_SETTINGS_MODULE="botplatform.settings", DEBUG="true", DATABASE_URL="",
+        DJANGO_SETTINGS_MODULE="botplatform.settings", DEBUG="true", DATABASE_URL=database_url,
         LLM_PROVIDER="openai", LLM_MODEL="gpt-4o-mini", OPENAI_API_KEY="demo-key-offline",
         OPENAI_BASE_URL=f"http://127.0.0.1:{llm_port}/v1",
         TELEGRAM_API_BASE_URL=f"http://127.0.0.1:{telegram_port}",
@@ -77,6 +106,16 @@ def demo_env() -> dict:
     )
     env["_LLM_PORT"], env["_TELEGRAM_PORT"] = str(llm_port), str(telegram_port)
     return env
+
+
+def start_services(env: dict, latency: float) -> None:
+    start("fake LLM", [PYTHON, "manage.py", "fake_llm", "--port", env["_LLM_PORT"],
+                       "--latency", str(latency), "--jitter", "0.1"], env)
+    start("fake Telegram", [PYTHON, "manage.py", "fake_telegram", "--port",
+                            env["_TELEGRAM_PORT"]], env)
+    wait_or_exit(int(env["_LLM_PORT"]), "the fake LLM provider")
+    wait_or_exit(int(env["_TELEGRAM_PORT"]), "the fake Telegram")
+    start("rqworker", [PYTHON, "manage.py", "rqworker", "default"], env)
 
 
 def run_pipeline(env: dict, single_ticks: int, batch_ticks: int, batch_size: int) -> None:
@@ -91,46 +130,126 @@ def run_pipeline(env: dict, single_ticks: int, batch_ticks: int, batch_size: int
     manage(env, "batch_report", "--wait", "120", "--last", str(single_ticks + batch_ticks))
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
+def stay_alive(env: dict, port: int, interval: float) -> None:
+    """The live part: tick loop, feeder, web server; returns when one of them dies."""
+    start("tick loop", [PYTHON, "manage.py", "tick", "--loop", "--interval", str(interval)],
+          env)
+    start("feeder", [PYTHON, "manage.py", "demo_feed", "--pending", "30", "--interval",
+                     str(interval)], env)
+    start("web", [PYTHON, "manage.py", "runserver", f"127.0.0.1:{port}", "--noreload"], env,
+          quiet=False)
+    wait_or_exit(port, "the web server")
+    exports = " ".join(f"{name}={shlex.quote(env[name])}" for name in SHARED_ENV)
+    print(f"\ndemo: dashboard http://127.0.0.1:{port}/dashboard/  admin "
+          f"http://127.0.0.1:{port}/admin/  (login demo / demo-botplatform)\n"
+          f"demo: a tick loop (every {interval:g} s), a worker and the fakes keep running; "
+          "switch batch mode or batch size in the admin and watch the next batches.\n"
+          f"demo: in a second shell:\n  export {exports}\n  .venv/bin/python manage.py tick\n"
+          "demo: Ctrl-C stops everything.", flush=True)
+    while True:
+        for name, proc in children.items():
+            if proc.poll() is not None:
+                raise SystemExit(f"demo: {name} exited with status {proc.returncode}")
+        time.sleep(0.5)
+
+
+def descendants(root: int) -> list[int]:
+    """Every process below ``root``, from /proc (RQ's work-horse has a session of its own,
+    so signalling process groups alone would miss it)."""
+    parents: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            ppid = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        parents.setdefault(ppid, []).append(int(stat.parent.name))
+    found, todo = [], [root]
+    while todo:
+        for child in parents.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+def signal_quietly(pid: int, sig: int) -> None:
+    try:
+        os.kill(pid, sig)
+    except ProcessLookupError:
+        pass
+
+
+def stop_all(grace: float = 8.0) -> None:
+    """SIGTERM every child (RQ finishes its job: a warm shutdown), a second SIGTERM to what
+    still runs (RQ's cold shutdown kills its work-horse), then SIGKILL whatever is left of
+    every process started below this one."""
+    started = set(descendants(os.getpid()))
+    for proc in reversed(children.values()):
+        signal_quietly(proc.pid, signal.SIGTERM)
+    for second in (False, True):
+        deadline = time.monotonic() + (grace if not second else 3.0)
+        while time.monotonic() < deadline and any(p.poll() is None for p in children.values()):
+            time.sleep(0.1)
+        for proc in children.values():
+            if proc.poll() is None:
+                signal_quietly(proc.pid, signal.SIGKILL if second else signal.SIGTERM)
+    for pid in started | set(descendants(os.getpid())):
+        signal_quietly(pid, signal.SIGKILL)
+    for proc in children.values():
+        proc.wait()
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--port", type=int, default=int(os.environ.get("PORT") or 8000),
+                        help="the dashboard's port (make demo PORT=8010)")
+    parser.add_argument("--db", type=Path, default=ROOT / "demo.sqlite3",
+                        help="the demo's SQLite file (default demo.sqlite3)")
+    parser.add_argument("--keep-db", action="store_true",
+                        help="keep the previous run's database instead of starting fresh")
     parser.add_argument("--no-serve", action="store_true", help="stop after the report")
     parser.add_argument("--single-ticks", type=int, default=4)
     parser.add_argument("--batch-ticks", type=int, default=2)
     parser.add_argument("--batch-size", type=int, default=10)
     parser.add_argument("--latency", type=float, default=0.5)
+    parser.add_argument("--tick-interval", type=float, default=2.0)
     parser.add_argument("--fake-redis", action="store_true",
                         help="use fakeredis even when redis-server is on the PATH")
-    args = parser.parse_args()
-    env = demo_env()
+    return parser.parse_args()
+
+
+def raise_stop(signum: int, frame: object) -> None:
+    raise Stop
+
+
+def main() -> int:
+    args = parse_args()
+    if not args.no_serve and port_taken(args.port):
+        print(f"demo: port {args.port} is already in use; choose another, e.g. "
+              f"make demo PORT={args.port + 10}", file=sys.stderr)
+        return 2
+    signal.signal(signal.SIGTERM, raise_stop)
+    env = demo_env(fresh_database(args.db.resolve(), args.keep_db))
     try:
         env["REDIS_URL"] = start_redis(env, args.fake_redis)
         manage(env, "migrate", "--verbosity", "0")
         manage(env, "load_demo_data")
-        start([PYTHON, "manage.py", "fake_llm", "--port", env["_LLM_PORT"],
-               "--latency", str(args.latency), "--jitter", "0.1"], env)
-        start([PYTHON, "manage.py", "fake_telegram", "--port", env["_TELEGRAM_PORT"]], env)
-        wait_or_exit(int(env["_LLM_PORT"]), "the fake LLM provider")
-        wait_or_exit(int(env["_TELEGRAM_PORT"]), "the fake Telegram")
-        start([PYTHON, "manage.py", "rqworker", "default"], env)
+        start_services(env, args.latency)
         run_pipeline(env, args.single_ticks, args.batch_ticks, args.batch_size)
         if not args.no_serve:
-            print("\ndemo: dashboard http://127.0.0.1:8000/dashboard/  admin "
-                  "http://127.0.0.1:8000/admin/  (login demo / demo-botplatform; Ctrl-C stops)")
-            server = start([PYTHON, "manage.py", "runserver", "127.0.0.1:8000", "--noreload"],
-                           env, quiet=False)
-            server.wait()
-    except KeyboardInterrupt:
-        pass
+            stay_alive(env, args.port, args.tick_interval)
+    except (KeyboardInterrupt, Stop):
+        print("\ndemo: stopping", flush=True)
+    except subprocess.CalledProcessError as exc:
+        print(f"demo: {shlex.join(map(str, exc.cmd[1:]))} failed (status {exc.returncode})",
+              file=sys.stderr)
+        return 1
     finally:
-        for proc in reversed(children):
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        for proc in children:
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # let the clean-up finish
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        stop_all()
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from batchgen.fakes.ports import free_port
 from tests.processes import ROOT, database_url, stop, wait_for
@@ -35,8 +36,7 @@ def test_gunicorn_serves_the_site_with_static_files_and_protected_metrics(
                              cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
     assert collect.returncode == 0, collect.stderr
     server = subprocess.Popen(
-        [sys.executable, "-m", "gunicorn", "botplatform.wsgi", "--bind", f"127.0.0.1:{port}",
-         "--workers", "2"], cwd=ROOT, env=env, stdout=subprocess.PIPE,
+        gunicorn(port, 2), cwd=ROOT, env=env, stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT, text=True, start_new_session=True)
     base = f"http://127.0.0.1:{port}"
     try:
@@ -56,6 +56,56 @@ def test_gunicorn_serves_the_site_with_static_files_and_protected_metrics(
     finally:
         output = stop(server)
     assert "Traceback" not in output, output
+
+
+def gunicorn(port: int, workers: int) -> list[str]:
+    """The image's CMD (gunicorn.conf.py), on a free port."""
+    return [sys.executable, "-m", "gunicorn", "botplatform.wsgi", "-c", "gunicorn.conf.py",
+            "--bind", f"127.0.0.1:{port}", "--workers", str(workers)]
+
+
+def scrape(base: str, name: str, **labels: str) -> float:
+    text = httpx.get(f"{base}/metrics",
+                     headers={"Authorization": "Bearer deploy-metrics-token"}).text
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name and labels.items() <= sample.labels.items():
+                return sample.value
+    return 0.0
+
+
+def test_request_counters_sum_every_gunicorn_worker_and_only_rise(
+        settings, tmp_path: Path, redis_url: str) -> None:
+    port = free_port()
+    env = production_env(settings, tmp_path / "static")
+    env["PROMETHEUS_MULTIPROC_DIR"] = str(tmp_path / "prometheus")
+    server = subprocess.Popen(gunicorn(port, 3), cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    base = f"http://127.0.0.1:{port}"
+    name = "django_http_responses_total_by_status_view_method_total"
+    try:
+        wait_for(lambda: _answers(f"{base}/healthz"), 60, "gunicorn to answer")
+        seen = [scrape(base, name, view="healthz", status="200")]
+        for _ in range(12):
+            assert httpx.get(f"{base}/healthz").status_code == 200
+            seen.append(scrape(base, name, view="healthz", status="200"))
+    finally:
+        output = stop(server)
+    # Every request is counted once, whichever of the 3 workers answers the scrape.
+    assert [b - a for a, b in zip(seen, seen[1:], strict=False)] == [1.0] * 12, (seen, output)
+    writers = {path.stem.rsplit("_", 1)[1] for path in (tmp_path / "prometheus").glob("*.db")}
+    assert len(writers) >= 2, "the requests never reached a second worker: nothing was summed"
+
+
+def test_gunicorn_refuses_the_env_example_secret_with_one_line(settings, tmp_path: Path) -> None:
+    env = production_env(settings, tmp_path / "static")
+    env["SECRET_KEY"] = "change-me-to-a-long-random-string-of-at-least-fifty-characters-0000"
+    done = subprocess.run(gunicorn(free_port(), 3), cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode != 0
+    errors = [line for line in done.stderr.splitlines() if "configuration error" in line]
+    assert len(errors) == 1 and "SECRET_KEY is a placeholder" in errors[0]
+    assert "Traceback" not in done.stderr
 
 
 def _answers(url: str) -> bool:
