@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import statistics
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -187,15 +187,25 @@ def _cost_chart(now: datetime | None) -> SafeString:
 
 # --- Batch history -----------------------------------------------------------
 
+# Filters outside this window are refused: a day at either end of Python's date
+# range cannot be turned into an aware datetime plus a day (9999-12-31 was a 500).
+FIRST_DAY, LAST_DAY = date(2000, 1, 1), date(2999, 12, 31)
+
+
+def _within_date_window(day: date) -> None:
+    if not FIRST_DAY <= day <= LAST_DAY:
+        raise forms.ValidationError(f"must be a date from {FIRST_DAY} to {LAST_DAY}")
+
+
 class HistoryFilterForm(forms.Form):
     mode = forms.ChoiceField(required=False, choices=[("", "any mode"), *BatchRun.Mode.choices])
     status = forms.ChoiceField(required=False,
                                choices=[("", "any status"), *BatchRun.Status.choices])
     provider = forms.ChoiceField(required=False, choices=[
         ("", "any provider"), *((p, p) for p in settings.LLM_PROVIDERS)])
-    date_from = forms.DateField(required=False, label="from",
+    date_from = forms.DateField(required=False, label="from", validators=[_within_date_window],
                                 widget=forms.DateInput(attrs={"type": "date"}))
-    date_to = forms.DateField(required=False, label="to",
+    date_to = forms.DateField(required=False, label="to", validators=[_within_date_window],
                               widget=forms.DateInput(attrs={"type": "date"}))
     page = forms.IntegerField(required=False, min_value=1, widget=forms.HiddenInput)
 

@@ -180,3 +180,20 @@ def test_no_page_ever_shows_a_bot_token_or_api_key(staff_client, settings) -> No
         assert BOT_TOKEN not in body
         assert "gsk-known-groq-key-987654" not in body
     assert "[redacted]" in bodies[2]
+
+
+@pytest.mark.parametrize(("bad", "field"), [("date_to=9999-12-31", "to"),
+                                            ("date_from=9999-12-31", "from"),
+                                            ("date_from=0001-01-01", "from")])
+def test_a_date_out_of_range_is_a_form_error_not_a_500(staff_client, bad: str,
+                                                       field: str) -> None:
+    make_batch()
+
+    page = staff_client.get(f"/dashboard/?{bad}")
+    live = staff_client.get(f"/dashboard/live/?{bad}")
+    api = staff_client.get(f"/dashboard/api/batches/?{bad}")
+
+    rule = f"{field}: must be a date from 2000-01-01 to 2999-12-31"
+    assert (page.status_code, live.status_code) == (200, 200)
+    assert rule in page.content.decode() and rule in live.content.decode()
+    assert api.status_code == 400 and api.json()["errors"] == [rule]
