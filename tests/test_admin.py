@@ -5,7 +5,7 @@ from django.contrib.auth import get_user_model
 from django.test import Client
 from django.urls import reverse
 
-from batchgen.models import Bot, Setting
+from batchgen.models import Bot, Chat, QueueItem, Setting
 from tests.factories import make_bot
 
 pytestmark = pytest.mark.django_db
@@ -112,3 +112,35 @@ def test_the_settings_page_lists_every_known_setting_even_after_a_delete(
     assert "batch_mode_enabled" in page and "batch_size" in page
     assert dict(Setting.objects.values_list("key", "value")) == {
         "batch_mode_enabled": False, "batch_size": 1}
+
+
+@pytest.mark.parametrize("next_url", ["https://evil.example/phish", "//evil.example/",
+                                      "javascript:alert(1)"])
+def test_toggle_never_redirects_off_site(staff_client: Client, next_url: str) -> None:
+    response = staff_client.post(reverse("admin:batchgen_setting_toggle"), {"next": next_url})
+
+    assert response.status_code == 302
+    assert response["Location"] == reverse("admin:batchgen_setting_changelist")
+    assert Setting.load().batch_mode_enabled is True
+
+
+def test_toggle_follows_a_local_next(staff_client: Client) -> None:
+    response = staff_client.post(reverse("admin:batchgen_setting_toggle"),
+                                 {"next": "/dashboard/?status=partial"})
+
+    assert response["Location"] == "/dashboard/?status=partial"
+
+
+@pytest.mark.parametrize("model", ["queueitem", "message"])
+def test_changelists_stay_small_with_thousands_of_bots_and_chats(
+        staff_client: Client, model: str) -> None:
+    bots = Bot.objects.bulk_create(
+        Bot(name=f"bulk-bot-{n:04d}", telegram_token=f"{n}:T") for n in range(2000))
+    chats = Chat.objects.bulk_create(
+        Chat(telegram_chat_id=-5_000_000 - n, title=f"bulk-chat-{n:04d}") for n in range(2000))
+    QueueItem.objects.create(bot=bots[0], chat=chats[0])
+
+    page = staff_client.get(reverse(f"admin:batchgen_{model}_changelist")).content.decode()
+
+    assert "bulk-bot-1999" not in page and "bulk-chat-1999" not in page
+    assert len(page) < 60_000
