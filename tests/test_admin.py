@@ -5,7 +5,7 @@ from django.contrib.auth import get_user_model
 from django.test import Client
 from django.urls import reverse
 
-from batchgen.models import Bot, Chat, QueueItem, Setting
+from batchgen.models import BatchRun, Bot, Chat, QueueItem, Setting
 from tests.factories import make_bot
 
 pytestmark = pytest.mark.django_db
@@ -144,3 +144,81 @@ def test_changelists_stay_small_with_thousands_of_bots_and_chats(
 
     assert "bulk-bot-1999" not in page and "bulk-chat-1999" not in page
     assert len(page) < 60_000
+
+
+@pytest.mark.parametrize("model", ["batchrun", "generation", "message"])
+def test_derived_records_cannot_be_added_by_hand(staff_client: Client, model: str) -> None:
+    changelist = staff_client.get(reverse(f"admin:batchgen_{model}_changelist"))
+
+    assert changelist.status_code == 200
+    assert f"/admin/batchgen/{model}/add/" not in changelist.content.decode()
+    assert staff_client.get(f"/admin/batchgen/{model}/add/").status_code == 403
+
+
+def test_a_setting_value_reads_as_json_before_and_after_the_toggle(
+        staff_client: Client) -> None:
+    url = reverse("admin:batchgen_setting_changelist")
+    before = staff_client.get(url).content.decode()
+    staff_client.post(reverse("admin:batchgen_setting_toggle"))
+    after = staff_client.get(url).content.decode()
+
+    assert '<td class="field-shown_value">false</td>' in before
+    assert '<td class="field-shown_value">true</td>' in after
+
+
+def test_a_rejected_value_never_shows_as_the_page_title(staff_client: Client) -> None:
+    page = change_setting(staff_client, "batch_size", "51").content.decode()
+
+    title = page.split("<title>")[1].split("</title>")[0]
+    assert "51" not in title and "batch_size = 1" in title
+    assert "&rsaquo; batch_size = 1\n</div>" in page  # the breadcrumb too
+
+
+def test_the_queue_item_add_form_asks_only_what_a_person_decides(staff_client: Client) -> None:
+    bot, chat = make_bot(), Chat.objects.create(telegram_chat_id=-42, title="room")
+    add = reverse("admin:batchgen_queueitem_add")
+
+    form = staff_client.get(add).content.decode()
+    response = staff_client.post(add, {"bot": bot.pk, "chat": chat.pk, "priority": 5,
+                                       "status": "done", "attempts": 9})
+
+    for field in ("bot", "chat", "priority"):
+        assert f'name="{field}"' in form
+    for field in ("status", "attempts", "lease_expires_at", "batch_run", "recent_messages"):
+        assert f'name="{field}"' not in form
+    assert response.status_code == 302
+    item = QueueItem.objects.get()
+    assert (item.priority, item.status, item.attempts) == (5, "pending", 0)
+
+
+def test_system_fields_of_a_queue_item_are_read_only(staff_client: Client) -> None:
+    item = QueueItem.objects.create(bot=make_bot(), chat=Chat.objects.create(
+        telegram_chat_id=-43), status="claimed", attempts=2)
+
+    page = staff_client.get(reverse("admin:batchgen_queueitem_change",
+                                    args=[item.pk])).content.decode()
+
+    assert 'name="priority"' in page and 'name="status"' not in page
+    assert 'name="attempts"' not in page and "claimed" in page
+
+
+def test_the_admin_carries_the_product_name_and_readable_app_names(
+        staff_client: Client) -> None:
+    index = staff_client.get(reverse("admin:index")).content.decode()
+    login = Client().get(reverse("admin:login")).content.decode()
+
+    assert "botplatform administration" in index and "Django administration" not in index
+    assert "<title>Log in | botplatform admin</title>" in login
+    assert "Job queues (RQ)" in index
+
+
+def test_a_batch_run_links_to_its_items_messages_and_rq_job(staff_client: Client) -> None:
+    run = BatchRun.objects.create(mode="batch", rq_job_id="job-77")
+
+    page = staff_client.get(reverse("admin:batchgen_batchrun_change",
+                                    args=[run.pk])).content.decode()
+
+    assert f'href="/admin/batchgen/queueitem/?batch_run__id__exact={run.pk}"' in page
+    assert f'href="/admin/batchgen/message/?batch_run__id__exact={run.pk}"' in page
+    assert 'href="/admin/django_rq/dashboard/queues/0/job-77/"' in page
+    assert f'href="/dashboard/batches/{run.pk}/"' in page
