@@ -244,3 +244,32 @@ def test_the_batch_page_links_to_its_items_messages_and_rq_job(staff_client) -> 
     assert f'href="/admin/batchgen/queueitem/?batch_run__id__exact={run.pk}"' in page
     assert f'href="/admin/batchgen/message/?batch_run__id__exact={run.pk}"' in page
     assert 'href="/admin/django_rq/dashboard/queues/0/job-abc-123/"' in page
+
+
+def test_the_404_page_is_styled_with_a_way_back(staff_client) -> None:
+    response = staff_client.get("/dashboard/batches/999999/")
+
+    page = response.content.decode()
+    assert response.status_code == 404
+    assert "dashboard/dashboard.css" in page and "Page not found" in page
+    assert 'href="/dashboard/"' in page
+
+
+def test_the_403_page_is_styled_and_explains_who_may_enter(client) -> None:
+    client.force_login(User.objects.create(username="visitor"))
+
+    page = client.get("/dashboard/").content.decode()
+
+    assert "dashboard/dashboard.css" in page and "for staff members" in page
+    assert 'href="/dashboard/"' in page
+
+
+def test_the_500_page_renders_without_a_request_context(rf) -> None:
+    from django.views.defaults import server_error
+
+    response = server_error(rf.get("/boom"))
+
+    page = response.content.decode()
+    assert response.status_code == 500
+    assert "dashboard/dashboard.css" in page and "Something went wrong" in page
+    assert 'href="/dashboard/"' in page
