@@ -40,6 +40,7 @@ class _Frame:
     count: int
     y_max: float
     log_min: float | None = None
+    linear_steps: int = Y_TICKS
 
     @property
     def plot_w(self) -> float:
@@ -61,16 +62,22 @@ class _Frame:
 
     def y_ticks(self) -> list[float]:
         if self.log_min is None:
-            return [self.y_max * step / Y_TICKS for step in range(Y_TICKS + 1)]
+            steps = self.linear_steps
+            return [self.y_max * step / steps for step in range(steps + 1)]
         return [10.0 ** k for k in range(round(self.log_min), round(math.log10(self.y_max)) + 1)]
 
 
 def linear_frame(count: int, peak: float, integer: bool = False) -> _Frame:
-    """A linear axis from 0; ``integer`` keeps every tick a whole number (for counts)."""
+    """A linear axis from 0; ``integer`` keeps every tick a whole number (for counts).
+
+    Otherwise the top is 1, 2, 2.5 or 5 × 10^k, cut in 4 steps for a 2 and in 5 for the
+    others, so every tick is round too (0.1, 0.2 …, never 0.125 or 0.375).
+    """
     top = nice_ceiling(peak)
     if integer:
-        top = max(1, math.ceil(top / Y_TICKS)) * Y_TICKS
-    return _Frame(count, top)
+        return _Frame(count, max(1, math.ceil(top / Y_TICKS)) * Y_TICKS)
+    mantissa = round(top / 10 ** math.floor(math.log10(top)), 3)
+    return _Frame(count, top, linear_steps=4 if mantissa == 2 else 5)
 
 
 def log_frame(count: int, low: float, peak: float) -> _Frame:

@@ -141,3 +141,12 @@ def test_every_series_is_named_in_the_legend_with_its_style() -> None:
                              x_label="batch", y_label="s")
 
     assert '<span class="key s1">mean</span>' in html and '<span class="key s2">p95</span>' in html
+
+
+def test_linear_ticks_are_round_numbers() -> None:
+    for peak, expected in ((0.45, ["0", "0.1", "0.2", "0.3", "0.4", "0.5"]),
+                           (1.7, ["0", "0.5", "1", "1.5", "2"]),
+                           (0.08, ["0", "0.02", "0.04", "0.06", "0.08", "0.1"])):
+        html = charts.line_chart("Latency", ["#1"], [charts.Series("p95", [peak])],
+                                 x_label="batch", y_label="s")
+        assert tick_texts(html)[:len(expected)] == expected, peak
