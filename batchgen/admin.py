@@ -27,6 +27,9 @@ from batchgen.templatetags.dashboard_format import local_time, usd
 admin.site.site_header = "botplatform administration"
 admin.site.site_title = "botplatform admin"
 admin.site.index_title = "Bots, queue and batches"
+# The app list is one click away on every page (breadcrumbs); without the sidebar the
+# changelists get the width their columns need at 1280 px.
+admin.site.enable_nav_sidebar = False
 # django-rq's app has no verbose name, so its header read "DJANGO_RQ".
 apps.get_app_config("django_rq").verbose_name = "Job queues (RQ)"
 
@@ -47,6 +50,14 @@ class DerivedAdmin(admin.ModelAdmin):
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
+
+    @admin.display(description="batch", ordering="batch_run")
+    def batch(self, obj: Generation | Message) -> str:
+        return f"#{obj.batch_run_id}" if obj.batch_run_id else "—"
+
+    @admin.display(description="provider · model", ordering="provider")
+    def provider_model(self, obj: BatchRun | Generation | Message) -> str:
+        return " · ".join(part for part in (obj.provider, obj.model) if part) or "—"
 
 
 class BotForm(forms.ModelForm):
@@ -226,8 +237,8 @@ class QueueItemAdmin(admin.ModelAdmin):
 
 @admin.register(BatchRun)
 class BatchRunAdmin(DerivedAdmin):
-    list_display = ["id", "created", "mode", "status", "size", "successes", "failures",
-                    "duration_s", "throughput", "cost", "provider_model"]
+    list_display = ["id", "created", "mode", "status", "size", "ok", "failed", "seconds",
+                    "msg_per_s", "cost", "provider_model"]
     list_filter = ["mode", "status", "provider"]
     search_fields = ["id", "model", "rq_job_id"]
     date_hierarchy = "created_at"
@@ -238,9 +249,21 @@ class BatchRunAdmin(DerivedAdmin):
     def cost(self, run: BatchRun) -> str:
         return usd(run.cost_usd)
 
-    @admin.display(description="provider · model", ordering="provider")
-    def provider_model(self, run: BatchRun) -> str:
-        return " · ".join(part for part in (run.provider, run.model) if part) or "—"
+    @admin.display(description="ok", ordering="successes")
+    def ok(self, run: BatchRun) -> int:
+        return run.successes
+
+    @admin.display(description="failed", ordering="failures")
+    def failed(self, run: BatchRun) -> int:
+        return run.failures
+
+    @admin.display(description="s", ordering="duration_s")
+    def seconds(self, run: BatchRun) -> str:
+        return "—" if run.duration_s is None else f"{run.duration_s:.2f}"
+
+    @admin.display(description="msg/s", ordering="throughput")
+    def msg_per_s(self, run: BatchRun) -> str:
+        return "—" if run.throughput is None else f"{run.throughput:.2f}"
 
     @admin.display(description="see also")
     def links(self, run: BatchRun) -> str:
@@ -257,12 +280,20 @@ class BatchRunAdmin(DerivedAdmin):
 
 @admin.register(Generation)
 class GenerationAdmin(DerivedAdmin):
-    list_display = ["id", "batch_run", "bot", "chat", "ok", "error_kind", "latency_s",
-                    "prompt_tokens", "completion_tokens", "provider", "model"]
+    list_display = ["id", "batch", "bot", "chat", "ok", "error_kind", "latency",
+                    "tokens", "provider_model"]
     list_filter = ["ok", "error_kind", "provider"]
     search_fields = ["text", "error", "prompt"]
     list_select_related = ["batch_run", "bot", "chat"]
     raw_id_fields = ["batch_run", "queue_item"]
+
+    @admin.display(description="latency s", ordering="latency_s")
+    def latency(self, generation: Generation) -> str:
+        return "—" if generation.latency_s is None else f"{generation.latency_s:.2f}"
+
+    @admin.display(description="tokens in / out")
+    def tokens(self, generation: Generation) -> str:
+        return f"{generation.prompt_tokens} / {generation.completion_tokens}"
 
     def has_change_permission(self, request: HttpRequest,
                               obj: Generation | None = None) -> bool:
@@ -271,11 +302,18 @@ class GenerationAdmin(DerivedAdmin):
 
 @admin.register(Message)
 class MessageAdmin(DerivedAdmin):
-    list_display = ["id", "bot", "chat", "status", "telegram_message_id", "parts_sent",
-                    "batch_run", "created", "sent"]
+    list_display = ["id", "bot", "chat", "status", "tg_id", "parts", "batch", "created", "sent"]
     list_filter = ["status"]  # not "bot": see QueueItemAdmin
     search_fields = ["text", "error", "bot__name", "chat__title"]
     list_select_related = ["bot", "chat", "batch_run"]
     raw_id_fields = ["queue_item", "batch_run"]
     created = time_column("created_at", "created")
     sent = time_column("sent_at", "sent")
+
+    @admin.display(description="telegram id", ordering="telegram_message_id")
+    def tg_id(self, message: Message) -> str:
+        return "—" if message.telegram_message_id is None else str(message.telegram_message_id)
+
+    @admin.display(description="parts", ordering="parts_sent")
+    def parts(self, message: Message) -> int:
+        return message.parts_sent
