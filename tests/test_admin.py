@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import pytest
 from django.contrib.auth import get_user_model
 from django.test import Client
@@ -222,3 +224,19 @@ def test_a_batch_run_links_to_its_items_messages_and_rq_job(staff_client: Client
     assert f'href="/admin/batchgen/message/?batch_run__id__exact={run.pk}"' in page
     assert 'href="/admin/django_rq/dashboard/queues/0/job-77/"' in page
     assert f'href="/dashboard/batches/{run.pk}/"' in page
+
+
+def test_admin_pages_show_times_in_the_dashboards_format(staff_client: Client,
+                                                         settings) -> None:
+    settings.FORMAT_MODULE_PATH = ["botplatform.formats"]
+    item = QueueItem.objects.create(bot=make_bot(), chat=Chat.objects.create(
+        telegram_chat_id=-44))
+    QueueItem.objects.filter(pk=item.pk).update(
+        created_at=datetime(2026, 5, 1, 13, 4, 5, tzinfo=UTC))
+
+    page = staff_client.get(reverse("admin:batchgen_queueitem_change",
+                                    args=[item.pk])).content.decode()
+    listing = staff_client.get(reverse("admin:batchgen_queueitem_changelist")).content.decode()
+
+    assert "2026-05-01 13:04:05 UTC" in page and "2026-05-01 13:04:05 UTC" in listing
+    assert "p.m." not in page + listing and "a.m." not in page + listing
