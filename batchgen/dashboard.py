@@ -112,7 +112,6 @@ class Overview:
     batch_size: int
     settings_url: str | None = None
     keys: list[dict[str, Any]] = field(default_factory=list)
-    health: dict[str, Any] | None = None  # batchgen.health's panel, when wired in
 
     @property
     def success_percent(self) -> float | None:

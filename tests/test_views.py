@@ -273,3 +273,16 @@ def test_the_500_page_renders_without_a_request_context(rf) -> None:
     assert response.status_code == 500
     assert "dashboard/dashboard.css" in page and "Something went wrong" in page
     assert 'href="/dashboard/"' in page
+
+
+def test_the_health_panel_appears_when_its_figures_are_given() -> None:
+    from django.template.loader import render_to_string
+
+    from batchgen import dashboard
+
+    without = render_to_string("dashboard/_cards.html", {"overview": dashboard.overview()})
+    with_health = render_to_string("dashboard/_cards.html", {
+        "overview": dashboard.overview(), "health": {"last tick": "4 s ago"}})
+
+    assert 'data-card="health"' not in without
+    assert 'data-card="health"' in with_health and "4 s ago" in with_health
