@@ -45,15 +45,17 @@ def time_column(field_name: str, description: str = "") -> Callable[[Any, Model]
     return column
 
 
+@admin.display(description="batch", ordering="batch_run")
+def batch(obj: QueueItem | Generation | Message) -> str:
+    # "#12", not BatchRun.__str__'s sentence: a list column must stay narrow.
+    return f"#{obj.batch_run_id}" if obj.batch_run_id else "—"
+
+
 class DerivedAdmin(admin.ModelAdmin):
     """Records the pipeline writes: never added by hand."""
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
-
-    @admin.display(description="batch", ordering="batch_run")
-    def batch(self, obj: Generation | Message) -> str:
-        return f"#{obj.batch_run_id}" if obj.batch_run_id else "—"
 
     @admin.display(description="provider · model", ordering="provider")
     def provider_model(self, obj: BatchRun | Generation | Message) -> str:
@@ -204,7 +206,7 @@ class QueueItemAddForm(forms.ModelForm):
 @admin.register(QueueItem)
 class QueueItemAdmin(admin.ModelAdmin):
     list_display = ["id", "bot", "chat", "priority", "status", "attempts", "available",
-                    "lease_expires", "batch_run", "created"]
+                    "lease_expires", batch, "created"]
     # Bots and chats number in thousands: a sidebar listing each one made the
     # page 364 KB. Search finds them by name instead.
     list_filter = ["status"]
@@ -280,7 +282,7 @@ class BatchRunAdmin(DerivedAdmin):
 
 @admin.register(Generation)
 class GenerationAdmin(DerivedAdmin):
-    list_display = ["id", "batch", "bot", "chat", "ok", "error_kind", "latency",
+    list_display = ["id", batch, "bot", "chat", "ok", "error_kind", "latency",
                     "tokens", "provider_model"]
     list_filter = ["ok", "error_kind", "provider"]
     search_fields = ["text", "error", "prompt"]
@@ -302,7 +304,7 @@ class GenerationAdmin(DerivedAdmin):
 
 @admin.register(Message)
 class MessageAdmin(DerivedAdmin):
-    list_display = ["id", "bot", "chat", "status", "tg_id", "parts", "batch", "created", "sent"]
+    list_display = ["id", "bot", "chat", "status", "tg_id", "parts", batch, "created", "sent"]
     list_filter = ["status"]  # not "bot": see QueueItemAdmin
     search_fields = ["text", "error", "bot__name", "chat__title"]
     list_select_related = ["bot", "chat", "batch_run"]

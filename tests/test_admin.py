@@ -6,6 +6,7 @@ import pytest
 from django.contrib.auth import get_user_model
 from django.test import Client
 from django.urls import reverse
+from django.utils.formats import reset_format_cache
 
 from batchgen.models import BatchRun, Bot, Chat, QueueItem, Setting
 from tests.factories import make_bot
@@ -226,9 +227,18 @@ def test_a_batch_run_links_to_its_items_messages_and_rq_job(staff_client: Client
     assert f'href="/dashboard/batches/{run.pk}/"' in page
 
 
-def test_admin_pages_show_times_in_the_dashboards_format(staff_client: Client,
-                                                         settings) -> None:
+@pytest.fixture
+def project_formats(settings):
+    # Django caches format modules and does not drop the cache for FORMAT_MODULE_PATH.
     settings.FORMAT_MODULE_PATH = ["botplatform.formats"]
+    reset_format_cache()
+    yield
+    del settings.FORMAT_MODULE_PATH
+    reset_format_cache()
+
+
+def test_admin_pages_show_times_in_the_dashboards_format(staff_client: Client,
+                                                         project_formats: None) -> None:
     item = QueueItem.objects.create(bot=make_bot(), chat=Chat.objects.create(
         telegram_chat_id=-44))
     QueueItem.objects.filter(pk=item.pk).update(
