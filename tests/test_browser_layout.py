@@ -79,15 +79,20 @@ def shoot(page: Page, name: str, width: str) -> None:
 
 
 def test_the_dashboard_fits_the_screen_with_legible_charts(
-        sized_page: tuple[str, Page], live_server: Any, only_openai_configured: None) -> None:
+        sized_page: tuple[str, Page], live_server: Any, only_openai_configured: None,
+        capsys: pytest.CaptureFixture) -> None:
     width, page = sized_page
     make_history()
 
     page.goto(f"{live_server.url}/dashboard/")
 
     expect(page.locator("section.history tbody tr")).to_have_count(6)
+    smallest = smallest_chart_label_px(page)
+    with capsys.disabled():  # a figure for the run's output, pass or fail
+        print(f"\n{width} ({WIDTHS[width]} px): smallest chart label {smallest:.1f} px, "
+              f"page overflow {page_overflow(page)} px")
     assert page_overflow(page) == 0
-    assert smallest_chart_label_px(page) >= MIN_LABEL_PX
+    assert smallest >= MIN_LABEL_PX
     assert chart_columns(page) == (2 if width == "desktop" else 1)
     shoot(page, "dashboard", width)
 
