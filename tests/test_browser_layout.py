@@ -96,6 +96,11 @@ def test_the_dashboard_fits_the_screen_with_legible_charts(
     assert chart_columns(page) == (2 if width == "desktop" else 1)
     shoot(page, "dashboard", width)
 
+    page.click("section.history tbody tr:first-child a")
+    expect(page.locator("table.items tbody tr")).to_have_count(1)
+    assert page_overflow(page) == 0
+    shoot(page, "batch-detail", width)
+
 
 def test_filters_change_the_cards(sized_page: tuple[str, Page], live_server: Any,
                                   only_openai_configured: None) -> None:
