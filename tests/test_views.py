@@ -286,3 +286,11 @@ def test_the_health_panel_appears_when_its_figures_are_given() -> None:
 
     assert 'data-card="health"' not in without
     assert 'data-card="health"' in with_health and "4 s ago" in with_health
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize(("bad", "field"), [("date_to=9999-12-31", "to"),
+                                            ("date_from=0001-01-01", "from")])
+def test_a_date_out_of_range_is_a_form_error_on_postgresql_too(staff_client, bad: str,
+                                                               field: str) -> None:
+    test_a_date_out_of_range_is_a_form_error_not_a_500(staff_client, bad, field)
