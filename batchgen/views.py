@@ -11,9 +11,10 @@ from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import render
 from django.urls import reverse
+from django.utils import timezone
 from django.views.decorators.http import require_GET
 
-from batchgen import dashboard
+from batchgen import dashboard, health, run_detail
 
 REFRESH_SECONDS = 10
 
@@ -32,8 +33,13 @@ def staff_required(view: Callable[..., HttpResponse]) -> Callable[..., HttpRespo
 
 
 def _live_context(request: HttpRequest) -> dict[str, Any]:
-    return {"overview": dashboard.overview(), "charts": dashboard.build_charts(),
-            "history": dashboard.history(request.GET), "refresh_seconds": REFRESH_SECONDS}
+    """Cards, charts and table from the same filters (bad ones are shown and ignored)."""
+    found = dashboard.history(request.GET)
+    return {"overview": dashboard.overview(found.window),
+            "charts": dashboard.build_charts(found.window),
+            "history": found, "refresh_seconds": REFRESH_SECONDS,
+            **health.dashboard_context(),
+            "time_zone": timezone.get_current_timezone_name()}
 
 
 @require_GET
@@ -52,8 +58,9 @@ def live(request: HttpRequest) -> HttpResponse:
 @require_GET
 @staff_required
 def batch_detail(request: HttpRequest, run_id: int) -> HttpResponse:
-    run, rows = dashboard.batch_detail(run_id)
-    return render(request, "dashboard/detail.html", {"run": run, "rows": rows})
+    run, rows = run_detail.batch_detail(run_id)
+    return render(request, "dashboard/detail.html",
+                  {"run": run, "rows": rows, "links": run_detail.run_links(run)})
 
 
 @require_GET

@@ -1,11 +1,14 @@
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import pytest
 from django.contrib.auth import get_user_model
 from django.test import Client
 from django.urls import reverse
+from django.utils.formats import reset_format_cache
 
-from batchgen.models import MAX_PERSONA_CHARS, Bot, Setting
+from batchgen.models import MAX_PERSONA_CHARS, BatchRun, Bot, Chat, QueueItem, Setting
 from tests.factories import make_bot
 
 pytestmark = pytest.mark.django_db
@@ -127,3 +130,138 @@ def test_the_settings_page_lists_every_known_setting_even_after_a_delete(
     assert "batch_mode_enabled" in page and "batch_size" in page
     assert dict(Setting.objects.values_list("key", "value")) == {
         "batch_mode_enabled": False, "batch_size": 1}
+
+
+@pytest.mark.parametrize("next_url", ["https://evil.example/phish", "//evil.example/",
+                                      "javascript:alert(1)"])
+def test_toggle_never_redirects_off_site(staff_client: Client, next_url: str) -> None:
+    response = staff_client.post(reverse("admin:batchgen_setting_toggle"), {"next": next_url})
+
+    assert response.status_code == 302
+    assert response["Location"] == reverse("admin:batchgen_setting_changelist")
+    assert Setting.load().batch_mode_enabled is True
+
+
+def test_toggle_follows_a_local_next(staff_client: Client) -> None:
+    response = staff_client.post(reverse("admin:batchgen_setting_toggle"),
+                                 {"next": "/dashboard/?status=partial"})
+
+    assert response["Location"] == "/dashboard/?status=partial"
+
+
+@pytest.mark.parametrize("model", ["queueitem", "message"])
+def test_changelists_stay_small_with_thousands_of_bots_and_chats(
+        staff_client: Client, model: str) -> None:
+    bots = Bot.objects.bulk_create(
+        Bot(name=f"bulk-bot-{n:04d}", telegram_token=f"{n}:T") for n in range(2000))
+    chats = Chat.objects.bulk_create(
+        Chat(telegram_chat_id=-5_000_000 - n, title=f"bulk-chat-{n:04d}") for n in range(2000))
+    QueueItem.objects.create(bot=bots[0], chat=chats[0])
+
+    page = staff_client.get(reverse(f"admin:batchgen_{model}_changelist")).content.decode()
+
+    assert "bulk-bot-1999" not in page and "bulk-chat-1999" not in page
+    assert len(page) < 60_000
+
+
+@pytest.mark.parametrize("model", ["batchrun", "generation", "message"])
+def test_derived_records_cannot_be_added_by_hand(staff_client: Client, model: str) -> None:
+    changelist = staff_client.get(reverse(f"admin:batchgen_{model}_changelist"))
+
+    assert changelist.status_code == 200
+    assert f"/admin/batchgen/{model}/add/" not in changelist.content.decode()
+    assert staff_client.get(f"/admin/batchgen/{model}/add/").status_code == 403
+
+
+def test_a_setting_value_reads_as_json_before_and_after_the_toggle(
+        staff_client: Client) -> None:
+    url = reverse("admin:batchgen_setting_changelist")
+    before = staff_client.get(url).content.decode()
+    staff_client.post(reverse("admin:batchgen_setting_toggle"))
+    after = staff_client.get(url).content.decode()
+
+    assert '<td class="field-shown_value">false</td>' in before
+    assert '<td class="field-shown_value">true</td>' in after
+
+
+def test_a_rejected_value_never_shows_as_the_page_title(staff_client: Client) -> None:
+    page = change_setting(staff_client, "batch_size", "51").content.decode()
+
+    title = page.split("<title>")[1].split("</title>")[0]
+    assert "51" not in title and "batch_size = 1" in title
+    assert "&rsaquo; batch_size = 1\n</div>" in page  # the breadcrumb too
+
+
+def test_the_queue_item_add_form_asks_only_what_a_person_decides(staff_client: Client) -> None:
+    bot, chat = make_bot(), Chat.objects.create(telegram_chat_id=-42, title="room")
+    add = reverse("admin:batchgen_queueitem_add")
+
+    form = staff_client.get(add).content.decode()
+    response = staff_client.post(add, {"bot": bot.pk, "chat": chat.pk, "priority": 5,
+                                       "status": "done", "attempts": 9})
+
+    for field in ("bot", "chat", "priority"):
+        assert f'name="{field}"' in form
+    for field in ("status", "attempts", "lease_expires_at", "batch_run", "recent_messages"):
+        assert f'name="{field}"' not in form
+    assert response.status_code == 302
+    item = QueueItem.objects.get()
+    assert (item.priority, item.status, item.attempts) == (5, "pending", 0)
+
+
+def test_system_fields_of_a_queue_item_are_read_only(staff_client: Client) -> None:
+    item = QueueItem.objects.create(bot=make_bot(), chat=Chat.objects.create(
+        telegram_chat_id=-43), status="claimed", attempts=2)
+
+    page = staff_client.get(reverse("admin:batchgen_queueitem_change",
+                                    args=[item.pk])).content.decode()
+
+    assert 'name="priority"' in page and 'name="status"' not in page
+    assert 'name="attempts"' not in page and "claimed" in page
+
+
+def test_the_admin_carries_the_product_name_and_readable_app_names(
+        staff_client: Client) -> None:
+    index = staff_client.get(reverse("admin:index")).content.decode()
+    login = Client().get(reverse("admin:login")).content.decode()
+
+    assert "botplatform administration" in index and "Django administration" not in index
+    assert "<title>Log in | botplatform admin</title>" in login
+    assert "Job queues (RQ)" in index
+
+
+def test_a_batch_run_links_to_its_items_messages_and_rq_job(staff_client: Client) -> None:
+    run = BatchRun.objects.create(mode="batch", rq_job_id="job-77")
+
+    page = staff_client.get(reverse("admin:batchgen_batchrun_change",
+                                    args=[run.pk])).content.decode()
+
+    assert f'href="/admin/batchgen/queueitem/?batch_run__id__exact={run.pk}"' in page
+    assert f'href="/admin/batchgen/message/?batch_run__id__exact={run.pk}"' in page
+    assert 'href="/admin/django_rq/dashboard/queues/0/job-77/"' in page
+    assert f'href="/dashboard/batches/{run.pk}/"' in page
+
+
+@pytest.fixture
+def project_formats(settings):
+    # Django caches format modules and does not drop the cache for FORMAT_MODULE_PATH.
+    settings.FORMAT_MODULE_PATH = ["botplatform.formats"]
+    reset_format_cache()
+    yield
+    del settings.FORMAT_MODULE_PATH
+    reset_format_cache()
+
+
+def test_admin_pages_show_times_in_the_dashboards_format(staff_client: Client,
+                                                         project_formats: None) -> None:
+    item = QueueItem.objects.create(bot=make_bot(), chat=Chat.objects.create(
+        telegram_chat_id=-44))
+    QueueItem.objects.filter(pk=item.pk).update(
+        created_at=datetime(2026, 5, 1, 13, 4, 5, tzinfo=UTC))
+
+    page = staff_client.get(reverse("admin:batchgen_queueitem_change",
+                                    args=[item.pk])).content.decode()
+    listing = staff_client.get(reverse("admin:batchgen_queueitem_changelist")).content.decode()
+
+    assert "2026-05-01 13:04:05 UTC" in page and "2026-05-01 13:04:05 UTC" in listing
+    assert "p.m." not in page + listing and "a.m." not in page + listing

@@ -10,6 +10,7 @@ from playwright.sync_api import Page, expect
 
 from batchgen import pipeline
 from batchgen.models import BatchRun, QueueItem, Setting
+from batchgen.templatetags.dashboard_format import usd
 from tests.browser_support import (
     CHART_NAMES,
     TIMEOUT_MS,
@@ -68,7 +69,7 @@ def assert_history_row(page: Page, run: BatchRun) -> None:
                           str(BATCH_SIZE), str(BATCH_SIZE - 1), "1"]
     assert cells[9] == f"{run.throughput:.2f}"
     assert cells[11] == str(run.prompt_tokens + run.completion_tokens)
-    assert cells[12] == f"{run.cost_usd:.4f}"
+    assert cells[12] == usd(run.cost_usd)
 
 
 def test_an_operator_sets_batch_mode_and_sees_the_batch_on_the_dashboard(

@@ -12,7 +12,7 @@ import pytest
 from django.http import QueryDict
 from django.utils import timezone
 
-from batchgen import dashboard
+from batchgen import dashboard, run_detail
 from batchgen.models import BatchRun, Bot, Chat, Generation, Message, QueueItem, Setting
 
 pytestmark = pytest.mark.django_db
@@ -74,8 +74,8 @@ def test_overview_counts_todays_sent_messages_and_success_rate() -> None:
 
     result = dashboard.overview()
 
-    assert result.messages_sent_today == 3
-    assert result.generations_today == 5
+    assert result.messages_sent == 3
+    assert result.generations == 5
     assert result.success_percent == pytest.approx(80.0)
 
 
@@ -84,19 +84,61 @@ def test_overview_cost_is_none_not_zero_when_no_price_is_known() -> None:
 
     result = dashboard.overview()
 
-    assert result.cost_today is None
-    assert result.unpriced_batches_today == 1
-    assert result.tokens_today == 140
+    assert result.cost is None
+    assert result.unpriced_batches == 1
+    assert result.tokens == 140
 
 
-def test_overview_sums_known_costs_and_medians_throughput() -> None:
+def test_overview_sums_known_costs_and_medians_throughput_per_mode() -> None:
     for throughput in (1.0, 3.0, 10.0):
         make_batch(throughput=throughput, cost_usd=Decimal("0.5"))
+    for throughput in (0.4, 0.6):
+        make_batch(mode="single", size=1, throughput=throughput, cost_usd=Decimal("0.5"))
 
     result = dashboard.overview()
 
-    assert result.cost_today == Decimal("1.5")
-    assert result.median_throughput == 3.0
+    assert result.cost == Decimal("2.5")
+    assert result.throughput_by_mode == {"single": 0.5, "batch": 3.0}
+
+
+def test_cards_follow_the_filters_and_say_which_window_they_cover() -> None:
+    groq = make_batch(provider="groq", successes=1, cost_usd=Decimal("0.002"))
+    make_message(make_generation(groq))
+    openai = make_batch(provider="openai", cost_usd=Decimal("0.5"))
+    make_message(make_generation(openai))
+    make_message(make_generation(openai))
+    make_batch(provider="groq", throughput=9.0, cost_usd=Decimal("7"),
+               created_at=timezone.now() - timedelta(days=3))
+
+    today = dashboard.overview(dashboard.Window(provider="groq"))
+    older = dashboard.history(QueryDict(
+        f"provider=groq&date_from={timezone.now() - timedelta(days=5):%Y-%m-%d}"))
+    span = dashboard.overview(older.window)
+
+    assert (today.messages_sent, today.cost) == (1, Decimal("0.002"))
+    assert today.window.startswith("today, ") and today.window.endswith("(UTC) · groq")
+    assert (span.cost, span.throughput_by_mode) == (Decimal("7.002"), {"batch": 6.5})
+    assert span.window.endswith(" to now (UTC) · groq")
+
+
+def test_charts_follow_the_filters() -> None:
+    make_batch(provider="groq", throughput=111.0)
+    make_batch(provider="openai", throughput=222.0)
+
+    drawn = dashboard.build_charts(dashboard.Window(provider="groq"))
+
+    assert "111 msg/s" in drawn["throughput"] and "222" not in drawn["throughput"]
+    assert drawn["window"].endswith("· groq")
+
+
+def test_a_provider_without_a_key_reads_not_configured(settings, redis_url) -> None:
+    settings.OPENAI_API_KEY, settings.GEMINI_API_KEY, settings.GROQ_API_KEY = "sk-x", "", ""
+    settings.OPENAI_API_KEYS = settings.GEMINI_API_KEYS = settings.GROQ_API_KEYS = ""
+
+    states = {b["provider"]: b["state"] for b in dashboard.breaker_states()}
+
+    assert states == {"openai": "closed", "gemini": "not_configured",
+                      "groq": "not_configured"}
 
 
 def test_overview_reports_queue_depth_for_every_status() -> None:
@@ -119,7 +161,8 @@ def test_overview_shows_batch_mode_from_settings() -> None:
     assert result.settings_url == "/admin/batchgen/setting/"
 
 
-def test_breaker_state_is_unknown_when_resilience_fails(monkeypatch) -> None:
+def test_breaker_state_is_unknown_when_resilience_fails(monkeypatch, settings) -> None:
+    settings.OPENAI_API_KEY = settings.GEMINI_API_KEY = settings.GROQ_API_KEY = "key-123456"
     fake = types.ModuleType("batchgen.resilience")
 
     def stats(name: str) -> dict:
@@ -185,7 +228,7 @@ def test_detail_pairs_each_generation_with_this_runs_message_only() -> None:
     sent = make_generation(first)
     make_message(sent, telegram_message_id=992)
 
-    run, rows = dashboard.batch_detail(first.pk)
+    run, rows = run_detail.batch_detail(first.pk)
 
     assert run == first
     assert [(row.generation.pk, row.message and row.message.telegram_message_id)
@@ -198,18 +241,19 @@ def test_detail_redacts_any_stored_secret(settings) -> None:
     make_generation(run, ok=False,
                     error=f"auth failed for sk-test-openai-key-123456 and bot {BOT_TOKEN}")
 
-    _, rows = dashboard.batch_detail(run.pk)
+    _, rows = run_detail.batch_detail(run.pk)
 
     assert rows[0].error == "auth failed for [redacted] and bot [redacted]"
 
 
 def test_charts_are_empty_without_batches_and_drawn_with_them() -> None:
+    names = ("throughput", "latency", "outcomes", "cost")
     empty = dashboard.build_charts()
-    assert all("No data yet" in chart for chart in empty.values())
+    assert all("No data yet" in empty[name] for name in names)
 
     make_batch(cost_usd=Decimal("0.25"))
     make_batch(cost_usd=None, failures=1)
 
     drawn = dashboard.build_charts()
-    assert all("<svg" in chart for chart in drawn.values())
+    assert all("<svg" in drawn[name] for name in names)
     assert "cost: 0.25 USD" in drawn["cost"]

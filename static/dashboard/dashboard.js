@@ -7,12 +7,23 @@
   if (!live || !window.fetch) { return; }
   var seconds = parseInt(live.getAttribute("data-refresh-seconds"), 10) || 10;
   var url = live.getAttribute("data-live-url");
+  var zone = live.getAttribute("data-time-zone") || "UTC";
   var busy = false;
 
   function say(text, stale) {
     if (!status) { return; }
     status.textContent = text;
     status.classList.toggle("stale", !!stale);
+  }
+
+  // The page's one time format: 24-hour, in the configured zone, zone named.
+  function clock(date) {
+    try {
+      return date.toLocaleTimeString("en-GB", { hour12: false, timeZone: zone,
+                                                timeZoneName: "short" });
+    } catch (error) {  // an unknown zone name: fall back to UTC, still labelled
+      return date.toISOString().slice(11, 19) + " UTC";
+    }
   }
 
   function refresh() {
@@ -27,7 +38,7 @@
       return response.text();
     }).then(function (html) {
       live.innerHTML = html;
-      say("updated " + new Date().toLocaleTimeString(), false);
+      say("updated " + clock(new Date()), false);
     }).catch(function (error) {
       say("refresh failed (" + error.message + "), reload the page", true);
     }).finally(function () { busy = false; });
