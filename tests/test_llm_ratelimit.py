@@ -107,7 +107,7 @@ def test_without_a_limit_the_request_path_never_touches_the_limiter(llm_env, red
         [f"unlimited {i}" for i in range(8)]))
 
     assert get_rate_limiter("openai", TEST_KEYS["openai"]) is None
-    assert not list(redis_client.scan_iter(match="batchgen:ratelimit:*"))
+    assert not list(redis_client.scan_iter(match="botplatform:ratelimit:*"))
 
 
 def test_each_request_books_its_prompt_estimate_plus_max_tokens(llm_env, redis_url):
@@ -120,7 +120,7 @@ def test_each_request_books_its_prompt_estimate_plus_max_tokens(llm_env, redis_u
     second = client.generate_detailed("x" * 100, max_tokens=100)
 
     assert first.ok and second.error_kind == "rate_limit_wait"
-    [stats] = all_limiter_stats(redis_url)
+    [stats] = all_limiter_stats()
     assert (stats["provider"], stats["acquired"], stats["timeouts"]) == ("openai", 1, 1)
 
 
@@ -131,8 +131,9 @@ def test_limiter_events_reach_the_metrics(llm_env, redis_url):
     LLMClient().generate_detailed("count me")
 
     client = redis.Redis.from_url(redis_url, decode_responses=True)
-    assert sum(map(float, client.hgetall("batchgen:metrics:llm_rate_limited_total").values())) == 1
-    assert client.hgetall("batchgen:metrics:llm_ratelimit_wait_seconds")
+    limited = client.hgetall("botplatform:metrics:llm_rate_limited_total")
+    assert sum(map(float, limited.values())) == 1
+    assert client.hgetall("botplatform:metrics:llm_ratelimit_wait_seconds")
     client.close()
 
 

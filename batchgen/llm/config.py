@@ -2,7 +2,7 @@
 
 Values are read when a provider client is built, not at import, so a missing
 API key is reported at call time. Tests that change settings call ``reset()``
-to drop the cached SDK clients.
+(``batchgen.shared.reset``) to drop the cached SDK clients.
 """
 
 from __future__ import annotations
@@ -146,8 +146,8 @@ def default_max_workers() -> int:
 
 
 def reset() -> None:
-    """Drop cached provider clients (and their connection pools); the next call rebuilds."""
-    from batchgen.llm import keys, registry
+    """Drop cached provider clients (and their connection pools), key rings, breakers and
+    limiters; the next call rebuilds them from the settings. One reset: ``shared.reset``."""
+    from batchgen import shared
 
-    registry.clear()
-    keys.clear()
+    shared.reset()

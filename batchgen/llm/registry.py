@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import threading
 
+from batchgen import shared
 from batchgen.llm import config
 from batchgen.llm.providers.base import Provider
 from batchgen.llm.providers.gemini import GeminiProvider
@@ -55,6 +56,7 @@ def _forget_in_child() -> None:
 os.register_at_fork(after_in_child=_forget_in_child)
 
 
+@shared.on_reset
 def clear() -> None:
     """Forget every provider and close its connection pool (tests change settings)."""
     with _lock:
