@@ -48,7 +48,6 @@ from batchgen import shared
 
 logger = logging.getLogger(__name__)
 
-PROVIDER_BREAKERS = ("openai_api", "gemini_api", "groq_api")
 CIRCUIT_STATE_VALUES = {"closed": 0, "half_open": 1, "open": 2}
 BATCH_BUCKETS = (0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0)
 REQUEST_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0)
@@ -358,11 +357,12 @@ def _circuit_gauge() -> Metric:
     family = GaugeMetricFamily("llm_circuit_state",
                                "Circuit breaker state: 0 closed, 1 half_open, 2 open.",
                                labels=["breaker"])
-    for name in PROVIDER_BREAKERS:
-        try:
-            # Imported lazily: resilience is optional for the metrics endpoint.
-            from batchgen.resilience import get_circuit_breaker_stats
+    # Imported here: the LLM layer records metrics, so a module-level import would be a cycle.
+    from batchgen.llm.config import breaker_names
+    from batchgen.resilience import get_circuit_breaker_stats
 
+    for name in breaker_names():
+        try:
             state = get_circuit_breaker_stats(name).get("state")
         except Exception:  # noqa: BLE001 - an unknown state is left out, not guessed
             continue

@@ -49,7 +49,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import redis
-from django.conf import settings
 
 from batchgen import shared
 
@@ -340,23 +339,15 @@ def _read_all_stats(client: redis.Redis) -> list[dict]:
     return sorted(found, key=lambda row: (row["provider"], row["key"]))
 
 
-def _configured_limit(provider: str, kind: str) -> int | None:
-    """``<PROVIDER>_<kind>_LIMIT`` if set (0 = unlimited for that provider), else ``LLM_…``."""
-    value = getattr(settings, f"{provider.upper()}_{kind}_LIMIT", None)
-    if value is None or value == "":
-        value = getattr(settings, f"LLM_{kind}_LIMIT", None)
-    return int(value) if value not in (None, "") and int(value) > 0 else None
-
-
 _limiters: dict[tuple, RateLimiter] = {}
 _limiters_lock = threading.Lock()
 
 
-def get_rate_limiter(provider: str, api_key: str) -> RateLimiter | None:
-    """The process-wide limiter for this provider key, or None when no limit is configured."""
-    rpm = _configured_limit(provider, "RPM")
-    tpm = _configured_limit(provider, "TPM")
-    if rpm is None and tpm is None:
+def get_rate_limiter(provider: str, api_key: str, rpm: int | None,
+                     tpm: int | None) -> RateLimiter | None:
+    """The process-wide limiter for this provider key, or None without a limit
+    (the limits come from ``batchgen.llm.config.ProviderSettings``)."""
+    if not rpm and not tpm:
         return None
     cache_key = (provider, key_fingerprint(api_key), rpm, tpm)
     with _limiters_lock:

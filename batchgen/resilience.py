@@ -52,6 +52,7 @@ from batchgen import shared
 __all__ = [
     "CircuitBreaker",
     "CircuitOpenError",
+    "breaker_name",
     "get_circuit_breaker",
     "get_circuit_breaker_stats",
     "reset_circuit_breakers",
@@ -332,6 +333,11 @@ class CircuitBreaker:
 
 _breakers: dict[str, CircuitBreaker] = {}
 _breakers_lock = threading.Lock()
+
+
+def breaker_name(provider: str) -> str:
+    """The circuit breaker guarding an LLM provider: openai_api, gemini_api, groq_api."""
+    return f"{provider}_api"
 
 
 def get_circuit_breaker(name: str) -> CircuitBreaker:

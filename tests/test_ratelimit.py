@@ -265,25 +265,12 @@ def test_stats_of_every_limiter_are_readable_from_anywhere(redis_url: str) -> No
         ("groq", 1, 0), ("openai", 0, 1)]
 
 
-def test_get_rate_limiter_reads_provider_then_global_settings(settings, redis_url: str) -> None:
-    settings.REDIS_URL = redis_url
-    settings.LLM_RPM_LIMIT = 100
-    settings.LLM_TPM_LIMIT = None
-    settings.GROQ_RPM_LIMIT = 30
-    settings.GEMINI_RPM_LIMIT = 0  # explicitly unlimited for this provider
+def test_one_limiter_per_provider_key_and_none_without_a_limit(redis_url: str) -> None:
+    groq = get_rate_limiter("groq", SECRET_KEY, 30, None)
 
-    groq = get_rate_limiter("groq", SECRET_KEY)
-    assert groq is get_rate_limiter("groq", SECRET_KEY)
+    assert groq is get_rate_limiter("groq", SECRET_KEY, 30, None)
     assert groq.rpm.limit == 30 and groq.tpm is None
-    assert get_rate_limiter("openai", SECRET_KEY).rpm.limit == 100
-    assert get_rate_limiter("gemini", SECRET_KEY) is None
-
-
-def test_no_limit_configured_means_no_limiter(settings) -> None:
-    settings.LLM_RPM_LIMIT = None
-    settings.LLM_TPM_LIMIT = 0
-
-    assert get_rate_limiter("openai", SECRET_KEY) is None
+    assert get_rate_limiter("groq", SECRET_KEY, None, 0) is None
 
 
 def test_estimate_tokens_is_about_a_quarter_of_the_length() -> None:

@@ -53,7 +53,8 @@ def send(provider: Provider, key: ApiKey, request: CompletionRequest,
 
     A limiter wait longer than the budget raises ProviderError("rate_limit_wait").
     """
-    limiter = get_rate_limiter(provider.name, key.secret)
+    limiter = get_rate_limiter(provider.name, key.secret, provider.config.rpm_limit,
+                               provider.config.tpm_limit)
     tokens = 0
     if limiter is not None:
         tokens = estimate_tokens(request.system_prompt + request.user_prompt) + request.max_tokens

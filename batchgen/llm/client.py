@@ -81,7 +81,7 @@ def execute(provider: Provider, request: CompletionRequest,
     """
     started = time.perf_counter()
     budget = budget or WaitBudget(config.rate_limit_max_wait())
-    name = registry.breaker_name(provider.name)
+    name = provider.config.breaker
     try:
         provider.client()  # a missing key fails here, before the breaker is asked
         breaker = get_circuit_breaker(name)
@@ -223,10 +223,7 @@ class LLMClient:
     """One generation at a time on the shared provider client (the source document's API)."""
 
     def __init__(self, provider: str | None = None) -> None:
-        self.provider_name = provider or config.default_provider()
-        if self.provider_name not in registry.PROVIDER_CLASSES:
-            raise ValueError(f"unknown LLM provider {self.provider_name!r}: choose one of "
-                             f"{sorted(registry.PROVIDER_CLASSES)}")
+        self.provider_name = config.check_provider(provider or config.default_provider())
 
     @property
     def provider(self) -> Provider:
@@ -236,7 +233,7 @@ class LLMClient:
     @property
     def chain(self) -> list[Provider]:
         """The primary provider, then the LLM_FALLBACK_PROVIDERS that have a key."""
-        return [registry.get_provider(name) for name in config.fallback_chain(self.provider_name)]
+        return [registry.get_provider(name) for name in config.provider_chain(self.provider_name)]
 
     def generate(self, user_prompt: str, system_prompt: str | None = None,
                  temperature: float = 0.7, max_tokens: int = 220, top_p: float = 0.95,

@@ -28,7 +28,7 @@ import redis
 from batchgen import metrics, shared
 from batchgen.llm import config
 from batchgen.ratelimit import key_fingerprint
-from batchgen.resilience import CircuitBreaker, get_circuit_breaker
+from batchgen.resilience import CircuitBreaker, breaker_name, get_circuit_breaker
 
 __all__ = ["ApiKey", "KeyRing", "enable_keys", "get_ring", "key_health"]
 
@@ -47,7 +47,7 @@ class ApiKey:
 
     @property
     def breaker_name(self) -> str:
-        return f"{self.provider}_api:{self.fingerprint}"
+        return f"{breaker_name(self.provider)}:{self.fingerprint}"
 
     def breaker(self) -> CircuitBreaker:
         return get_circuit_breaker(self.breaker_name)
