@@ -90,8 +90,9 @@ SPECS = {
               "(returned to the queue).", ("provider",)),
         _Spec("llm_rate_limited_total", "counter",
               "HTTP 429 answers from a provider, per key fingerprint.", ("provider", "key")),
-        _Spec("llm_fallback_total", "counter",
-              "Prompts sent on to a fallback provider, by who answered and how.",
+        _Spec("llm_failover_total", "counter",
+              "Prompts failed over to the next provider of the chain (LLM_FALLBACK_PROVIDERS), "
+              "by who answered and how.",
               ("primary", "provider", "outcome")),
         _Spec("llm_key_disabled_total", "counter",
               "API keys taken out of rotation after a 401, per key fingerprint.",
@@ -232,9 +233,9 @@ def observe_rate_limited(provider: str, key: str) -> None:
 
 
 @_never_raises
-def observe_fallback(primary: str, provider: str, outcome: str) -> None:
-    """Record a prompt that left ``primary`` for a fallback; ``provider`` answered last."""
-    _write(_counter_ops("llm_fallback_total", (str(primary), str(provider), str(outcome)),
+def observe_failover(primary: str, provider: str, outcome: str) -> None:
+    """Record a prompt that failed over from ``primary``; ``provider`` answered last."""
+    _write(_counter_ops("llm_failover_total", (str(primary), str(provider), str(outcome)),
                         1))
 
 

@@ -33,11 +33,11 @@ RETRYABLE_KINDS = BREAKER_FAILURES | {EMPTY, MALFORMED, CIRCUIT_OPEN, RATE_LIMIT
 # The provider, not the prompt, was unavailable: the item waits without spending an attempt.
 UNAVAILABLE_KINDS = frozenset({CIRCUIT_OPEN, RATE_LIMIT_WAIT})
 
-# When the next provider of LLM_FALLBACK_PROVIDERS gets the prompt: the primary is down,
-# saturated, or has no working key. 401/403 and a missing key are about our credentials at
-# that provider, never about the prompt. Input errors (400, 404, 422, filters, safety,
-# truncation) would most likely happen again anywhere, so they are not sent elsewhere.
-FALLBACK_KINDS = BREAKER_FAILURES | {CIRCUIT_OPEN, RATE_LIMIT_WAIT, AUTH, CONFIG}
+# When the prompt fails over to the next provider of the chain (LLM_FALLBACK_PROVIDERS): the
+# primary is down, saturated, or has no working key. 401/403 and a missing key are about our
+# credentials at that provider, never about the prompt. Input errors (400, 404, 422, filters,
+# safety, truncation) would most likely happen again anywhere, so they are not sent elsewhere.
+FAILOVER_KINDS = BREAKER_FAILURES | {CIRCUIT_OPEN, RATE_LIMIT_WAIT, AUTH, CONFIG}
 
 MAX_MESSAGE_CHARS = 500
 
@@ -68,7 +68,6 @@ class ProviderError(Exception):
         self.retryable = kind in RETRYABLE_KINDS if retryable is None else retryable
         self.status = status
         self.retry_after = retry_after  # seconds, from Retry-After / retry-after-ms
-        self.attempts = 1
 
     def __repr__(self) -> str:
         return (f"ProviderError(kind={self.kind!r}, status={self.status!r}, "

@@ -30,7 +30,6 @@ class Completion:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     cached_tokens: int = 0
-    attempts: int = 1
 
 
 @dataclass(frozen=True)
@@ -48,7 +47,7 @@ class GenerationResult:
     provider: str = ""          # the provider that answered (or failed last)
     model: str = ""
     retryable: bool = False
-    fallback_from: str = ""     # the primary provider, when a fallback was tried
+    failover_from: str = ""     # the primary provider, when the prompt failed over
     key: str = ""               # fingerprint of the API key that answered, never the key
 
     @property
