@@ -55,6 +55,7 @@ __all__ = [
     "breaker_name",
     "get_circuit_breaker",
     "get_circuit_breaker_stats",
+    "open_until",
     "reset_circuit_breakers",
 ]
 
@@ -352,6 +353,19 @@ def get_circuit_breaker(name: str) -> CircuitBreaker:
 def get_circuit_breaker_stats(name: str) -> dict:
     """``{"name", "state", "failures", "retry_after", "threshold", "cooldown", ...}``."""
     return get_circuit_breaker(name).get_state()
+
+
+def open_until(provider: str) -> float | None:
+    """Epoch seconds until which ``provider``'s breaker refuses calls (when it half-opens,
+    or when a live probe's time runs out), or None when a call may go through now.
+
+    For the scheduler: claiming work for a provider whose breaker is open only defers it.
+    """
+    breaker = get_circuit_breaker(breaker_name(provider))
+    state = breaker.get_state()
+    if state["state"] == "closed" or not state["retry_after"]:
+        return None
+    return breaker._clock() + state["retry_after"]
 
 
 @shared.on_reset

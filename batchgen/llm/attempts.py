@@ -8,8 +8,10 @@ retry would not slow the other workers down. Here every attempt books its slot
 (``acquire(prompt estimate + max_tokens)``), and a 429 passes its ``Retry-After`` to
 ``penalize``, so every worker on that key pauses and the next attempt's booking waits it out.
 
-Without a configured limit nothing here touches Redis; a 429 then sleeps ``Retry-After``
-before the retry.
+A server's ``Retry-After`` is honoured whatever its length: a wait that fits in what is left of
+the prompt's wait budget (LLM_RATE_LIMIT_MAX_WAIT) is slept here; a longer one ends the request
+as ``rate_limit_wait`` with ``retry_after`` set, so the caller defers the prompt until then
+instead of retrying it early. Without a configured limit nothing here touches Redis.
 
 With several keys (``keys.KeyRing``), a key answering 401 is taken out of rotation and a key
 whose limiter has no room within the budget is passed over; the next key gets the request.
@@ -35,12 +37,12 @@ from batchgen.resilience import CircuitBreaker, CircuitOpenError
 logger = logging.getLogger(__name__)
 
 MAX_BACKOFF_SECONDS = 8.0
-MAX_RETRY_AFTER_SECONDS = 60.0  # a longer server-asked pause is not waited out in-request
 DEFAULT_PENALTY_SECONDS = 1.0  # a 429 without Retry-After still pauses the key this long
 
 
 class WaitBudget:
-    """Seconds one prompt may still spend waiting on limiters, across keys and providers."""
+    """Seconds one prompt may still spend waiting (limiters, Retry-After), across keys and
+    providers."""
 
     def __init__(self, seconds: float) -> None:
         self.remaining = max(0.0, seconds)
@@ -83,8 +85,8 @@ def send(provider: Provider, request: CompletionRequest, budget: WaitBudget) -> 
             return Sent(made, error=sent.error, key=key)
         if sent.error.kind == errors.AUTH:
             ring.disable(key, sent.error.status)
-        else:
-            saturated = sent.error
+        elif saturated is None or _sooner(sent.error, saturated):
+            saturated = sent.error  # the key that frees up first says when to come back
     return Sent(made, error=saturated or _no_key_left(provider, ring, skipped))
 
 
@@ -110,6 +112,8 @@ def _tries(provider: Provider, key: ApiKey, request: CompletionRequest,
             _on_429(limiter, key, error)
         if error.kind not in errors.BREAKER_FAILURES:
             return Sent(made, error=error)  # permanent: a retry would get the same answer
+        if error.retry_after is not None and error.retry_after > budget.remaining:
+            return Sent(made, error=_too_long(error, budget))
         tries_left -= 1
         if tries_left == 0:
             return Sent(made, error=error)
@@ -125,7 +129,8 @@ def _acquire(limiter: RateLimiter | None, provider: str, tokens: int,
         waited = limiter.acquire(tokens, budget.remaining)
     except RateLimitTimeout as exc:
         metrics.observe_limiter_timeout(provider)
-        return ProviderError(errors.RATE_LIMIT_WAIT, str(exc), retryable=True)
+        return ProviderError(errors.RATE_LIMIT_WAIT, str(exc), retryable=True,
+                             retry_after=max(exc.needed - exc.waited, 0.0))
     if waited > 0:
         budget.spend(waited)
         metrics.observe_limiter_wait(provider, waited)
@@ -140,18 +145,33 @@ def _on_429(limiter: RateLimiter | None, key: ApiKey, exc: ProviderError) -> Non
                          else DEFAULT_PENALTY_SECONDS)
 
 
+def _too_long(exc: ProviderError, budget: WaitBudget) -> ProviderError:
+    """The server asks for a longer pause than this prompt may wait: the provider is
+    unavailable until then. Retrying earlier would only earn another refusal, and the
+    caller defers the prompt by ``retry_after`` without spending an attempt."""
+    return ProviderError(
+        errors.RATE_LIMIT_WAIT, f"{exc.message}; the server asks to wait "
+        f"{exc.retry_after:.0f}s, more than the {budget.remaining:.0f}s left to wait",
+        retryable=True, status=exc.status, retry_after=exc.retry_after)
+
+
 def _wait_before_retry(provider: Provider, exc: ProviderError, made: int,
                        limiter: RateLimiter | None, budget: WaitBudget) -> None:
     """Sleep before the next attempt: the server's Retry-After, else exponential back-off."""
     if exc.kind == errors.RATE_LIMITED and limiter is not None:
         return  # penalize() already pushed the next slot past Retry-After
-    if exc.retry_after is not None and exc.retry_after <= MAX_RETRY_AFTER_SECONDS:
+    if exc.retry_after is not None:
         delay = exc.retry_after
+        budget.spend(delay)
     else:
         base = provider.config.retry_initial_delay * 2 ** (made - 1)
         delay = min(base, MAX_BACKOFF_SECONDS) * (1 - 0.25 * random.random())
     logger.debug("%s: %s, retrying in %.2fs", provider.name, exc.kind, delay)
     time.sleep(delay)
+
+
+def _sooner(error: ProviderError, than: ProviderError) -> bool:
+    return (error.retry_after or 0.0) < (than.retry_after or 0.0)
 
 
 def _passes(breaker: CircuitBreaker) -> bool:

@@ -90,6 +90,7 @@ def execute(provider: Provider, request: CompletionRequest,
     except ProviderError as exc:
         return _failure(provider, started, exc, 0)
     except CircuitOpenError as exc:
+        # retry_after: when the breaker half-opens, so the item is deferred until then.
         return _failure(provider, started, ProviderError(
             errors.CIRCUIT_OPEN, f"circuit {name} is open, retry in {exc.retry_after:.0f}s",
             retryable=True, retry_after=exc.retry_after), 0)
@@ -161,7 +162,7 @@ def _failure(provider: Provider, started: float, error: ProviderError,
     return GenerationResult(
         text=None, error_kind=error.kind, error_message=message,
         latency_s=time.perf_counter() - started, attempts=attempts, provider=provider.name,
-        model=provider.model, retryable=error.retryable)
+        model=provider.model, retryable=error.retryable, retry_after_s=error.retry_after)
 
 
 class LLMClient:

@@ -49,6 +49,10 @@ class GenerationResult:
     retryable: bool = False
     failover_from: str = ""     # the primary provider, when the prompt failed over
     key: str = ""               # fingerprint of the API key that answered, never the key
+    # Seconds to wait before trying again, when known: a server's Retry-After (also one too
+    # long to wait in-request, kind "rate_limit_wait"), or for "circuit_open" the time until
+    # the breaker half-opens. The pipeline defers the item this long.
+    retry_after_s: float | None = None
 
     @property
     def ok(self) -> bool:
