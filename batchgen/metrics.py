@@ -246,7 +246,7 @@ def observe_key_disabled(provider: str, key: str) -> None:
 
 
 class _DocumentCounter:
-    """The source document's ``BATCH_GENERATION_SUCCESS.inc(n)``, backed by Redis."""
+    """The kept ``BATCH_GENERATION_SUCCESS.inc(n)`` (docs/compat.md), backed by Redis."""
 
     def __init__(self, name: str) -> None:
         self.name = name
@@ -259,7 +259,7 @@ class _DocumentCounter:
 
 
 class _DocumentHistogram:
-    """The source document's ``with BATCH_GENERATION_DURATION.time():``, backed by Redis."""
+    """The kept ``with BATCH_GENERATION_DURATION.time():`` (docs/compat.md), backed by Redis."""
 
     name = "batch_generation_duration_seconds"
 

@@ -3,6 +3,7 @@
 The names below are loaded on first use (PEP 562), not when the package is imported: the
 provider SDKs take seconds to import, and ``batchgen.models`` imports
 ``batchgen.llm.limits`` in every Django process, most of which never call a provider.
+The kept public API is ``batchgen.llm.compat`` (docs/compat.md).
 """
 
 from __future__ import annotations
@@ -12,9 +13,11 @@ from typing import Any
 
 _WHERE = {
     "MAX_BATCH_SIZE": "batchgen.llm.limits",
-    "LLMBatchClient": "batchgen.llm.batch",
-    "LLMClient": "batchgen.llm.client",
-    "generate_batch": "batchgen.llm.batch",
+    "LLMBatchClient": "batchgen.llm.compat",
+    "LLMClient": "batchgen.llm.compat",
+    "generate_batch": "batchgen.llm.compat",
+    "get_circuit_breaker": "batchgen.llm.compat",
+    "get_circuit_breaker_stats": "batchgen.llm.compat",
     "Completion": "batchgen.llm.types",
     "CompletionRequest": "batchgen.llm.types",
     "GenerationResult": "batchgen.llm.types",

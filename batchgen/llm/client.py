@@ -166,7 +166,7 @@ def _failure(provider: Provider, started: float, error: ProviderError,
 
 
 class LLMClient:
-    """One generation at a time on the shared provider client (the source document's API)."""
+    """One generation at a time on the shared provider client (kept API: ``compat``)."""
 
     def __init__(self, provider: str | None = None) -> None:
         self.provider_name = config.check_provider(provider or config.default_provider())
