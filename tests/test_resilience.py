@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import os
-import socket
 import subprocess
 import sys
 import threading
@@ -14,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from batchgen import shared
+from batchgen.fakes.ports import free_port
 from batchgen.resilience import (
     CircuitBreaker,
     CircuitOpenError,
@@ -35,12 +35,6 @@ class FakeClock:
         self.now += seconds
 
 
-def unused_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture(autouse=True)
 def _fresh_breakers() -> None:
     shared.reset()
@@ -53,7 +47,7 @@ def make_breaker(request: pytest.FixtureRequest, redis_url: str,
                  settings) -> Callable[..., CircuitBreaker]:
     """Breakers on the real Redis, or on the in-memory fallback (Redis at an unused port)."""
     if request.param == "memory":
-        settings.REDIS_URL = f"redis://127.0.0.1:{unused_port()}/0"
+        settings.REDIS_URL = f"redis://127.0.0.1:{free_port()}/0"
 
     def make(clock: FakeClock, **kwargs: object) -> CircuitBreaker:
         kwargs.setdefault("threshold", 3)
@@ -271,7 +265,7 @@ def test_without_redis_it_keeps_state_in_memory_and_warns_once(
     caplog: pytest.LogCaptureFixture, settings,
 ) -> None:
     caplog.set_level(logging.WARNING, logger="batchgen")
-    settings.REDIS_URL = f"redis://127.0.0.1:{unused_port()}/0"
+    settings.REDIS_URL = f"redis://127.0.0.1:{free_port()}/0"
     openai = CircuitBreaker("openai_api", threshold=2, clock=FakeClock())
     gemini = CircuitBreaker("gemini_api", threshold=2, clock=FakeClock())
 
@@ -288,7 +282,7 @@ def test_without_redis_it_keeps_state_in_memory_and_warns_once(
 
 def test_when_redis_answers_again_the_breaker_goes_back_to_the_shared_state(
         redis_url: str, settings) -> None:
-    settings.REDIS_URL = f"redis://127.0.0.1:{unused_port()}/0"
+    settings.REDIS_URL = f"redis://127.0.0.1:{free_port()}/0"
     breaker = CircuitBreaker("openai_api", threshold=2, clock=FakeClock())
     make_open(breaker)
     assert breaker.get_state()["backend"] == "memory"
