@@ -59,6 +59,9 @@ def connection(url: str | None = None) -> redis.Redis:
     """
     url = url or settings.REDIS_URL
     slot = (url, os.getpid())
+    client = _clients.get(slot)  # every breaker and limiter call comes here: no lock when known
+    if client is not None:
+        return client
     with _lock:
         client = _clients.get(slot)
         if client is None:
