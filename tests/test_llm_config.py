@@ -58,3 +58,19 @@ def test_a_missing_key_names_its_variables(settings) -> None:
 
     with pytest.raises(ImproperlyConfigured, match="GROQ_API_KEY \\(or GROQ_API_KEYS\\)"):
         config.check_configured()
+
+
+def test_a_changed_rate_limit_applies_without_a_reset(llm_env, settings) -> None:
+    from batchgen.llm import LLMClient, registry
+
+    llm_env("openai")
+    LLMClient().generate_detailed("before the limit")
+    provider = registry.get_provider("openai")
+    settings.LLM_TPM_LIMIT, settings.LLM_RATE_LIMIT_MAX_WAIT = 2000, 0.0
+
+    # A burst of 300 tokens: the first ~206 fit, the second has to wait, which it may not.
+    first = LLMClient().generate_detailed("x" * 100, max_tokens=100)
+    second = LLMClient().generate_detailed("x" * 100, max_tokens=100)
+
+    assert registry.get_provider("openai") is provider  # same clients, new limit
+    assert (first.ok, second.error_kind) == (True, "rate_limit_wait")

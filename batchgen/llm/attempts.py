@@ -26,7 +26,7 @@ import time
 from dataclasses import dataclass
 
 from batchgen import metrics
-from batchgen.llm import errors, keys
+from batchgen.llm import config, errors, keys
 from batchgen.llm.errors import ProviderError
 from batchgen.llm.keys import ApiKey
 from batchgen.llm.providers.base import Provider
@@ -93,12 +93,11 @@ def send(provider: Provider, request: CompletionRequest, budget: WaitBudget) -> 
 def _tries(provider: Provider, key: ApiKey, request: CompletionRequest,
            budget: WaitBudget) -> Sent:
     """The attempts on one key: book a slot, send, and on a transient error wait and retry."""
-    config = provider.config
-    limiter = get_rate_limiter(provider.name, key.secret, config.rpm_limit, config.tpm_limit)
+    limiter = get_rate_limiter(provider.name, key.secret, *config.rate_limits(provider.name))
     tokens = 0
     if limiter is not None:
         tokens = estimate_tokens(request.system_prompt + request.user_prompt) + request.max_tokens
-    tries_left, made = config.max_retries + 1, 0
+    tries_left, made = provider.config.max_retries + 1, 0
     while True:
         refused = _acquire(limiter, provider.name, tokens, budget)
         if refused is not None:

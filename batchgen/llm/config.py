@@ -106,9 +106,16 @@ def provider_settings(provider: str) -> ProviderSettings:
         # Not an environment variable: tests shorten the back-off with it.
         retry_initial_delay=float(getattr(settings, "LLM_RETRY_INITIAL_DELAY", 0.5)),
         pool_size=MAX_POOL_SIZE,
-        rpm_limit=_limit(names.rpm_limit, "LLM_RPM_LIMIT"),
-        tpm_limit=_limit(names.tpm_limit, "LLM_TPM_LIMIT"),
+        rpm_limit=rate_limits(provider)[0],
+        tpm_limit=rate_limits(provider)[1],
     )
+
+
+def rate_limits(provider: str) -> tuple[int | None, int | None]:
+    """(RPM, TPM) per API key of ``provider``; read per request, so a changed limit applies
+    without rebuilding the provider's clients."""
+    names = VARIABLES[check_provider(provider)]
+    return _limit(names.rpm_limit, "LLM_RPM_LIMIT"), _limit(names.tpm_limit, "LLM_TPM_LIMIT")
 
 
 def _limit(own: str, shared_default: str) -> int | None:
