@@ -6,8 +6,10 @@ import time
 
 import pytest
 
+from batchgen import shared
 from batchgen.llm import LLMClient
 from batchgen.llm.errors import retry_after_seconds
+from batchgen.ratelimit import key_fingerprint
 from batchgen.resilience import get_circuit_breaker, open_until
 
 KEYS = ["sk-first-key-AAAA-SECRET", "sk-second-key-BBBB-SECRET"]
@@ -103,3 +105,23 @@ def test_an_open_circuit_says_when_it_half_opens(llm_env, settings):
 ])
 def test_retry_after_headers_are_read_in_seconds_or_as_a_date(headers, seconds):
     assert retry_after_seconds(headers, now=lambda: 1767225600.0) == seconds
+
+
+def test_when_every_key_has_its_circuit_open_the_first_to_half_open_says_when(llm_env):
+    keys = ["sk-first-key-AAAA-SECRET", "sk-second-key-BBBB-SECRET"]
+    fake = llm_env("openai", OPENAI_API_KEYS=keys, OPENAI_API_KEY="")
+    for key, opened_ago in zip(keys, (0, 100), strict=True):
+        breaker = get_circuit_breaker(f"openai_api:{key_fingerprint(key)}")
+        for _ in range(breaker.threshold):
+            breaker.before_call()
+            breaker.record_failure()
+        shared.connection().hset(shared.key("circuit", breaker.name), "opened_at",
+                                 repr(time.time() - opened_ago))
+
+    result = LLMClient().generate_detailed("no key left")
+
+    assert (result.error_kind, result.attempts) == ("circuit_open", 0)
+    assert "every openai key in rotation" in result.error_message
+    cooldown = get_circuit_breaker("openai_api").cooldown
+    assert result.retry_after_s == pytest.approx(cooldown - 100, abs=5)
+    assert fake.stats()["total"] == 0

@@ -68,12 +68,13 @@ def send(provider: Provider, request: CompletionRequest, budget: WaitBudget) -> 
     """Try the keys in rotation order until one answers or none is left; never raises
     ProviderError (it comes back in ``Sent.error``)."""
     ring = keys.get_ring(provider.name, provider.config.api_keys)
-    made, skipped = 0, 0
+    made, reopens = 0, []
     saturated: ProviderError | None = None
     for key in ring.candidates():
         breaker = key.breaker() if ring.rotates else None
-        if breaker is not None and not _passes(breaker):
-            skipped += 1  # this key's own breaker is open: the next key's turn
+        refused_for = None if breaker is None else _refused_for(breaker)
+        if refused_for is not None:
+            reopens.append(refused_for)  # this key's own breaker is open: the next key's turn
             continue
         sent = _tries(provider, key, request, budget)
         made += sent.attempts
@@ -87,7 +88,7 @@ def send(provider: Provider, request: CompletionRequest, budget: WaitBudget) -> 
             ring.disable(key, sent.error.status)
         elif saturated is None or _sooner(sent.error, saturated):
             saturated = sent.error  # the key that frees up first says when to come back
-    return Sent(made, error=saturated or _no_key_left(provider, ring, skipped))
+    return Sent(made, error=saturated or _no_key_left(provider, ring, reopens))
 
 
 def _tries(provider: Provider, key: ApiKey, request: CompletionRequest,
@@ -173,12 +174,13 @@ def _sooner(error: ProviderError, than: ProviderError) -> bool:
     return (error.retry_after or 0.0) < (than.retry_after or 0.0)
 
 
-def _passes(breaker: CircuitBreaker) -> bool:
+def _refused_for(breaker: CircuitBreaker) -> float | None:
+    """None when the breaker lets the call through, else the seconds until it half-opens."""
     try:
         breaker.before_call()
-    except CircuitOpenError:
-        return False
-    return True
+    except CircuitOpenError as exc:
+        return exc.retry_after
+    return None
 
 
 def _record(breaker: CircuitBreaker, error: ProviderError | None) -> None:
@@ -190,10 +192,11 @@ def _record(breaker: CircuitBreaker, error: ProviderError | None) -> None:
         breaker.record_ignored()
 
 
-def _no_key_left(provider: Provider, ring: keys.KeyRing, skipped: int) -> ProviderError:
-    if skipped:
+def _no_key_left(provider: Provider, ring: keys.KeyRing,
+                 reopens: list[float]) -> ProviderError:
+    if reopens:  # the first key whose breaker half-opens says when to come back
         return ProviderError(errors.CIRCUIT_OPEN, f"every {provider.name} key in rotation "
-                             f"has its circuit open ({skipped} of {len(ring.keys)})",
-                             retryable=True)
+                             f"has its circuit open ({len(reopens)} of {len(ring.keys)})",
+                             retryable=True, retry_after=min(reopens))
     return ProviderError(errors.AUTH, f"all {len(ring.keys)} {provider.name} keys are out of "
                          "rotation after answering 401", retryable=False)
