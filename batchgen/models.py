@@ -10,7 +10,8 @@ from django.core.validators import MaxLengthValidator
 from django.db import models
 from django.db.models import Q
 
-MAX_BATCH_SIZE = 50  # the source document's limit; batchgen.llm re-exports it
+from batchgen.llm.limits import MAX_BATCH_SIZE  # the LLM layer owns the limit
+
 # A persona is a character sketch, not a document: longer ones crowded the chat and the
 # recent messages out of the prompt (see prompts.build_user_prompt's budget).
 MAX_PERSONA_CHARS = 4000
