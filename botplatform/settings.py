@@ -228,3 +228,13 @@ LOGGING = {
         "batchgen": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO")},
     },
 }
+
+# --- Intake: Telegram updates, chat history, behaviour ------------------------
+# The system prompt of every bot that has none of its own; empty: batchgen.prompts' default.
+BOT_DEFAULT_SYSTEM_PROMPT = env_str("BOT_DEFAULT_SYSTEM_PROMPT")
+# How much of a chat's history goes into a prompt (estimated tokens, newest kept first).
+INTAKE_HISTORY_TOKENS = env_int("INTAKE_HISTORY_TOKENS", 1000, minimum=0)
+# Telegram's own limit is 4096; a longer "message" is not from Telegram and is skipped.
+INTAKE_MAX_MESSAGE_CHARS = env_int("INTAKE_MAX_MESSAGE_CHARS", 4096, minimum=1)
+# Public base URL for setWebhook (e.g. https://bots.example.com); empty: use telegram_poll.
+INTAKE_WEBHOOK_BASE_URL = env_str("INTAKE_WEBHOOK_BASE_URL")
