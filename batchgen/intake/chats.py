@@ -50,6 +50,12 @@ def joined(bot: Bot, chat: Chat) -> Membership:
     return membership
 
 
+def member(bot: Bot, chat: Chat) -> None:
+    """``bot`` hears messages in ``chat``, so it is a member (one statement: this is on
+    every incoming message's path). Rejoining after a removal goes through ``joined``."""
+    Membership.objects.bulk_create([Membership(bot=bot, chat=chat)], ignore_conflicts=True)
+
+
 def gone(bot: Bot, chat: Chat, reason: str) -> None:
     """``bot`` can no longer write in ``chat`` (removed, kicked, blocked): nothing more is
     queued for it there. A chat no active bot is left in is deactivated too."""

@@ -40,28 +40,31 @@ def handle(bot: Bot, update: Any) -> str:
         return MALFORMED
     try:
         with transaction.atomic():
-            ProcessedUpdate.objects.create(bot=bot, update_id=update["update_id"])
             outcome = _dispatch(bot, update)
-            ProcessedUpdate.objects.filter(bot=bot, update_id=update["update_id"]).update(
-                outcome=outcome[:32])
+            # Inserted last, in the same transaction: a concurrent redelivery waits on this
+            # row's unique key, then fails and rolls its own work back.
+            ProcessedUpdate.objects.create(bot=bot, update_id=update["update_id"],
+                                           outcome=outcome[:32])
     except IntegrityError:
         # Telegram redelivers when it missed our answer; webhook and poller may overlap.
         return DUPLICATE
     except Malformed as exc:
+        if not _remember(bot, update["update_id"], MALFORMED):
+            return DUPLICATE
         log.warning("bot %s: malformed update %s skipped: %s", bot.id, update["update_id"], exc)
-        _remember(bot, update["update_id"], MALFORMED)
         return MALFORMED
     if outcome != STORED:
         log.info("bot %s: update %s %s", bot.id, update["update_id"], outcome)
     return outcome
 
 
-def _remember(bot: Bot, update_id: int, outcome: str) -> None:
+def _remember(bot: Bot, update_id: int, outcome: str) -> bool:
     try:
         with transaction.atomic():
             ProcessedUpdate.objects.create(bot=bot, update_id=update_id, outcome=outcome)
     except IntegrityError:
-        pass
+        return False
+    return True
 
 
 def _dispatch(bot: Bot, update: dict) -> str:
@@ -108,10 +111,10 @@ def _message(bot: Bot, message: dict) -> str:
         return "skipped:not text"
     if len(text) > settings.INTAKE_MAX_MESSAGE_CHARS:
         return f"skipped:text over {settings.INTAKE_MAX_MESSAGE_CHARS} characters"
-    if sender.get("id") is not None and Bot.objects.filter(telegram_id=sender["id"]).exists():
+    if sender.get("is_bot") and Bot.objects.filter(telegram_id=sender.get("id")).exists():
         return "skipped:own bot"  # the platform's sends are already in the history
     chat = _chat_of(message)
-    chats.joined(bot, chat)
+    chats.member(bot, chat)
     ChatMessage.objects.bulk_create([ChatMessage(
         chat=chat, telegram_message_id=message_id, speaker=_speaker(sender),
         from_human=not sender.get("is_bot", False), addressed_bot=_addressed(message, text),
