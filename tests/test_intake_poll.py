@@ -60,3 +60,24 @@ def test_a_bot_with_a_revoked_token_does_not_stop_the_others(telegram_env, caplo
 def test_bots_with_a_webhook_are_not_polled(telegram_env) -> None:
     make_intake_bot(webhook_secret="set")
     assert poll_once() == {}
+
+
+def test_a_failure_to_store_keeps_the_offset_so_the_update_comes_again(telegram_env,
+                                                                        monkeypatch) -> None:
+    from django.db import OperationalError
+
+    from batchgen.intake import updates
+
+    alpha = make_intake_bot()
+    say(telegram_env, -100904, "kept", [alpha])
+    real = updates.handle
+
+    def database_gone(bot, update):
+        raise OperationalError("server closed the connection unexpectedly")
+
+    monkeypatch.setattr(updates, "handle", database_gone)
+    assert poll_once() == {"store_failed": 1}
+    assert Bot.objects.get(id=alpha.id).update_offset == 0
+    monkeypatch.setattr(updates, "handle", real)
+    assert poll_once() == {"stored": 1}
+    assert ChatMessage.objects.get().text == "kept"

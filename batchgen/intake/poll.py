@@ -62,7 +62,14 @@ def _store(result: Fetched) -> Counter:
     bot = Bot.objects.get(id=result.bot_id)
     offset = result.offset
     for update in result.updates:
-        outcomes[updates.handle(bot, update)] += 1
+        try:
+            outcomes[updates.handle(bot, update)] += 1
+        except Exception:
+            # Not the update's fault (the database went away...): keep the offset before it
+            # so the next round fetches it again, and let the other bots carry on.
+            log.exception("bot %s: storing an update failed; it will be fetched again", bot.id)
+            outcomes["store_failed"] += 1
+            break
         update_id = update.get("update_id") if isinstance(update, dict) else None
         if type(update_id) is int:
             offset = max(offset, update_id + 1)

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import signal
 import threading
+from collections import Counter
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.db import DatabaseError
 
 from batchgen.intake.poll import poll_once
 
@@ -26,7 +28,13 @@ class Command(BaseCommand):
             for signum in (signal.SIGTERM, signal.SIGINT):
                 signal.signal(signum, lambda *_: stop.set())
         while True:
-            outcomes = poll_once(timeout if loop else 0)
+            try:
+                outcomes = poll_once(timeout if loop else 0)
+            except DatabaseError as exc:
+                if not loop:
+                    raise CommandError(f"database error: {exc}") from exc
+                self.stderr.write(f"telegram_poll: database error, retrying: {exc}")
+                outcomes = Counter()
             summary = ", ".join(f"{k} {n}" for k, n in sorted(outcomes.items())) or "nothing"
             self.stdout.write(f"telegram_poll: {summary}")
             if not loop or stop.is_set():
