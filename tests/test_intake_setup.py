@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import httpx
 import pytest
-from django.contrib.auth import get_user_model
 from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
@@ -21,11 +20,8 @@ TOKEN = "424242:GOOD-TOKEN-abcdefghijklmnopqrstuvwxyz"
 
 
 @pytest.fixture
-def staff_client() -> Client:
-    user = get_user_model().objects.create_superuser("staff", "s@example.invalid", "pw-123456")
-    client = Client()
-    client.force_login(user)
-    return client
+def staff_client(admin_client: Client) -> Client:
+    return admin_client  # pytest-django's client, logged in as a superuser
 
 
 def add_bot(client: Client, token: str, **fields: str):
