@@ -78,8 +78,8 @@ def plan(args: argparse.Namespace, bot_ids: list[int]) -> list[tuple[int, dict]]
     return posts + posts[::10]
 
 
-def post_all(base_url: str, posts: list[tuple[int, dict]], posters: int) -> tuple[float,
-                                                                                    Counter]:
+def post_all(base_url: str, posts: list[tuple[int, dict]], posters: int,
+             secret: str = SECRET) -> tuple[float, Counter]:
     import json
     from http.client import HTTPConnection
     from urllib.parse import urlsplit
@@ -94,7 +94,7 @@ def post_all(base_url: str, posts: list[tuple[int, dict]], posters: int) -> tupl
     def poster(share: list[tuple[int, dict]]) -> None:
         seen: Counter = Counter()
         connection = HTTPConnection(host, port, timeout=30)
-        headers = {"X-Telegram-Bot-Api-Secret-Token": SECRET,
+        headers = {"X-Telegram-Bot-Api-Secret-Token": secret,
                    "Content-Type": "application/json"}
         start.wait()
         for bot_id, update in share:
@@ -145,9 +145,15 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if not wait_for_port(port, timeout=60):
             raise SystemExit("bench.intake_section: gunicorn did not start")
+        base_url = f"http://127.0.0.1:{port}"
+        # The same stack's cheapest answer (a wrong secret: one bot lookup, 403), measured
+        # in the same run, so the figure can be read against what this machine gives now.
+        floor_s, _ = post_all(base_url, posts[: args.updates // 2], args.posters, "wrong")
         load_before = os.getloadavg()
-        seconds, outcomes = post_all(f"http://127.0.0.1:{port}", posts, args.posters)
+        seconds, outcomes = post_all(base_url, posts, args.posters)
         load_after = os.getloadavg()
+        print(f"same stack, 403 for a wrong secret: {args.updates // 2 / floor_s:.0f} "
+              f"requests/s (the ceiling on this machine right now)")
     finally:
         server.terminate()
         server.wait(timeout=30)
