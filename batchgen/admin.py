@@ -59,6 +59,29 @@ class BotAdmin(admin.ModelAdmin):
     list_filter = ["is_active"]
     search_fields = ["name", "username", "persona"]
     readonly_fields = ["username"]
+    actions = ["use_webhook", "use_polling"]
+
+    @admin.action(description="Receive updates by webhook (setWebhook)")
+    def use_webhook(self, request: HttpRequest, bots) -> None:
+        from batchgen.intake.setup import switch_delivery
+
+        for bot in bots:
+            self._report(request, bot, switch_delivery, bot, webhook=True)
+
+    @admin.action(description="Receive updates with telegram_poll (deleteWebhook)")
+    def use_polling(self, request: HttpRequest, bots) -> None:
+        from batchgen.intake.setup import switch_delivery
+
+        for bot in bots:
+            self._report(request, bot, switch_delivery, bot, webhook=False)
+
+    def _report(self, request: HttpRequest, bot: Bot, action, *args, **kwargs) -> None:
+        from batchgen.intake.bot_api import BotApiError
+
+        try:
+            messages.success(request, f"{bot}: {action(*args, **kwargs)}")
+        except (BotApiError, ValueError) as exc:
+            messages.error(request, f"{bot}: {exc}")
 
     @admin.display(description="persona")
     def persona_excerpt(self, bot: Bot) -> str:

@@ -82,3 +82,22 @@ def test_enabling_the_webhook_registers_url_and_a_fresh_secret(telegram_env) -> 
     assert len(secret) >= 32
     conflict = httpx.post(f"{telegram_env.base_url}/bot{bot.telegram_token}/getUpdates")
     assert conflict.status_code == 409  # Telegram refuses polling while a webhook is set
+
+
+def test_the_admin_switches_a_bot_between_webhook_and_polling(staff_client, telegram_env,
+                                                              settings) -> None:
+    bot = make_intake_bot()
+    changelist = reverse("admin:batchgen_bot_changelist")
+    settings.INTAKE_WEBHOOK_BASE_URL = ""
+    page = staff_client.post(changelist, {"action": "use_webhook", "_selected_action": [bot.pk]},
+                             follow=True).content.decode()
+    assert "INTAKE_WEBHOOK_BASE_URL is empty" in page
+    settings.INTAKE_WEBHOOK_BASE_URL = "https://bots.example.invalid"
+    page = staff_client.post(changelist, {"action": "use_webhook", "_selected_action": [bot.pk]},
+                             follow=True).content.decode()
+    assert f"updates now arrive at https://bots.example.invalid/telegram/webhook/{bot.id}/" \
+        in page and Bot.objects.get(id=bot.id).webhook_secret
+    staff_client.post(changelist, {"action": "use_polling", "_selected_action": [bot.pk]})
+    assert Bot.objects.get(id=bot.id).webhook_secret == ""
+    polled = httpx.post(f"{telegram_env.base_url}/bot{bot.telegram_token}/getUpdates")
+    assert polled.status_code == 200

@@ -41,3 +41,16 @@ def enable_webhook(bot: Bot, base_url: str | None = None, api: BotApi | None = N
     Bot.objects.filter(id=bot.id).update(webhook_secret=secret)
     bot.webhook_secret = secret
     return url
+
+
+def switch_delivery(bot: Bot, webhook: bool, api: BotApi | None = None) -> str:
+    """Point ``bot``'s updates at our webhook, or back to getUpdates; says what it did."""
+    if webhook:
+        if not settings.INTAKE_WEBHOOK_BASE_URL:
+            raise ValueError("INTAKE_WEBHOOK_BASE_URL is empty: set it to this site's public "
+                             "https:// address, or keep using telegram_poll")
+        return f"updates now arrive at {enable_webhook(bot, api=api)}"
+    with api or BotApi() as client:
+        client.delete_webhook(bot.telegram_token)
+    Bot.objects.filter(id=bot.id).update(webhook_secret="")
+    return "webhook removed; telegram_poll fetches the updates"
