@@ -207,3 +207,11 @@ def test_concurrent_producers_queue_one_item_per_trigger() -> None:
     # 20 messages × 4 bots replies, and one cadence post for each of the 4 bots.
     assert QueueItem.objects.count() == 84 == Trigger.objects.count()
     assert Trigger.objects.filter(queue_item__isnull=True).count() == 0
+
+
+def test_a_message_older_than_an_hour_gets_no_reply() -> None:
+    alpha = make_intake_bot()
+    chat = group(alpha)
+    heard(chat, "yesterday's news", at=timezone.now() - timedelta(hours=2))
+    assert produce() == 0
+    assert ChatMessage.objects.get().produced  # handled: not looked at again

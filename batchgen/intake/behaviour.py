@@ -33,13 +33,15 @@ REPLY_PRIORITY = 100
 ANSWER_PRIORITY = 50
 CADENCE_PRIORITY = 0
 _BATCH = 500  # human messages handled per call; the rest wait for the next tick
-_ANSWER_WINDOW = timedelta(hours=1)  # older bot messages are not answered any more
+# Older messages get no answer: after an outage of the poller, replying to yesterday's
+# conversation would only confuse the chat.
+_ANSWER_WINDOW = timedelta(hours=1)
 
 
 def produce(now: datetime | None = None) -> int:
     """Queue what the chats call for right now; returns how many items were queued."""
     now = now or timezone.now()
-    return _replies() + _answers(now) + _cadence(now)
+    return _replies(now) + _answers(now) + _cadence(now)
 
 
 def in_quiet_hours(chat: Chat, now: datetime) -> bool:
@@ -71,12 +73,13 @@ def _queue(key: str, kind: str, bot: Bot, chat: Chat, priority: int) -> bool:
     return True
 
 
-def _replies() -> int:
+def _replies(now: datetime) -> int:
     queued = 0
     pending = list(ChatMessage.objects.filter(produced=False)
                    .select_related("chat", "addressed_bot").order_by("sent_at", "id")[:_BATCH])
     for message in pending:
-        if message.from_human and message.chat.is_active:
+        fresh = message.sent_at >= now - _ANSWER_WINDOW
+        if message.from_human and message.chat.is_active and fresh:
             queued += _reply_to(message)
         ChatMessage.objects.filter(id=message.id).update(produced=True)
     return queued
