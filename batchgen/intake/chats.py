@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 
 from django.db import IntegrityError, transaction
+from django.db.models import Exists, OuterRef
 
 from batchgen.intake.models import ChatMessage, Membership
 from batchgen.models import Bot, Chat, Message
@@ -18,17 +19,35 @@ log = logging.getLogger(__name__)
 _TYPES = set(Chat.Type.values)
 
 
-def discovered(telegram_chat_id: int, title: str, chat_type: str) -> Chat:
-    """The chat row for ``telegram_chat_id``, created or brought up to date."""
+def discovered(telegram_chat_id: int, title: str, chat_type: str,
+               heard_by: Bot | None = None) -> Chat:
+    """The chat row for ``telegram_chat_id``, created or brought up to date; ``heard_by``
+    (the bot a message reached) is made a member if it is not one yet."""
     chat_type = chat_type if chat_type in _TYPES else ""
-    chat = Chat.objects.filter(telegram_chat_id=telegram_chat_id).first()
+    found = Chat.objects.filter(telegram_chat_id=telegram_chat_id)
+    if heard_by is not None:
+        # One query on every incoming message's path: the chat and whether the bot is in it.
+        found = found.annotate(heard_by_member=Exists(
+            Membership.objects.filter(chat=OuterRef("pk"), bot=heard_by)))
+    chat = found.first()
+    if heard_by is not None and not getattr(chat, "heard_by_member", False):
+        chat = chat or _create(telegram_chat_id, title, chat_type)
+        member(heard_by, chat)
     if chat is None:
-        try:
-            with transaction.atomic():
-                return Chat.objects.create(telegram_chat_id=telegram_chat_id, title=title,
-                                           chat_type=chat_type)
-        except IntegrityError:  # another update for the same new chat got there first
-            chat = Chat.objects.get(telegram_chat_id=telegram_chat_id)
+        return _create(telegram_chat_id, title, chat_type)
+    return _refresh(chat, title, chat_type)
+
+
+def _create(telegram_chat_id: int, title: str, chat_type: str) -> Chat:
+    try:
+        with transaction.atomic():
+            return Chat.objects.create(telegram_chat_id=telegram_chat_id, title=title,
+                                       chat_type=chat_type)
+    except IntegrityError:  # another update for the same new chat got there first
+        return Chat.objects.get(telegram_chat_id=telegram_chat_id)
+
+
+def _refresh(chat: Chat, title: str, chat_type: str) -> Chat:
     changes = {k: v for k, v in (("title", title), ("chat_type", chat_type))
                if v and getattr(chat, k) != v}
     if changes:

@@ -83,12 +83,12 @@ def _field(data: dict, name: str, kind: type | tuple[type, ...]) -> Any:
     return value
 
 
-def _chat_of(data: dict) -> Chat:
+def _chat_of(data: dict, heard_by: Bot | None = None) -> Chat:
     chat = _field(data, "chat", dict)
     title = chat.get("title") or " ".join(
         str(chat.get(k) or "") for k in ("first_name", "last_name")).strip()
     return chats.discovered(_field(chat, "id", int), storable(str(title))[:200],
-                            str(chat.get("type") or ""))
+                            str(chat.get("type") or ""), heard_by)
 
 
 def _membership(bot: Bot, change: dict) -> str:
@@ -113,8 +113,7 @@ def _message(bot: Bot, message: dict) -> str:
         return f"skipped:text over {settings.INTAKE_MAX_MESSAGE_CHARS} characters"
     if sender.get("is_bot") and Bot.objects.filter(telegram_id=sender.get("id")).exists():
         return "skipped:own bot"  # the platform's sends are already in the history
-    chat = _chat_of(message)
-    chats.member(bot, chat)
+    chat = _chat_of(message, heard_by=bot)
     ChatMessage.objects.bulk_create([ChatMessage(
         chat=chat, telegram_message_id=message_id, speaker=_speaker(sender),
         from_human=not sender.get("is_bot", False), addressed_bot=_addressed(message, text),
