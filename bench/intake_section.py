@@ -123,6 +123,46 @@ def post_all(base_url: str, posts: list[tuple[int, dict]], posters: int,
     return time.perf_counter() - began, outcomes
 
 
+def serving_pids(master: int) -> dict[str, list[int]]:
+    """The gunicorn workers and this database's server processes (their connections
+    persist, CONN_MAX_AGE, so they are the ones the run will use)."""
+    from django.db import connection
+
+    from bench.harness import child_pids
+
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
+                       "AND pid <> pg_backend_pid()")
+        database = [row[0] for row in cursor.fetchall()]
+    return {"web": [master, *child_pids(master)], "database": database}
+
+
+def cpu_seconds(pids: dict[str, list[int]]) -> dict[str, float]:
+    """User + system CPU of each group, from /proc (the machine is shared: wall-clock
+    throughput moves with everybody else's load, CPU per update does not)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    used = {}
+    for group, members in pids.items():
+        total = 0
+        for pid in members:
+            try:
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            total += int(fields[11]) + int(fields[12])
+        used[group] = total / tick
+    return used
+
+
+def print_cpu(before: dict[str, float], after: dict[str, float], posts: int) -> None:
+    web = (after["web"] - before["web"]) / posts * 1000
+    database = (after["database"] - before["database"]) / posts * 1000
+    cores = os.cpu_count() or 1
+    print(f"CPU per update: web {web:.2f} ms + PostgreSQL {database:.2f} ms = "
+          f"{web + database:.2f} ms, so {cores} idle cores would take about "
+          f"{cores * 1000 / (web + database):.0f} updates/s")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     env = environment()
@@ -150,8 +190,15 @@ def main(argv: list[str] | None = None) -> int:
         # in the same run, so the figure can be read against what this machine gives now.
         floor_s, _ = post_all(base_url, posts[: args.updates // 2], args.posters, "wrong")
         load_before = os.getloadavg()
+        pids = serving_pids(server.pid)
+        cpu_before = cpu_seconds(pids)
         seconds, outcomes = post_all(base_url, posts, args.posters)
+        # Connections opened during the run count whole (their CPU before it was zero).
+        for group, members in serving_pids(server.pid).items():
+            pids[group] = sorted(set(pids[group]) | set(members))
+        cpu_after = cpu_seconds(pids)
         load_after = os.getloadavg()
+        print_cpu(cpu_before, cpu_after, len(posts))
         print(f"same stack, 403 for a wrong secret: {args.updates // 2 / floor_s:.0f} "
               f"requests/s (the ceiling on this machine right now)")
     finally:
