@@ -21,6 +21,7 @@ import sys
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -154,11 +155,25 @@ def cpu_seconds(pids: dict[str, list[int]]) -> dict[str, float]:
     return used
 
 
-def print_cpu(before: dict[str, float], after: dict[str, float], posts: int) -> None:
-    web = (after["web"] - before["web"]) / posts * 1000
-    database = (after["database"] - before["database"]) / posts * 1000
+def measured(master: int, run: Callable[[], tuple[float, Counter]]
+             ) -> tuple[float, Counter, dict[str, float]]:
+    """``run()``'s seconds and outcomes, and the CPU seconds the server side spent on it."""
+    pids = serving_pids(master)
+    before = cpu_seconds(pids)
+    seconds, outcomes = run()
+    # Connections opened during the run count whole (their CPU before it was zero).
+    for group, members in serving_pids(master).items():
+        pids[group] = sorted(set(pids[group]) | set(members))
+    after = cpu_seconds(pids)
+    used = {group: after[group] - before.get(group, 0.0) for group in after}
+    return seconds, outcomes, used
+
+
+def print_cpu(what: str, used: dict[str, float], requests: int) -> None:
+    web = used["web"] / requests * 1000
+    database = used["database"] / requests * 1000
     cores = os.cpu_count() or 1
-    print(f"CPU per update: web {web:.2f} ms + PostgreSQL {database:.2f} ms = "
+    print(f"CPU per {what}: web {web:.2f} ms + PostgreSQL {database:.2f} ms = "
           f"{web + database:.2f} ms, so {cores} idle cores would take about "
           f"{cores * 1000 / (web + database):.0f} updates/s")
 
@@ -188,18 +203,16 @@ def main(argv: list[str] | None = None) -> int:
         base_url = f"http://127.0.0.1:{port}"
         # The same stack's cheapest answer (a wrong secret: one bot lookup, 403), measured
         # in the same run, so the figure can be read against what this machine gives now.
-        floor_s, _ = post_all(base_url, posts[: args.updates // 2], args.posters, "wrong")
+        warmup = posts[: args.updates // 2]
+        floor_s, _, floor_cpu = measured(server.pid, lambda: post_all(
+            base_url, warmup, args.posters, "wrong"))
         load_before = os.getloadavg()
-        pids = serving_pids(server.pid)
-        cpu_before = cpu_seconds(pids)
-        seconds, outcomes = post_all(base_url, posts, args.posters)
-        # Connections opened during the run count whole (their CPU before it was zero).
-        for group, members in serving_pids(server.pid).items():
-            pids[group] = sorted(set(pids[group]) | set(members))
-        cpu_after = cpu_seconds(pids)
+        seconds, outcomes, cpu = measured(server.pid, lambda: post_all(
+            base_url, posts, args.posters))
         load_after = os.getloadavg()
-        print_cpu(cpu_before, cpu_after, len(posts))
-        print(f"same stack, 403 for a wrong secret: {args.updates // 2 / floor_s:.0f} "
+        print_cpu("a stored update", cpu, len(posts))
+        print_cpu("a 403 (same stack, wrong secret)", floor_cpu, len(warmup))
+        print(f"same stack, 403 for a wrong secret: {len(warmup) / floor_s:.0f} "
               f"requests/s (the ceiling on this machine right now)")
     finally:
         server.terminate()
