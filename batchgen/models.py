@@ -74,6 +74,14 @@ class Chat(models.Model):
     def __str__(self) -> str:
         return self.title or str(self.telegram_chat_id)
 
+    def clean(self) -> None:
+        if (self.quiet_start is None) != (self.quiet_end is None):
+            missing = "quiet_end" if self.quiet_end is None else "quiet_start"
+            raise ValidationError({missing: "quiet hours need both quiet_start and quiet_end, "
+                                            "or neither"})
+        if self.quiet_start is not None and self.quiet_start == self.quiet_end:
+            raise ValidationError({"quiet_end": "quiet_end must differ from quiet_start"})
+
     @property
     def is_group(self) -> bool:
         # Telegram gives groups and channels negative ids, private chats positive.

@@ -101,3 +101,21 @@ def test_the_admin_switches_a_bot_between_webhook_and_polling(staff_client, tele
     assert Bot.objects.get(id=bot.id).webhook_secret == ""
     polled = httpx.post(f"{telegram_env.base_url}/bot{bot.telegram_token}/getUpdates")
     assert polled.status_code == 200
+
+
+@pytest.mark.parametrize(("start", "end", "field", "message"), [
+    ("22:00", "", "quiet_end", "quiet hours need both quiet_start and quiet_end, or neither"),
+    ("", "07:00", "quiet_start", "quiet hours need both quiet_start and quiet_end, or neither"),
+    ("07:00", "07:00", "quiet_end", "quiet_end must differ from quiet_start"),
+])
+def test_half_set_or_empty_quiet_hours_are_refused_naming_the_field(
+        staff_client, start, end, field, message) -> None:
+    chat = make_chat(title="Night owls")
+    url = reverse("admin:batchgen_chatbehaviour_change", args=[chat.pk])
+    response = staff_client.post(url, {
+        "title": "Night owls", "is_active": "on", "time_zone": "UTC", "quiet_start": start,
+        "quiet_end": end, "max_bot_turns": "3", "memberships-TOTAL_FORMS": "0",
+        "memberships-INITIAL_FORMS": "0"})
+    assert response.status_code == 200  # the form again, with the error
+    assert message in response.content.decode()
+    assert field in response.context["adminform"].form.errors
