@@ -67,12 +67,13 @@ class BotForm(forms.ModelForm):
     telegram_token = forms.CharField(
         required=False, strip=True,
         widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "new-password"}),
-        help_text="Write-only. Leave empty to keep the current token.",
+        help_text="The token @BotFather gave you (123456:ABC…), checked with Telegram on save. "
+                  "Write-only: when editing, leave empty to keep the saved token.",
     )
 
     class Meta:
         model = Bot
-        fields = ["name", "telegram_token", "persona", "is_active"]
+        fields = ["name", "telegram_token", "persona", "system_prompt", "is_active"]
 
     def clean_telegram_token(self) -> str:
         token = self.cleaned_data["telegram_token"]
@@ -82,13 +83,54 @@ class BotForm(forms.ModelForm):
             return Bot.objects.only("telegram_token").get(pk=self.instance.pk).telegram_token
         raise forms.ValidationError("telegram_token is required for a new bot")
 
+    def clean(self) -> dict:
+        """Saving calls getMe: a wrong token is refused with Telegram's reason."""
+        from batchgen.intake.bot_api import BotApiError
+        from batchgen.intake.setup import check_token
+
+        cleaned = super().clean()
+        token = cleaned.get("telegram_token")
+        if token:
+            try:
+                identity = check_token(token)
+            except BotApiError as exc:
+                self.add_error("telegram_token", f"Telegram refused this token: {exc}")
+            else:
+                self.instance.telegram_id = identity.telegram_id
+                self.instance.username = identity.username
+        return cleaned
+
 
 @admin.register(Bot)
 class BotAdmin(admin.ModelAdmin):
     form = BotForm
-    list_display = ["name", "is_active", "persona_excerpt", "created_at"]
+    list_display = ["name", "username", "is_active", "persona_excerpt", "created_at"]
     list_filter = ["is_active"]
-    search_fields = ["name", "persona"]
+    search_fields = ["name", "username", "persona"]
+    readonly_fields = ["username"]
+    actions = ["use_webhook", "use_polling"]
+
+    @admin.action(description="Receive updates by webhook (setWebhook)")
+    def use_webhook(self, request: HttpRequest, bots) -> None:
+        from batchgen.intake.setup import switch_delivery
+
+        for bot in bots:
+            self._report(request, bot, switch_delivery, bot, webhook=True)
+
+    @admin.action(description="Receive updates with telegram_poll (deleteWebhook)")
+    def use_polling(self, request: HttpRequest, bots) -> None:
+        from batchgen.intake.setup import switch_delivery
+
+        for bot in bots:
+            self._report(request, bot, switch_delivery, bot, webhook=False)
+
+    def _report(self, request: HttpRequest, bot: Bot, action, *args, **kwargs) -> None:
+        from batchgen.intake.bot_api import BotApiError
+
+        try:
+            messages.success(request, f"{bot}: {action(*args, **kwargs)}")
+        except (BotApiError, ValueError) as exc:
+            messages.error(request, f"{bot}: {exc}")
 
     @admin.display(description="persona")
     def persona_excerpt(self, bot: Bot) -> str:
@@ -319,3 +361,6 @@ class MessageAdmin(DerivedAdmin):
     @admin.display(description="parts", ordering="parts_sent")
     def parts(self, message: Message) -> int:
         return message.parts_sent
+
+
+from batchgen.intake import admin as intake_admin  # noqa: E402,F401,I001

@@ -29,6 +29,16 @@ class Bot(models.Model):
                                        "characters (it has %(show_value)d).")])
     is_active = models.BooleanField(default=True)
     created_at = models.DateTimeField(auto_now_add=True)
+    # Filled from getMe when the bot is saved: the mention and reply detection needs them.
+    username = models.CharField(max_length=64, blank=True, default="",
+                                help_text="From Telegram's getMe when the bot is saved.")
+    telegram_id = models.BigIntegerField(null=True, blank=True, editable=False)
+    system_prompt = models.TextField(
+        blank=True, default="",
+        help_text="Empty: the platform's default system prompt (BOT_DEFAULT_SYSTEM_PROMPT).")
+    # getUpdates' offset, kept here so a restarted poller neither loses nor repeats updates.
+    update_offset = models.BigIntegerField(default=0, editable=False)
+    webhook_secret = models.CharField(max_length=64, blank=True, default="", editable=False)
 
     class Meta:
         ordering = ["name"]
@@ -37,16 +47,51 @@ class Bot(models.Model):
         return self.name
 
 
+def _validate_time_zone(value: str) -> None:
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValidationError(
+            f"time_zone must be an IANA time zone such as Europe/Berlin, got {value!r}"
+        ) from None
+
+
 class Chat(models.Model):
+    class Type(models.TextChoices):
+        PRIVATE = "private"
+        GROUP = "group"
+        SUPERGROUP = "supergroup"
+        CHANNEL = "channel"
+
     telegram_chat_id = models.BigIntegerField(unique=True)
     title = models.CharField(max_length=200, blank=True, default="")
     created_at = models.DateTimeField(auto_now_add=True)
+    chat_type = models.CharField(max_length=16, choices=Type.choices, blank=True, default="")
+    is_active = models.BooleanField(
+        default=True, help_text="Off when no bot can write here any more (removed, blocked).")
+    time_zone = models.CharField(max_length=64, default="UTC", validators=[_validate_time_zone],
+                                 help_text="For quiet hours, e.g. Europe/Berlin.")
+    quiet_start = models.TimeField(null=True, blank=True,
+                                   help_text="No cadence posts or bot-to-bot turns from here…")
+    quiet_end = models.TimeField(null=True, blank=True, help_text="…until here (local time).")
+    max_bot_turns = models.PositiveIntegerField(
+        default=3, help_text="Bot messages in a row without a human before the bots stop.")
 
     class Meta:
         ordering = ["title", "telegram_chat_id"]
 
     def __str__(self) -> str:
         return self.title or str(self.telegram_chat_id)
+
+    def clean(self) -> None:
+        if (self.quiet_start is None) != (self.quiet_end is None):
+            missing = "quiet_end" if self.quiet_end is None else "quiet_start"
+            raise ValidationError({missing: "quiet hours need both quiet_start and quiet_end, "
+                                            "or neither"})
+        if self.quiet_start is not None and self.quiet_start == self.quiet_end:
+            raise ValidationError({"quiet_end": "quiet_end must differ from quiet_start"})
 
     @property
     def is_group(self) -> bool:
@@ -277,3 +322,6 @@ class Generation(models.Model):
     def __str__(self) -> str:
         outcome = "ok" if self.ok else (self.error_kind or "failed")
         return f"Generation #{self.pk} for item {self.queue_item_id} [{outcome}]"
+
+
+from batchgen.intake.models import *  # noqa: E402,F401,F403,I001  (intake's models, one app)

@@ -245,3 +245,13 @@ HEALTH_PENDING_STALE_SECONDS = env_float("HEALTH_PENDING_STALE_SECONDS", 300.0, 
 # --- Logging: one format for the project, RQ, tick and gunicorn's workers ---------------
 LOG_FORMAT = env_choice("LOG_FORMAT", "plain", ("plain", "json"))
 LOGGING = logging_config(LOG_FORMAT, env_choice("LOG_LEVEL", "INFO", LOG_LEVELS).upper())
+
+# --- Intake: Telegram updates, chat history, behaviour ------------------------
+# The system prompt of every bot that has none of its own; empty: batchgen.prompts' default.
+BOT_DEFAULT_SYSTEM_PROMPT = env_str("BOT_DEFAULT_SYSTEM_PROMPT")
+# How much of a chat's history goes into a prompt (estimated tokens, newest kept first).
+INTAKE_HISTORY_TOKENS = env_int("INTAKE_HISTORY_TOKENS", 1000, minimum=0)
+# Telegram's own limit is 4096; a longer "message" is not from Telegram and is skipped.
+INTAKE_MAX_MESSAGE_CHARS = env_int("INTAKE_MAX_MESSAGE_CHARS", 4096, minimum=1)
+# Public base URL for setWebhook (e.g. https://bots.example.com); empty: use telegram_poll.
+INTAKE_WEBHOOK_BASE_URL = env_str("INTAKE_WEBHOOK_BASE_URL")

@@ -11,6 +11,7 @@ urlpatterns = [
     path("", RedirectView.as_view(pattern_name="dashboard:index", permanent=False)),
     path("admin/", admin.site.urls),
     path("dashboard/", include("batchgen.urls")),
+    path("telegram/", include("batchgen.intake.urls")),
     # Replaces django_prometheus.urls: the same registry plus the Redis-backed
     # figures from every worker, behind METRICS_TOKEN in production.
     path("metrics", metrics_view, name="metrics"),

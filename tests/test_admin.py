@@ -88,7 +88,7 @@ def test_anonymous_and_non_staff_users_are_kept_out() -> None:
     assert Setting.load().batch_mode_enabled is False
 
 
-def test_the_bot_token_is_write_only(staff_client: Client) -> None:
+def test_the_bot_token_is_write_only(staff_client: Client, telegram_env) -> None:
     bot = make_bot("tokenbot", telegram_token="123456:SECRET-TOKEN-VALUE-abcdefghijklmnop")
     url = reverse("admin:batchgen_bot_change", args=[bot.pk])
     page = staff_client.get(url).content.decode()

@@ -2,11 +2,11 @@
 
 Bot API:
     POST /bot{token}/sendMessage   JSON, form or query: chat_id, text
-    GET|POST /bot{token}/getMe
+    getMe, getUpdates, setWebhook, deleteWebhook, getChat: see batchgen.fakes.telegram_intake
 Control (not part of Telegram):
     GET  /_messages[?chat_id=N]    accepted messages: token, chat_id, text, time, message_id, params
     GET  /_stats                   requests, messages, responses by status, max_per_chat_per_second
-    POST /_reset                   forget messages, stats and faults
+    POST /_reset                   forget messages, stats, faults, updates and webhooks
     POST /_control                 JSON, a fault for the next ``count`` requests (optionally
         only those to ``chat_id``): {"fault": "429"|"400"|"401"|"403"|"500"|"migrate"|"drop"|
         "latency", "count": 1, "chat_id": null, "retry_after": 1, "latency": 0.0,
@@ -29,6 +29,8 @@ from collections import Counter
 from dataclasses import asdict, dataclass
 
 from aiohttp import web
+
+from batchgen.fakes import telegram_intake
 
 __all__ = ["FakeTelegram", "make_app"]
 
@@ -190,12 +192,6 @@ def _drop(state: FakeTelegram, request: web.Request) -> web.Response:
     return web.Response(status=200)  # never reaches the client: the socket is gone
 
 
-async def get_me(request: web.Request) -> web.Response:
-    bot_id = _chat_id(request.match_info["token"].split(":", 1)[0]) or 1
-    result = {"id": bot_id, "is_bot": True, "first_name": "Fake bot", "username": "fake_bot"}
-    return _reply(request.app[STATE], 200, {"ok": True, "result": result})
-
-
 async def list_messages(request: web.Request) -> web.Response:
     messages = request.app[STATE].messages
     chat_id = _chat_id(request.query.get("chat_id"))
@@ -210,6 +206,7 @@ async def stats(request: web.Request) -> web.Response:
 
 async def reset(request: web.Request) -> web.Response:
     request.app[STATE].reset()
+    request.app[telegram_intake.INTAKE].reset()
     return web.json_response({"ok": True})
 
 
@@ -241,7 +238,7 @@ def make_app(latency: float = 0.0, chat_limit_per_second: int | None = None) -> 
     app = web.Application()
     app[STATE] = FakeTelegram(latency, chat_limit_per_second)
     app.router.add_route("*", "/bot{token}/sendMessage", send_message)
-    app.router.add_route("*", "/bot{token}/getMe", get_me)
+    telegram_intake.add_routes(app)
     app.router.add_get("/_messages", list_messages)
     app.router.add_get("/_stats", stats)
     app.router.add_post("/_reset", reset)

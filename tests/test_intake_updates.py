@@ -1,0 +1,168 @@
+"""The one update handler, through the webhook view: secrets, dedup, bad input, discovery."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import pytest
+from django.test import Client
+from django.urls import reverse
+
+from batchgen.intake.models import ChatMessage, Membership, ProcessedUpdate
+from batchgen.models import Bot, Chat
+from tests.intake_support import make_intake_bot, text_message, update
+
+pytestmark = pytest.mark.django_db
+
+SECRET = "s3cret-webhook-token"
+
+
+def hooked_bot(**fields) -> Bot:
+    return make_intake_bot(webhook_secret=SECRET, **fields)
+
+
+def post(bot_id: int, body: object, secret: str | None = SECRET, raw: bytes | None = None):
+    headers = {} if secret is None else {"HTTP_X_TELEGRAM_BOT_API_SECRET_TOKEN": secret}
+    data = raw if raw is not None else json.dumps(body)
+    return Client().post(reverse("intake:webhook", args=[bot_id]), data=data,
+                         content_type="application/json", **headers)
+
+
+def test_a_webhook_message_is_stored_with_its_chat_discovered() -> None:
+    bot = hooked_bot()
+    response = post(bot.id, update(1, message=text_message(10, -100123, "hello there")))
+    assert response.status_code == 200 and response.json()["outcome"] == "stored"
+    chat = Chat.objects.get(telegram_chat_id=-100123)
+    assert (chat.title, chat.chat_type) == ("Lounge", "group")
+    [heard] = ChatMessage.objects.all()
+    assert (heard.speaker, heard.text, heard.from_human) == ("Alice", "hello there", True)
+    assert Membership.objects.filter(bot=bot, chat=chat, is_active=True).exists()
+
+
+@pytest.mark.parametrize("secret", [None, "", "wrong", SECRET + "x"])
+def test_a_wrong_or_missing_secret_gets_403_and_stores_nothing(secret, caplog) -> None:
+    bot = hooked_bot()
+    response = post(bot.id, update(1, message=text_message(10, -100123, "hi")), secret=secret)
+    assert response.status_code == 403
+    assert not ChatMessage.objects.exists() and not Chat.objects.exists()
+    assert not ProcessedUpdate.objects.exists()
+    assert "wrong or missing secret" in caplog.text
+
+
+def test_a_bot_without_a_webhook_secret_refuses_every_webhook_post() -> None:
+    bot = make_intake_bot()
+    assert post(bot.id, update(1, message=text_message(10, -1, "hi")), secret="").status_code \
+        == 403
+
+
+def test_an_unknown_bot_gets_404_and_stores_nothing(caplog) -> None:
+    response = post(999_999, update(1, message=text_message(10, -100123, "hi")))
+    assert response.status_code == 404
+    assert not ChatMessage.objects.exists() and "unknown or inactive bot" in caplog.text
+
+
+def test_the_same_update_delivered_twice_is_stored_once() -> None:
+    bot = hooked_bot()
+    body = update(7, message=text_message(10, -100123, "only once"))
+    assert post(bot.id, body).json()["outcome"] == "stored"
+    assert post(bot.id, body).json()["outcome"] == "duplicate"
+    assert ChatMessage.objects.count() == 1 and ProcessedUpdate.objects.count() == 1
+
+
+def test_one_group_message_reaching_two_bots_is_stored_once() -> None:
+    first, second = hooked_bot(), hooked_bot()
+    message = text_message(10, -100123, "hello both")
+    post(first.id, update(1, message=message))
+    post(second.id, update(1, message=message))  # each bot numbers its own updates
+    assert ChatMessage.objects.count() == 1
+    assert Membership.objects.filter(chat__telegram_chat_id=-100123).count() == 2
+
+
+BAD_UPDATES = {
+    "not an object": (["a", "list"], "malformed"),
+    "no update_id": ({"message": text_message(1, -5, "x")}, "malformed"),
+    "update_id a string": ({"update_id": "3", "message": text_message(1, -5, "x")},
+                           "malformed"),
+    "message not an object": (update(3, message="hello"), "malformed"),
+    "chat missing": (update(3, message={"message_id": 1, "text": "x", "from": {"id": 1}}),
+                     "malformed"),
+    "chat id a string": (update(3, message={**text_message(1, -5, "x"),
+                                            "chat": {"id": "-5", "type": "group"}}),
+                         "malformed"),
+    "edited message": (update(3, edited_message=text_message(1, -5, "changed")),
+                       "skipped:edited_message"),
+    "photo": (update(3, message={**text_message(1, -5, ""), "photo": [{"file_id": "f"}]}),
+              "skipped:not text"),
+    "sticker": (update(3, message={k: v for k, v in {
+        **text_message(1, -5, ""), "sticker": {"file_id": "s"}}.items() if k != "text"}),
+                "skipped:not text"),
+    "service message": (update(3, message={k: v for k, v in {
+        **text_message(1, -5, ""), "new_chat_members": [{"id": 9}]}.items() if k != "text"}),
+                        "skipped:not text"),
+    "huge message": (update(3, message=text_message(1, -5, "x" * 4097)),
+                     "skipped:text over 4096 characters"),
+    "unknown kind": (update(3, poll={"id": "1"}), "skipped:unknown kind"),
+}
+
+
+@pytest.mark.parametrize("case", BAD_UPDATES)
+def test_bad_input_is_skipped_with_a_logged_reason_and_stores_no_message(case, caplog) -> None:
+    caplog.set_level(logging.INFO, logger="batchgen")
+    bot = hooked_bot()
+    body, outcome = BAD_UPDATES[case]
+    response = post(bot.id, body)
+    assert response.status_code == 200  # any other answer makes Telegram redeliver it
+    assert response.json()["outcome"] == outcome
+    assert not ChatMessage.objects.exists()
+    assert outcome.split(":")[-1] in caplog.text or "malformed update" in caplog.text
+
+
+def test_a_body_that_is_not_json_is_skipped_not_an_error() -> None:
+    bot = hooked_bot()
+    response = post(bot.id, None, raw=b"{not json")
+    assert response.status_code == 200 and response.json()["outcome"] == "malformed"
+
+
+def test_a_redelivered_malformed_update_is_skipped_as_a_duplicate() -> None:
+    bot = hooked_bot()
+    body = update(4, message="not an object")
+    assert post(bot.id, body).json()["outcome"] == "malformed"
+    assert post(bot.id, body).json()["outcome"] == "duplicate"
+
+
+def test_unstorable_text_is_replaced_before_it_reaches_the_database() -> None:
+    bot = hooked_bot()
+    post(bot.id, update(1, message=text_message(10, -100123, "nul\x00here")))
+    assert ChatMessage.objects.get().text == "nul\ufffdhere"
+
+
+def test_messages_from_the_platforms_own_bots_are_not_stored_twice() -> None:
+    bot, other = hooked_bot(), make_intake_bot()
+    message = text_message(10, -100123, "I said this", sender_id=other.telegram_id,
+                           is_bot=True)
+    assert post(bot.id, update(1, message=message)).json()["outcome"] == "skipped:own bot"
+
+
+def test_a_mention_or_a_reply_marks_the_bot_it_addresses() -> None:
+    bot, named = hooked_bot(), make_intake_bot()
+    post(bot.id, update(1, message=text_message(10, -7, f"hey @{named.username}, you there?")))
+    reply = text_message(11, -7, "yes you", reply_to_message={
+        "message_id": 3, "from": {"id": bot.telegram_id, "is_bot": True}})
+    post(bot.id, update(2, message=reply))
+    post(bot.id, update(3, message=text_message(12, -7, "@nobody_bot hi")))
+    addressed = dict(ChatMessage.objects.values_list("telegram_message_id", "addressed_bot"))
+    assert addressed == {10: named.id, 11: bot.id, 12: None}
+
+
+def test_being_added_creates_the_chat_and_being_removed_deactivates_it() -> None:
+    bot = hooked_bot()
+    change = {"chat": {"id": -100555, "type": "supergroup", "title": "Book club"},
+              "new_chat_member": {"status": "member"}}
+    post(bot.id, update(1, my_chat_member=change))
+    chat = Chat.objects.get(telegram_chat_id=-100555)
+    assert (chat.title, chat.chat_type, chat.is_active) == ("Book club", "supergroup", True)
+    post(bot.id, update(2, my_chat_member={**change, "new_chat_member": {"status": "kicked"}}))
+    membership = Membership.objects.get(bot=bot, chat=chat)
+    assert not membership.is_active and membership.left_reason == "kicked or blocked"
+    assert not Chat.objects.get(id=chat.id).is_active
