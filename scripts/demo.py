@@ -236,6 +236,9 @@ def main() -> int:
         manage(env, "load_demo_data")
         start_services(env, args.latency)
         run_pipeline(env, args.single_ticks, args.batch_ticks, args.batch_size)
+        # The intake loop: a person writes, member bots reply with it in context, one bot
+        # answers another, a bot posts on its cadence, and one update comes by webhook.
+        manage(env, "demo_conversation")
         if not args.no_serve:
             stay_alive(env, args.port, args.tick_interval)
     except (KeyboardInterrupt, Stop):
