@@ -47,7 +47,8 @@ def claim(limit: int, batch_run: BatchRun, lease_seconds: float | None = None,
     now = now or timezone.now()
     lease = timedelta(seconds=lease_seconds or settings.BATCH_LEASE_SECONDS)
     with transaction.atomic():
-        candidates = _claimable(now)
+        # A run never takes an item back that it already tried (one it retried or deferred).
+        candidates = _claimable(now).exclude(batch_run=batch_run)
         if ids is not None:
             candidates = candidates.filter(id__in=list(ids))
         chosen = list(candidates.select_for_update(skip_locked=True)
