@@ -41,12 +41,13 @@ class TickSummary:
             return f"{stamp} tick: {self.blocked}; {tail}"
         if not self.runs:
             return f"{stamp} tick: nothing pending; {tail}"
-        if len(self.runs) == 1:
-            run = self.runs[0]
+        run = self.runs[0]
+        if len(self.runs) == 1 and run.status != BatchRun.Status.QUEUED:  # ran in-process
             return (f"{stamp} tick: batch {run.id} ({run.mode}, {run.size} items, "
                     f"status {run.status}); {tail}")
         ids = ", ".join(str(run.id) for run in self.runs)
-        return f"{stamp} tick: {len(self.runs)} runs queued ({ids}); {tail}"
+        return (f"{stamp} tick: {len(self.runs)} run(s) queued for idle workers ({ids}; "
+                f"{run.mode}, {run.workers} in flight each); {tail}")
 
 
 def breaker_open_until(now: datetime | None = None) -> datetime | None:

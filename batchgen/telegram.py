@@ -23,6 +23,8 @@ from dataclasses import dataclass, field
 import httpx
 from django.conf import settings
 
+from batchgen.pacing import SharedPacer
+
 __all__ = ["ChatPacer", "SendResult", "TelegramSender", "split_message"]
 
 logger = logging.getLogger(__name__)
@@ -184,7 +186,8 @@ class ChatPacer:
         self._recent_sends[bot].append(now)
 
 
-_process_pacer = ChatPacer()
+# Shared by every worker through Redis; this process's own ChatPacer while Redis is away.
+_process_pacer = SharedPacer.like(ChatPacer())
 
 
 # --- sending ------------------------------------------------------------------

@@ -24,7 +24,7 @@ def test_tick_then_a_real_worker_sends_every_item_once(pipeline_env, settings) -
     tick = manage(env, "tick")
     assert tick.returncode == 0, tick.stderr
     [line] = tick.stdout.strip().splitlines()
-    assert line.startswith("tick: batch ") and "(batch, 8 items, status queued)" in line
+    assert "tick: 1 run(s) queued for idle workers (" in line and "batch, 8 in flight" in line
     worker = manage(env, "rqworker", "default", "--burst")
     assert worker.returncode == 0, worker.stderr
 
