@@ -123,3 +123,84 @@ def test_two_ticks_and_three_workers_claim_each_of_300_items_once(pipeline_env,
     assert Counter(m["chat_id"] for m in fake_telegram.messages()).most_common(1)[0][1] == 1
     assert len(fake_telegram.messages()) == 300
     assert BatchRun.objects.filter(status="succeeded").count() == BatchRun.objects.count()
+
+
+def _push(count: int, bots: int = 20, **fields) -> list[QueueItem]:
+    bot_rows = [make_bot() for _ in range(bots)]
+    chats = [make_chat() for _ in range(count)]
+    return QueueItem.objects.bulk_create(
+        QueueItem(bot=bot_rows[i % bots], chat=chats[i], **fields) for i in range(count))
+
+
+def _settled() -> bool:
+    return not QueueItem.objects.filter(status__in=["pending", "claimed"]).exists()
+
+
+def _sent_once(fake_telegram) -> Counter:
+    chats = Counter(m["chat_id"] for m in fake_telegram.messages())
+    assert not chats or max(chats.values()) == 1, chats.most_common(3)
+    return chats
+
+
+@pytest.mark.postgres
+def test_500_items_drain_through_3_workers_each_sent_once_and_every_run_accounts(
+        pipeline_env, settings) -> None:
+    fake_llm, fake_telegram = pipeline_env
+    fake_llm.control(latency=0.3)
+    _push(500)
+    set_batch_mode(5)
+    # Leases shorter than a drain: only the heartbeat keeps recovery off the runs' items.
+    env = process_env(settings, BATCH_LEASE_SECONDS="10", BATCH_MAX_WORKERS="5")
+    procs = [start(env, "tick", "--loop", "--interval", "1")]
+    procs += [start(env, "rqworker", "default") for _ in range(3)]
+    try:
+        wait_for(lambda: not QueueItem.objects.exclude(status="done").exists(), 300,
+                 "all 500 items done")
+    finally:
+        outputs = [stop(proc) for proc in procs]
+    assert procs[0].returncode == 0, outputs[0]
+    assert len(_sent_once(fake_telegram)) == 500
+    assert QueueItem.objects.filter(status="done", attempts=1, crashes=0).count() == 500
+    runs = list(BatchRun.objects.all())
+    assert sum(run.size for run in runs) == sum(run.successes for run in runs) == 500
+    assert {run.status for run in runs} == {"succeeded"} and len(runs) >= 3
+    assert max(run.duration_s for run in runs) > 10  # longer than one lease, kept by beats
+    per_item = Counter(Generation.objects.values_list("queue_item_id", flat=True))
+    assert len(per_item) == 500 and set(per_item.values()) == {1}
+
+
+@pytest.mark.postgres
+def test_a_worker_killed_mid_drain_loses_nothing_and_its_items_return_within_a_lease(
+        pipeline_env, settings) -> None:
+    import time
+
+    fake_llm, fake_telegram = pipeline_env
+    fake_llm.control(latency=0.3)
+    _push(200)
+    set_batch_mode(5)
+    env = process_env(settings, BATCH_LEASE_SECONDS="10", BATCH_MAX_WORKERS="5")
+    victim = start(env, "rqworker", "default")
+    procs = [start(env, "tick", "--loop", "--interval", "1"), victim]
+    try:
+        wait_for(lambda: len(fake_telegram.messages()) >= 30, 120, "the drain under way")
+        kill_hard(victim)  # the worker and its work-horse, mid-drain
+        killed_at = time.monotonic()
+        held = set(QueueItem.objects.filter(status="claimed").values_list("id", flat=True))
+        assert held
+        wait_for(lambda: not QueueItem.objects.filter(id__in=held, status="claimed").exists(),
+                 30, "the killed run's items back")
+        returned_after = time.monotonic() - killed_at
+        procs.append(start(env, "rqworker", "default"))
+        wait_for(_settled, 240, "every item settled")
+    finally:
+        outputs = [stop(proc) for proc in procs if proc is not victim]
+    assert procs[0].returncode == 0, outputs[0]
+    assert returned_after <= 10 + 1 + 3, returned_after  # one lease, one tick, slack
+    chats = _sent_once(fake_telegram)
+    outcomes = Counter()
+    for item in QueueItem.objects.all():
+        message = Message.objects.filter(queue_item=item).first()
+        outcomes[(item.status, message.status if message else None)] += 1
+    assert set(outcomes) <= {("done", "sent"), ("dead", "send_unknown")}, outcomes
+    assert outcomes[("dead", "send_unknown")] <= 5  # at most the sends cut off mid-flight
+    assert sum(outcomes.values()) == 200 and len(chats) >= outcomes[("done", "sent")]
