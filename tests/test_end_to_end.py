@@ -204,3 +204,89 @@ def test_a_worker_killed_mid_drain_loses_nothing_and_its_items_return_within_a_l
     assert set(outcomes) <= {("done", "sent"), ("dead", "send_unknown")}, outcomes
     assert outcomes[("dead", "send_unknown")] <= 5  # at most the sends cut off mid-flight
     assert sum(outcomes.values()) == 200 and len(chats) >= outcomes[("done", "sent")]
+
+
+def _poisoning_provider():
+    """An OpenAI-compatible server that answers like the fake but, for marked prompts,
+    returns what real models and gateways were seen to return: a reply with a lone surrogate
+    (valid JSON) or an error message carrying NUL."""
+    import json
+
+    from aiohttp import web
+
+    from tests.fakes import run_in_thread
+
+    async def chat(request: web.Request) -> web.Response:
+        body = await request.json()
+        prompt = body["messages"][-1]["content"]
+        if "[[nul-error]]" in prompt:
+            error = {"error": {"message": "bad \u0000 request", "type": "invalid_request_error"}}
+            return web.Response(status=400, text=json.dumps(error),
+                                content_type="application/json")
+        text = "hello \ud83d there" if "[[surrogate]]" in prompt else f"Reply to: {prompt[:40]}"
+        reply = {"id": "x", "object": "chat.completion", "created": 0, "model": body["model"],
+                 "choices": [{"index": 0, "finish_reason": "stop",
+                              "message": {"role": "assistant", "content": text}}],
+                 "usage": {"prompt_tokens": 5, "completion_tokens": 3, "total_tokens": 8}}
+        return web.Response(text=json.dumps(reply), content_type="application/json")
+
+    def app() -> web.Application:
+        application = web.Application()
+        application.router.add_post("/v1/chat/completions", chat)
+        return application
+
+    return run_in_thread(app)
+
+
+@pytest.mark.postgres
+def test_a_poisoned_reply_in_a_batch_of_10_settles_alone_and_the_rest_are_sent_once(
+        pipeline_env, settings) -> None:
+    _, fake_telegram = pipeline_env
+    clean = _push(9, bots=3)
+    surrogate = make_item(make_bot(persona="[[surrogate]]"), make_chat())
+    nul = make_item(make_bot(persona="[[nul-error]]"), make_chat())
+    set_batch_mode(10)
+    with _poisoning_provider() as provider:
+        env = process_env(settings, OPENAI_BASE_URL=f"{provider.base_url}/v1")
+        assert manage(env, "tick").returncode == 0
+        worker = manage(env, "rqworker", "default", "--burst")
+    assert worker.returncode == 0, worker.stderr
+    assert not QueueItem.objects.filter(status__in=["pending", "claimed"]).exists()
+    chats = _sent_once(fake_telegram)
+    assert all(chats[item.chat.telegram_chat_id] == 1 for item in clean)
+    [poisoned] = [m for m in fake_telegram.messages()
+                  if m["chat_id"] == surrogate.chat.telegram_chat_id]
+    assert poisoned["text"] == "hello \ufffd there"
+    nul.refresh_from_db()
+    assert nul.status == "dead" and "bad \ufffd request" in nul.last_error
+    run = BatchRun.objects.get()
+    assert (run.size, run.successes, run.failures, run.status) == (11, 10, 1, "partial")
+
+
+@pytest.mark.postgres
+def test_a_killed_database_connection_mid_drain_loses_nothing_and_sends_once(
+        pipeline_env, settings) -> None:
+    from django.db import connection
+
+    fake_llm, fake_telegram = pipeline_env
+    fake_llm.control(latency=0.2)
+    _push(120)
+    set_batch_mode(5)
+    env = process_env(settings, BATCH_LEASE_SECONDS="10", BATCH_MAX_WORKERS="5")
+    procs = [start(env, "tick", "--loop", "--interval", "1"),
+             start(env, "rqworker", "default")]
+    try:
+        for sent in (20, 50, 80):
+            wait_for(lambda n=sent: len(fake_telegram.messages()) >= n, 120, f"{sent} sent")
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                               "WHERE datname = current_database() AND pid <> pg_backend_pid()")
+        wait_for(_settled, 240, "every item settled")
+    finally:
+        outputs = [stop(proc) for proc in procs]
+    assert procs[0].returncode == 0, outputs[0]
+    _sent_once(fake_telegram)
+    statuses = Counter(QueueItem.objects.values_list("status", flat=True))
+    assert statuses["done"] >= 115 and sum(statuses.values()) == 120, statuses
+    dead = QueueItem.objects.filter(status="dead")
+    assert all("outcome unknown" in item.last_error for item in dead)
