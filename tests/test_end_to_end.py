@@ -290,3 +290,59 @@ def test_a_killed_database_connection_mid_drain_loses_nothing_and_sends_once(
     assert statuses["done"] >= 115 and sum(statuses.values()) == 120, statuses
     dead = QueueItem.objects.filter(status="dead")
     assert all("outcome unknown" in item.last_error for item in dead)
+
+
+def _redis_server(port: int):
+    import shutil
+    import subprocess
+
+    from batchgen.fakes.ports import wait_for_port
+
+    proc = subprocess.Popen([shutil.which("redis-server"), "--port", str(port), "--bind",
+                             "127.0.0.1", "--save", "", "--appendonly", "no"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    assert wait_for_port(port), "redis-server did not start"
+    return proc
+
+
+def test_a_redis_outage_under_a_tick_loop_and_a_worker_then_every_item_is_sent_once(
+        pipeline_env, settings) -> None:
+    import time
+
+    from batchgen.fakes.ports import free_port
+
+    fake_llm, fake_telegram = pipeline_env
+    fake_llm.control(latency=0.3)
+    items = _push(40, bots=5)
+    set_batch_mode(5)
+    port = free_port()
+    redis_proc = _redis_server(port)
+    env = process_env(settings, REDIS_URL=f"redis://127.0.0.1:{port}/0",
+                      BATCH_LEASE_SECONDS="10", BATCH_MAX_WORKERS="5")
+    loop = start(env, "tick", "--loop", "--interval", "0.5")
+    workers = [start(env, "rqworker", "default")]
+    try:
+        wait_for(lambda: len(fake_telegram.messages()) >= 5, 60, "the drain under way")
+        redis_proc.kill()
+        redis_proc.wait()
+        time.sleep(5)
+        redis_proc = _redis_server(port)
+        deadline = time.monotonic() + 180
+        while not _settled() and time.monotonic() < deadline:
+            if workers[-1].poll() is not None:  # as systemd's Restart=always would
+                workers.append(start(env, "rqworker", "default"))
+            time.sleep(0.5)
+        assert loop.poll() is None, "the tick loop exited during the outage"
+    finally:
+        out = stop(loop)
+        for worker in workers:
+            stop(worker)
+        redis_proc.kill()
+        redis_proc.wait()
+    assert loop.returncode == 0 and "tick failed (" in out, out
+    chats = _sent_once(fake_telegram)
+    statuses = Counter(QueueItem.objects.values_list("status", flat=True))
+    assert statuses["done"] == len(chats) and sum(statuses.values()) == len(items)
+    assert all("outcome unknown" in item.last_error
+               for item in QueueItem.objects.filter(status="dead")), statuses
+    print(f"after a 5 s Redis outage: {statuses}, {len(workers)} worker start(s)")
