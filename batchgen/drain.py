@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
@@ -88,11 +88,15 @@ class Drain:
         self.unusable: Counter[str] = Counter()
         self.stopped = ""  # why refilling stopped before the queue ran dry
         self.heartbeat = Heartbeat(run, clock)
+        # Claimed a few ahead, so a refill is one claim per several replies, not one each;
+        # an urgent item then waits behind at most this many.
+        self.prefetch = max(1, self.target // 4)
+        self._ready: deque[QueueItem] = deque()
         self._in_flight: dict[Future[GenerationResult], Work] = {}
         self._submit = _submitter(run)
 
     def run_to_end(self) -> None:
-        self._start(list(queue.claimed_items(self.run)))  # claimed up front (multi-bot)
+        self._take(list(queue.claimed_items(self.run)))  # claimed up front (multi-bot)
         self._refill()
         while self._in_flight:
             done, _ = wait(list(self._in_flight), timeout=self.heartbeat.interval,
@@ -107,34 +111,47 @@ class Drain:
             reconnecting(self.heartbeat.beat)
 
     def _refill(self) -> None:
-        while self.refills and not self.stopped and len(self._in_flight) < self.target:
-            room = min(self.target - len(self._in_flight), self.max_items - self.run.size)
-            if room <= 0:
-                self.stopped = f"reached BATCH_DRAIN_MAX_ITEMS ({self.max_items})"
+        if self.stopped.startswith("the provider") and self._ready:
+            # Claimed ahead but not sent to a provider that is away: back, no attempt spent.
+            queue.release(self.run, self.stopped, ids=[item.id for item in self._ready])
+            self._ready.clear()
+        while len(self._in_flight) < self.target:
+            if not self._ready and not self._claim():
                 return
-            if self._clock() >= self.deadline:
-                self.stopped = "reached BATCH_DRAIN_MAX_SECONDS"
-                return
-            items = reconnecting(lambda n=room: queue.claim(n, self.run))
-            if not items:
-                return  # the queue is dry for now; a later finish tries again
-            self._start(items)
+            self._start(self._ready.popleft())
 
-    def _start(self, items: list[QueueItem]) -> None:
+    def _claim(self) -> bool:
+        """Claim the next items into the ready list; False when there is nothing to claim."""
+        if not self.refills or self.stopped:
+            return False
+        room = min(self.target - len(self._in_flight) + self.prefetch,
+                   self.max_items - self.run.size)
+        if room <= 0:
+            self.stopped = f"reached BATCH_DRAIN_MAX_ITEMS ({self.max_items})"
+            return False
+        if self._clock() >= self.deadline:
+            self.stopped = "reached BATCH_DRAIN_MAX_SECONDS"
+            return False
+        self._take(reconnecting(lambda: queue.claim(room, self.run)))
+        return bool(self._ready)  # empty: the queue is dry for now; a later finish tries again
+
+    def _take(self, items: list[QueueItem]) -> None:
         self.run.size += len(items)
         fresh = outbox.resume(items, self.delivery)
         self.unusable["resumed_from_outbox"] += len(items) - len(fresh)
-        for item in fresh:
-            try:
-                work = _prepare(item)
-                if work is None:
-                    self.unusable["invalid_item"] += 1
-                else:
-                    self._in_flight[self._submit(work.prompt)] = work
-            except Exception as exc:  # one unusable item must not stop the run
-                log.exception("item %s could not be started", item.id)
-                queue.kill(item, f"could not build or submit its prompt: {_describe(exc)}")
+        self._ready.extend(fresh)
+
+    def _start(self, item: QueueItem) -> None:
+        try:
+            work = _prepare(item)
+            if work is None:
                 self.unusable["invalid_item"] += 1
+            else:
+                self._in_flight[self._submit(work.prompt)] = work
+        except Exception as exc:  # one unusable item must not stop the run
+            log.exception("item %s could not be started", item.id)
+            queue.kill(item, f"could not build or submit its prompt: {_describe(exc)}")
+            self.unusable["invalid_item"] += 1
 
     def _save(self, group: Results) -> None:
         if any(result.error_kind == llm_errors.CIRCUIT_OPEN for _, result in group):

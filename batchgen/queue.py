@@ -77,11 +77,16 @@ def renew(batch_run: BatchRun, lease_seconds: float | None = None,
         lease_expires_at=now + lease)
 
 
-def release(batch_run: BatchRun, reason: str, now: datetime | None = None) -> int:
-    """Return every item ``batch_run`` holds to the queue at once, no attempt spent (its job
-    could not be enqueued, or the run stopped before generating them)."""
+def release(batch_run: BatchRun, reason: str, now: datetime | None = None,
+            ids: Iterable[int] | None = None) -> int:
+    """Return the items ``batch_run`` holds (all, or those in ``ids``) to the queue at once,
+    no attempt spent (its job could not be enqueued, or the run stopped before generating
+    them)."""
     now = now or timezone.now()
-    return QueueItem.objects.filter(batch_run=batch_run, status=Status.CLAIMED).update(
+    held = QueueItem.objects.filter(batch_run=batch_run, status=Status.CLAIMED)
+    if ids is not None:
+        held = held.filter(id__in=list(ids))
+    return held.update(
         status=Status.PENDING, lease_expires_at=None, last_error=reason[:2000], updated_at=now)
 
 
