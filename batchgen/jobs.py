@@ -7,7 +7,7 @@ from django.db import transaction
 from rq import Worker
 from rq.worker import WorkerStatus
 
-from batchgen import pipeline
+from batchgen import pipeline, queue
 from batchgen.models import BatchRun
 
 QUEUE_NAME = "default"
@@ -23,8 +23,13 @@ class PreloadedWorker(Worker):
 
 
 def run_batch_job(batch_run_id: int) -> dict:
-    """The RQ job: run one batch run (it claims and refills itself). Returns a small summary."""
+    """The RQ job: run one batch run (it claims and refills itself). Returns a small summary.
+
+    A run that stopped at its bound while work is still pending enqueues its successor at
+    once, so a long backlog never waits a tick interval between one run and the next."""
     run = pipeline.run_batch(batch_run_id)
+    if run.size and queue.has_claimable() and pipeline.breaker_open_until() is None:
+        enqueue(pipeline.open_run())
     return {"batch_run": run.id, "status": run.status, "sent": run.successes,
             "failed": run.failures, "items": run.size}
 

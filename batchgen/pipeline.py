@@ -16,7 +16,7 @@ import logging
 import math
 from collections import Counter
 from collections.abc import Callable, Iterable
-from datetime import timedelta
+from datetime import datetime, timedelta
 from decimal import Decimal
 
 from django.conf import settings
@@ -27,6 +27,7 @@ from django.utils import timezone
 from batchgen import drain, metrics, outbox, queue
 from batchgen.llm import config as llm_config
 from batchgen.models import BatchRun, Message, QueueItem, Setting
+from batchgen.resilience import get_circuit_breaker_stats
 
 log = logging.getLogger(__name__)
 Mode = BatchRun.Mode
@@ -39,6 +40,14 @@ def in_flight_for(mode: str, batch_size: int) -> int:
         return 1
     cap = getattr(settings, "BATCH_MAX_WORKERS", None)
     return min(batch_size, int(cap)) if cap else batch_size
+
+
+def breaker_open_until(now: datetime | None = None) -> datetime | None:
+    """When the provider's breaker half-opens, if it is open now (no run starts till then)."""
+    stats = get_circuit_breaker_stats(f"{llm_config.default_provider()}_api")
+    if stats.get("state") != "open" or not stats.get("retry_after"):
+        return None
+    return (now or timezone.now()) + timedelta(seconds=float(stats["retry_after"]))
 
 
 def recover() -> int:

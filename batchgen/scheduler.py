@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 
 from django.utils import timezone
 
 from batchgen import jobs, pipeline, queue
 from batchgen.llm import config as llm_config
 from batchgen.models import BatchRun
-from batchgen.resilience import get_circuit_breaker_stats
 
 log = logging.getLogger(__name__)
 
@@ -50,14 +49,6 @@ class TickSummary:
                 f"{run.mode}, {run.workers} in flight each); {tail}")
 
 
-def breaker_open_until(now: datetime | None = None) -> datetime | None:
-    """When the provider's breaker half-opens, if it is open now."""
-    stats = get_circuit_breaker_stats(f"{llm_config.default_provider()}_api")
-    if stats.get("state") != "open" or not stats.get("retry_after"):
-        return None
-    return (now or timezone.now()) + timedelta(seconds=float(stats["retry_after"]))
-
-
 def tick(sync: bool = False) -> TickSummary:
     """One tick: recover leases, then run one drain in-process (``sync``) or enqueue a run
     for each idle worker."""
@@ -65,7 +56,7 @@ def tick(sync: bool = False) -> TickSummary:
     recovered = pipeline.recover()
     if not queue.has_claimable():
         return TickSummary(recovered)
-    until = breaker_open_until()
+    until = pipeline.breaker_open_until()
     if until is not None:
         provider = llm_config.default_provider()
         return TickSummary(recovered, blocked=f"{provider} circuit open until "

@@ -41,3 +41,16 @@ def test_a_run_that_found_the_queue_dry_leaves_no_history(pipeline_env) -> None:
     scheduler.tick(sync=True)  # another run got there first
     assert jobs.run_batch_job(run.id)["items"] == 0
     assert not BatchRun.objects.filter(id=run.id).exists()
+
+
+def test_a_run_stopped_at_its_bound_hands_the_backlog_to_a_successor_without_a_tick(
+        pipeline_env, settings) -> None:
+    _, fake_telegram = pipeline_env
+    settings.BATCH_DRAIN_MAX_ITEMS = 3
+    for _ in range(7):
+        make_item()
+    set_batch_mode(2)
+    assert len(scheduler.tick().runs) == 1
+    django_rq.get_worker(jobs.QUEUE_NAME, worker_class=SimpleWorker).work(burst=True)
+    assert sorted(BatchRun.objects.values_list("size", flat=True)) == [1, 3, 3]
+    assert len(fake_telegram.messages()) == 7
