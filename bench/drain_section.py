@@ -156,6 +156,7 @@ def _lockstep(services: Services, items: int, batch_size: int, interval: float,
               latency: float, workers: int) -> dict[str, Any]:
     """The design before: each tick claims one batch of ``batch_size``; a batch is done when
     its slowest reply is."""
+    import django_rq
     from django.utils import timezone
 
     from batchgen import jobs, pipeline
@@ -166,11 +167,14 @@ def _lockstep(services: Services, items: int, batch_size: int, interval: float,
     _reset_telegram(services)
     procs = _start_processes(services, workers, batch_size, False, interval,
                              BATCH_DRAIN_MAX_ITEMS=str(batch_size))
+    rq_queue = django_rq.get_queue(jobs.QUEUE_NAME)
     try:
         started = timezone.now()
         ids = _queue(backlog)
         while QueueItem.objects.filter(id__in=ids, status="pending").exists():
-            jobs.enqueue(pipeline.open_run())
+            run = pipeline.open_run()
+            rq_queue.enqueue(lockstep_job, run.id, job_id=f"batchrun-{run.id}",
+                             job_timeout=pipeline.job_timeout(run))
             time.sleep(interval)
         _wait_for(ids, items)
     finally:
@@ -182,6 +186,14 @@ def _lockstep(services: Services, items: int, batch_size: int, interval: float,
     result["vs_ceiling"] = round(result["throughput_msg_s"] / result["ceiling_msg_s"], 4)
     result["steady_vs_ceiling"] = round(result["steady_msg_s"] / result["ceiling_msg_s"], 4)
     return result
+
+
+def lockstep_job(batch_run_id: int) -> None:
+    """The old job: one batch, no successor (its workers run with BATCH_DRAIN_MAX_ITEMS =
+    batch_size, so the run claims one batch and never refills)."""
+    from batchgen import pipeline
+
+    pipeline.run_batch(batch_run_id)
 
 
 def _wait_for(ids: list[int], items: int, push_priority_at: int | None = None,
