@@ -142,16 +142,26 @@ def _sent_once(fake_telegram) -> Counter:
     return chats
 
 
+def _drain_env(pipeline_env, settings, items: int, latency: float) -> dict[str, str]:
+    """``items`` queued in chats of their own, batch mode with 5 in flight, and the
+    environment of processes whose leases (10 s) are shorter than a drain: only the
+    heartbeat keeps recovery off a live run's items."""
+    pipeline_env[0].control(latency=latency)
+    _push(items)
+    set_batch_mode(5)
+    return process_env(settings, BATCH_LEASE_SECONDS="10", BATCH_MAX_WORKERS="5")
+
+
+def _tick_loop(env: dict[str, str]):
+    return start(env, "tick", "--loop", "--interval", "1")
+
+
 @pytest.mark.postgres
 def test_500_items_drain_through_3_workers_each_sent_once_and_every_run_accounts(
         pipeline_env, settings) -> None:
-    fake_llm, fake_telegram = pipeline_env
-    fake_llm.control(latency=0.3)
-    _push(500)
-    set_batch_mode(5)
-    # Leases shorter than a drain: only the heartbeat keeps recovery off the runs' items.
-    env = process_env(settings, BATCH_LEASE_SECONDS="10", BATCH_MAX_WORKERS="5")
-    procs = [start(env, "tick", "--loop", "--interval", "1")]
+    fake_telegram = pipeline_env[1]
+    env = _drain_env(pipeline_env, settings, 500, latency=0.3)
+    procs = [_tick_loop(env)]
     procs += [start(env, "rqworker", "default") for _ in range(3)]
     try:
         wait_for(lambda: not QueueItem.objects.exclude(status="done").exists(), 300,
@@ -174,13 +184,10 @@ def test_a_worker_killed_mid_drain_loses_nothing_and_its_items_return_within_a_l
         pipeline_env, settings) -> None:
     import time
 
-    fake_llm, fake_telegram = pipeline_env
-    fake_llm.control(latency=0.3)
-    _push(200)
-    set_batch_mode(5)
-    env = process_env(settings, BATCH_LEASE_SECONDS="10", BATCH_MAX_WORKERS="5")
+    fake_telegram = pipeline_env[1]
+    env = _drain_env(pipeline_env, settings, 200, latency=0.3)
     victim = start(env, "rqworker", "default")
-    procs = [start(env, "tick", "--loop", "--interval", "1"), victim]
+    procs = [_tick_loop(env), victim]
     try:
         wait_for(lambda: len(fake_telegram.messages()) >= 30, 120, "the drain under way")
         kill_hard(victim)  # the worker and its work-horse, mid-drain
@@ -268,13 +275,9 @@ def test_a_killed_database_connection_mid_drain_loses_nothing_and_sends_once(
         pipeline_env, settings) -> None:
     from django.db import connection
 
-    fake_llm, fake_telegram = pipeline_env
-    fake_llm.control(latency=0.2)
-    _push(120)
-    set_batch_mode(5)
-    env = process_env(settings, BATCH_LEASE_SECONDS="10", BATCH_MAX_WORKERS="5")
-    procs = [start(env, "tick", "--loop", "--interval", "1"),
-             start(env, "rqworker", "default")]
+    fake_telegram = pipeline_env[1]
+    env = _drain_env(pipeline_env, settings, 120, latency=0.2)
+    procs = [_tick_loop(env), start(env, "rqworker", "default")]
     try:
         for sent in (20, 50, 80):
             wait_for(lambda n=sent: len(fake_telegram.messages()) >= n, 120, f"{sent} sent")
