@@ -100,7 +100,9 @@ def open_batch(mode: str, size: int, ids: Iterable[int]) -> BatchRun | None:
 
 def run_batch(batch_run_id: int) -> BatchRun:
     """The RQ job's body (and ``tick --sync``): drain, then record."""
-    run = BatchRun.objects.get(id=batch_run_id)
+    run = BatchRun.objects.filter(id=batch_run_id).first()
+    if run is None:  # a run that found the queue dry is deleted; its job came again
+        return BatchRun(id=batch_run_id, status=BatchRun.Status.SUCCEEDED)
     if run.status not in (BatchRun.Status.QUEUED, BatchRun.Status.RUNNING):
         return run  # already finished: a duplicate delivery of the job is harmless
     started = timezone.now()

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import timedelta
 
 import pytest
 from django.utils import timezone
 
-from batchgen import queue
+from batchgen import drain, queue
 from batchgen.drain import Heartbeat
+from batchgen.llm import GenerationResult
 from batchgen.models import BatchRun, QueueItem
 from tests.factories import make_item, make_run
 
@@ -58,3 +60,34 @@ def test_a_run_that_stops_beating_loses_its_items_within_one_lease(settings) -> 
     assert queue.recover_expired(now=clock.now() + timedelta(seconds=61)) == 1
     item = QueueItem.objects.get()
     assert (item.status, item.crashes, item.attempts) == ("pending", 1, 0)
+
+
+@dataclass(frozen=True)
+class AwayResult(GenerationResult):
+    """A provider result as the LLM layer reports it once it carries Retry-After."""
+
+    retry_after_s: float | None = None
+
+
+@pytest.mark.parametrize("kind", ["rate_limit_wait", "circuit_open"])
+def test_a_provider_that_asks_for_a_long_wait_defers_the_item_until_then(
+        settings, kind: str) -> None:
+    settings.BATCH_RETRY_BACKOFF_SECONDS = 30
+    make_item(max_attempts=1)
+    [item] = queue.claim(1, make_run())
+    before = timezone.now()
+    drain._fail(item, AwayResult(text=None, error_kind=kind, retry_after_s=900.0))
+    item.refresh_from_db()
+    assert (item.status, item.attempts) == ("pending", 0)
+    assert item.available_at >= before + timedelta(seconds=900)
+
+
+def test_without_a_retry_after_the_configured_back_off_applies(settings) -> None:
+    settings.BATCH_RETRY_BACKOFF_SECONDS = 30
+    make_item()
+    [item] = queue.claim(1, make_run())
+    before = timezone.now()
+    drain._fail(item, GenerationResult(text=None, error_kind="rate_limit_wait"))
+    item.refresh_from_db()
+    assert before + timedelta(seconds=30) <= item.available_at <= timezone.now() + timedelta(
+        seconds=30)

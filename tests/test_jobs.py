@@ -41,6 +41,7 @@ def test_a_run_that_found_the_queue_dry_leaves_no_history(pipeline_env) -> None:
     scheduler.tick(sync=True)  # another run got there first
     assert jobs.run_batch_job(run.id)["items"] == 0
     assert not BatchRun.objects.filter(id=run.id).exists()
+    assert jobs.run_batch_job(run.id)["items"] == 0  # delivered again: still harmless
 
 
 def test_a_run_stopped_at_its_bound_hands_the_backlog_to_a_successor_without_a_tick(
