@@ -11,6 +11,8 @@ never be claimed into two batches whatever the database does.
 from __future__ import annotations
 
 import logging
+import threading
+import time
 from collections.abc import Iterable
 from datetime import datetime, timedelta
 
@@ -19,19 +21,53 @@ from django.db import transaction
 from django.db.models import Count, F, Q
 from django.utils import timezone
 
+from batchgen import shared
 from batchgen.models import BatchRun, Bot, Chat, QueueItem
 
 log = logging.getLogger(__name__)
 Status = QueueItem.Status
 
 
+NUDGE = shared.key("queue", "nudge")
+
+
 def push(bot: Bot, chat: Chat, priority: int = 0, recent_messages: Iterable[str] = (),
          max_attempts: int | None = None) -> QueueItem:
-    """Queue 'bot should say something in chat'."""
-    return QueueItem.objects.create(
+    """Queue 'bot should say something in chat'; sleeping tick loops wake once it commits."""
+    item = QueueItem.objects.create(
         bot=bot, chat=chat, priority=priority, recent_messages=list(recent_messages),
         max_attempts=max_attempts or settings.BATCH_MAX_ATTEMPTS,
     )
+    transaction.on_commit(nudge)
+    return item
+
+
+def nudge() -> None:
+    """Tell the tick loops that work arrived (call it after pushing items in bulk), so a
+    backlog on an idle platform does not wait out the tick interval. At most one nudge is
+    kept: any number of pushes wake a loop once."""
+    def send(r) -> None:
+        r.pipeline().lpush(NUDGE, 1).ltrim(NUDGE, 0, 0).expire(NUDGE, 3600).execute()
+
+    shared.attempt(send, default=None, what="tick nudge")
+
+
+def _pop_nudge(timeout: float):
+    return lambda r: r.blpop([NUDGE], timeout=timeout)
+
+
+def wait_for_nudge(seconds: float, stop: threading.Event) -> bool:
+    """Sleep up to ``seconds``, waking early on a nudge or ``stop``; True when nudged.
+    Blocks in slices shorter than the shared client's socket timeout; while Redis is away
+    it simply sleeps."""
+    deadline = time.monotonic() + seconds
+    while not stop.is_set() and (left := deadline - time.monotonic()) > 0:
+        got = shared.attempt(_pop_nudge(min(left, 1.0)), default=False, what="tick nudge")
+        if got:
+            return True
+        if got is False:  # Redis away: sleep the rest
+            stop.wait(max(deadline - time.monotonic(), 0))
+    return False
 
 
 def _claimable(now: datetime):

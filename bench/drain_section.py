@@ -18,6 +18,7 @@ to the last message's ``sent_at``. Figures:
 from __future__ import annotations
 
 import os
+import random
 import signal
 import subprocess
 import time
@@ -77,6 +78,7 @@ def _start_processes(services: Services, workers: int, batch_size: int, tick: bo
 
 
 _made = {"chats": 0}
+_phase = random.Random(7)  # seeded: the same landing points in every run
 
 
 def _backlog(count: int) -> tuple[list, list]:
@@ -96,12 +98,14 @@ def _backlog(count: int) -> tuple[list, list]:
 
 def _queue(backlog: tuple[list, list]) -> list[int]:
     """The whole backlog lands at once."""
+    from batchgen import queue
     from batchgen.models import QueueItem
 
     bots, chats = backlog
     rows = QueueItem.objects.bulk_create(
         QueueItem(bot=bots[n % len(bots)], chat=chat, recent_messages=["Dolar ne olur?"])
         for n, chat in enumerate(chats))
+    queue.nudge()  # as a producer pushing in bulk does: the tick loop wakes now
     return [row.id for row in rows]
 
 
@@ -129,8 +133,10 @@ def _refilling(services: Services, items: int, batch_size: int, interval: float,
     _reset_telegram(services)
     procs = _start_processes(services, workers, batch_size, True, interval, **env)
     try:
-        # The processes are up and the tick loop is ticking: the clock runs from the moment
-        # the backlog lands, so the wait for the next tick is part of the figure.
+        # The processes are up and the tick loop is ticking. The backlog lands at a random
+        # point of the tick cycle (as an operator's would) and the clock runs from then, so
+        # the wait for the next tick is part of the figure.
+        time.sleep(_phase.uniform(0, interval))
         started = timezone.now()
         ids = _queue(backlog)
         urgent = _wait_for(ids, items, push_priority_at=items // 3 if priority else None)

@@ -116,3 +116,26 @@ def test_tick_loop_exits_on_a_configuration_error(pipeline_env, settings) -> Non
     loop = start(env, "tick", "--loop", "--interval", "0.1")
     out, _ = loop.communicate(timeout=60)
     assert loop.returncode != 0 and "configuration error" in out
+
+
+def test_a_pushed_item_wakes_a_sleeping_tick_loop_before_its_interval(pipeline_env,
+                                                                      settings) -> None:
+    import threading
+
+    from batchgen import queue
+    from tests.factories import make_bot, make_chat
+
+    loop = start(process_env(settings), "tick", "--loop", "--interval", "60")
+    try:
+        assert "tick: nothing pending" in loop.stdout.readline()
+        second: list[str] = []
+        reader = threading.Thread(target=lambda: second.append(loop.stdout.readline()))
+        reader.start()
+        pushed = time.monotonic()
+        queue.push(make_bot(), make_chat())  # commits at once: the nudge goes out
+        reader.join(timeout=15)
+        woke_after = time.monotonic() - pushed
+    finally:
+        stop(loop)
+    assert second and "run(s) queued" in second[0], second
+    assert woke_after < 10  # not the 60 s interval

@@ -10,6 +10,7 @@ import threading
 from django.core.exceptions import ImproperlyConfigured
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from batchgen import queue
 from batchgen.scheduler import tick
 
 log = logging.getLogger("batchgen.tick")
@@ -56,7 +57,13 @@ class Command(BaseCommand):
                 self.stderr.write(f"tick failed ({type(exc).__name__}: {exc}); "
                                   f"retrying in {wait_s:.1f}s")
                 _reset_connections()
-            if not loop or stop.wait(wait_s):
+            if not loop:
+                break
+            if failures:
+                stop.wait(wait_s)
+            else:
+                queue.wait_for_nudge(wait_s, stop)  # pushed work wakes the loop early
+            if stop.is_set():
                 break
 
 
