@@ -128,9 +128,19 @@ class Setting(models.Model):
 
     RULES = {"batch_mode_enabled": _validate_bool, "batch_size": _validate_batch_size}
     DEFAULTS = {"batch_mode_enabled": False, "batch_size": 1}
+    HELP = {
+        "batch_mode_enabled": "true: each run keeps batch_size prompts in flight at once, "
+                              "claiming the next item as each reply finishes. false: one item "
+                              "at a time through LLMClient, one after another while the queue "
+                              "has work.",
+        "batch_size": f"How many prompts a run keeps in flight in batch mode "
+                      f"(1 to {MAX_BATCH_SIZE}). It is not a cap on how many items a run "
+                      f"handles: a run refills until the queue is empty or its bound is hit.",
+    }
 
     key = models.CharField(max_length=64, unique=True,
-                           choices=[(key, key) for key in RULES])
+                           choices=[(key, key) for key in RULES],
+                           help_text=" ".join(f"{k}: {v}" for k, v in HELP.items()))
     value = models.JSONField()
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -188,8 +198,11 @@ class QueueItem(models.Model):
     recent_messages = models.JSONField(default=list, blank=True,
                                        help_text="Recent chat lines, oldest first, for context.")
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
-    attempts = models.PositiveIntegerField(default=0)
+    attempts = models.PositiveIntegerField(
+        default=0, help_text="Real tries: generations and sends that ran, not lease expiries.")
     max_attempts = models.PositiveIntegerField(default=3)
+    crashes = models.PositiveIntegerField(
+        default=0, help_text="Times a worker stopped while holding it (its lease expired).")
     available_at = models.DateTimeField(null=True, blank=True,
                                         help_text="Not claimed before this time (back-off).")
     lease_expires_at = models.DateTimeField(null=True, blank=True)
@@ -228,13 +241,16 @@ class BatchRun(models.Model):
 
     mode = models.CharField(max_length=16, choices=Mode.choices)
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED)
-    size = models.PositiveIntegerField(default=0)
-    workers = models.PositiveIntegerField(default=0)
+    size = models.PositiveIntegerField(default=0,
+                                       help_text="Items the run claimed, refills included.")
+    workers = models.PositiveIntegerField(default=0, help_text="Prompts it kept in flight.")
     provider = models.CharField(max_length=32, blank=True, default="")
     model = models.CharField(max_length=100, blank=True, default="")
     rq_job_id = models.CharField(max_length=64, blank=True, default="")
     created_at = models.DateTimeField(auto_now_add=True)
     started_at = models.DateTimeField(null=True, blank=True)
+    heartbeat_at = models.DateTimeField(null=True, blank=True,
+                                        help_text="Last time the run renewed its leases.")
     finished_at = models.DateTimeField(null=True, blank=True)
     duration_s = models.FloatField(null=True, blank=True)
     generation_s = models.FloatField(null=True, blank=True)

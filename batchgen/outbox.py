@@ -87,6 +87,10 @@ class Delivery:
     def _start_on_commit(self, pairs: list[tuple[Message, QueueItem]]) -> None:
         def start() -> None:
             for message, item in pairs:
+                reason = undeliverable(item)
+                if reason:  # deleted since the reply was saved: nothing to send with
+                    _give_up(message, item, reason)
+                    continue
                 future = self._pool.submit(sender().send, item.bot.telegram_token,
                                            item.chat.telegram_chat_id, message.text,
                                            start_part=message.parts_sent)
@@ -94,24 +98,32 @@ class Delivery:
 
         transaction.on_commit(start)
 
-    def settle(self, block: bool = False) -> None:
-        """Record the sends that have finished (all of them with ``block``)."""
+    def settle(self, block: bool = False, timeout: float | None = None) -> bool:
+        """Record the sends that have finished (all of them with ``block``; with ``timeout``,
+        those that finish within it). Returns whether sends are still in flight.
+
+        Futures leave the in-flight map only once their outcome is committed, so a caller
+        whose database connection died can call again on a fresh one."""
         while self._in_flight:
             done = [f for f in self._in_flight if f.done()]
-            if not done and block:
-                done, _ = wait(list(self._in_flight), return_when=FIRST_COMPLETED)
+            if not done and (block or timeout):
+                done, _ = wait(list(self._in_flight), timeout=None if block else timeout,
+                               return_when=FIRST_COMPLETED)
             if not done:
-                return
-            finished = [(*self._in_flight.pop(f), f.result()) for f in done]
+                return True
+            finished = [(*self._in_flight[f], f.result()) for f in done]
             with transaction.atomic():
                 _settle_sent([entry for entry in finished if entry[2].status == "sent"])
                 for message, item, result in finished:
                     if result.status != "sent":
                         _settle_unsent(message, item, result)
+            for future in done:
+                del self._in_flight[future]
             for _, _, result in finished:
                 metrics.observe_send(result.status)
             if not block:
-                return
+                return bool(self._in_flight)
+        return False
 
 
 def _progress(message: Message, result: SendResult) -> Message:
@@ -142,9 +154,16 @@ def _settle_unsent(message: Message, item: QueueItem, result: SendResult) -> Non
     if result.status == "send_unknown":
         Message.objects.filter(id=message.id).update(status=Status.SEND_UNKNOWN, **fields)
         queue.kill(item, f"telegram: outcome unknown, not resent automatically: {result.error}")
+    elif result.retryable and getattr(result, "retry_after_s", None) is not None:
+        # A 429: Telegram said when to come back. Not a failed attempt; the saved text waits
+        # (however long, up to BATCH_MAX_DEFER_SECONDS) and goes out from the first part
+        # not yet sent.
+        outcome = queue.defer(item, f"telegram: {result.error}", result.retry_after_s)
+        status = Status.FAILED if outcome == QueueItem.Status.DEAD else Status.PENDING
+        Message.objects.filter(id=message.id).update(status=status, **fields)
     elif result.retryable:
-        # Certainly not delivered (429 flood wait, connection refused): the saved
-        # text goes out on a later attempt, from the first part not yet sent.
+        # Certainly not delivered (connection refused): the saved text goes out on a later
+        # attempt, from the first part not yet sent.
         outcome = queue.retry_later(item, f"telegram: {result.error}")
         status = Status.FAILED if outcome == QueueItem.Status.DEAD else Status.PENDING
         Message.objects.filter(id=message.id).update(status=status, **fields)
@@ -164,8 +183,26 @@ def resume(items: list[QueueItem], delivery: Delivery) -> list[QueueItem]:
     return [item for item in items if item.id not in saved]
 
 
+def undeliverable(item: QueueItem) -> str:
+    """Why ``item`` can no longer be sent ("" when it can)."""
+    if item.bot is None:
+        return "telegram: not sent, its bot was deleted"
+    if item.chat is None:
+        return "telegram: not sent, its chat was deleted"
+    return ""
+
+
+def _give_up(message: Message, item: QueueItem, reason: str) -> None:
+    with transaction.atomic():
+        Message.objects.filter(id=message.id, status__in=[Status.PENDING, Status.SENDING]) \
+            .update(status=Status.FAILED, error=reason)
+        queue.kill(item, reason)
+
+
 def _resume_one(message: Message, item: QueueItem, delivery: Delivery) -> None:
-    if message.status == Status.PENDING:
+    if message.status == Status.PENDING and undeliverable(item):
+        _give_up(message, item, undeliverable(item))
+    elif message.status == Status.PENDING:
         delivery.send_saved(message, item)
     elif message.status == Status.SENT:
         queue.finish(item)

@@ -1,7 +1,13 @@
-"""Run one batch: build prompts -> generate in parallel -> save -> send -> record.
+"""Run one batch: claim -> build prompts -> generate in parallel -> save -> send -> record.
 
-The main thread does all ORM work; only the LLM layer's threads do HTTP
-(STYLE.md habit 4). ``tick`` and the RQ job both come through here.
+A run refills: it keeps ``workers`` prompts in flight (``batch_size`` in batch mode, one in
+single mode), and as each reply finishes it claims the next pending item, in priority order,
+until the queue is empty or the run reaches ``BATCH_DRAIN_MAX_ITEMS`` or
+``BATCH_DRAIN_MAX_SECONDS``. So a worker's threads never wait for the slowest reply of a
+chunk, and a high-priority item pushed mid-drain is claimed at the next refill.
+
+The main thread does all ORM work; only the LLM layer's threads and the outbox's send threads
+do HTTP. The RQ job and ``tick --sync`` both come through ``run_batch``.
 """
 
 from __future__ import annotations
@@ -9,64 +15,81 @@ from __future__ import annotations
 import logging
 import math
 from collections import Counter
-from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
-from datetime import timedelta
+from collections.abc import Callable, Iterable
+from datetime import datetime, timedelta
 from decimal import Decimal
 
 from django.conf import settings
 from django.db import transaction
+from django.db.models import Q
 from django.utils import timezone
 
-from batchgen import metrics, outbox, queue
-from batchgen.llm import GenerationResult, LLMBatchClient, LLMClient
+from batchgen import drain, metrics, outbox, queue
 from batchgen.llm import config as llm_config
-from batchgen.llm import errors as llm_errors
-from batchgen.models import BatchRun, Generation, Message, QueueItem, Setting
-from batchgen.prompts import generate_user_prompt
+from batchgen.models import BatchRun, Message, QueueItem, Setting
+from batchgen.resilience import get_circuit_breaker_stats
 
 log = logging.getLogger(__name__)
 Mode = BatchRun.Mode
 
 
-@dataclass(frozen=True)
-class Work:
-    item: QueueItem
-    prompt: str
+def in_flight_for(mode: str, batch_size: int) -> int:
+    """Prompts a run keeps in flight: ``batch_size`` in batch mode (BATCH_MAX_WORKERS, when
+    set, caps the threads), one in single mode."""
+    if mode == Mode.SINGLE:
+        return 1
+    cap = getattr(settings, "BATCH_MAX_WORKERS", None)
+    return min(batch_size, int(cap)) if cap else batch_size
 
 
-def batch_client() -> LLMBatchClient:
-    return LLMBatchClient()
+def breaker_open_until(now: datetime | None = None) -> datetime | None:
+    """When the provider's breaker half-opens, if it is open now (no run starts till then)."""
+    stats = get_circuit_breaker_stats(f"{llm_config.default_provider()}_api")
+    if stats.get("state") != "open" or not stats.get("retry_after"):
+        return None
+    return (now or timezone.now()) + timedelta(seconds=float(stats["retry_after"]))
 
 
 def recover() -> int:
-    """Return expired leases to the queue and close batch runs nobody finished."""
+    """Return expired leases to the queue and close runs whose worker stopped beating."""
     returned = queue.recover_expired()
     cutoff = timezone.now() - timedelta(seconds=settings.BATCH_LEASE_SECONDS)
-    stale = BatchRun.objects.filter(status__in=[BatchRun.Status.QUEUED, BatchRun.Status.RUNNING],
-                                    created_at__lt=cutoff).exclude(items__status="claimed")
+    stale = (BatchRun.objects.filter(status__in=[BatchRun.Status.QUEUED,
+                                                 BatchRun.Status.RUNNING])
+             .filter(Q(heartbeat_at__lt=cutoff) | Q(heartbeat_at__isnull=True,
+                                                    created_at__lt=cutoff))
+             .exclude(items__status="claimed"))
     stale.update(status=BatchRun.Status.FAILED, finished_at=timezone.now(),
                  error_summary={"abandoned": 1})
     return returned
 
 
-def job_timeout(size: int, workers: int) -> int:
-    """Seconds one batch may take: every generation round at its worst, plus sends."""
-    rounds = math.ceil(size / max(workers, 1))
-    per_send = settings.TELEGRAM_TIMEOUT + 3.0  # includes per-chat pacing
-    return int(60 + rounds * llm_config.worst_case_seconds() + size * per_send)
+def job_timeout(run: BatchRun) -> int:
+    """Seconds one run's job may take: its drain bound, then the slowest prompt at its
+    worst, then the sends still in flight (pacing included)."""
+    per_send = settings.TELEGRAM_TIMEOUT + 3.0
+    return int(60 + settings.BATCH_DRAIN_MAX_SECONDS + llm_config.worst_case_seconds()
+               + max(run.workers, 1) * per_send)
 
 
-def open_batch(mode: str, size: int, ids: Iterable[int] | None = None) -> BatchRun | None:
-    """Claim up to ``size`` items into a new BatchRun; None when nothing is pending."""
-    client = batch_client()
-    workers = 1 if mode == Mode.SINGLE else min(size, client.max_workers)
-    timeout = job_timeout(size, workers)
+def open_run(mode: str | None = None, batch_size: int | None = None) -> BatchRun:
+    """A run that claims its items itself when a worker starts it (nothing is claimed
+    here, so a job that never starts holds nothing). Mode and size default to the Setting
+    rows as they are right now."""
+    if mode is None:
+        current = Setting.load()
+        batched = current.batch_mode_enabled and current.batch_size > 1
+        mode, batch_size = (Mode.BATCH, current.batch_size) if batched else (Mode.SINGLE, 1)
+    provider = llm_config.default_provider()
+    return BatchRun.objects.create(mode=mode, workers=in_flight_for(mode, batch_size or 1),
+                                   provider=provider, model=llm_config.model_for(provider))
+
+
+def open_batch(mode: str, size: int, ids: Iterable[int]) -> BatchRun | None:
+    """Claim the given items into a new run up front (multi-bot: these and no others)."""
     with transaction.atomic():
-        run = BatchRun.objects.create(mode=mode, workers=workers, provider=client.provider_name,
-                                      model=client.model)
-        items = queue.claim(size, run, lease_seconds=max(settings.BATCH_LEASE_SECONDS,
-                                                         timeout + 60), ids=ids)
+        run = open_run(mode, size)
+        items = queue.claim(size, run, ids=ids)
         if not items:
             run.delete()
             return None
@@ -75,127 +98,25 @@ def open_batch(mode: str, size: int, ids: Iterable[int] | None = None) -> BatchR
     return run
 
 
-def plan_tick() -> BatchRun | None:
-    """What one tick claims, from the Setting rows as they are right now."""
-    current = Setting.load()
-    if current.batch_mode_enabled and current.batch_size > 1:
-        return open_batch(Mode.BATCH, current.batch_size)
-    return open_batch(Mode.SINGLE, 1)
-
-
 def run_batch(batch_run_id: int) -> BatchRun:
-    """The RQ job's body (and ``tick --sync``): generate, save, send, record."""
-    run = BatchRun.objects.get(id=batch_run_id)
+    """The RQ job's body (and ``tick --sync``): drain, then record."""
+    run = BatchRun.objects.filter(id=batch_run_id).first()
+    if run is None:  # a run that found the queue dry is deleted; its job came again
+        return BatchRun(id=batch_run_id, status=BatchRun.Status.SUCCEEDED)
     if run.status not in (BatchRun.Status.QUEUED, BatchRun.Status.RUNNING):
         return run  # already finished: a duplicate delivery of the job is harmless
+    started = timezone.now()
     BatchRun.objects.filter(id=run.id).update(status=BatchRun.Status.RUNNING,
-                                              started_at=timezone.now())
+                                              started_at=started, heartbeat_at=started)
     run.refresh_from_db()
+    run.size = 0  # counted again as the drain claims (multi-bot's were claimed up front)
     with metrics.batched(), outbox.Delivery(run) as delivery:
-        claimed = list(queue.claimed_items(run))
-        fresh = outbox.resume(claimed, delivery)
-        unusable = Counter({"resumed_from_outbox": len(claimed) - len(fresh)})
-        work = []
-        for item in fresh:
-            prepared = _prepare(item)
-            if isinstance(prepared, Work):
-                work.append(prepared)
-            else:
-                unusable[prepared] += 1
-        gen_started = timezone.now()
-        for group in _generate(run, work):
-            _save(run, group, delivery)
-            delivery.settle()
-        run.generation_s = (timezone.now() - gen_started).total_seconds()
-    return _record(run, unusable)
-
-
-def _prepare(item: QueueItem) -> Work | str:
-    """Turn a claimed item into work, or settle it here and say why."""
-    if item.bot is None or item.chat is None:
-        queue.kill(item, "its bot was deleted" if item.bot is None else "its chat was deleted")
-        return "invalid_item"
-    if not item.bot.is_active:
-        queue.kill(item, f"bot {item.bot.name!r} is inactive")
-        return "invalid_item"
-    prompt = generate_user_prompt(
-        bot_name=item.bot.name, persona=item.bot.persona, chat_title=item.chat.title,
-        recent_messages=[str(m) for m in item.recent_messages or []],
-    )
-    return Work(item=item, prompt=prompt)
-
-
-Results = list[tuple[Work, GenerationResult]]
-
-
-def _generate(run: BatchRun, work: list[Work]) -> Iterator[Results]:
-    """Single mode goes through LLMClient (the document's single path); the
-    others through the threaded batch client. Results come in groups as they
-    finish, so saving and sending overlap with the generations still in flight."""
-    if not work:
-        return
-    if run.mode == Mode.SINGLE:
-        for entry in work:
-            yield [(entry, LLMClient().generate_detailed(user_prompt=entry.prompt))]
-        return
-    prompts = [entry.prompt for entry in work]
-    for finished in batch_client().iter_batch_groups(prompts):
-        yield [(work[index], result) for index, result in finished]
-
-
-def _save(run: BatchRun, group: Results, delivery: outbox.Delivery) -> None:
-    """Record a group of finished generations in one transaction; the replies
-    are committed as ``sending`` and go out after the commit."""
-    drafts = []
-    with transaction.atomic():
-        Generation.objects.bulk_create(_generation(run, entry, result)
-                                       for entry, result in group)
-        for entry, result in group:
-            if result.ok:
-                drafts.append(outbox.Draft(entry.item, entry.prompt, result.text,
-                                           result.provider, result.model))
-            else:
-                _fail(entry.item, result)
-        delivery.send_new(drafts)
-    for _, result in group:
-        metrics.observe_request(result.provider, result.model,
-                                "ok" if result.ok else result.error_kind or "error",
-                                result.latency_s, result.prompt_tokens,
-                                result.completion_tokens,
-                                _cost(result.model, result.prompt_tokens,
-                                      result.cached_tokens, result.completion_tokens))
-
-
-def _generation(run: BatchRun, entry: Work, result: GenerationResult) -> Generation:
-    item = entry.item
-    return Generation(
-        batch_run=run, queue_item=item, bot=item.bot, chat=item.chat, prompt=entry.prompt,
-        text=result.text or "", ok=result.ok, error_kind=result.error_kind or "",
-        error=result.error_message, latency_s=result.latency_s,
-        prompt_tokens=result.prompt_tokens, completion_tokens=result.completion_tokens,
-        cached_tokens=result.cached_tokens, attempts=result.attempts,
-        provider=result.provider, model=result.model,
-    )
-
-
-def _fail(item: QueueItem, result: GenerationResult) -> None:
-    reason = f"{result.error_kind}: {result.error_message}"
-    if result.error_kind in llm_errors.UNAVAILABLE_KINDS:
-        queue.defer(item, reason, settings.BATCH_RETRY_BACKOFF_SECONDS)
-    elif result.retryable:
-        queue.retry_later(item, reason)
-    else:
-        queue.kill(item, reason)
-
-
-def _cost(model: str, prompt: int, cached: int, completion: int) -> Decimal | None:
-    """USD from the per-model price table; None (not 0) for a model it lacks."""
-    price = settings.LLM_PRICES.get(model)
-    if price is None:
-        return None
-    per_input, per_cached, per_output = (Decimal(str(p)) for p in price)
-    return ((prompt - cached) * per_input + cached * per_cached
-            + completion * per_output) / Decimal(1_000_000)
+        work = drain.Drain(run, delivery)
+        work.run_to_end()
+    run.generation_s = (timezone.now() - started).total_seconds()
+    if work.stopped:
+        log.info("run %s stopped refilling: %s", run.id, work.stopped)
+    return _record(run, work.unusable)
 
 
 def _p95(values: list[float]) -> float | None:
@@ -214,6 +135,10 @@ def _record(run: BatchRun, unusable: Counter) -> BatchRun:
         status=Message.Status.SENT).values_list("status", flat=True))
     errors.update({k: n for k, n in unusable.items() if k == "invalid_item"})
     latencies = [g.latency_s for g in generations if g.latency_s is not None]
+    if run.size == 0:
+        # The queue was dry when it started (the tick saw an idle worker): not history.
+        BatchRun.objects.filter(id=run.id).delete()
+        return run
     run.finished_at = timezone.now()
     run.duration_s = (run.finished_at - run.started_at).total_seconds()
     run.successes, run.failures = sent, max(run.size - sent, 0)
@@ -223,7 +148,7 @@ def _record(run: BatchRun, unusable: Counter) -> BatchRun:
     run.prompt_tokens = sum(g.prompt_tokens for g in generations)
     run.completion_tokens = sum(g.completion_tokens for g in generations)
     run.cached_tokens = sum(g.cached_tokens for g in generations)
-    costs = [_cost(g.model, g.prompt_tokens, g.cached_tokens, g.completion_tokens)
+    costs = [drain.cost(g.model, g.prompt_tokens, g.cached_tokens, g.completion_tokens)
              for g in generations if g.ok or g.prompt_tokens]
     run.cost_usd = None if any(c is None for c in costs) else sum(costs, Decimal(0))
     run.error_summary = {kind: n for kind, n in errors.items() if n > 0}
@@ -236,40 +161,18 @@ def _record(run: BatchRun, unusable: Counter) -> BatchRun:
     return run
 
 
+def tick(sync: bool = False):
+    """Kept for callers that predate ``batchgen.scheduler`` (which owns the tick now)."""
+    from batchgen import scheduler
 
-@dataclass(frozen=True)
-class TickSummary:
-    recovered: int
-    run: BatchRun | None
-
-    def line(self) -> str:
-        if self.run is None:
-            return f"tick: nothing pending; {self.recovered} expired leases returned"
-        return (f"tick: batch {self.run.id} ({self.run.mode}, {self.run.size} items, "
-                f"status {self.run.status}); {self.recovered} expired leases returned")
+    return scheduler.tick(sync=sync)
 
 
-def tick(sync: bool = False) -> TickSummary:
-    """One tick: recover leases, claim per the Setting rows, then run the batch
-    in-process (``sync``) or enqueue its RQ job after the claim commits."""
-    from batchgen import jobs  # jobs imports this module
-
-    llm_config.check_configured()
-    recovered = recover()
-    run = plan_tick()
-    if run is not None:
-        if sync:
-            run = run_batch(run.id)
-        else:
-            jobs.enqueue_after_commit(run)
-    return TickSummary(recovered=recovered, run=run)
-
-
-def generate_for_multiple_bots(bot_ids: Iterable[int], chat_id: int,
-                               sync: bool = False) -> BatchRun:
+def generate_for_multiple_bots(bot_ids: Iterable[int], chat_id: int, sync: bool = False,
+                               enqueue: Callable[[BatchRun], None] | None = None) -> BatchRun:
     """The document's Scenario 2: every given bot replies in one chat, in one
-    BatchRun, generated in parallel. ``chat_id`` is the Chat's primary key."""
-    from batchgen import jobs
+    BatchRun, generated in parallel. ``chat_id`` is the Chat's primary key.
+    ``enqueue`` (default ``scheduler.enqueue``) hands the run to a worker after commit."""
     from batchgen.models import MAX_BATCH_SIZE, Bot, Chat
 
     ids = list(dict.fromkeys(bot_ids))
@@ -283,6 +186,9 @@ def generate_for_multiple_bots(bot_ids: Iterable[int], chat_id: int,
     with transaction.atomic():
         items = [queue.push(bot, chat, priority=1000) for bot in bots]
         run = open_batch(Mode.MULTI_BOT, len(items), ids=[item.id for item in items])
-        if not sync:
-            jobs.enqueue_after_commit(run)
-    return run_batch(run.id) if sync else run
+    if sync:
+        return run_batch(run.id)
+    if enqueue is None:
+        from batchgen.scheduler import enqueue
+    enqueue(run)
+    return run

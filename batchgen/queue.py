@@ -11,6 +11,8 @@ never be claimed into two batches whatever the database does.
 from __future__ import annotations
 
 import logging
+import threading
+import time
 from collections.abc import Iterable
 from datetime import datetime, timedelta
 
@@ -19,19 +21,53 @@ from django.db import transaction
 from django.db.models import Count, F, Q
 from django.utils import timezone
 
+from batchgen import shared
 from batchgen.models import BatchRun, Bot, Chat, QueueItem
 
 log = logging.getLogger(__name__)
 Status = QueueItem.Status
 
 
+NUDGE = shared.key("queue", "nudge")
+
+
 def push(bot: Bot, chat: Chat, priority: int = 0, recent_messages: Iterable[str] = (),
          max_attempts: int | None = None) -> QueueItem:
-    """Queue 'bot should say something in chat'."""
-    return QueueItem.objects.create(
+    """Queue 'bot should say something in chat'; sleeping tick loops wake once it commits."""
+    item = QueueItem.objects.create(
         bot=bot, chat=chat, priority=priority, recent_messages=list(recent_messages),
         max_attempts=max_attempts or settings.BATCH_MAX_ATTEMPTS,
     )
+    transaction.on_commit(nudge)
+    return item
+
+
+def nudge() -> None:
+    """Tell the tick loops that work arrived (call it after pushing items in bulk), so a
+    backlog on an idle platform does not wait out the tick interval. At most one nudge is
+    kept: any number of pushes wake a loop once."""
+    def send(r) -> None:
+        r.pipeline().lpush(NUDGE, 1).ltrim(NUDGE, 0, 0).expire(NUDGE, 3600).execute()
+
+    shared.attempt(send, default=None, what="tick nudge")
+
+
+def _pop_nudge(timeout: float):
+    return lambda r: r.blpop([NUDGE], timeout=timeout)
+
+
+def wait_for_nudge(seconds: float, stop: threading.Event) -> bool:
+    """Sleep up to ``seconds``, waking early on a nudge or ``stop``; True when nudged.
+    Blocks in slices shorter than the shared client's socket timeout; while Redis is away
+    it simply sleeps."""
+    deadline = time.monotonic() + seconds
+    while not stop.is_set() and (left := deadline - time.monotonic()) > 0:
+        got = shared.attempt(_pop_nudge(min(left, 1.0)), default=False, what="tick nudge")
+        if got:
+            return True
+        if got is False:  # Redis away: sleep the rest
+            stop.wait(max(deadline - time.monotonic(), 0))
+    return False
 
 
 def _claimable(now: datetime):
@@ -47,7 +83,8 @@ def claim(limit: int, batch_run: BatchRun, lease_seconds: float | None = None,
     now = now or timezone.now()
     lease = timedelta(seconds=lease_seconds or settings.BATCH_LEASE_SECONDS)
     with transaction.atomic():
-        candidates = _claimable(now)
+        # A run never takes an item back that it already tried (one it retried or deferred).
+        candidates = _claimable(now).exclude(batch_run=batch_run)
         if ids is not None:
             candidates = candidates.filter(id__in=list(ids))
         chosen = list(candidates.select_for_update(skip_locked=True)
@@ -55,9 +92,38 @@ def claim(limit: int, batch_run: BatchRun, lease_seconds: float | None = None,
         # Compare-and-set: only rows still pending change hands.
         QueueItem.objects.filter(id__in=chosen, status=Status.PENDING).update(
             status=Status.CLAIMED, batch_run=batch_run, lease_expires_at=now + lease,
-            attempts=F("attempts") + 1, updated_at=now,
+            updated_at=now,
         )
-    return list(claimed_items(batch_run))
+    # Attempts are counted when a generation or a send really ran (finish, retry_later),
+    # so a claim that expires, or is released unused, costs nothing.
+    return list(claimed_items(batch_run).filter(id__in=chosen))
+
+
+def has_claimable(now: datetime | None = None) -> bool:
+    return _claimable(now or timezone.now()).exists()
+
+
+def renew(batch_run: BatchRun, lease_seconds: float | None = None,
+          now: datetime | None = None) -> int:
+    """Extend the leases of every item ``batch_run`` still holds (the run's heartbeat), so
+    recovery never takes items from a healthy run however long it drains."""
+    now = now or timezone.now()
+    lease = timedelta(seconds=lease_seconds or settings.BATCH_LEASE_SECONDS)
+    return QueueItem.objects.filter(batch_run=batch_run, status=Status.CLAIMED).update(
+        lease_expires_at=now + lease)
+
+
+def release(batch_run: BatchRun, reason: str, now: datetime | None = None,
+            ids: Iterable[int] | None = None) -> int:
+    """Return the items ``batch_run`` holds (all, or those in ``ids``) to the queue at once,
+    no attempt spent (its job could not be enqueued, or the run stopped before generating
+    them)."""
+    now = now or timezone.now()
+    held = QueueItem.objects.filter(batch_run=batch_run, status=Status.CLAIMED)
+    if ids is not None:
+        held = held.filter(id__in=list(ids))
+    return held.update(
+        status=Status.PENDING, lease_expires_at=None, last_error=reason[:2000], updated_at=now)
 
 
 def claimed_items(batch_run: BatchRun):
@@ -78,10 +144,21 @@ def recover_expired(now: datetime | None = None) -> int:
     Safe against double sends: the pipeline looks at an item's outbox row
     before generating, so an item whose message was sent or was being sent is
     finished, not sent again.
+
+    An expiry is a crash, not an attempt: a healthy run renews its leases. An item whose
+    worker stopped ``BATCH_MAX_CRASHES`` times (a reply that kills the process, say) ends
+    dead instead of taking down one worker after another.
     """
     now = now or timezone.now()
     expired = QueueItem.objects.filter(status=Status.CLAIMED, lease_expires_at__lt=now)
+    limit = settings.BATCH_MAX_CRASHES
+    for crashes in expired.filter(crashes__gte=limit - 1).values_list("crashes", flat=True) \
+            .distinct():
+        expired.filter(crashes=crashes).update(
+            status=Status.DEAD, crashes=crashes + 1, finished_at=now, lease_expires_at=None,
+            last_error=f"crashed the worker {crashes + 1} times", updated_at=now)
     count = expired.update(status=Status.PENDING, lease_expires_at=None, available_at=None,
+                           crashes=F("crashes") + 1,
                            last_error="lease expired: the worker did not finish",
                            updated_at=now)
     if count:
@@ -98,7 +175,7 @@ def finish(item: QueueItem, now: datetime | None = None) -> bool:
     now = now or timezone.now()
     return bool(_held(item, item.batch_run_id).update(
         status=Status.DONE, finished_at=now, lease_expires_at=None, last_error="",
-        updated_at=now))
+        attempts=F("attempts") + 1, updated_at=now))
 
 
 def finish_many(items: Iterable[QueueItem], now: datetime | None = None) -> int:
@@ -111,39 +188,49 @@ def finish_many(items: Iterable[QueueItem], now: datetime | None = None) -> int:
         id__in=[item.id for item in items], status=Status.CLAIMED,
         batch_run_id=items[0].batch_run_id,
     ).update(status=Status.DONE, finished_at=now, lease_expires_at=None, last_error="",
-             updated_at=now)
+             attempts=F("attempts") + 1, updated_at=now)
 
 
-def kill(item: QueueItem, reason: str, now: datetime | None = None) -> bool:
-    """Mark dead for good, with the reason (never silently dropped)."""
+def kill(item: QueueItem, reason: str, now: datetime | None = None,
+         attempted: bool = False) -> bool:
+    """Mark dead for good, with the reason (never silently dropped); ``attempted``: a
+    generation or send really ran and failed for good."""
     now = now or timezone.now()
     return bool(_held(item, item.batch_run_id).update(
         status=Status.DEAD, finished_at=now, lease_expires_at=None, last_error=reason[:2000],
-        updated_at=now))
+        attempts=F("attempts") + int(attempted), updated_at=now))
 
 
 def retry_later(item: QueueItem, reason: str, now: datetime | None = None) -> str:
     """A failed attempt: back to the queue with exponential back-off, or dead
     after ``max_attempts``. Returns the new status."""
     now = now or timezone.now()
-    if item.attempts >= item.max_attempts:
-        kill(item, f"gave up after {item.attempts} attempts: {reason}", now)
+    attempts = item.attempts + 1
+    if attempts >= item.max_attempts:
+        kill(item, f"gave up after {attempts} attempts: {reason}", now, attempted=True)
         return Status.DEAD
-    delay = settings.BATCH_RETRY_BACKOFF_SECONDS * 2 ** max(item.attempts - 1, 0)
+    delay = settings.BATCH_RETRY_BACKOFF_SECONDS * 2 ** (attempts - 1)
     _held(item, item.batch_run_id).update(
-        status=Status.PENDING, available_at=now + timedelta(seconds=delay),
+        status=Status.PENDING, available_at=now + timedelta(seconds=delay), attempts=attempts,
         lease_expires_at=None, last_error=reason[:2000], updated_at=now)
     return Status.PENDING
 
 
-def defer(item: QueueItem, reason: str, delay_s: float, now: datetime | None = None) -> bool:
-    """Back to the queue without spending an attempt (the provider was
-    unavailable: circuit open, or the rate limit left no room in time)."""
+def defer(item: QueueItem, reason: str, delay_s: float, now: datetime | None = None) -> str:
+    """Back to the queue until the server said to come back, without spending an attempt
+    (a 429's retry_after, an open circuit, a rate limit with no room in time). A wait longer
+    than ``BATCH_MAX_DEFER_SECONDS`` ends the item dead with the reason instead. Returns the
+    new status."""
     now = now or timezone.now()
-    return bool(_held(item, item.batch_run_id).update(
-        status=Status.PENDING, available_at=now + timedelta(seconds=delay_s),
-        attempts=F("attempts") - 1, lease_expires_at=None, last_error=reason[:2000],
-        updated_at=now))
+    ceiling = settings.BATCH_MAX_DEFER_SECONDS
+    if not delay_s <= ceiling:  # also refuses nan
+        kill(item, f"asked to wait {delay_s:.0f}s, more than BATCH_MAX_DEFER_SECONDS "
+                   f"({ceiling:.0f}s): {reason}", now)
+        return Status.DEAD
+    _held(item, item.batch_run_id).update(
+        status=Status.PENDING, available_at=now + timedelta(seconds=max(delay_s, 0.0)),
+        lease_expires_at=None, last_error=reason[:2000], updated_at=now)
+    return Status.PENDING
 
 
 def depth_by_status() -> dict[str, int]:

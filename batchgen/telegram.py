@@ -24,6 +24,8 @@ from itertools import islice
 import httpx
 from django.conf import settings
 
+from batchgen.pacing import SharedPacer
+
 __all__ = ["ChatPacer", "FittedMessage", "SendResult", "TelegramSender", "fit_message",
            "max_retry_after_s", "split_message"]
 
@@ -233,7 +235,8 @@ class ChatPacer:
         self._recent_sends[bot].append(now)
 
 
-_process_pacer = ChatPacer()
+# Shared by every worker through Redis; this process's own ChatPacer while Redis is away.
+_process_pacer = SharedPacer.like(ChatPacer())
 
 
 # --- sending ------------------------------------------------------------------

@@ -116,7 +116,7 @@ def run_ticks(count: int, batch: bool, size: int, latency: float) -> dict[str, A
     """Queue ``count`` items, tick until all are claimed, wait for the worker; the figures."""
     from django.utils import timezone
 
-    from batchgen import pipeline
+    from batchgen import scheduler
     from batchgen.models import BatchRun, QueueItem
 
     ids = make_items(count)
@@ -124,9 +124,8 @@ def run_ticks(count: int, batch: bool, size: int, latency: float) -> dict[str, A
     started = timezone.now()
     runs = []
     for _ in range(math.ceil(count / (size if batch else 1))):
-        summary = pipeline.tick()
-        if summary.run is not None:
-            runs.append(summary.run.id)
+        # One worker: the first tick's run drains every item; later ticks see it busy.
+        runs.extend(run.id for run in scheduler.tick().runs)
     wait_for_jobs([f"batchrun-{r}" for r in runs], timeout=120 + count * (latency + 2))
     rows = list(BatchRun.objects.filter(id__in=runs).order_by("id"))
     done = QueueItem.objects.filter(id__in=ids, status=QueueItem.Status.DONE).count()

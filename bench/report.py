@@ -130,13 +130,49 @@ def _mib(kib: int | None) -> str:
     return "–" if not kib else f"{kib / 1024:.1f} MiB"
 
 
+def _drain_row(label: str, r: dict[str, Any], against: str = "ceiling") -> str:
+    bound = r["limit_msg_s"] if against == "limit" else r["ceiling_msg_s"]
+    sizes = "/".join(map(str, r["run_sizes"]))
+    return (f"| {label} | {r['items']} | {r['workers']} × {r['in_flight']} | "
+            f"{_f(r['seconds'], 1)} s | {_f(r['first_send_s'], 1)} s | "
+            f"{_f(r['throughput_msg_s'], 1)} msg/s | "
+            f"{_f(r['steady_msg_s'], 1)} msg/s | {_f(bound, 1)} msg/s ({against}) | "
+            f"**{r['throughput_msg_s'] / bound:.2f}** / {r['steady_msg_s'] / bound:.2f} | "
+            f"{r['lost']} / {r['duplicates']} | {r['runs']} ({sizes}) |")
+
+
+def section_drain(data: dict[str, Any]) -> list[str]:
+    two, four = data["refilling"]
+    lock, limited = data["lockstep"], data["rate_limited"]
+    speedup = two["throughput_msg_s"] / lock["throughput_msg_s"]
+    lines = [f"### 7. Drain: a backlog through real `tick --loop` and `rqworker`s, latency "
+             f"lognormal mean {data['latency_mean_s']:.2f} s σ {data['sigma']}, batch_size "
+             f"{data['batch_size']}, tick interval {data['interval_s']:.0f} s", "",
+             "| Design | Items | Workers × in flight | Total | First send | Throughput | "
+             "Steady | Bound | Ratio (total / steady) | Lost / duplicates | Runs (min/median/max "
+             "size) |", "|---|---|---|---|---|---|---|---|---|---|---|",
+             _drain_row("refilling runs", two), _drain_row("refilling runs", four),
+             _drain_row("lock-step, one batch per tick (before)", lock),
+             _drain_row(f"refilling, rate limit {limited['rate_limit_rpm']} rpm binds", limited,
+                        "limit"),
+             "", f"A high-priority item pushed a third of the way into the 2-worker drain reached "
+             f"Telegram after **{_f(two.get('priority_item_s'), 2)} s** (target: interval + 2 × "
+             f"mean latency = {_f(two.get('priority_target_s'), 1)} s). Refilling against "
+             f"lock-step at the same size: **{speedup:.1f}×**. Total runs from the moment the "
+             f"backlog lands (so it includes the wait for the "
+             f"next tick); steady runs from the first send to the last. Ceiling = workers × "
+             f"in flight / mean latency."]
+    return lines
+
+
 def markdown(results: dict[str, Any]) -> str:
     meta = results["meta"]
     lines = [f"## Benchmark ({meta['finished_at']})", "", f"Machine: {meta['machine']}. "
              f"Command: `{meta['command']}`. Wall time {meta['wall_s']:.0f} s.", ""]
     for key, render in (("document", section_document), ("targets", section_targets),
                         ("scaling", section_scaling), ("tails", section_tails),
-                        ("ratelimit", section_ratelimit), ("pipeline", section_pipeline)):
+                        ("ratelimit", section_ratelimit), ("pipeline", section_pipeline),
+                        ("drain", section_drain)):
         if key in results:
             lines += render(results[key]) + [""]
     return "\n".join(lines)
@@ -149,11 +185,12 @@ def plot(results: dict[str, Any], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.5))
-    if "document" in results:
-        _plot_document(axes[0], results["document"])
-    if "scaling" in results:
-        _plot_scaling(axes[1], results["scaling"])
+    panels = [key for key in ("document", "scaling", "drain") if key in results] or ["document"]
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 4.5), squeeze=False)
+    for ax, key in zip(axes[0], panels, strict=True):
+        if key in results:
+            {"document": _plot_document, "scaling": _plot_scaling,
+             "drain": _plot_drain}[key](ax, results[key])
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -192,3 +229,24 @@ def _plot_scaling(ax: Any, data: dict[str, Any]) -> None:
            "(labels: efficiency)", xlabel="workers", ylabel="throughput (messages/s)")
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
+
+
+def _plot_drain(ax: Any, data: dict[str, Any]) -> None:
+    two, four = data["refilling"]
+    lock, limited = data["lockstep"], data["rate_limited"]
+    labels = ["lock-step\n2 workers", "refilling\n2 workers", "refilling\n4 workers",
+              f"refilling, 4 w.\n{limited['rate_limit_rpm']} rpm"]
+    rows = [lock, two, four, limited]
+    bounds = [r["ceiling_msg_s"] for r in rows[:3]] + [limited["limit_msg_s"]]
+    xs = range(len(rows))
+    ax.bar(xs, bounds, color="#dddddd", label="ceiling (or the rate limit)")
+    ax.bar(xs, [r["throughput_msg_s"] for r in rows], width=0.5, label="measured")
+    for x, r, bound in zip(xs, rows, bounds, strict=True):
+        ax.annotate(f"{r['throughput_msg_s'] / bound:.2f}", (x, r["throughput_msg_s"]),
+                    textcoords="offset points", xytext=(0, 3), ha="center", fontsize=8)
+    ax.set_xticks(list(xs), labels, fontsize=8)
+    ax.set(title=f"drain of {two['items']} items, latency {data['latency_mean_s']:.1f} s; "
+           f"priority item {two.get('priority_item_s', 0):.1f} s",
+           ylabel="messages/s")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3, axis="y")

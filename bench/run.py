@@ -30,10 +30,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench import harness, llm_sections, pipeline_section, report
+from bench import drain_section, harness, llm_sections, pipeline_section, report
 
 RESULTS = harness.ROOT / "bench" / "results"
-SECTIONS = ("document", "targets", "scaling", "tails", "ratelimit", "pipeline")
+SECTIONS = ("document", "targets", "scaling", "tails", "ratelimit", "pipeline", "drain")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -47,6 +47,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--only", default=",".join(SECTIONS),
                         help=f"comma-separated sections: {','.join(SECTIONS)}")
     parser.add_argument("--rpm", type=int, default=600, help="section 4's rate limit")
+    parser.add_argument("--drain-items", type=int, default=None,
+                        help="section 7's backlog (default 2000, quick 400)")
+    parser.add_argument("--drain-batch", type=int, default=20,
+                        help="section 7's batch_size: prompts each run keeps in flight")
+    parser.add_argument("--drain-rpm", type=int, default=1200,
+                        help="section 7's binding rate limit (requests a minute)")
     parser.add_argument("--publish", action="store_true",
                         help="also write bench/README.md and bench/throughput.png")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
@@ -72,6 +78,11 @@ def plan(args: argparse.Namespace) -> dict[str, Any]:
         "ratelimit_prompts": 200 if args.quick else 600,
         "pipeline_latency": one_second, "pipeline_items": 50,
         "memory_items": 300 if args.quick else 1000,
+        # The issue's drain: lognormal latency, mean 1 s, sigma 0.6, at tick's default interval.
+        "drain_items": args.drain_items or (400 if args.quick else 2000),
+        "drain_latency": 1.0, "drain_sigma": 0.6, "drain_interval": 5.0,
+        "drain_batch": args.drain_batch, "drain_rpm": args.drain_rpm,
+        "drain_lockstep_items": 100 if args.quick else 200,
     }
 
 
@@ -92,6 +103,10 @@ def run_sections(args: argparse.Namespace, services: harness.Services,
         "pipeline": lambda: pipeline_section.end_to_end(
             services, sizes["pipeline_latency"], sizes["jitter"], sizes["pipeline_items"],
             sizes["memory_items"]),
+        "drain": lambda: drain_section.drain(
+            services, sizes["drain_items"], sizes["drain_latency"], sizes["drain_sigma"],
+            sizes["drain_batch"], sizes["drain_interval"], sizes["drain_lockstep_items"],
+            sizes["drain_rpm"]),
     }
     results: dict[str, Any] = {}
     for name in SECTIONS:

@@ -203,6 +203,16 @@ BATCH_LEASE_SECONDS = env_int("BATCH_LEASE_SECONDS", 600, minimum=10, maximum=86
 BATCH_MAX_ATTEMPTS = env_int("BATCH_MAX_ATTEMPTS", 3, minimum=1, maximum=20)
 BATCH_RETRY_BACKOFF_SECONDS = env_float("BATCH_RETRY_BACKOFF_SECONDS", 30.0, minimum=0.0,
                                         maximum=86_400.0)
+# A run refills (claims the next item as each reply finishes) until the queue is empty or
+# one of these bounds is reached; then the worker takes the next run, so settings changed in
+# the admin apply within BATCH_DRAIN_MAX_SECONDS.
+BATCH_DRAIN_MAX_ITEMS = env_int("BATCH_DRAIN_MAX_ITEMS", 1000, minimum=1)
+BATCH_DRAIN_MAX_SECONDS = env_float("BATCH_DRAIN_MAX_SECONDS", 120.0, minimum=1.0)
+# An item whose worker stopped this many times while holding it ends dead.
+BATCH_MAX_CRASHES = env_int("BATCH_MAX_CRASHES", 3, minimum=1, maximum=100)
+# Longest wait a server may ask for (Telegram retry_after, LLM Retry-After, an open breaker)
+# that defers the item; above it the item ends dead with the reason.
+BATCH_MAX_DEFER_SECONDS = env_float("BATCH_MAX_DEFER_SECONDS", 86400.0, minimum=1.0)
 
 # --- Telegram ----------------------------------------------------------------
 TELEGRAM_API_BASE_URL = env_url("TELEGRAM_API_BASE_URL", "https://api.telegram.org")

@@ -23,7 +23,7 @@ def test_tick_then_a_real_worker_sends_every_item_once(pipeline_env, settings) -
     tick = manage(env, "tick")
     assert tick.returncode == 0, tick.stderr
     [line] = tick.stdout.strip().splitlines()
-    assert line.startswith("tick: batch ") and "(batch, 8 items, status queued)" in line
+    assert "tick: 1 run(s) queued for idle workers (" in line and "batch, 8 in flight" in line
     worker = manage(env, "rqworker", "default", "--burst")
     assert worker.returncode == 0, worker.stderr
 
@@ -122,3 +122,229 @@ def test_two_ticks_and_three_workers_claim_each_of_300_items_once(pipeline_env,
     assert Counter(m["chat_id"] for m in fake_telegram.messages()).most_common(1)[0][1] == 1
     assert len(fake_telegram.messages()) == 300
     assert BatchRun.objects.filter(status="succeeded").count() == BatchRun.objects.count()
+
+
+def _push(count: int, bots: int = 20, **fields) -> list[QueueItem]:
+    bot_rows = [make_bot() for _ in range(bots)]
+    chats = [make_chat() for _ in range(count)]
+    return QueueItem.objects.bulk_create(
+        QueueItem(bot=bot_rows[i % bots], chat=chats[i], **fields) for i in range(count))
+
+
+def _settled() -> bool:
+    return not QueueItem.objects.filter(status__in=["pending", "claimed"]).exists()
+
+
+def _sent_once(fake_telegram) -> Counter:
+    chats = Counter(m["chat_id"] for m in fake_telegram.messages())
+    assert not chats or max(chats.values()) == 1, chats.most_common(3)
+    return chats
+
+
+def _drain_env(pipeline_env, settings, items: int, latency: float) -> dict[str, str]:
+    """``items`` queued in chats of their own, batch mode with 5 in flight, and the
+    environment of processes whose leases (10 s) are shorter than a drain: only the
+    heartbeat keeps recovery off a live run's items."""
+    pipeline_env[0].control(latency=latency)
+    _push(items)
+    set_batch_mode(5)
+    return process_env(settings, BATCH_LEASE_SECONDS="10", BATCH_MAX_WORKERS="5")
+
+
+def _tick_loop(env: dict[str, str]):
+    return start(env, "tick", "--loop", "--interval", "1")
+
+
+@pytest.mark.postgres
+def test_500_items_drain_through_3_workers_each_sent_once_and_every_run_accounts(
+        pipeline_env, settings) -> None:
+    fake_telegram = pipeline_env[1]
+    env = _drain_env(pipeline_env, settings, 500, latency=0.3)
+    procs = [_tick_loop(env)]
+    procs += [start(env, "rqworker", "default") for _ in range(3)]
+    try:
+        wait_for(lambda: not QueueItem.objects.exclude(status="done").exists(), 300,
+                 "all 500 items done")
+    finally:
+        outputs = [stop(proc) for proc in procs]
+    assert procs[0].returncode == 0, outputs[0]
+    assert len(_sent_once(fake_telegram)) == 500
+    assert QueueItem.objects.filter(status="done", attempts=1, crashes=0).count() == 500
+    runs = list(BatchRun.objects.all())
+    assert sum(run.size for run in runs) == sum(run.successes for run in runs) == 500
+    assert {run.status for run in runs} == {"succeeded"} and len(runs) >= 3
+    assert max(run.duration_s for run in runs) > 10  # longer than one lease, kept by beats
+    per_item = Counter(Generation.objects.values_list("queue_item_id", flat=True))
+    assert len(per_item) == 500 and set(per_item.values()) == {1}
+
+
+@pytest.mark.postgres
+def test_a_worker_killed_mid_drain_loses_nothing_and_its_items_return_within_a_lease(
+        pipeline_env, settings) -> None:
+    import time
+
+    fake_telegram = pipeline_env[1]
+    env = _drain_env(pipeline_env, settings, 200, latency=0.3)
+    victim = start(env, "rqworker", "default")
+    procs = [_tick_loop(env), victim]
+    try:
+        wait_for(lambda: len(fake_telegram.messages()) >= 30, 120, "the drain under way")
+        kill_hard(victim)  # the worker and its work-horse, mid-drain
+        killed_at = time.monotonic()
+        held = set(QueueItem.objects.filter(status="claimed").values_list("id", flat=True))
+        assert held
+        wait_for(lambda: not QueueItem.objects.filter(id__in=held, status="claimed").exists(),
+                 30, "the killed run's items back")
+        returned_after = time.monotonic() - killed_at
+        procs.append(start(env, "rqworker", "default"))
+        wait_for(_settled, 240, "every item settled")
+    finally:
+        outputs = [stop(proc) for proc in procs if proc is not victim]
+    assert procs[0].returncode == 0, outputs[0]
+    assert returned_after <= 10 + 1 + 3, returned_after  # one lease, one tick, slack
+    chats = _sent_once(fake_telegram)
+    outcomes = Counter()
+    for item in QueueItem.objects.all():
+        message = Message.objects.filter(queue_item=item).first()
+        outcomes[(item.status, message.status if message else None)] += 1
+    assert set(outcomes) <= {("done", "sent"), ("dead", "send_unknown")}, outcomes
+    assert outcomes[("dead", "send_unknown")] <= 5  # at most the sends cut off mid-flight
+    assert sum(outcomes.values()) == 200 and len(chats) >= outcomes[("done", "sent")]
+
+
+def _poisoning_provider():
+    """An OpenAI-compatible server that answers like the fake but, for marked prompts,
+    returns what real models and gateways were seen to return: a reply with a lone surrogate
+    (valid JSON) or an error message carrying NUL."""
+    import json
+
+    from aiohttp import web
+
+    from tests.fakes import run_in_thread
+
+    async def chat(request: web.Request) -> web.Response:
+        body = await request.json()
+        prompt = body["messages"][-1]["content"]
+        if "[[nul-error]]" in prompt:
+            error = {"error": {"message": "bad \u0000 request", "type": "invalid_request_error"}}
+            return web.Response(status=400, text=json.dumps(error),
+                                content_type="application/json")
+        text = "hello \ud83d there" if "[[surrogate]]" in prompt else f"Reply to: {prompt[:40]}"
+        reply = {"id": "x", "object": "chat.completion", "created": 0, "model": body["model"],
+                 "choices": [{"index": 0, "finish_reason": "stop",
+                              "message": {"role": "assistant", "content": text}}],
+                 "usage": {"prompt_tokens": 5, "completion_tokens": 3, "total_tokens": 8}}
+        return web.Response(text=json.dumps(reply), content_type="application/json")
+
+    def app() -> web.Application:
+        application = web.Application()
+        application.router.add_post("/v1/chat/completions", chat)
+        return application
+
+    return run_in_thread(app)
+
+
+@pytest.mark.postgres
+def test_a_poisoned_reply_in_a_batch_of_10_settles_alone_and_the_rest_are_sent_once(
+        pipeline_env, settings) -> None:
+    _, fake_telegram = pipeline_env
+    clean = _push(9, bots=3)
+    surrogate = make_item(make_bot(persona="[[surrogate]]"), make_chat())
+    nul = make_item(make_bot(persona="[[nul-error]]"), make_chat())
+    set_batch_mode(10)
+    with _poisoning_provider() as provider:
+        env = process_env(settings, OPENAI_BASE_URL=f"{provider.base_url}/v1")
+        assert manage(env, "tick").returncode == 0
+        worker = manage(env, "rqworker", "default", "--burst")
+    assert worker.returncode == 0, worker.stderr
+    assert not QueueItem.objects.filter(status__in=["pending", "claimed"]).exists()
+    chats = _sent_once(fake_telegram)
+    assert all(chats[item.chat.telegram_chat_id] == 1 for item in clean)
+    [poisoned] = [m for m in fake_telegram.messages()
+                  if m["chat_id"] == surrogate.chat.telegram_chat_id]
+    assert poisoned["text"] == "hello \ufffd there"
+    nul.refresh_from_db()
+    assert nul.status == "dead" and "bad \ufffd request" in nul.last_error
+    run = BatchRun.objects.get()
+    assert (run.size, run.successes, run.failures, run.status) == (11, 10, 1, "partial")
+
+
+@pytest.mark.postgres
+def test_a_killed_database_connection_mid_drain_loses_nothing_and_sends_once(
+        pipeline_env, settings) -> None:
+    from django.db import connection
+
+    fake_telegram = pipeline_env[1]
+    env = _drain_env(pipeline_env, settings, 120, latency=0.2)
+    procs = [_tick_loop(env), start(env, "rqworker", "default")]
+    try:
+        for sent in (20, 50, 80):
+            wait_for(lambda n=sent: len(fake_telegram.messages()) >= n, 120, f"{sent} sent")
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                               "WHERE datname = current_database() AND pid <> pg_backend_pid()")
+        wait_for(_settled, 240, "every item settled")
+    finally:
+        outputs = [stop(proc) for proc in procs]
+    assert procs[0].returncode == 0, outputs[0]
+    _sent_once(fake_telegram)
+    statuses = Counter(QueueItem.objects.values_list("status", flat=True))
+    assert statuses["done"] >= 115 and sum(statuses.values()) == 120, statuses
+    dead = QueueItem.objects.filter(status="dead")
+    assert all("outcome unknown" in item.last_error for item in dead)
+
+
+def _redis_server(port: int):
+    import shutil
+    import subprocess
+
+    from batchgen.fakes.ports import wait_for_port
+
+    proc = subprocess.Popen([shutil.which("redis-server"), "--port", str(port), "--bind",
+                             "127.0.0.1", "--save", "", "--appendonly", "no"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    assert wait_for_port(port), "redis-server did not start"
+    return proc
+
+
+def test_a_redis_outage_under_a_tick_loop_and_a_worker_then_every_item_is_sent_once(
+        pipeline_env, settings) -> None:
+    import time
+
+    from batchgen.fakes.ports import free_port
+
+    fake_llm, fake_telegram = pipeline_env
+    fake_llm.control(latency=0.3)
+    items = _push(40, bots=5)
+    set_batch_mode(5)
+    port = free_port()
+    redis_proc = _redis_server(port)
+    env = process_env(settings, REDIS_URL=f"redis://127.0.0.1:{port}/0",
+                      BATCH_LEASE_SECONDS="10", BATCH_MAX_WORKERS="5")
+    loop = start(env, "tick", "--loop", "--interval", "0.5")
+    workers = [start(env, "rqworker", "default")]
+    try:
+        wait_for(lambda: len(fake_telegram.messages()) >= 5, 60, "the drain under way")
+        redis_proc.kill()
+        redis_proc.wait()
+        time.sleep(5)
+        redis_proc = _redis_server(port)
+        deadline = time.monotonic() + 180
+        while not _settled() and time.monotonic() < deadline:
+            if workers[-1].poll() is not None:  # as systemd's Restart=always would
+                workers.append(start(env, "rqworker", "default"))
+            time.sleep(0.5)
+        assert loop.poll() is None, "the tick loop exited during the outage"
+    finally:
+        out = stop(loop)
+        for worker in workers:
+            stop(worker)
+        redis_proc.kill()
+        redis_proc.wait()
+    assert loop.returncode == 0 and "tick failed (" in out, out
+    chats = _sent_once(fake_telegram)
+    statuses = Counter(QueueItem.objects.values_list("status", flat=True))
+    assert statuses["done"] == len(chats) and sum(statuses.values()) == len(items)
+    assert all("outcome unknown" in item.last_error
+               for item in QueueItem.objects.filter(status="dead")), statuses
+    print(f"after a 5 s Redis outage: {statuses}, {len(workers)} worker start(s)")

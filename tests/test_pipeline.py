@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 from django.core.management import call_command
+from django.utils import timezone
 
-from batchgen import pipeline
+from batchgen import pipeline, scheduler
 from batchgen.models import BatchRun, Generation, Message, QueueItem
 from tests.factories import make_bot, make_chat, make_item, set_batch_mode
 
@@ -21,7 +22,7 @@ def test_a_batch_sends_every_item_once_to_its_own_chat(pipeline_env) -> None:
     fake_llm, fake_telegram = pipeline_env
     items = make_items(6)
     set_batch_mode(10)
-    summary = pipeline.tick(sync=True)
+    summary = scheduler.tick(sync=True)
     run = summary.run
     assert (run.mode, run.size, run.status, run.successes, run.failures) == (
         "batch", 6, "succeeded", 6, 0)
@@ -44,7 +45,7 @@ def test_the_run_records_figures_that_match_what_happened(pipeline_env, settings
     settings.LLM_MODEL = "gpt-4o-mini"
     make_items(4)
     set_batch_mode(4)
-    run = pipeline.tick(sync=True).run
+    run = scheduler.tick(sync=True).run
     generations = list(Generation.objects.filter(batch_run=run))
     assert len(generations) == 4 and all(g.ok for g in generations)
     assert run.prompt_tokens == sum(g.prompt_tokens for g in generations) > 0
@@ -61,30 +62,53 @@ def test_the_run_records_figures_that_match_what_happened(pipeline_env, settings
 def test_an_unknown_model_gets_no_cost_rather_than_zero(pipeline_env, settings) -> None:
     settings.LLM_MODEL = "some-unpriced-model"
     make_items(1)
-    run = pipeline.tick(sync=True).run
+    run = scheduler.tick(sync=True).run
     assert run.successes == 1 and run.cost_usd is None
 
 
-def test_batch_mode_off_takes_one_item_per_tick_in_priority_order(pipeline_env) -> None:
-    bot, chat = make_bot(), make_chat()
-    low = make_item(bot, chat, priority=1)
-    high = make_item(bot, chat, priority=9)
-    first = pipeline.tick(sync=True).run
-    assert (first.mode, first.size) == ("single", 1)
-    high.refresh_from_db()
-    low.refresh_from_db()
-    assert (high.status, low.status) == ("done", "pending")
-    assert pipeline.tick(sync=True).run.size == 1
-    low.refresh_from_db()
-    assert low.status == "done"
-    assert pipeline.tick(sync=True).run is None
+def test_batch_mode_off_sends_one_item_at_a_time_in_priority_order(pipeline_env) -> None:
+    fake_llm, fake_telegram = pipeline_env
+    bot = make_bot()
+    low = make_item(bot, make_chat(), priority=1)
+    high = make_item(bot, make_chat(), priority=9)
+    run = scheduler.tick(sync=True).run
+    assert (run.mode, run.workers, run.size, run.successes) == ("single", 1, 2, 2)
+    assert [m["chat_id"] for m in fake_telegram.messages()] == [
+        high.chat.telegram_chat_id, low.chat.telegram_chat_id]
+    assert fake_llm.stats()["in_flight_peak"] == 1
+    assert scheduler.tick(sync=True).run is None
+
+
+def test_a_run_keeps_batch_size_in_flight_and_refills_until_the_queue_is_dry(
+        pipeline_env) -> None:
+    fake_llm, fake_telegram = pipeline_env
+    fake_llm.control(latency=0.2)
+    make_items(12)
+    set_batch_mode(4)
+    run = scheduler.tick(sync=True).run
+    assert (run.mode, run.workers, run.size, run.successes, run.status) == (
+        "batch", 4, 12, 12, "succeeded")
+    assert fake_llm.stats()["in_flight_peak"] == 4
+    assert len(fake_telegram.messages()) == 12
+    assert not QueueItem.objects.exclude(status="done").exists()
+
+
+def test_a_run_stops_refilling_at_its_item_bound(pipeline_env, settings) -> None:
+    settings.BATCH_DRAIN_MAX_ITEMS = 5
+    make_items(8)
+    set_batch_mode(3)
+    run = scheduler.tick(sync=True).run
+    assert (run.size, run.successes) == (5, 5)
+    assert QueueItem.objects.filter(status="pending").count() == 3
+    assert scheduler.tick(sync=True).run.size == 3
 
 
 def test_the_next_tick_sees_a_settings_change(pipeline_env) -> None:
-    make_items(5)
-    assert pipeline.tick(sync=True).run.size == 1
+    make_items(2)
+    assert scheduler.tick(sync=True).run.workers == 1
+    make_items(2)
     set_batch_mode(3)
-    assert pipeline.tick(sync=True).run.size == 3
+    assert scheduler.tick(sync=True).run.workers == 3
 
 
 def test_transient_provider_faults_are_retried_with_back_off_then_dead(pipeline_env,
@@ -94,12 +118,13 @@ def test_transient_provider_faults_are_retried_with_back_off_then_dead(pipeline_
     item = make_item(bot, chat, max_attempts=2)
     ok = make_item(make_bot(), make_chat())
     set_batch_mode(5)
-    first = pipeline.tick(sync=True).run
+    first = scheduler.tick(sync=True).run
     item.refresh_from_db()
     assert (first.status, first.successes, first.failures) == ("partial", 1, 1)
     assert first.error_summary == {"server_error": 1}
     assert (item.status, item.attempts) == ("pending", 1)
-    pipeline.tick(sync=True)
+    assert first.size == 2  # a run never claims an item twice, even with no back-off
+    scheduler.tick(sync=True)
     item.refresh_from_db()
     ok.refresh_from_db()
     assert item.status == "dead" and item.last_error.startswith("gave up after 2 attempts")
@@ -109,7 +134,7 @@ def test_transient_provider_faults_are_retried_with_back_off_then_dead(pipeline_
 
 def test_a_refused_prompt_is_dead_at_once_with_the_reason(pipeline_env) -> None:
     item = make_item(make_bot(persona="[[fault:content_filter]]"), make_chat())
-    run = pipeline.tick(sync=True).run
+    run = scheduler.tick(sync=True).run
     item.refresh_from_db()
     assert run.status == "failed" and item.status == "dead" and item.attempts == 1
     assert item.last_error.startswith("content_filter")
@@ -123,7 +148,7 @@ def test_bad_items_end_dead_with_a_reason_and_the_batch_goes_on(pipeline_env) ->
     no_chat.chat.delete()
     good = make_item()
     set_batch_mode(10)
-    run = pipeline.tick(sync=True).run
+    run = scheduler.tick(sync=True).run
     assert (run.size, run.successes, run.failures) == (4, 1, 3)
     assert run.error_summary == {"invalid_item": 3}
     reasons = {i.id: (i.status, i.last_error) for i in QueueItem.objects.all()}
@@ -137,7 +162,7 @@ def test_telegram_429_is_obeyed_and_the_message_still_goes_once(pipeline_env) ->
     _, fake_telegram = pipeline_env
     item = make_item()
     fake_telegram.control(fault="429", count=1, retry_after=1)
-    run = pipeline.tick(sync=True).run
+    run = scheduler.tick(sync=True).run
     assert run.successes == 1
     stats = fake_telegram.stats()
     assert stats["responses"] == {"429": 1, "200": 1}
@@ -148,23 +173,23 @@ def test_telegram_400_is_final_with_the_description(pipeline_env) -> None:
     _, fake_telegram = pipeline_env
     item = make_item()
     fake_telegram.control(fault="400", count=1)
-    pipeline.tick(sync=True)
+    scheduler.tick(sync=True)
     item.refresh_from_db()
     message = Message.objects.get(queue_item=item)
     assert message.status == "failed" and "chat not found" in message.error
     assert item.status == "dead" and "chat not found" in item.last_error
-    assert pipeline.tick(sync=True).run is None
+    assert scheduler.tick(sync=True).run is None
 
 
 def test_an_ambiguous_send_is_never_resent(pipeline_env) -> None:
     _, fake_telegram = pipeline_env
     item = make_item()
     fake_telegram.control(fault="drop", count=1)
-    pipeline.tick(sync=True)
+    scheduler.tick(sync=True)
     message = Message.objects.get(queue_item=item)
     item.refresh_from_db()
     assert message.status == "send_unknown" and item.status == "dead"
-    assert pipeline.tick(sync=True).run is None
+    assert scheduler.tick(sync=True).run is None
     assert len(fake_telegram.messages()) == 1
 
 
@@ -174,7 +199,7 @@ def test_an_item_found_mid_send_after_a_crash_is_not_sent_again(pipeline_env) ->
     run = BatchRun.objects.create(mode="single")
     Message.objects.create(queue_item=item, bot=item.bot, chat=item.chat, batch_run=run,
                            text="half sent", status="sending")
-    pipeline.tick(sync=True)
+    scheduler.tick(sync=True)
     item.refresh_from_db()
     assert Message.objects.get(queue_item=item).status == "send_unknown"
     assert item.status == "dead" and "outcome unknown" in item.last_error
@@ -185,7 +210,7 @@ def test_a_saved_but_unsent_message_is_sent_without_generating_again(pipeline_en
     fake_llm, fake_telegram = pipeline_env
     item = make_item()
     Message.objects.create(queue_item=item, bot=item.bot, chat=item.chat, text="saved text")
-    run = pipeline.tick(sync=True).run
+    run = scheduler.tick(sync=True).run
     assert run.successes == 1
     assert [m["text"] for m in fake_telegram.messages()] == ["saved text"]
     assert fake_llm.stats()["requests"].get("openai") is None
@@ -215,10 +240,11 @@ def test_tick_command_prints_one_summary_line(pipeline_env, capsys) -> None:
     make_items(1)
     call_command("tick", "--sync")
     out = capsys.readouterr().out.strip().splitlines()
-    assert len(out) == 1 and out[0].startswith("tick: batch ")
+    assert len(out) == 1 and " tick: batch " in out[0]
     call_command("tick", "--sync")
-    assert capsys.readouterr().out.strip() == (
-        "tick: nothing pending; 0 expired leases returned")
+    stamp, line = capsys.readouterr().out.strip().split(" ", 1)
+    assert line == "tick: nothing pending; 0 expired leases returned"
+    assert stamp.startswith(str(timezone.now().year)) and stamp.endswith("+00:00")
 
 
 def test_tick_without_an_api_key_exits_non_zero_naming_it_and_claims_nothing(
@@ -237,20 +263,121 @@ def test_tick_without_an_api_key_exits_non_zero_naming_it_and_claims_nothing(
     assert (item.status, item.attempts) == ("pending", 0)
 
 
-def test_an_open_circuit_returns_items_without_spending_attempts_or_http(pipeline_env,
-                                                                         settings) -> None:
+def _open_the_breaker(settings) -> None:
     from batchgen.resilience import get_circuit_breaker, reset_circuit_breakers
 
-    fake_llm, _ = pipeline_env
     settings.LLM_CIRCUIT_BREAKER_THRESHOLD = 1
     reset_circuit_breakers()
     breaker = get_circuit_breaker("openai_api")
     breaker.before_call()
     breaker.record_failure()
+
+
+def test_tick_claims_nothing_while_the_breaker_is_open_and_says_until_when(
+        pipeline_env, settings) -> None:
+    fake_llm, _ = pipeline_env
+    _open_the_breaker(settings)
     item = make_item(max_attempts=1)
-    run = pipeline.tick(sync=True).run
+    summary = scheduler.tick(sync=True)
+    assert summary.run is None
+    assert "tick: openai circuit open until 20" in summary.line()
+    item.refresh_from_db()
+    assert (item.status, item.attempts, item.batch_run_id) == ("pending", 0, None)
+    assert fake_llm.stats()["requests"].get("openai") is None
+
+
+def test_an_open_circuit_defers_items_until_it_half_opens_without_spending_attempts(
+        pipeline_env, settings) -> None:
+    fake_llm, _ = pipeline_env
+    settings.LLM_CIRCUIT_BREAKER_TIMEOUT = 120
+    _open_the_breaker(settings)
+    item = make_item(max_attempts=1)
+    run = pipeline.run_batch(pipeline.open_run().id)  # a run already on a worker
     item.refresh_from_db()
     assert (item.status, item.attempts) == ("pending", 0)
     assert item.last_error.startswith("circuit_open")
+    wait_s = (item.available_at - timezone.now()).total_seconds()
+    assert 100 < wait_s <= 120  # when the breaker half-opens, not BATCH_RETRY_BACKOFF_SECONDS
     assert run.error_summary == {"circuit_open": 1}
     assert fake_llm.stats()["requests"].get("openai") is None
+
+
+def test_a_reply_with_a_lone_surrogate_or_an_error_with_nul_is_stored_and_the_run_goes_on(
+        pipeline_env) -> None:
+    from batchgen import drain, outbox
+    from batchgen.llm import GenerationResult
+
+    _, fake_telegram = pipeline_env
+    poisoned, failing, fine = make_items(3)
+    run = pipeline.open_run(BatchRun.Mode.BATCH, 3)
+    from batchgen import queue
+
+    queue.claim(3, run)
+    work = {item.id: drain.Work(item, "prompt") for item in queue.claimed_items(run)}
+    group = [
+        (work[poisoned.id], GenerationResult(text="hello \ud83d there", provider="openai")),
+        (work[failing.id], GenerationResult(text=None, error_kind="bad_request",
+                                            error_message="bad\x00byte", provider="openai")),
+        (work[fine.id], GenerationResult(text="fine", provider="openai")),
+    ]
+    with outbox.Delivery(run) as delivery:
+        drain.save(run, group, delivery)
+    assert sorted(m["text"] for m in fake_telegram.messages()) == ["fine", "hello \ufffd there"]
+    failing.refresh_from_db()
+    assert failing.status == "dead" and failing.last_error == "bad_request: bad\ufffdbyte"
+    assert Generation.objects.get(queue_item=failing).error == "bad\ufffdbyte"
+
+
+def test_an_item_whose_reply_cannot_be_saved_is_settled_and_the_rest_are_sent(
+        pipeline_env, monkeypatch) -> None:
+    from batchgen import drain
+
+    _, fake_telegram = pipeline_env
+    items = make_items(5)
+    poisoned = items[2]
+    real = drain._generation
+
+    def generation(run, entry, result):
+        if entry.item.id == poisoned.id:
+            raise ValueError("cannot store this reply")
+        return real(run, entry, result)
+
+    monkeypatch.setattr(drain, "_generation", generation)
+    set_batch_mode(5)
+    run = scheduler.tick(sync=True).run
+    poisoned.refresh_from_db()
+    assert (run.size, run.successes, run.failures) == (5, 4, 1)
+    assert poisoned.status == "dead" and poisoned.attempts == 1
+    assert poisoned.last_error == "could not save the reply: ValueError: cannot store this reply"
+    assert len(fake_telegram.messages()) == 4
+    assert not QueueItem.objects.filter(status="claimed").exists()
+
+
+def test_a_priority_item_pushed_mid_drain_goes_before_the_backlog(pipeline_env) -> None:
+    import threading
+
+    from batchgen import queue
+
+    fake_llm, fake_telegram = pipeline_env
+    fake_llm.control(latency=0.1)
+    make_items(40)
+    set_batch_mode(2)
+    urgent_chat = make_chat()
+    pushed = threading.Event()
+
+    def push_when_started() -> None:
+        from django.db import connection
+
+        while len(fake_telegram.messages()) < 4:
+            pass
+        queue.push(make_bot(), urgent_chat, priority=100)
+        pushed.set()
+        connection.close()
+
+    pusher = threading.Thread(target=push_when_started)
+    pusher.start()
+    scheduler.tick(sync=True)
+    pusher.join()
+    chats = [m["chat_id"] for m in fake_telegram.messages()]
+    assert pushed.is_set() and len(chats) == 41
+    assert chats.index(urgent_chat.telegram_chat_id) < 4 + 2 + 2  # the next refill, not last

@@ -32,7 +32,7 @@ def test_a_claimed_item_is_not_claimed_again() -> None:
     assert len(queue.claim(5, first)) == 1
     assert queue.claim(5, second) == []
     item = QueueItem.objects.get()
-    assert (item.status, item.batch_run_id, item.attempts) == ("claimed", first.id, 1)
+    assert (item.status, item.batch_run_id, item.attempts) == ("claimed", first.id, 0)
     assert item.lease_expires_at > timezone.now()
 
 
@@ -84,6 +84,71 @@ def test_deferring_does_not_spend_an_attempt() -> None:
     queue.defer(item, "circuit_open", 0)
     item.refresh_from_db()
     assert (item.status, item.attempts) == ("pending", 0)
+
+
+def test_lease_expiries_count_crashes_not_attempts(settings) -> None:
+    settings.BATCH_MAX_CRASHES = 5
+    make_item(max_attempts=2)
+    now = timezone.now()
+    for _ in range(3):
+        queue.claim(1, make_run(), lease_seconds=10, now=now)
+        now += timedelta(seconds=11)
+        assert queue.recover_expired(now=now) == 1
+    item = QueueItem.objects.get()
+    assert (item.status, item.attempts, item.crashes) == ("pending", 0, 3)
+    # One real failure after three expiries is the first attempt, not the last.
+    [item] = queue.claim(1, make_run(), now=now)
+    assert queue.retry_later(item, "server_error: 500", now=now) == "pending"
+
+
+def test_an_item_that_keeps_crashing_its_worker_ends_dead(settings) -> None:
+    settings.BATCH_MAX_CRASHES = 2
+    make_item()
+    now = timezone.now()
+    for _ in range(2):
+        queue.claim(1, make_run(), lease_seconds=10, now=now)
+        now += timedelta(seconds=11)
+        queue.recover_expired(now=now)
+    item = QueueItem.objects.get()
+    assert (item.status, item.crashes, item.attempts) == ("dead", 2, 0)
+    assert item.last_error == "crashed the worker 2 times"
+    assert queue.claim(1, make_run(), now=now + timedelta(hours=1)) == []
+
+
+def test_a_heartbeat_keeps_a_long_run_s_items_from_recovery() -> None:
+    make_item()
+    run = make_run()
+    now = timezone.now()
+    queue.claim(1, run, lease_seconds=30, now=now)
+    for _ in range(10):  # five minutes of a run renewing every 25 s
+        now += timedelta(seconds=25)
+        assert queue.renew(run, lease_seconds=30, now=now) == 1
+        assert queue.recover_expired(now=now + timedelta(seconds=1)) == 0
+    assert QueueItem.objects.get().status == "claimed"
+
+
+def test_a_released_run_gives_its_items_back_without_an_attempt() -> None:
+    make_item()
+    run = make_run()
+    queue.claim(1, run)
+    assert queue.release(run, "could not enqueue: ConnectionError") == 1
+    item = QueueItem.objects.get()
+    assert (item.status, item.attempts, item.lease_expires_at) == ("pending", 0, None)
+    assert queue.claim(1, make_run())
+
+
+def test_a_wait_beyond_the_ceiling_ends_the_item_dead_with_the_reason(settings) -> None:
+    settings.BATCH_MAX_DEFER_SECONDS = 3600
+    make_item()
+    [item] = queue.claim(1, make_run())
+    now = timezone.now()
+    assert queue.defer(item, "telegram: Too Many Requests", 3000, now=now) == "pending"
+    item.refresh_from_db()
+    assert item.available_at == now + timedelta(seconds=3000)
+    [item] = queue.claim(1, make_run(), now=now + timedelta(seconds=3001))
+    assert queue.defer(item, "telegram: Too Many Requests", 7200) == "dead"
+    item.refresh_from_db()
+    assert item.status == "dead" and "more than BATCH_MAX_DEFER_SECONDS (3600s)" in item.last_error
 
 
 def test_pop_highest_priority_returns_one_item_or_none() -> None:

@@ -1,0 +1,279 @@
+"""One run's refilling loop: keep N prompts in flight, claim the next item as each finishes.
+
+Lock-step batches wait for their slowest reply while the other threads sit idle; here every
+finished reply frees a slot that the next pending item (highest priority first, the same
+claim as always) takes at once. The loop's thread does every database write; the LLM pool's
+threads and the outbox's send threads only do HTTP.
+
+Per-item isolation: a reply that cannot be saved, a prompt that cannot be built, a send that
+cannot be recorded each settle their own item with the reason; the rest of the run goes on.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter, deque
+from collections.abc import Callable
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+
+from django.conf import settings
+from django.db import DatabaseError, close_old_connections, transaction
+from django.utils import timezone
+
+from batchgen import metrics, outbox, queue
+from batchgen.llm import GenerationResult, LLMBatchClient, LLMClient
+from batchgen.llm import errors as llm_errors
+from batchgen.models import BatchRun, Generation, QueueItem
+from batchgen.prompts import generate_user_prompt
+from batchgen.text import storable
+
+log = logging.getLogger(__name__)
+Mode = BatchRun.Mode
+
+
+@dataclass(frozen=True)
+class Work:
+    item: QueueItem
+    prompt: str
+
+
+Results = list[tuple[Work, GenerationResult]]
+
+
+class Heartbeat:
+    """Renews the run's leases every third of a lease, so a healthy run keeps its items
+    however long it drains, and a killed run's items return within one lease."""
+
+    def __init__(self, run: BatchRun, clock: Callable[[], float] = time.monotonic,
+                 now: Callable[[], datetime] = timezone.now) -> None:
+        self.run, self._clock, self._now = run, clock, now
+        self.lease = float(settings.BATCH_LEASE_SECONDS)
+        self.interval = max(0.5, self.lease / 3)
+        self._due = clock() + self.interval
+
+    def beat(self, force: bool = False) -> bool:
+        if not force and self._clock() < self._due:
+            return False
+        now = self._now()
+        queue.renew(self.run, self.lease, now=now)
+        BatchRun.objects.filter(id=self.run.id).update(heartbeat_at=now, size=self.run.size)
+        self._due = self._clock() + self.interval
+        return True
+
+
+def reconnecting(operation: Callable[[], object]) -> object:
+    """Run a database step; if the connection died (killed backend, failover), drop it and
+    run the step once more on a fresh one."""
+    try:
+        return operation()
+    except DatabaseError:
+        close_old_connections()
+        return operation()
+
+
+class Drain:
+    """Claims, generates, saves and sends for one run until it runs dry or hits its bound."""
+
+    def __init__(self, run: BatchRun, delivery: outbox.Delivery,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.run, self.delivery, self._clock = run, delivery, clock
+        self.target = max(run.workers, 1)
+        self.refills = run.mode != Mode.MULTI_BOT
+        self.deadline = clock() + settings.BATCH_DRAIN_MAX_SECONDS
+        self.max_items = settings.BATCH_DRAIN_MAX_ITEMS
+        self.unusable: Counter[str] = Counter()
+        self.stopped = ""  # why refilling stopped before the queue ran dry
+        self.heartbeat = Heartbeat(run, clock)
+        # Claimed a few ahead, so a refill is one claim per several replies, not one each;
+        # an urgent item then waits behind at most this many.
+        self.prefetch = max(1, self.target // 4)
+        self._ready: deque[QueueItem] = deque()
+        self._in_flight: dict[Future[GenerationResult], Work] = {}
+        self._submit = _submitter(run)
+
+    def run_to_end(self) -> None:
+        self._take(list(queue.claimed_items(self.run)))  # claimed up front (multi-bot)
+        self._refill()
+        while self._in_flight:
+            done, _ = wait(list(self._in_flight), timeout=self.heartbeat.interval,
+                           return_when=FIRST_COMPLETED)
+            if done:
+                group = [(self._in_flight.pop(f), _outcome(f)) for f in done]
+                self._save(group)
+                reconnecting(self.delivery.settle)
+                self._refill()
+            reconnecting(self.heartbeat.beat)
+        while reconnecting(lambda: self.delivery.settle(timeout=self.heartbeat.interval)):
+            reconnecting(self.heartbeat.beat)
+
+    def _refill(self) -> None:
+        if self.stopped.startswith("the provider") and self._ready:
+            # Claimed ahead but not sent to a provider that is away: back, no attempt spent.
+            queue.release(self.run, self.stopped, ids=[item.id for item in self._ready])
+            self._ready.clear()
+        while len(self._in_flight) < self.target:
+            if not self._ready and not self._claim():
+                return
+            self._start(self._ready.popleft())
+
+    def _claim(self) -> bool:
+        """Claim the next items into the ready list; False when there is nothing to claim."""
+        if not self.refills or self.stopped:
+            return False
+        room = min(self.target - len(self._in_flight) + self.prefetch,
+                   self.max_items - self.run.size)
+        if room <= 0:
+            self.stopped = f"reached BATCH_DRAIN_MAX_ITEMS ({self.max_items})"
+            return False
+        if self._clock() >= self.deadline:
+            self.stopped = "reached BATCH_DRAIN_MAX_SECONDS"
+            return False
+        self._take(reconnecting(lambda: queue.claim(room, self.run)))
+        return bool(self._ready)  # empty: the queue is dry for now; a later finish tries again
+
+    def _take(self, items: list[QueueItem]) -> None:
+        self.run.size += len(items)
+        fresh = outbox.resume(items, self.delivery)
+        self.unusable["resumed_from_outbox"] += len(items) - len(fresh)
+        self._ready.extend(fresh)
+
+    def _start(self, item: QueueItem) -> None:
+        try:
+            work = _prepare(item)
+            if work is None:
+                self.unusable["invalid_item"] += 1
+            else:
+                self._in_flight[self._submit(work.prompt)] = work
+        except Exception as exc:  # one unusable item must not stop the run
+            log.exception("item %s could not be started", item.id)
+            queue.kill(item, f"could not build or submit its prompt: {_describe(exc)}")
+            self.unusable["invalid_item"] += 1
+
+    def _save(self, group: Results) -> None:
+        if any(result.error_kind == llm_errors.CIRCUIT_OPEN for _, result in group):
+            self.stopped = "the provider's circuit breaker is open"
+        try:
+            save(self.run, group, self.delivery)
+        except Exception:
+            # Find the one that fails (a DataError, a dead connection...): each alone.
+            close_old_connections()
+            for entry in group:
+                self._save_alone(entry)
+
+    def _save_alone(self, entry: tuple[Work, GenerationResult]) -> None:
+        try:
+            reconnecting(lambda: save(self.run, [entry], self.delivery))
+        except Exception as exc:
+            log.exception("reply for item %s could not be saved", entry[0].item.id)
+            close_old_connections()
+            queue.kill(entry[0].item, f"could not save the reply: {_describe(exc)}",
+                       attempted=True)
+
+
+def _submitter(run: BatchRun) -> Callable[[str], Future[GenerationResult]]:
+    """Batch mode: the warm pool of LLMBatchClient, ``workers`` threads. Single mode: one item
+    at a time through LLMClient (the source document's single path), on one thread so the
+    loop can still renew leases while it waits."""
+    if run.mode == Mode.SINGLE:
+        single = ThreadPoolExecutor(1, thread_name_prefix="llm-single")
+        return lambda prompt: single.submit(LLMClient().generate_detailed, user_prompt=prompt)
+    client = LLMBatchClient(max_workers=max(run.workers, 1))
+    return client.submit
+
+
+def _outcome(future: Future[GenerationResult]) -> GenerationResult:
+    try:
+        return future.result()
+    except Exception as exc:  # the LLM layer returns results; this is a bug, kept per item
+        log.exception("generation raised instead of returning a result")
+        return GenerationResult(text=None, error_kind="crash", error_message=_describe(exc))
+
+
+def _describe(exc: BaseException) -> str:
+    return storable(f"{type(exc).__name__}: {exc}")[:500]
+
+
+def _prepare(item: QueueItem) -> Work | None:
+    """Turn a claimed item into work, or settle it here and say why."""
+    if item.bot is None or item.chat is None:
+        queue.kill(item, "its bot was deleted" if item.bot is None else "its chat was deleted")
+        return None
+    if not item.bot.is_active:
+        queue.kill(item, f"bot {item.bot.name!r} is inactive")
+        return None
+    prompt = generate_user_prompt(
+        bot_name=item.bot.name, persona=item.bot.persona, chat_title=item.chat.title,
+        recent_messages=[str(m) for m in item.recent_messages or []],
+    )
+    return Work(item=item, prompt=storable(prompt))
+
+
+def save(run: BatchRun, group: Results, delivery: outbox.Delivery) -> None:
+    """Record a group of finished generations in one transaction; the replies are
+    committed as ``sending`` and go out after the commit."""
+    drafts = []
+    with transaction.atomic():
+        Generation.objects.bulk_create(_generation(run, entry, result)
+                                       for entry, result in group)
+        for entry, result in group:
+            if result.ok:
+                drafts.append(outbox.Draft(entry.item, entry.prompt, storable(result.text),
+                                           result.provider, result.model))
+            else:
+                _fail(entry.item, result)
+        delivery.send_new(drafts)
+    for _, result in group:
+        metrics.observe_request(result.provider, result.model,
+                                "ok" if result.ok else result.error_kind or "error",
+                                result.latency_s, result.prompt_tokens,
+                                result.completion_tokens,
+                                cost(result.model, result.prompt_tokens,
+                                     result.cached_tokens, result.completion_tokens))
+
+
+def _generation(run: BatchRun, entry: Work, result: GenerationResult) -> Generation:
+    item = entry.item
+    return Generation(
+        batch_run=run, queue_item=item, bot=item.bot, chat=item.chat, prompt=entry.prompt,
+        text=storable(result.text), ok=result.ok, error_kind=result.error_kind or "",
+        error=storable(result.error_message), latency_s=result.latency_s,
+        prompt_tokens=result.prompt_tokens, completion_tokens=result.completion_tokens,
+        cached_tokens=result.cached_tokens, attempts=result.attempts,
+        provider=result.provider, model=result.model,
+    )
+
+
+def _fail(item: QueueItem, result: GenerationResult) -> None:
+    reason = storable(f"{result.error_kind}: {result.error_message}")
+    if result.error_kind in llm_errors.UNAVAILABLE_KINDS:
+        queue.defer(item, reason, _unavailable_for(result))
+    elif result.retryable:
+        queue.retry_later(item, reason)
+    else:
+        queue.kill(item, reason, attempted=True)
+
+
+def _unavailable_for(result: GenerationResult) -> float:
+    """How long the provider said it is away: its Retry-After, else the breaker's own
+    half-open time, else the configured back-off."""
+    wait_s = getattr(result, "retry_after_s", None)
+    if wait_s is None and result.error_kind == llm_errors.CIRCUIT_OPEN:
+        from batchgen.resilience import get_circuit_breaker_stats
+
+        stats = get_circuit_breaker_stats(f"{result.provider or 'openai'}_api")
+        wait_s = stats.get("retry_after")
+    return float(wait_s) if wait_s is not None else settings.BATCH_RETRY_BACKOFF_SECONDS
+
+
+def cost(model: str, prompt: int, cached: int, completion: int) -> Decimal | None:
+    """USD from the per-model price table; None (not 0) for a model it lacks."""
+    price = settings.LLM_PRICES.get(model)
+    if price is None:
+        return None
+    per_input, per_cached, per_output = (Decimal(str(p)) for p in price)
+    return ((prompt - cached) * per_input + cached * per_cached
+            + completion * per_output) / Decimal(1_000_000)

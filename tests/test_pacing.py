@@ -1,0 +1,72 @@
+"""Telegram pacing shared through Redis: every worker books from one budget."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from batchgen import shared
+from batchgen.pacing import SharedPacer
+from batchgen.telegram import ChatPacer
+from tests.processes import ROOT, process_env
+
+
+def pacer(**options) -> tuple[SharedPacer, list[float]]:
+    slept: list[float] = []
+    return SharedPacer.like(ChatPacer(), sleep=slept.append, **options), slept
+
+
+def test_two_workers_sending_to_one_group_share_its_20_a_minute(redis_url) -> None:
+    shared.reset()
+    first, _ = pacer()
+    second, _ = pacer()  # another process: nothing shared but Redis
+    waits = [(first if n % 2 else second).book(-100777, bot=f"bot{n % 2}") for n in range(6)]
+    # One slot every 3 s in the group, whichever worker books it.
+    assert waits[0] == pytest.approx(0, abs=0.05)
+    for earlier, later in zip(waits, waits[1:], strict=False):
+        assert later - earlier == pytest.approx(3.0, abs=0.05)
+
+
+def test_private_chats_are_paced_per_chat_and_the_bot_per_its_30_a_second(redis_url) -> None:
+    shared.reset()
+    one, _ = pacer()
+    assert one.book(5001, bot="a") == pytest.approx(0, abs=0.05)
+    assert one.book(5001, bot="a") == pytest.approx(1.0, abs=0.05)  # same chat: 1 s
+    other_chats = [one.book(6000 + n, bot="b") for n in range(30)]
+    assert other_chats[-1] == pytest.approx(29 / 30, abs=0.1)  # 30 a second for the bot
+    assert one.book(7000, bot="c") == pytest.approx(0, abs=0.05)
+
+
+def test_without_redis_each_process_paces_itself(settings) -> None:
+    settings.REDIS_URL = "redis://127.0.0.1:1/0"
+    shared.reset()
+    try:
+        one, slept = pacer()
+        assert one.book(-1, bot="b") is None
+        assert one.wait(-1, bot="b") == 0.0  # the per-process ChatPacer: first send is free
+    finally:
+        shared.reset()
+
+
+SEND_FOUR = """
+import django, sys; django.setup()
+from batchgen.telegram import TelegramSender
+with TelegramSender() as sender:
+    for n in range(4):
+        assert sender.send(sys.argv[1], -100555, f"{sys.argv[1][:6]} {n}").status == "sent"
+"""
+
+
+@pytest.mark.django_db
+def test_two_worker_processes_stay_under_20_a_minute_in_one_group_at_telegram(
+        redis_url, telegram_env, settings) -> None:
+    env = process_env(settings)
+    procs = [subprocess.Popen([sys.executable, "-c", SEND_FOUR, f"{100 + n}:TOKEN{'x' * 30}"],
+                              cwd=ROOT, env=env) for n in range(2)]
+    assert [proc.wait(timeout=120) for proc in procs] == [0, 0]
+    times = sorted(m["time"] for m in telegram_env.messages())
+    assert len(times) == 8
+    gaps = [later - earlier for earlier, later in zip(times, times[1:], strict=False)]
+    assert min(gaps) >= 2.9, gaps  # one every 3 s: never more than 20 in any minute

@@ -1,0 +1,141 @@
+"""The tick: one run per idle worker, nothing claimed for a job that cannot start, a loop
+that rides out outages."""
+
+from __future__ import annotations
+
+import signal
+import time
+
+import django_rq
+import pytest
+import redis
+from rq import Worker
+from rq.worker import WorkerStatus
+
+from batchgen import jobs, scheduler
+from batchgen.models import BatchRun, QueueItem
+from tests.factories import make_item, set_batch_mode
+from tests.processes import process_env, start, stop
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def register_workers(count: int, state: str = WorkerStatus.IDLE) -> list[Worker]:
+    """Workers as ``rqworker`` registers them in Redis (without running them)."""
+    rq_queue = django_rq.get_queue(jobs.QUEUE_NAME)
+    workers = []
+    for n in range(count):
+        worker = Worker([rq_queue], connection=rq_queue.connection, name=f"test-worker-{state}-{n}")
+        worker.register_birth()
+        worker.set_state(state)
+        workers.append(worker)
+    return workers
+
+
+def test_a_tick_starts_one_run_per_idle_worker_and_none_while_jobs_wait(
+        pipeline_env) -> None:
+    for _ in range(20):
+        make_item()
+    set_batch_mode(5)
+    register_workers(3)
+    register_workers(1, WorkerStatus.BUSY)  # draining a run already: not counted
+    summary = scheduler.tick()
+    assert len(summary.runs) == 3
+    assert "tick: 3 run(s) queued for idle workers" in summary.line()
+    assert "batch, 5 in flight each" in summary.line()
+    # Nothing is claimed at tick time: each run claims when a worker starts it.
+    assert QueueItem.objects.filter(status="pending").count() == 20
+    assert django_rq.get_queue(jobs.QUEUE_NAME).count == 3
+    assert scheduler.tick().runs == []  # the three jobs still wait for those workers
+
+
+def test_with_no_worker_one_run_waits_for_the_first_to_start(pipeline_env) -> None:
+    make_item()
+    assert len(scheduler.tick().runs) == 1
+    assert scheduler.tick().runs == []
+
+
+def test_nothing_pending_starts_nothing(pipeline_env) -> None:
+    register_workers(2)
+    summary = scheduler.tick()
+    assert summary.runs == [] and "tick: nothing pending" in summary.line()
+
+
+def test_a_run_whose_job_cannot_be_enqueued_holds_nothing_and_spends_nothing(
+        pipeline_env, monkeypatch) -> None:
+    item = make_item()
+    dead = redis.Redis(host="127.0.0.1", port=1, socket_connect_timeout=0.5)
+    monkeypatch.setattr(django_rq, "get_queue",
+                        lambda name: django_rq.queues.get_queue(name, connection=dead))
+    with pytest.raises(redis.ConnectionError):
+        scheduler.tick()
+    item.refresh_from_db()
+    assert (item.status, item.attempts, item.batch_run_id) == ("pending", 0, None)
+    assert not BatchRun.objects.exists()
+
+
+def test_a_claimed_run_whose_job_cannot_be_enqueued_is_released_at_once(
+        pipeline_env, monkeypatch) -> None:
+    from batchgen import pipeline, queue
+
+    item = make_item()
+    run = pipeline.open_run(BatchRun.Mode.MULTI_BOT, 1)
+    queue.claim(1, run)
+
+    def refuse(run: BatchRun) -> None:
+        raise redis.ConnectionError("Redis is away")
+
+    monkeypatch.setattr(jobs, "enqueue", refuse)
+    with pytest.raises(redis.ConnectionError):
+        scheduler.enqueue(run)
+    item.refresh_from_db()
+    assert (item.status, item.attempts, item.lease_expires_at) == ("pending", 0, None)
+    assert "could not be enqueued: ConnectionError" in item.last_error
+    assert BatchRun.objects.get().error_summary == {"enqueue_failed": 1}
+
+
+def test_tick_loop_logs_each_failure_backs_off_and_goes_on_until_a_signal(
+        pipeline_env, settings) -> None:
+    item = make_item()
+    env = process_env(settings, REDIS_URL="redis://127.0.0.1:1/0")  # Redis is away
+    loop = start(env, "tick", "--loop", "--interval", "0.1")
+    time.sleep(4)
+    assert loop.poll() is None, "the loop exited on an outage"
+    out = stop(loop, signal.SIGTERM)
+    assert loop.returncode == 0, out
+    failures = [line for line in out.splitlines() if line.startswith("tick failed (")]
+    assert 2 <= len(failures) < 40, out  # backing off, not spinning
+    assert "ConnectionError" in failures[0] and "retrying in " in failures[0]
+    item.refresh_from_db()
+    assert (item.status, item.attempts) == ("pending", 0)
+
+
+def test_tick_loop_exits_on_a_configuration_error(pipeline_env, settings) -> None:
+    make_item()
+    env = process_env(settings, OPENAI_API_KEY="", OPENAI_API_KEYS="")
+    loop = start(env, "tick", "--loop", "--interval", "0.1")
+    out, _ = loop.communicate(timeout=60)
+    assert loop.returncode != 0 and "configuration error" in out
+
+
+def test_a_pushed_item_wakes_a_sleeping_tick_loop_before_its_interval(pipeline_env,
+                                                                      settings) -> None:
+    import threading
+
+    from batchgen import queue
+    from tests.factories import make_bot, make_chat
+
+    loop = start(process_env(settings), "tick", "--loop", "--interval", "60")
+    try:
+        assert "tick: nothing pending" in loop.stdout.readline()
+        second: list[str] = []
+        reader = threading.Thread(target=lambda: second.append(loop.stdout.readline()))
+        reader.start()
+        pushed = time.monotonic()
+        queue.push(make_bot(), make_chat())  # commits at once: the nudge goes out
+        reader.join(timeout=15)
+        woke_after = time.monotonic() - pushed
+    finally:
+        stop(loop)
+    assert second and "run(s) queued" in second[0], second
+    assert woke_after < 10  # not the 60 s interval
