@@ -7,14 +7,17 @@ from django.db import transaction
 from rq import Worker
 from rq.worker import WorkerStatus
 
-from batchgen import pipeline, queue
+from batchgen import health, pipeline, queue
 from batchgen.models import BatchRun
 
 QUEUE_NAME = "default"
 
 
-class PreloadedWorker(Worker):
+class PreloadedWorker(health.HeartbeatWorkerMixin, Worker):
     """The worker class (settings.RQ["WORKER_CLASS"]) of ``manage.py rqworker``.
+
+    Its heartbeats also go to ``batchgen.health`` (workers alive on the dashboard and in
+    /metrics, ``manage.py health --worker``).
 
     RQ forks a work-horse per job and the horse imports the job's module: the
     pipeline and the three LLM SDKs take ~2 s to import, paid on every job.

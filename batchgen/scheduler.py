@@ -1,4 +1,5 @@
-"""The tick: recover leases, then give every idle worker a run.
+"""The tick: beat, recover leases, produce what the chats call for, then give every idle
+worker a run.
 
 A run claims its own items when it starts and refills until the queue is dry, so one tick
 no longer caps throughput at ``batch_size / interval``: the tick only makes sure each idle
@@ -15,7 +16,8 @@ from datetime import datetime
 
 from django.utils import timezone
 
-from batchgen import jobs, pipeline, queue
+from batchgen import health, jobs, pipeline, queue
+from batchgen.intake import behaviour
 from batchgen.llm import config as llm_config
 from batchgen.models import BatchRun
 
@@ -25,6 +27,7 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class TickSummary:
     recovered: int
+    produced: int = 0
     runs: list[BatchRun] = field(default_factory=list)
     blocked: str = ""  # why nothing was started although work is pending
     at: datetime = field(default_factory=timezone.now)
@@ -35,7 +38,7 @@ class TickSummary:
 
     def line(self) -> str:
         stamp = self.at.isoformat(timespec="seconds")
-        tail = f"{self.recovered} expired leases returned"
+        tail = f"{self.produced} items produced, {self.recovered} expired leases returned"
         if self.blocked:
             return f"{stamp} tick: {self.blocked}; {tail}"
         if not self.runs:
@@ -53,23 +56,25 @@ def tick(sync: bool = False) -> TickSummary:
     """One tick: recover leases, then run one drain in-process (``sync``) or enqueue a run
     for each idle worker."""
     llm_config.check_configured()
+    health.beat("tick")  # every tick, with work or without: an alert watches its age
     recovered = pipeline.recover()
+    produced = behaviour.produce()  # before claiming, so a reply to a person goes first
     if not queue.has_claimable():
-        return TickSummary(recovered)
+        return TickSummary(recovered, produced)
     until = pipeline.breaker_open_until()
     if until is not None:
         provider = llm_config.default_provider()
-        return TickSummary(recovered, blocked=f"{provider} circuit open until "
+        return TickSummary(recovered, produced, blocked=f"{provider} circuit open until "
                                               f"{until.isoformat(timespec='seconds')}, "
                                               f"nothing claimed")
     if sync:
-        return TickSummary(recovered, [pipeline.run_batch(pipeline.open_run().id)])
+        return TickSummary(recovered, produced, [pipeline.run_batch(pipeline.open_run().id)])
     runs = []
     for _ in range(jobs.idle_capacity()):
         run = pipeline.open_run()
         enqueue(run)
         runs.append(run)
-    return TickSummary(recovered, runs)
+    return TickSummary(recovered, produced, runs)
 
 
 def enqueue(run: BatchRun) -> None:

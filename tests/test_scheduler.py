@@ -139,3 +139,32 @@ def test_a_pushed_item_wakes_a_sleeping_tick_loop_before_its_interval(pipeline_e
         stop(loop)
     assert second and "run(s) queued" in second[0], second
     assert woke_after < 10  # not the 60 s interval
+
+
+def test_every_tick_beats_the_tick_heartbeat_even_with_nothing_pending(pipeline_env) -> None:
+    from batchgen import health
+
+    assert health.status().tick_age is None
+    summary = scheduler.tick()
+    assert summary.runs == [] and health.status().tick_age is not None
+
+
+def test_a_tick_produces_replies_to_a_person_before_it_claims(pipeline_env,
+                                                              fake_telegram) -> None:
+    from django.utils import timezone
+
+    from batchgen.intake.models import ChatMessage, Membership
+    from batchgen.models import Message
+    from tests.factories import make_chat
+    from tests.intake_support import make_intake_bot
+
+    bot, chat = make_intake_bot(), make_chat()
+    Membership.objects.create(bot=bot, chat=chat)
+    ChatMessage.objects.create(chat=chat, telegram_message_id=1, speaker="Alice",
+                               from_human=True, text="who is hungry?", sent_at=timezone.now())
+
+    summary = scheduler.tick(sync=True)
+
+    assert summary.produced == 1 and summary.run is not None
+    message = Message.objects.get(bot=bot, chat=chat)
+    assert message.status == Message.Status.SENT and "who is hungry?" in message.prompt
