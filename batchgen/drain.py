@@ -24,11 +24,12 @@ from django.conf import settings
 from django.db import DatabaseError, close_old_connections, transaction
 from django.utils import timezone
 
-from batchgen import metrics, outbox, queue
+from batchgen import metrics, outbox, queue, telegram
+from batchgen.intake import history, prompting
 from batchgen.llm import GenerationResult, LLMBatchClient, LLMClient
 from batchgen.llm import errors as llm_errors
 from batchgen.models import BatchRun, Generation, QueueItem
-from batchgen.prompts import generate_user_prompt
+from batchgen.prompts import UserPrompt, build_user_prompt
 from batchgen.text import storable
 
 log = logging.getLogger(__name__)
@@ -39,6 +40,8 @@ Mode = BatchRun.Mode
 class Work:
     item: QueueItem
     prompt: str
+    system_prompt: str
+    fitted: UserPrompt  # what was left out of the user prompt to fit its budget
 
 
 Results = list[tuple[Work, GenerationResult]]
@@ -147,7 +150,7 @@ class Drain:
             if work is None:
                 self.unusable["invalid_item"] += 1
             else:
-                self._in_flight[self._submit(work.prompt)] = work
+                self._in_flight[self._submit(work.prompt, work.system_prompt)] = work
         except Exception as exc:  # one unusable item must not stop the run
             log.exception("item %s could not be started", item.id)
             queue.kill(item, f"could not build or submit its prompt: {_describe(exc)}")
@@ -174,15 +177,16 @@ class Drain:
                        attempted=True)
 
 
-def _submitter(run: BatchRun) -> Callable[[str], Future[GenerationResult]]:
+def _submitter(run: BatchRun) -> Callable[[str, str], Future[GenerationResult]]:
     """Batch mode: the warm pool of LLMBatchClient, ``workers`` threads. Single mode: one item
     at a time through LLMClient (the source document's single path), on one thread so the
     loop can still renew leases while it waits."""
     if run.mode == Mode.SINGLE:
         single = ThreadPoolExecutor(1, thread_name_prefix="llm-single")
-        return lambda prompt: single.submit(LLMClient().generate_detailed, user_prompt=prompt)
+        return lambda prompt, system: single.submit(LLMClient().generate_detailed,
+                                                    user_prompt=prompt, system_prompt=system)
     client = LLMBatchClient(max_workers=max(run.workers, 1))
-    return client.submit
+    return lambda prompt, system: client.submit(prompt, system_prompt=system)
 
 
 def _outcome(future: Future[GenerationResult]) -> GenerationResult:
@@ -205,11 +209,13 @@ def _prepare(item: QueueItem) -> Work | None:
     if not item.bot.is_active:
         queue.kill(item, f"bot {item.bot.name!r} is inactive")
         return None
-    prompt = generate_user_prompt(
-        bot_name=item.bot.name, persona=item.bot.persona, chat_title=item.chat.title,
-        recent_messages=[str(m) for m in item.recent_messages or []],
-    )
-    return Work(item=item, prompt=storable(prompt))
+    # The lines taken when the item was queued (a reply sees what it answers), else the
+    # chat's history as it is now.
+    recent = [str(m) for m in item.recent_messages or []] or history.recent_messages(item.chat)
+    fitted = build_user_prompt(bot_name=item.bot.name, persona=item.bot.persona,
+                               chat_title=item.chat.title, recent_messages=recent)
+    return Work(item=item, prompt=storable(fitted.text), fitted=fitted,
+                system_prompt=prompting.system_prompt_for(item.bot))
 
 
 def save(run: BatchRun, group: Results, delivery: outbox.Delivery) -> None:
@@ -221,8 +227,9 @@ def save(run: BatchRun, group: Results, delivery: outbox.Delivery) -> None:
                                        for entry, result in group)
         for entry, result in group:
             if result.ok:
-                drafts.append(outbox.Draft(entry.item, entry.prompt, storable(result.text),
-                                           result.provider, result.model))
+                reply = telegram.fit_message(storable(result.text))
+                drafts.append(outbox.Draft(entry.item, entry.prompt, reply.text,
+                                           result.provider, result.model, reply.cut_chars))
             else:
                 _fail(entry.item, result)
         delivery.send_new(drafts)
@@ -244,6 +251,7 @@ def _generation(run: BatchRun, entry: Work, result: GenerationResult) -> Generat
         prompt_tokens=result.prompt_tokens, completion_tokens=result.completion_tokens,
         cached_tokens=result.cached_tokens, attempts=result.attempts,
         provider=result.provider, model=result.model,
+        persona_cut=entry.fitted.persona_cut, messages_dropped=entry.fitted.messages_dropped,
     )
 
 

@@ -292,7 +292,9 @@ class Message(models.Model):
     batch_run = models.ForeignKey(BatchRun, null=True, blank=True, on_delete=models.SET_NULL,
                                   related_name="messages")
     prompt = models.TextField(blank=True, default="")
-    text = models.TextField()
+    text = models.TextField(help_text="What goes out: the reply, cut to TELEGRAM_MAX_PARTS.")
+    cut_chars = models.PositiveIntegerField(
+        default=0, help_text="Characters of the reply left out to fit TELEGRAM_MAX_PARTS.")
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
     parts_sent = models.PositiveIntegerField(default=0)
     telegram_message_id = models.BigIntegerField(null=True, blank=True)
@@ -330,6 +332,10 @@ class Generation(models.Model):
     attempts = models.PositiveIntegerField(default=0)
     provider = models.CharField(max_length=32, blank=True, default="")
     model = models.CharField(max_length=100, blank=True, default="")
+    persona_cut = models.PositiveIntegerField(
+        default=0, help_text="Characters of the persona left out to fit the prompt.")
+    messages_dropped = models.PositiveIntegerField(
+        default=0, help_text="Oldest recent messages left out to fit the prompt.")
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

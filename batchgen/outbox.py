@@ -47,6 +47,7 @@ class Draft:
     text: str
     provider: str
     model: str
+    cut_chars: int = 0
 
 
 class Delivery:
@@ -74,6 +75,7 @@ class Delivery:
         messages = Message.objects.bulk_create(
             Message(queue_item=d.item, bot=d.item.bot, chat=d.item.chat,
                     batch_run=self.batch_run, prompt=d.prompt, text=d.text,
+                    cut_chars=d.cut_chars,
                     provider=d.provider, model=d.model, status=Status.SENDING)
             for d in drafts)
         self._start_on_commit([(m, d.item) for m, d in zip(messages, drafts, strict=True)])

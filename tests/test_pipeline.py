@@ -7,6 +7,7 @@ from django.core.management import call_command
 from django.utils import timezone
 
 from batchgen import pipeline, scheduler
+from batchgen.intake import prompting
 from batchgen.models import BatchRun, Generation, Message, QueueItem
 from tests.factories import make_bot, make_chat, make_item, set_batch_mode
 
@@ -306,6 +307,7 @@ def test_a_reply_with_a_lone_surrogate_or_an_error_with_nul_is_stored_and_the_ru
         pipeline_env) -> None:
     from batchgen import drain, outbox
     from batchgen.llm import GenerationResult
+    from batchgen.prompts import UserPrompt
 
     _, fake_telegram = pipeline_env
     poisoned, failing, fine = make_items(3)
@@ -313,7 +315,8 @@ def test_a_reply_with_a_lone_surrogate_or_an_error_with_nul_is_stored_and_the_ru
     from batchgen import queue
 
     queue.claim(3, run)
-    work = {item.id: drain.Work(item, "prompt") for item in queue.claimed_items(run)}
+    work = {item.id: drain.Work(item, "prompt", "system", UserPrompt("prompt"))
+            for item in queue.claimed_items(run)}
     group = [
         (work[poisoned.id], GenerationResult(text="hello \ud83d there", provider="openai")),
         (work[failing.id], GenerationResult(text=None, error_kind="bad_request",
@@ -381,3 +384,58 @@ def test_a_priority_item_pushed_mid_drain_goes_before_the_backlog(pipeline_env) 
     chats = [m["chat_id"] for m in fake_telegram.messages()]
     assert pushed.is_set() and len(chats) == 41
     assert chats.index(urgent_chat.telegram_chat_id) < 4 + 2 + 2  # the next refill, not last
+
+
+def test_each_item_goes_out_with_its_bots_own_system_prompt_and_the_chats_history(
+        pipeline_env, monkeypatch) -> None:
+    from batchgen.intake.models import ChatMessage
+    from batchgen.llm import LLMBatchClient
+
+    seen = []
+    real_submit = LLMBatchClient.submit
+
+    def submit(self, prompt, **options):
+        seen.append(options.get("system_prompt"))
+        return real_submit(self, prompt, **options)
+
+    monkeypatch.setattr(LLMBatchClient, "submit", submit)
+    set_batch_mode(5)
+    pirate, plain, chat = make_bot(system_prompt="You are a pirate."), make_bot(), make_chat()
+    ChatMessage.objects.create(chat=chat, telegram_message_id=1, speaker="Alice",
+                               from_human=True, text="anyone seen my parrot?",
+                               sent_at=timezone.now())
+    make_item(pirate, chat)  # queued without recent lines: the chat's history fills in
+    make_item(plain, chat)
+
+    run = scheduler.tick(sync=True).run
+
+    assert run.successes == 2
+    assert sorted(seen, key=str) == sorted(["You are a pirate.",
+                                            prompting.system_prompt_for(plain)], key=str)
+    for generation in Generation.objects.filter(batch_run=run):
+        assert "Alice: anyone seen my parrot?" in generation.prompt
+
+
+def test_a_long_persona_is_shortened_and_a_long_reply_cut_and_both_are_recorded(
+        pipeline_env, settings) -> None:
+    from batchgen import drain, outbox, queue
+    from batchgen.llm import GenerationResult
+
+    settings.TELEGRAM_MAX_PARTS = 1
+    bot = make_bot(persona="Loves long walks on the beach. " * 120)
+    item = make_item(bot, make_chat(), recent_messages=[f"Bob: line {n} " + "x" * 200
+                                                        for n in range(30)])
+    run = pipeline.open_run(BatchRun.Mode.BATCH, 1)
+    queue.claim(1, run)
+    work = drain._prepare(queue.claimed_items(run)[0])
+    long_reply = "A sentence that goes on. " * 400
+
+    with outbox.Delivery(run) as delivery:
+        drain.save(run, [(work, GenerationResult(text=long_reply, provider="openai"))],
+                   delivery)
+
+    generation = Generation.objects.get(queue_item=item)
+    assert generation.persona_cut > 0  # the persona went first
+    message = Message.objects.get(queue_item=item)
+    assert len(message.text) <= 4096 and message.text.endswith("goes on.")
+    assert message.cut_chars == len(long_reply.strip()) - len(message.text)
