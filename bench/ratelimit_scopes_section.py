@@ -15,7 +15,7 @@ Each case runs in a child process (settings are read once at start-up) with its 
 environment and prints one JSON object. The fake counts its own sliding 60 s window, for the
 whole account, as OpenAI, Groq and Gemini do. A prompt whose limiter wait would exceed the wait
 budget comes back ``rate_limit_wait`` and is submitted again, as the queue does (no attempt is
-spent); "lost" counts the prompts that still failed.
+spent) after the wait it asks for; "lost" counts the prompts that still failed.
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ from bench import harness
 LATENCY = 0.2
 WORKERS = 50
 MAX_REQUEUES = 50
+REQUEUE_DELAY = 2.0  # seconds, when the error does not say how long to wait
 
 
 @dataclass(frozen=True)
@@ -95,14 +96,16 @@ def _drive(client: Any, base_url: str, case: Case, tag: str,
 
     started = time.perf_counter()
     pending: dict[Future, tuple[str, int]] = {}
+    deferred: list[tuple[float, str, int]] = []  # (due, prompt, requeues): the queue's back-off
     for i in range(count):
         prompt = f"[{tag} {i}] Say something short to the chat."
         pending[client.submit(prompt, max_tokens=60)] = (prompt, 0)
     done_at: list[float] = []
     lost, kinds, halved = 0, set(), case.halve_after is None
-    while pending:
-        finished, _ = wait(pending, timeout=1.0, return_when=FIRST_COMPLETED)
-        if not halved and time.perf_counter() - started >= case.halve_after:
+    while pending or deferred:
+        finished, _ = wait(pending, timeout=0.2, return_when=FIRST_COMPLETED)
+        now = time.perf_counter()
+        if not halved and now - started >= case.halve_after:
             httpx.post(f"{base_url}/_control", json={"rpm": case.rpm // 2},
                        timeout=10).raise_for_status()
             halved = True
@@ -110,12 +113,18 @@ def _drive(client: Any, base_url: str, case: Case, tag: str,
             prompt, requeues = pending.pop(future)
             result = future.result()
             if result.ok:
-                done_at.append(time.perf_counter())
+                done_at.append(now)
             elif result.error_kind in UNAVAILABLE_KINDS and requeues < MAX_REQUEUES:
-                pending[client.submit(prompt, max_tokens=60)] = (prompt, requeues + 1)
+                delay = getattr(result, "retry_after", None) or REQUEUE_DELAY
+                deferred.append((now + delay, prompt, requeues + 1))
             else:
                 lost += 1
                 kinds.add(str(result.error_kind))
+        for item in [item for item in deferred if item[0] <= now]:
+            deferred.remove(item)
+            pending[client.submit(item[1], max_tokens=60)] = (item[1], item[2])
+        if not pending and deferred:
+            time.sleep(max(0.0, min(due for due, _, _ in deferred) - now))
     return done_at, lost, kinds, started
 
 
@@ -133,7 +142,7 @@ def recovery(done_at: list[float], change: float, new_rpm: int,
             break
         t += 1.0
     later = [d for d in done_at if d > change + 60]
-    tail = (len(later) / (end - change - 60) / (new_rpm / 60)) if end > change + 61 else None
+    tail = (len(later) / (end - change - 60) / (new_rpm / 60)) if end > change + 75 else None
     return {"new_rpm_limit": new_rpm, "recovered_after_s": recovered_after,
             "fraction_of_new_limit_after_60s": round(tail, 4) if tail is not None else None}
 
