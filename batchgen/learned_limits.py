@@ -6,8 +6,8 @@ provider shares one budget per model. ``<PROVIDER>_RATE_LIMIT_SCOPE=key`` (or
 ``LLM_RATE_LIMIT_SCOPE``) says the keys belong to different organisations: one budget per key.
 
 Learning. Each reply's ``x-ratelimit-*`` headers (200s and 429s alike) record the advertised
-limits; where nothing is advertised, a 429 lowers an inferred rate (AIMD, ``llm.limits``) and
-steady success raises it again. The limiter enforces, per budget, the smallest of the
+limits; where nothing is advertised, a 429 lowers an inferred rate (AIMD, ``provider_limits``)
+and steady success raises it again. The limiter enforces, per budget, the smallest of the
 configured limit, the advertised one and the inferred one, and ``budget_table`` says which.
 
 Everything is kept in one Redis hash per budget, so every process and machine learns from
@@ -28,9 +28,9 @@ import redis
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 
+from batchgen import provider_limits as limits
 from batchgen import shared
-from batchgen.llm import limits
-from batchgen.llm.limits import Aimd, AimdState, RateLimitHeaders
+from batchgen.provider_limits import Aimd, AimdState, RateLimitHeaders
 
 __all__ = ["SCOPES", "BudgetId", "Learner", "budget_for", "budget_table", "learner_for",
            "rate_limit_scope"]

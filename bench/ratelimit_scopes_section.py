@@ -150,7 +150,11 @@ def recovery(done_at: list[float], change: float, new_rpm: int,
 def measure(services: harness.Services, name: str, prompts: int) -> dict[str, Any]:
     """One case in a child process, its settings in the child's environment."""
     case = CASES[name]
-    env = services.env(LLM_MAX_RETRIES="2", BATCH_MAX_WORKERS=str(WORKERS), **case.env)
+    # A Redis database of its own: a budget learned in one case must not start the next.
+    database = list(CASES).index(name) + 1
+    redis_url = f"{services.redis_url.rsplit('/', 1)[0]}/{database}"
+    env = services.env(LLM_MAX_RETRIES="2", BATCH_MAX_WORKERS=str(WORKERS), REDIS_URL=redis_url,
+                       **case.env)
     done = subprocess.run([harness.PYTHON, "-m", "bench.ratelimit_scopes_section", "--case", name,
                            "--prompts", str(prompts)], cwd=harness.ROOT, env=env,
                           capture_output=True, text=True, timeout=900)

@@ -9,7 +9,7 @@ from django.core.exceptions import ImproperlyConfigured
 
 from batchgen import learned_limits, shared
 from batchgen.learned_limits import BudgetId, Learner, budget_for, budget_table
-from batchgen.llm.limits import Aimd
+from batchgen.provider_limits import Aimd
 
 BUDGET = BudgetId("openai", "gpt-4o-mini")
 

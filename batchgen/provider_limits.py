@@ -10,22 +10,26 @@
   steady success adds a fixed step back, never above the ceiling (the smaller of the
   configured and the advertised limit) nor below the floor.
 - ``effective_limit`` picks the limit a budget enforces and says where it came from.
+- ``LastReply`` keeps the headers of a thread's last HTTP reply, which the SDKs drop.
 
-The Redis-shared state lives elsewhere; everything here takes the clock as an argument so
-tests drive it with a fake one.
+The Redis-shared state lives in ``batchgen.learned_limits``; everything here takes the clock
+as an argument so tests drive it with a fake one. Outside ``batchgen.llm`` so that the limiter
+can import it without importing the LLM layer.
 """
 
 from __future__ import annotations
 
 import logging
 import re
+import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
+from typing import Any
 
-__all__ = ["Aimd", "AimdState", "RateLimitHeaders", "effective_limit", "parse_duration",
-           "parse_headers"]
+__all__ = ["Aimd", "AimdState", "LastReply", "RateLimitHeaders", "effective_limit",
+           "parse_duration", "parse_headers"]
 
 logger = logging.getLogger(__name__)
 
@@ -207,3 +211,30 @@ def effective_limit(configured: int | None, advertised: int | None,
     if not known:
         return None, None
     return min(known, key=lambda pair: pair[0])
+
+
+class LastReply:
+    """The status and headers of the current thread's last HTTP reply.
+
+    An httpx response hook on a provider's shared client fills it: the SDKs parse the body
+    and drop the headers of a 200 (OpenAI's ``with_raw_response`` would keep them, but per
+    call and per SDK), and every SDK of ours sends through httpx. Each call runs start to
+    finish on one thread, so the thread's last reply belongs to that call.
+    """
+
+    def __init__(self) -> None:
+        self._local = threading.local()
+
+    def clear(self) -> None:
+        self._local.reply = (0, {})
+
+    def hook(self, response: Any) -> None:
+        self._local.reply = (int(response.status_code), dict(response.headers))
+
+    @property
+    def status(self) -> int:
+        return getattr(self._local, "reply", (0, {}))[0]
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return getattr(self._local, "reply", (0, {}))[1]

@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import logging
+import threading
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 
 import httpx
 import pytest
 
-from batchgen.llm.limits import (
+from batchgen.provider_limits import (
     DAY,
     Aimd,
     AimdState,
+    LastReply,
     effective_limit,
     parse_duration,
     parse_headers,
@@ -170,3 +172,17 @@ def test_an_inferred_rate_below_the_ceiling_wins_and_nothing_known_means_no_limi
     assert effective_limit(None, None, 90.0) == (90, "inferred")
     assert effective_limit(None, None, None) == (None, None)
     assert effective_limit(0, None, None) == (None, None)
+
+
+def test_the_last_reply_is_kept_per_thread():
+    replies = LastReply()
+    replies.hook(httpx.Response(429, headers={"x-ratelimit-limit-requests": "60"}))
+    seen: list[tuple[int, dict]] = []
+    other = threading.Thread(target=lambda: seen.append((replies.status, replies.headers)))
+    other.start()
+    other.join()
+
+    assert (replies.status, replies.headers["x-ratelimit-limit-requests"]) == (429, "60")
+    assert seen == [(0, {})]
+    replies.clear()
+    assert (replies.status, replies.headers) == (0, {})
