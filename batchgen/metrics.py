@@ -8,9 +8,9 @@ field per label set; histogram buckets are fields too), and
 ``RedisMetricsCollector`` reads those hashes at scrape time, alongside gauges
 computed on the spot (queue depth from the database, circuit state per provider).
 
-Recording never raises into the pipeline: when Redis is unreachable the first
-failure is logged, samples are dropped, and recording pauses for a few seconds
-so that every call does not wait for a connect timeout.
+Recording never raises into the pipeline: while Redis is unreachable
+(``batchgen.shared``'s outage mode: logged once, retried every few seconds)
+samples are dropped.
 
 ``/metrics`` (``metrics_view``) protection: when ``METRICS_TOKEN`` is set, a
 scrape must send ``Authorization: Bearer <token>`` (401 otherwise). When it is
@@ -44,15 +44,14 @@ from prometheus_client.core import (
 )
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
+from batchgen import shared
+
 logger = logging.getLogger(__name__)
 
-KEY_PREFIX = "batchgen:metrics:"
-PROVIDER_BREAKERS = ("openai_api", "gemini_api", "groq_api")
 CIRCUIT_STATE_VALUES = {"closed": 0, "half_open": 1, "open": 2}
 BATCH_BUCKETS = (0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0)
 REQUEST_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0)
 LIMITER_WAIT_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0)
-_PAUSE_AFTER_FAILURE_S = 5.0
 
 
 class _Spec:
@@ -65,7 +64,7 @@ class _Spec:
 
     @property
     def key(self) -> str:
-        return KEY_PREFIX + self.name
+        return shared.key("metrics", self.name)
 
 
 SPECS = {
@@ -91,35 +90,15 @@ SPECS = {
               "(returned to the queue).", ("provider",)),
         _Spec("llm_rate_limited_total", "counter",
               "HTTP 429 answers from a provider, per key fingerprint.", ("provider", "key")),
-        _Spec("llm_fallback_total", "counter",
-              "Prompts sent on to a fallback provider, by who answered and how.",
+        _Spec("llm_failover_total", "counter",
+              "Prompts failed over to the next provider of the chain (LLM_FALLBACK_PROVIDERS), "
+              "by who answered and how.",
               ("primary", "provider", "outcome")),
         _Spec("llm_key_disabled_total", "counter",
               "API keys taken out of rotation after a 401, per key fingerprint.",
               ("provider", "key")),
     )
 }
-
-
-# --- Redis connection with "log once, then drop" -----------------------------
-
-class _RedisState:
-    lock = threading.Lock()
-    clients: dict[str, redis.Redis] = {}
-    paused_until = 0.0
-    warned = False
-
-
-def _client() -> redis.Redis:
-    url = settings.REDIS_URL
-    with _RedisState.lock:
-        client = _RedisState.clients.get(url)
-        if client is None:
-            # Short timeouts: a metric is never worth stalling a batch for.
-            # redis-py's pool notices a fork (pid check) and reconnects in the child.
-            client = redis.Redis.from_url(url, socket_connect_timeout=0.5, socket_timeout=1.0)
-            _RedisState.clients[url] = client
-        return client
 
 
 _buffer = threading.local()
@@ -141,28 +120,23 @@ def batched() -> Iterator[None]:
 
 
 def _write(commands: list[tuple[str, str, str, float]]) -> None:
-    """Apply (op, key, field, amount) atomically; on a Redis error log once and drop."""
+    """Apply (op, key, field, amount) atomically; dropped while Redis is unreachable."""
     pending = getattr(_buffer, "ops", None)
     if pending is not None:
         pending.extend(commands)
         return
-    if not commands or time.monotonic() < _RedisState.paused_until:
-        return
-    try:
-        pipe = _client().pipeline(transaction=True)
-        for op, key, field, amount in commands:
-            if op == "int":
-                pipe.hincrby(key, field, int(amount))
-            else:
-                pipe.hincrbyfloat(key, field, float(amount))
-        pipe.execute()
-    except Exception as exc:  # noqa: BLE001 - recording must never raise into the pipeline
-        _RedisState.paused_until = time.monotonic() + _PAUSE_AFTER_FAILURE_S
-        if not _RedisState.warned:
-            _RedisState.warned = True
-            logger.warning("metrics: Redis unavailable, dropping samples (%s)", type(exc).__name__)
-        return
-    _RedisState.warned = False
+    if commands:
+        shared.attempt(lambda client: _apply(client, commands), None, what="metrics")
+
+
+def _apply(client: redis.Redis, commands: list[tuple[str, str, str, float]]) -> None:
+    pipe = client.pipeline(transaction=True)
+    for op, key, field, amount in commands:
+        if op == "int":
+            pipe.hincrby(key, field, int(amount))
+        else:
+            pipe.hincrbyfloat(key, field, float(amount))
+    pipe.execute()
 
 
 def _field(values: tuple[str, ...], *extra: str) -> str:
@@ -259,9 +233,9 @@ def observe_rate_limited(provider: str, key: str) -> None:
 
 
 @_never_raises
-def observe_fallback(primary: str, provider: str, outcome: str) -> None:
-    """Record a prompt that left ``primary`` for a fallback; ``provider`` answered last."""
-    _write(_counter_ops("llm_fallback_total", (str(primary), str(provider), str(outcome)),
+def observe_failover(primary: str, provider: str, outcome: str) -> None:
+    """Record a prompt that failed over from ``primary``; ``provider`` answered last."""
+    _write(_counter_ops("llm_failover_total", (str(primary), str(provider), str(outcome)),
                         1))
 
 
@@ -272,7 +246,7 @@ def observe_key_disabled(provider: str, key: str) -> None:
 
 
 class _DocumentCounter:
-    """The source document's ``BATCH_GENERATION_SUCCESS.inc(n)``, backed by Redis."""
+    """The kept ``BATCH_GENERATION_SUCCESS.inc(n)`` (docs/compat.md), backed by Redis."""
 
     def __init__(self, name: str) -> None:
         self.name = name
@@ -285,7 +259,7 @@ class _DocumentCounter:
 
 
 class _DocumentHistogram:
-    """The source document's ``with BATCH_GENERATION_DURATION.time():``, backed by Redis."""
+    """The kept ``with BATCH_GENERATION_DURATION.time():`` (docs/compat.md), backed by Redis."""
 
     name = "batch_generation_duration_seconds"
 
@@ -329,18 +303,19 @@ class RedisMetricsCollector:
         yield from _queue_gauge()
         yield _circuit_gauge()
 
-    def _read_redis(self) -> dict[str, dict[bytes, bytes]] | None:
-        try:
-            pipe = _client().pipeline(transaction=False)
-            for spec in SPECS.values():
-                pipe.hgetall(spec.key)
-            return dict(zip(SPECS, pipe.execute(), strict=True))
-        except Exception as exc:  # noqa: BLE001 - a scrape still serves the DB gauges
-            logger.warning("metrics: cannot read Redis at scrape (%s)", type(exc).__name__)
-            return None
+    def _read_redis(self) -> dict[str, dict[str, str]] | None:
+        # None while Redis is unreachable: the scrape still serves the DB gauges.
+        return shared.attempt(_read_all, None, what="metrics")
 
 
-def _decode(hash_: dict[bytes, bytes]) -> dict[tuple[str, ...], float]:
+def _read_all(client: redis.Redis) -> dict[str, dict[str, str]]:
+    pipe = client.pipeline(transaction=False)
+    for spec in SPECS.values():
+        pipe.hgetall(spec.key)
+    return dict(zip(SPECS, pipe.execute(), strict=True))
+
+
+def _decode(hash_: dict[str, str]) -> dict[tuple[str, ...], float]:
     return {tuple(json.loads(field)): float(value) for field, value in hash_.items()}
 
 
@@ -383,11 +358,12 @@ def _circuit_gauge() -> Metric:
     family = GaugeMetricFamily("llm_circuit_state",
                                "Circuit breaker state: 0 closed, 1 half_open, 2 open.",
                                labels=["breaker"])
-    for name in PROVIDER_BREAKERS:
-        try:
-            # Imported lazily: resilience is optional for the metrics endpoint.
-            from batchgen.resilience import get_circuit_breaker_stats
+    # Imported here: the LLM layer records metrics, so a module-level import would be a cycle.
+    from batchgen.llm.config import breaker_names
+    from batchgen.resilience import get_circuit_breaker_stats
 
+    for name in breaker_names():
+        try:
             state = get_circuit_breaker_stats(name).get("state")
         except Exception:  # noqa: BLE001 - an unknown state is left out, not guessed
             continue

@@ -9,7 +9,7 @@ from django.core.exceptions import ValidationError
 from django.db import models
 from django.db.models import Q
 
-MAX_BATCH_SIZE = 50  # the source document's limit; batchgen.llm re-exports it
+from batchgen.llm.limits import MAX_BATCH_SIZE  # the LLM layer owns the limit
 
 
 class Bot(models.Model):

@@ -33,9 +33,9 @@ A 429 that still comes back is passed to ``penalize(retry_after)``: nobody sends
 until then, the burst allowance is drained so the restart is paced, and callers already
 sleeping on a slot booked before the penalty book a new one when they wake.
 
-Redis down: the limiter logs one warning per outage and lets requests through (the providers'
-own 429s and the circuit breaker still protect us); it retries Redis every few seconds, and a
-penalty received meanwhile is honoured inside this process only.
+Redis down (``batchgen.shared``'s outage mode): the limiter lets requests through (the
+providers' own 429s and the circuit breaker still protect us), and a penalty received meanwhile
+is honoured inside this process only.
 """
 
 from __future__ import annotations
@@ -49,7 +49,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import redis
-from django.conf import settings
+
+from batchgen import shared
 
 __all__ = ["RateLimiter", "RateLimitTimeout", "all_limiter_stats", "estimate_tokens",
            "get_rate_limiter", "key_fingerprint"]
@@ -60,9 +61,8 @@ BURST_FRACTION = 0.05
 SAFETY_MARGIN = 0.03
 TPM_BURST_TOKENS = 2048
 TPM_MAX_BURST_FRACTION = 0.15
-REDIS_RETRY_SECONDS = 5.0
 STATS_TTL_SECONDS = 7 * 24 * 3600
-KEY_PREFIX = "batchgen:ratelimit"
+_DOWN = object()  # what shared.attempt returns while Redis is unreachable
 
 # Shared by both scripts: the clock is the caller's (tests inject one) or, when ARGV[1] is
 # empty, the Redis server's, the one clock every machine agrees on.
@@ -138,6 +138,10 @@ return string.format('%.6f', blocked)
 """
 
 
+_ACQUIRE = shared.Script(_ACQUIRE_LUA)
+_PENALIZE = shared.Script(_PENALIZE_LUA)
+
+
 class RateLimitTimeout(Exception):
     """The wait for capacity would exceed ``max_wait``; nothing was reserved for this call."""
 
@@ -195,7 +199,7 @@ class RateLimiter:
     """
 
     def __init__(self, provider: str, api_key: str, rpm: int | None, tpm: int | None,
-                 redis_url: str, clock: Callable[[], float] | None = None,
+                 clock: Callable[[], float] | None = None,
                  sleep: Callable[[float], None] = time.sleep) -> None:
         self.provider = provider
         self.fingerprint = key_fingerprint(api_key)
@@ -204,15 +208,10 @@ class RateLimiter:
                                               math.floor((tpm or 0) * TPM_MAX_BURST_FRACTION)))
         self._clock = clock
         self._sleep = sleep
-        self._redis = redis.Redis.from_url(
-            redis_url, socket_connect_timeout=1, socket_timeout=2, decode_responses=True
-        )
-        self._acquire_script = self._redis.register_script(_ACQUIRE_LUA)
-        self._penalize_script = self._redis.register_script(_PENALIZE_LUA)
-        base = f"{KEY_PREFIX}:{{{provider}:{self.fingerprint}}}"  # one hash slot on a cluster
-        self._keys = [f"{base}:rpm", f"{base}:tpm", f"{base}:blocked", f"{base}:stats"]
+        slot = f"{{{provider}:{self.fingerprint}}}"  # one hash slot on a cluster
+        self._keys = [shared.key("ratelimit", slot, part)
+                      for part in ("rpm", "tpm", "blocked", "stats")]
         self._lock = threading.Lock()
-        self._down_until = 0.0
         self._local_blocked_until = 0.0
 
     def __repr__(self) -> str:
@@ -245,50 +244,42 @@ class RateLimiter:
         with self._lock:
             self._local_blocked_until = max(self._local_blocked_until,
                                             self._local_now() + retry_after)
-        if not self._redis_usable():
-            return
         args = [self._now_arg(), *self._budget_args(), retry_after, self.provider,
                 self.fingerprint, STATS_TTL_SECONDS]
-        try:
-            self._penalize_script(keys=self._keys, args=args)
-        except redis.RedisError as exc:
-            self._mark_down(exc)
+        shared.attempt(lambda client: _PENALIZE(client, self._keys, args), None,
+                       what="rate limits")
 
     def stats(self) -> dict:
         """Counters kept in Redis, so any process (dashboard, /metrics) reads the same."""
         result = {"provider": self.provider, "key": self.fingerprint,
                   "rpm_limit": self.rpm.limit if self.rpm else None,
                   "tpm_limit": self.tpm.limit if self.tpm else None}
-        try:
-            raw = self._redis.hgetall(self._keys[3])
-            blocked = self._redis.get(self._keys[2])
-        except redis.RedisError as exc:
-            self._mark_down(exc)
+        found = shared.attempt(self._read_stats, None, what="rate limits")
+        if found is None:
             return {**result, "redis": "down"}
+        raw, blocked = found
         return {**result, **_parse_stats(raw), "blocked_until": float(blocked or 0) or None,
                 "redis": "up"}
 
+    def _read_stats(self, client: redis.Redis) -> tuple[dict[str, str], str | None]:
+        return client.hgetall(self._keys[3]), client.get(self._keys[2])
+
     def _book(self, tokens: int, budget: float, waited: float) -> tuple[float, float] | None:
         """Run the acquire script: (wait, slot) when reserved, None when Redis is down."""
-        if not self._redis_usable():
-            return None
         args = [self._now_arg(), *self._budget_args(), tokens, max(budget, 0.0),
                 STATS_TTL_SECONDS, self.provider, self.fingerprint]
-        try:
-            reserved, wait, slot = self._acquire_script(keys=self._keys, args=args)
-        except redis.RedisError as exc:
-            self._mark_down(exc)
+        booked = shared.attempt(lambda client: _ACQUIRE(client, self._keys, args), _DOWN,
+                                what="rate limits")
+        if booked is _DOWN:
             return None
+        reserved, wait, slot = booked
         if not int(reserved):
             raise RateLimitTimeout(self.provider, self.fingerprint, waited, waited + float(wait))
         return max(float(wait), 0.0), float(slot)
 
     def _penalized_after(self, slot: float) -> bool:
-        try:
-            blocked = self._redis.get(self._keys[2])
-        except redis.RedisError as exc:
-            self._mark_down(exc)
-            return False
+        blocked = shared.attempt(lambda client: client.get(self._keys[2]), None,
+                                 what="rate limits")
         return float(blocked or 0) > slot
 
     def _wait_local(self, budget: float, waited: float) -> float:
@@ -319,34 +310,6 @@ class RateLimiter:
     def _local_now(self) -> float:
         return time.time() if self._clock is None else self._clock()
 
-    def _redis_usable(self) -> bool:
-        with self._lock:
-            if self._down_until == 0.0:
-                return True
-            if time.monotonic() < self._down_until:
-                return False
-            # This thread probes; the others keep going unlimited until it knows.
-            self._down_until = time.monotonic() + REDIS_RETRY_SECONDS
-        try:
-            self._redis.ping()
-        except redis.RedisError:
-            with self._lock:
-                self._down_until = time.monotonic() + REDIS_RETRY_SECONDS
-            return False
-        with self._lock:
-            self._down_until = 0.0
-        logger.info("%r: Redis answers again; rate limits are shared again", self)
-        return True
-
-    def _mark_down(self, exc: redis.RedisError) -> None:
-        with self._lock:
-            first = self._down_until == 0.0
-            self._down_until = time.monotonic() + REDIS_RETRY_SECONDS
-        if first:
-            # The type only: a connection error's text may carry the Redis URL.
-            logger.warning("%r: Redis unreachable (%s); requests go through unlimited until it "
-                           "answers", self, type(exc).__name__)
-
 
 def _parse_stats(raw: dict[str, str]) -> dict:
     return {
@@ -360,43 +323,43 @@ def _parse_stats(raw: dict[str, str]) -> dict:
     }
 
 
-def all_limiter_stats(redis_url: str | None = None) -> list[dict]:
-    """Stats of every limiter any process has used, for the dashboard and /metrics."""
-    client = redis.Redis.from_url(redis_url or settings.REDIS_URL, decode_responses=True)
-    try:
-        found = []
-        for key in client.scan_iter(match=f"{KEY_PREFIX}:*:stats", count=200):
-            raw = client.hgetall(key)
-            if raw:
-                found.append({"provider": raw.get("provider", "?"), "key": raw.get("key", "?"),
-                              **_parse_stats(raw)})
-        return sorted(found, key=lambda row: (row["provider"], row["key"]))
-    finally:
-        client.close()
+def all_limiter_stats() -> list[dict]:
+    """Stats of every limiter any process has used, for the dashboard and /metrics
+    (empty while Redis is unreachable)."""
+    return shared.attempt(_read_all_stats, [], what="rate limits")
 
 
-def _configured_limit(provider: str, kind: str) -> int | None:
-    """``<PROVIDER>_<kind>_LIMIT`` if set (0 = unlimited for that provider), else ``LLM_…``."""
-    value = getattr(settings, f"{provider.upper()}_{kind}_LIMIT", None)
-    if value is None or value == "":
-        value = getattr(settings, f"LLM_{kind}_LIMIT", None)
-    return int(value) if value not in (None, "") and int(value) > 0 else None
+def _read_all_stats(client: redis.Redis) -> list[dict]:
+    found = []
+    for key in client.scan_iter(match=shared.key("ratelimit", "*", "stats"), count=200):
+        raw = client.hgetall(key)
+        if raw:
+            found.append({"provider": raw.get("provider", "?"), "key": raw.get("key", "?"),
+                          **_parse_stats(raw)})
+    return sorted(found, key=lambda row: (row["provider"], row["key"]))
 
 
 _limiters: dict[tuple, RateLimiter] = {}
 _limiters_lock = threading.Lock()
 
 
-def get_rate_limiter(provider: str, api_key: str) -> RateLimiter | None:
-    """The process-wide limiter for this provider key, or None when no limit is configured."""
-    rpm = _configured_limit(provider, "RPM")
-    tpm = _configured_limit(provider, "TPM")
-    if rpm is None and tpm is None:
+def get_rate_limiter(provider: str, api_key: str, rpm: int | None,
+                     tpm: int | None) -> RateLimiter | None:
+    """The process-wide limiter for this provider key, or None without a limit
+    (the limits come from ``batchgen.llm.config.ProviderSettings``)."""
+    if not rpm and not tpm:
         return None
-    cache_key = (provider, key_fingerprint(api_key), rpm, tpm, settings.REDIS_URL)
+    cache_key = (provider, key_fingerprint(api_key), rpm, tpm)
     with _limiters_lock:
         limiter = _limiters.get(cache_key)
         if limiter is None:
-            limiter = RateLimiter(provider, api_key, rpm, tpm, settings.REDIS_URL)
+            limiter = RateLimiter(provider, api_key, rpm, tpm)
             _limiters[cache_key] = limiter
         return limiter
+
+
+@shared.on_reset
+def forget_limiters() -> None:
+    """Forget the process's limiters (tests change limits); their budgets stay in Redis."""
+    with _limiters_lock:
+        _limiters.clear()

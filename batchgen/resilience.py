@@ -29,9 +29,10 @@ must run in the thread that called ``before_call``.
 Cooldown and probe expiry use the injectable ``clock`` (wall time by default, comparable across
 machines kept in sync by NTP), not Redis TIME, so tests can move time.
 
-Without Redis reachable the breaker falls back to per-process in-memory state (thread-safe) and
-logs one warning per process. It tries Redis again at most every ``REDIS_RETRY_SECONDS``; when
-Redis answers again it goes back to the shared state (the in-memory state is dropped).
+Without Redis reachable (``batchgen.shared``'s outage mode) the breaker falls back to
+per-process in-memory state (thread-safe), so a provider outage during a Redis outage still
+fails fast in this process. When Redis answers again the breaker goes back to the shared state
+and drops the in-memory one.
 """
 
 from __future__ import annotations
@@ -46,24 +47,25 @@ from collections.abc import Callable
 import redis
 from django.conf import settings
 
+from batchgen import shared
+
 __all__ = [
     "CircuitBreaker",
     "CircuitOpenError",
+    "breaker_name",
     "get_circuit_breaker",
     "get_circuit_breaker_stats",
+    "open_until",
     "reset_circuit_breakers",
 ]
 
 logger = logging.getLogger(__name__)
 
-REDIS_RETRY_SECONDS = 30.0
-DEFAULT_PROBE_TTL = 90.0  # longer than one provider call with its SDK retries
+DEFAULT_PROBE_TTL = 90.0  # longer than one provider call with its retries
 
-_warned_lock = threading.Lock()
-_warned_fallback = False
-
-# One key per breaker: a hash with state, failures, opened_at, probe, probe_until.
-KEY_PREFIX = "botplatform:circuit:"
+# One key per breaker, shared.key("circuit", name): a hash with state, failures, opened_at,
+# probe, probe_until.
+_DOWN = object()  # what shared.attempt returns while Redis is unreachable
 
 _BEFORE_LUA = """
 local h = redis.call('HMGET', KEYS[1], 'state', 'opened_at', 'probe_until')
@@ -117,58 +119,40 @@ end
 return 0
 """
 
-_clients: dict[str, redis.Redis] = {}
-_clients_lock = threading.Lock()
-
-
-def _redis_client(url: str) -> redis.Redis:
-    """One client (connection pool) per URL and process; redis-py re-creates it after fork."""
-    with _clients_lock:
-        if url not in _clients:
-            # Short timeouts: a dead Redis must not stall every LLM call for long.
-            _clients[url] = redis.Redis.from_url(
-                url, socket_connect_timeout=0.5, socket_timeout=2.0, decode_responses=True
-            )
-        return _clients[url]
+_BEFORE = shared.Script(_BEFORE_LUA)
+_SUCCESS = shared.Script(_SUCCESS_LUA)
+_FAILURE = shared.Script(_FAILURE_LUA)
+_IGNORED = shared.Script(_IGNORED_LUA)
 
 
 class RedisState:
-    """The breaker's state in one Redis hash; every transition is one atomic script."""
+    """The breaker's state in one Redis hash; every transition is one atomic script.
 
-    def __init__(self, url: str, name: str) -> None:
-        self._client = _redis_client(url)
-        self._key = KEY_PREFIX + name
-        self._before = self._client.register_script(_BEFORE_LUA)
-        self._success = self._client.register_script(_SUCCESS_LUA)
-        self._failure = self._client.register_script(_FAILURE_LUA)
-        self._ignored = self._client.register_script(_IGNORED_LUA)
+    Each method takes the client ``shared.attempt`` hands it.
+    """
 
-    def before(
-        self, now: float, cooldown: float, token: str, probe_ttl: float
-    ) -> tuple[str, float]:
-        kind, wait = self._before(keys=[self._key], args=[repr(now), cooldown, token, probe_ttl])
+    def __init__(self, name: str) -> None:
+        self._key = shared.key("circuit", name)
+
+    def before(self, client: redis.Redis, now: float, cooldown: float, token: str,
+               probe_ttl: float) -> tuple[str, float]:
+        kind, wait = _BEFORE(client, [self._key], [repr(now), cooldown, token, probe_ttl])
         return kind, float(wait)
 
-    def success(self, token: str) -> bool:
-        return bool(self._success(keys=[self._key], args=[token]))
+    def success(self, client: redis.Redis, token: str) -> bool:
+        return bool(_SUCCESS(client, [self._key], [token]))
 
-    def failure(self, now: float, threshold: int, token: str) -> bool:
-        return bool(self._failure(keys=[self._key], args=[repr(now), threshold, token]))
+    def failure(self, client: redis.Redis, now: float, threshold: int, token: str) -> bool:
+        return bool(_FAILURE(client, [self._key], [repr(now), threshold, token]))
 
-    def ignored(self, token: str) -> None:
-        self._ignored(keys=[self._key], args=[token])
+    def ignored(self, client: redis.Redis, token: str) -> None:
+        _IGNORED(client, [self._key], [token])
 
-    def snapshot(self) -> dict:
-        return self._client.hgetall(self._key)
+    def snapshot(self, client: redis.Redis) -> dict:
+        return client.hgetall(self._key)
 
-    def reset(self) -> None:
-        self._client.delete(self._key)
-
-    def ping(self) -> bool:
-        try:
-            return bool(self._client.ping())
-        except redis.RedisError:
-            return False
+    def reset(self, client: redis.Redis) -> None:
+        client.delete(self._key)
 
 
 class MemoryState:
@@ -252,7 +236,6 @@ class CircuitBreaker:
         *,
         threshold: int | None = None,
         cooldown: float | None = None,
-        redis_url: str | None = None,
         clock: Callable[[], float] = time.time,
         probe_ttl: float = DEFAULT_PROBE_TTL,
     ) -> None:
@@ -261,10 +244,9 @@ class CircuitBreaker:
         self.cooldown = settings.LLM_CIRCUIT_BREAKER_TIMEOUT if cooldown is None else cooldown
         self.probe_ttl = probe_ttl
         self._clock = clock
-        self._redis = RedisState(redis_url or settings.REDIS_URL, name)
+        self._redis = RedisState(name)
         self._memory = MemoryState()
         self._on_redis = True
-        self._next_redis_try = 0.0
         self._switch_lock = threading.Lock()
         self._local = threading.local()
 
@@ -331,44 +313,32 @@ class CircuitBreaker:
 
     def _run(self, op: str, *args: object) -> object:
         """Run one state operation on Redis, or on the in-memory fallback while Redis is down."""
-        if not self._on_redis and time.monotonic() >= self._next_redis_try:
-            self._try_redis_again()
-        if self._on_redis:
-            try:
-                return getattr(self._redis, op)(*args)
-            except redis.RedisError as exc:
-                self._fall_back(exc)
-        return getattr(self._memory, op)(*args)
-
-    def _fall_back(self, exc: redis.RedisError) -> None:
-        global _warned_fallback
-        with self._switch_lock:
+        result = shared.attempt(lambda client: getattr(self._redis, op)(client, *args), _DOWN,
+                                what="circuit breakers")
+        if result is _DOWN:
             self._on_redis = False
-            self._next_redis_try = time.monotonic() + REDIS_RETRY_SECONDS
-        with _warned_lock:
-            if _warned_fallback:
-                return
-            _warned_fallback = True
-        logger.warning(
-            "circuit breakers: Redis is unreachable (%s: %s); falling back to per-process "
-            "state, which other workers do not see; retrying Redis every %ss",
-            type(exc).__name__, exc, REDIS_RETRY_SECONDS,
-        )
+            return getattr(self._memory, op)(*args)
+        if not self._on_redis:
+            self._back_on_redis()
+        return result
 
-    def _try_redis_again(self) -> None:
+    def _back_on_redis(self) -> None:
+        # What this process learnt alone is dropped: the shared state is what every worker saw.
         with self._switch_lock:
-            if self._on_redis or time.monotonic() < self._next_redis_try:
-                return
-            self._next_redis_try = time.monotonic() + REDIS_RETRY_SECONDS
-            if not self._redis.ping():
+            if self._on_redis:
                 return
             self._on_redis = True
             self._memory = MemoryState()
-        logger.warning("circuit %s: Redis is reachable again; using the shared state", self.name)
+        logger.warning("circuit %s: back on the shared state in Redis", self.name)
 
 
 _breakers: dict[str, CircuitBreaker] = {}
 _breakers_lock = threading.Lock()
+
+
+def breaker_name(provider: str) -> str:
+    """The circuit breaker guarding an LLM provider: openai_api, gemini_api, groq_api."""
+    return f"{provider}_api"
 
 
 def get_circuit_breaker(name: str) -> CircuitBreaker:
@@ -385,10 +355,21 @@ def get_circuit_breaker_stats(name: str) -> dict:
     return get_circuit_breaker(name).get_state()
 
 
+def open_until(provider: str) -> float | None:
+    """Epoch seconds until which ``provider``'s breaker refuses calls (when it half-opens,
+    or when a live probe's time runs out), or None when a call may go through now.
+
+    For the scheduler: claiming work for a provider whose breaker is open only defers it.
+    """
+    breaker = get_circuit_breaker(breaker_name(provider))
+    state = breaker.get_state()
+    if state["state"] == "closed" or not state["retry_after"]:
+        return None
+    return breaker._clock() + state["retry_after"]
+
+
+@shared.on_reset
 def reset_circuit_breakers() -> None:
-    """Forget the cached breakers and the fallback warning (tests); Redis state is kept."""
-    global _warned_fallback
+    """Forget the cached breakers (tests; ``shared.reset()`` calls it); Redis state is kept."""
     with _breakers_lock:
         _breakers.clear()
-    with _warned_lock:
-        _warned_fallback = False

@@ -9,25 +9,31 @@ them is a few lines on top of this module:
     state = shared.attempt(lambda r: r.hgetall(shared.key("circuit", name)), default=None,
                            what="circuit breaker")
 
-``attempt`` returns ``default`` while Redis is unreachable. An outage is remembered for
-``RETRY_SECONDS`` per process, so a dead Redis costs one connect timeout every few seconds,
-not one per call, and is logged once when it starts and once when it ends.
+``attempt`` returns ``default`` while Redis is unreachable; each user decides what its default
+means (the breaker keeps per-process state, the limiter lets requests through, metrics drop
+samples). ``Script`` runs a Lua script atomically on whichever client ``attempt`` hands it, and
+``on_reset`` registers a process-wide cache built on top, so ``reset()`` forgets them all.
+
+An outage is remembered for ``RETRY_SECONDS`` per process, so a dead Redis costs one connect
+timeout every few seconds, not one per call, and is logged once when it starts and once when it
+ends.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import threading
 import time
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import redis
 from django.conf import settings
 
-__all__ = ["PREFIX", "RETRY_SECONDS", "attempt", "available", "connection", "key",
-           "mark_down", "mark_up", "reset"]
+__all__ = ["PREFIX", "RETRY_SECONDS", "Script", "attempt", "available", "connection", "key",
+           "mark_down", "mark_up", "on_reset", "reset"]
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -42,6 +48,7 @@ _lock = threading.Lock()
 _clients: dict[tuple[str, int], redis.Redis] = {}
 _down_since: float | None = None
 _retry_at = 0.0
+_forgetters: list[Callable[[], None]] = []
 
 
 def connection(url: str | None = None) -> redis.Redis:
@@ -52,6 +59,9 @@ def connection(url: str | None = None) -> redis.Redis:
     """
     url = url or settings.REDIS_URL
     slot = (url, os.getpid())
+    client = _clients.get(slot)  # every breaker and limiter call comes here: no lock when known
+    if client is not None:
+        return client
     with _lock:
         client = _clients.get(slot)
         if client is None:
@@ -110,9 +120,37 @@ def attempt(operation: Callable[[redis.Redis], T], default: T, what: str = "shar
     return result
 
 
+class Script:
+    """A Lua script run by its SHA on any client, loaded on first use on each server.
+
+    Not bound to a client (unlike redis-py's ``register_script``), so one module-level
+    instance serves every process and every ``connection()``.
+    """
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+        self.sha = hashlib.sha1(source.encode()).hexdigest()
+
+    def __call__(self, client: redis.Redis, keys: list[str], args: list[Any]) -> Any:
+        try:
+            return client.evalsha(self.sha, len(keys), *keys, *args)
+        except redis.exceptions.NoScriptError:
+            return client.eval(self.source, len(keys), *keys, *args)
+
+
+def on_reset(forget: Callable[[], None]) -> Callable[[], None]:
+    """Register a function that drops a process-wide cache kept on top of this module
+    (breakers, limiters, key rings); ``reset()`` calls it. Usable as a decorator."""
+    _forgetters.append(forget)
+    return forget
+
+
 def reset() -> None:
-    """Forget clients and outages (tests, and after settings.REDIS_URL changes)."""
+    """Forget clients, outages and every cache registered with ``on_reset`` (tests, and
+    after settings.REDIS_URL changes). State kept in Redis itself is left alone."""
     global _down_since, _retry_at
+    for forget in list(_forgetters):
+        forget()
     with _lock:
         for client in _clients.values():
             client.close()

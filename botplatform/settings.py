@@ -128,7 +128,9 @@ STATICFILES_DIRS = [BASE_DIR / "static"]
 
 LOGIN_URL = "/admin/login/"
 
-# --- LLM providers (the source document's names first) -----------------------
+# --- LLM providers (the kept names first, see docs/compat.md) -------------------
+# Flat names, exactly as the environment variables the README documents; batchgen.llm.config
+# reads them per provider into one typed ProviderSettings when used.
 LLM_PROVIDERS = ("openai", "gemini", "groq")
 LLM_PROVIDER = env_choice("LLM_PROVIDER", "openai", LLM_PROVIDERS)
 LLM_MODEL = env_str("LLM_MODEL", "")  # empty: the provider's default model

@@ -19,6 +19,17 @@ def _need_service(what: str, error: Exception) -> None:
     pytest.skip(message)
 
 
+@pytest.fixture(autouse=True)
+def _fresh_shared_state() -> None:
+    """Every test starts with no remembered Redis outage and no cached breaker, limiter or
+    key ring (one reset: ``batchgen.shared`` forgets everything built on top of it)."""
+    from batchgen import shared
+
+    shared.reset()
+    yield
+    shared.reset()
+
+
 @pytest.fixture
 def redis_url() -> str:
     """The test Redis (REDIS_URL, db 15 under `make test`), flushed before the test."""

@@ -177,14 +177,12 @@ def llm_env_fixture(fake_llm: FakeLLMServer, settings: Any, redis_url: str) -> I
 
         def test_x(llm_env): llm_env("gemini", LLM_MAX_RETRIES=1)
     """
-    from batchgen.llm import config
-    from batchgen.resilience import reset_circuit_breakers
+    from batchgen import shared
 
     def configure(provider: str = "openai", **overrides: object) -> FakeLLMServer:
         for name, value in llm_settings(fake_llm.base_url, provider, **overrides).items():
             setattr(settings, name, value)
-        config.reset()
-        reset_circuit_breakers()
+        shared.reset()
         return fake_llm
 
     fake_llm.reset()
@@ -193,5 +191,4 @@ def llm_env_fixture(fake_llm: FakeLLMServer, settings: Any, redis_url: str) -> I
                      key_faults={}, route_faults={}, fault_times=0, record_arrivals=False)
     configure()
     yield configure
-    config.reset()
-    reset_circuit_breakers()
+    shared.reset()

@@ -72,7 +72,7 @@ def test_a_429_burst_pauses_the_key_then_the_request_succeeds(llm_env):
     arrivals = fake.stats()["arrivals"]
     # Retry-After: 1 was honoured before each retry (the limiter, not the SDK, waited).
     assert all(later - earlier >= 0.9 for earlier, later in itertools.pairwise(arrivals))
-    limiter = get_rate_limiter("openai", TEST_KEYS["openai"])
+    limiter = get_rate_limiter("openai", TEST_KEYS["openai"], 6000, None)
     assert limiter.stats()["penalties"] == 2
 
 
@@ -106,8 +106,7 @@ def test_without_a_limit_the_request_path_never_touches_the_limiter(llm_env, red
     assert all(LLMBatchClient(max_workers=4).generate_batch(
         [f"unlimited {i}" for i in range(8)]))
 
-    assert get_rate_limiter("openai", TEST_KEYS["openai"]) is None
-    assert not list(redis_client.scan_iter(match="batchgen:ratelimit:*"))
+    assert not list(redis_client.scan_iter(match="botplatform:ratelimit:*"))
 
 
 def test_each_request_books_its_prompt_estimate_plus_max_tokens(llm_env, redis_url):
@@ -120,7 +119,7 @@ def test_each_request_books_its_prompt_estimate_plus_max_tokens(llm_env, redis_u
     second = client.generate_detailed("x" * 100, max_tokens=100)
 
     assert first.ok and second.error_kind == "rate_limit_wait"
-    [stats] = all_limiter_stats(redis_url)
+    [stats] = all_limiter_stats()
     assert (stats["provider"], stats["acquired"], stats["timeouts"]) == ("openai", 1, 1)
 
 
@@ -131,8 +130,9 @@ def test_limiter_events_reach_the_metrics(llm_env, redis_url):
     LLMClient().generate_detailed("count me")
 
     client = redis.Redis.from_url(redis_url, decode_responses=True)
-    assert sum(map(float, client.hgetall("batchgen:metrics:llm_rate_limited_total").values())) == 1
-    assert client.hgetall("batchgen:metrics:llm_ratelimit_wait_seconds")
+    limited = client.hgetall("botplatform:metrics:llm_rate_limited_total")
+    assert sum(map(float, limited.values())) == 1
+    assert client.hgetall("botplatform:metrics:llm_ratelimit_wait_seconds")
     client.close()
 
 

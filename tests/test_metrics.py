@@ -17,7 +17,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from redis import Redis
 from rq import Queue
 
-from batchgen import metrics
+from batchgen import metrics, shared
 from batchgen.models import Bot, Chat, QueueItem
 
 urlpatterns = [path("metrics", metrics.metrics_view)]
@@ -30,10 +30,9 @@ PROJECT_DIR = Path(__file__).resolve().parent.parent
 def fresh_metrics_store(redis_url: str, settings) -> None:
     settings.METRICS_TOKEN = ""
     settings.DEBUG = True
-    metrics._RedisState.paused_until = 0.0
-    metrics._RedisState.warned = False
+    shared.reset()
     yield
-    metrics._RedisState.paused_until = 0.0
+    shared.reset()
 
 
 def scrape(client, **headers: str) -> dict[tuple[str, tuple], float]:
@@ -179,15 +178,16 @@ def test_a_job_run_by_a_real_rqworker_shows_in_the_web_scrape(client, redis_url)
     assert samples[("batch_generation_duration_seconds_sum", batch)] == pytest.approx(4.2)
 
 
-def test_recording_with_redis_down_neither_raises_nor_floods_the_log(settings, caplog) -> None:
+def test_recording_with_redis_down_neither_raises_nor_floods_the_log(
+        settings, caplog, monkeypatch) -> None:
     settings.REDIS_URL = "redis://127.0.0.1:1/0"
-    with caplog.at_level(logging.WARNING, logger="batchgen.metrics"):
+    monkeypatch.setattr(shared, "RETRY_SECONDS", 0.0)  # every call really tries Redis
+    with caplog.at_level(logging.WARNING, logger="batchgen"):
         metrics.observe_batch(1.0, 1, 0, "batch", "openai")
-        metrics._RedisState.paused_until = 0.0  # force a second real attempt
         metrics.observe_request("openai", "m", "ok", 0.1, 1, 1, None)
         metrics.observe_send("sent")
 
-    assert len([r for r in caplog.records if "Redis unavailable" in r.message]) == 1
+    assert len([r for r in caplog.records if "Redis unreachable" in r.message]) == 1
 
 
 def test_scrape_with_redis_down_still_serves_db_gauges(client, settings) -> None:

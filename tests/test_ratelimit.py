@@ -44,8 +44,8 @@ def make_limiter(redis_url: str, clock: FakeClock | None = None, *, rpm: int | N
                  tpm: int | None = None, api_key: str = SECRET_KEY,
                  provider: str = "openai") -> RateLimiter:
     if clock is None:
-        return RateLimiter(provider, api_key, rpm, tpm, redis_url)
-    return RateLimiter(provider, api_key, rpm, tpm, redis_url, clock=clock, sleep=clock.sleep)
+        return RateLimiter(provider, api_key, rpm, tpm)
+    return RateLimiter(provider, api_key, rpm, tpm, clock=clock, sleep=clock.sleep)
 
 
 def spend_burst(limiter: RateLimiter) -> None:
@@ -82,7 +82,7 @@ def _scaled_sleep(seconds: float) -> None:
 def _worker_process(redis_url: str, rpm: int, until: float, threads: int,
                     results: multiprocessing.Queue) -> None:
     """One 'worker machine': several threads sending as fast as the limiter lets them."""
-    limiter = RateLimiter("groq", SECRET_KEY, rpm, None, redis_url,
+    limiter = RateLimiter("groq", SECRET_KEY, rpm, None,
                           clock=_scaled_clock, sleep=_scaled_sleep)
     sent: list[float] = []
     lock = threading.Lock()
@@ -241,9 +241,10 @@ def test_two_keys_of_one_provider_have_separate_limits(redis_url: str) -> None:
 
 
 def test_redis_down_lets_requests_through_with_one_warning(
-        caplog: pytest.LogCaptureFixture) -> None:
-    limiter = RateLimiter("gemini", SECRET_KEY, 60, None, "redis://127.0.0.1:1/0")
-    with caplog.at_level(logging.WARNING, logger="batchgen.ratelimit"):
+        caplog: pytest.LogCaptureFixture, settings) -> None:
+    settings.REDIS_URL = "redis://127.0.0.1:1/0"
+    limiter = RateLimiter("gemini", SECRET_KEY, 60, None)
+    with caplog.at_level(logging.WARNING, logger="batchgen"):
         waits = [limiter.acquire(tokens=10, max_wait=1) for _ in range(200)]
         limiter.penalize(retry_after=0)
 
@@ -258,31 +259,18 @@ def test_stats_of_every_limiter_are_readable_from_anywhere(redis_url: str) -> No
     make_limiter(redis_url, clock, rpm=60, provider="groq").acquire(tokens=1, max_wait=0)
     make_limiter(redis_url, clock, rpm=60, provider="openai").penalize(retry_after=1)
 
-    rows = all_limiter_stats(redis_url)
+    rows = all_limiter_stats()
 
     assert [(row["provider"], row["acquired"], row["penalties"]) for row in rows] == [
         ("groq", 1, 0), ("openai", 0, 1)]
 
 
-def test_get_rate_limiter_reads_provider_then_global_settings(settings, redis_url: str) -> None:
-    settings.REDIS_URL = redis_url
-    settings.LLM_RPM_LIMIT = 100
-    settings.LLM_TPM_LIMIT = None
-    settings.GROQ_RPM_LIMIT = 30
-    settings.GEMINI_RPM_LIMIT = 0  # explicitly unlimited for this provider
+def test_one_limiter_per_provider_key_and_none_without_a_limit(redis_url: str) -> None:
+    groq = get_rate_limiter("groq", SECRET_KEY, 30, None)
 
-    groq = get_rate_limiter("groq", SECRET_KEY)
-    assert groq is get_rate_limiter("groq", SECRET_KEY)
+    assert groq is get_rate_limiter("groq", SECRET_KEY, 30, None)
     assert groq.rpm.limit == 30 and groq.tpm is None
-    assert get_rate_limiter("openai", SECRET_KEY).rpm.limit == 100
-    assert get_rate_limiter("gemini", SECRET_KEY) is None
-
-
-def test_no_limit_configured_means_no_limiter(settings) -> None:
-    settings.LLM_RPM_LIMIT = None
-    settings.LLM_TPM_LIMIT = 0
-
-    assert get_rate_limiter("openai", SECRET_KEY) is None
+    assert get_rate_limiter("groq", SECRET_KEY, None, 0) is None
 
 
 def test_estimate_tokens_is_about_a_quarter_of_the_length() -> None:

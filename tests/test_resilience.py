@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import os
-import socket
 import subprocess
 import sys
 import threading
@@ -13,12 +12,13 @@ from pathlib import Path
 
 import pytest
 
+from batchgen import shared
+from batchgen.fakes.ports import free_port
 from batchgen.resilience import (
     CircuitBreaker,
     CircuitOpenError,
     get_circuit_breaker,
     get_circuit_breaker_stats,
-    reset_circuit_breakers,
 )
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
@@ -35,28 +35,24 @@ class FakeClock:
         self.now += seconds
 
 
-def unused_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture(autouse=True)
 def _fresh_breakers() -> None:
-    reset_circuit_breakers()
+    shared.reset()
     yield
-    reset_circuit_breakers()
+    shared.reset()
 
 
 @pytest.fixture(params=["redis", "memory"])
-def make_breaker(request: pytest.FixtureRequest, redis_url: str) -> Callable[..., CircuitBreaker]:
+def make_breaker(request: pytest.FixtureRequest, redis_url: str,
+                 settings) -> Callable[..., CircuitBreaker]:
     """Breakers on the real Redis, or on the in-memory fallback (Redis at an unused port)."""
-    url = redis_url if request.param == "redis" else f"redis://127.0.0.1:{unused_port()}/0"
+    if request.param == "memory":
+        settings.REDIS_URL = f"redis://127.0.0.1:{free_port()}/0"
 
     def make(clock: FakeClock, **kwargs: object) -> CircuitBreaker:
         kwargs.setdefault("threshold", 3)
         kwargs.setdefault("cooldown", 120.0)
-        return CircuitBreaker("test_api", redis_url=url, clock=clock, **kwargs)
+        return CircuitBreaker("test_api", clock=clock, **kwargs)
 
     return make
 
@@ -85,14 +81,14 @@ def passes_in_another_thread(breaker: CircuitBreaker) -> bool:
 
 def test_it_opens_after_threshold_failures_across_two_processes(redis_url: str) -> None:
     clock = FakeClock()
-    breaker = CircuitBreaker("openai_api", threshold=5, redis_url=redis_url, clock=clock)
+    breaker = CircuitBreaker("openai_api", threshold=5, clock=clock)
     for _ in range(2):
         breaker.before_call()
         breaker.record_failure()
     script = (
         "import django; django.setup()\n"
         "from batchgen.resilience import CircuitBreaker\n"
-        f"b = CircuitBreaker('openai_api', threshold=5, redis_url={redis_url!r})\n"
+        "b = CircuitBreaker('openai_api', threshold=5)\n"
         "for _ in range(3):\n"
         "    b.before_call(); b.record_failure()\n"
         "print(b.get_state()['state'], b.get_state()['backend'])\n"
@@ -255,8 +251,7 @@ def test_stats_have_the_documented_shape(redis_url: str, settings: object) -> No
 
 def test_open_stats_give_the_time_left(redis_url: str) -> None:
     clock = FakeClock()
-    breaker = CircuitBreaker("gemini_api", threshold=2, cooldown=60, redis_url=redis_url,
-                             clock=clock)
+    breaker = CircuitBreaker("gemini_api", threshold=2, cooldown=60, clock=clock)
     make_open(breaker)
     clock.advance(15)
 
@@ -267,12 +262,12 @@ def test_open_stats_give_the_time_left(redis_url: str) -> None:
 
 
 def test_without_redis_it_keeps_state_in_memory_and_warns_once(
-    caplog: pytest.LogCaptureFixture,
+    caplog: pytest.LogCaptureFixture, settings,
 ) -> None:
-    caplog.set_level(logging.WARNING, logger="batchgen.resilience")
-    url = f"redis://127.0.0.1:{unused_port()}/0"
-    openai = CircuitBreaker("openai_api", threshold=2, redis_url=url, clock=FakeClock())
-    gemini = CircuitBreaker("gemini_api", threshold=2, redis_url=url, clock=FakeClock())
+    caplog.set_level(logging.WARNING, logger="batchgen")
+    settings.REDIS_URL = f"redis://127.0.0.1:{free_port()}/0"
+    openai = CircuitBreaker("openai_api", threshold=2, clock=FakeClock())
+    gemini = CircuitBreaker("gemini_api", threshold=2, clock=FakeClock())
 
     make_open(openai)
     gemini.before_call()
@@ -280,6 +275,21 @@ def test_without_redis_it_keeps_state_in_memory_and_warns_once(
     assert openai.get_state()["state"] == "open"
     assert openai.get_state()["backend"] == "memory"
     assert gemini.get_state()["state"] == "closed"
-    warnings = [r for r in caplog.records if "Redis is unreachable" in r.getMessage()]
+    warnings = [r for r in caplog.records if "Redis unreachable" in r.getMessage()]
     assert len(warnings) == 1
     assert "per-process" in warnings[0].getMessage()
+
+
+def test_when_redis_answers_again_the_breaker_goes_back_to_the_shared_state(
+        redis_url: str, settings) -> None:
+    settings.REDIS_URL = f"redis://127.0.0.1:{free_port()}/0"
+    breaker = CircuitBreaker("openai_api", threshold=2, clock=FakeClock())
+    make_open(breaker)
+    assert breaker.get_state()["backend"] == "memory"
+
+    settings.REDIS_URL = redis_url
+    shared.mark_up()  # the outage is over; the next call reaches Redis
+
+    state = breaker.get_state()
+    assert (state["backend"], state["state"]) == ("redis", "closed")
+    assert passes(breaker)  # what this process learnt alone was dropped

@@ -53,3 +53,25 @@ def test_attempt_resumes_once_redis_answers(settings, redis_url: str) -> None:
     settings.REDIS_URL = redis_url
     assert shared.attempt(lambda r: r.ping(), default=False) is True
     assert shared.available()
+
+
+def test_a_script_runs_on_any_client_and_survives_a_script_flush(redis_url: str) -> None:
+    incr = shared.Script("return redis.call('INCRBY', KEYS[1], ARGV[1])")
+    client = shared.connection(redis_url)
+
+    assert incr(client, [shared.key("n")], [2]) == 2
+    client.script_flush()  # a restarted Redis has forgotten every script
+    assert incr(client, [shared.key("n")], [3]) == 5
+
+
+def test_reset_forgets_every_cache_built_on_shared_state(redis_url: str) -> None:
+    from batchgen.ratelimit import get_rate_limiter
+    from batchgen.resilience import get_circuit_breaker
+
+    breaker = get_circuit_breaker("openai_api")
+    limiter = get_rate_limiter("openai", "sk-test", 60, None)
+
+    shared.reset()
+
+    assert get_circuit_breaker("openai_api") is not breaker
+    assert get_rate_limiter("openai", "sk-test", 60, None) is not limiter

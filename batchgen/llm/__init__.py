@@ -1,25 +1,41 @@
 """The LLM layer: providers, LLMClient, LLMBatchClient. Knows nothing of the ORM.
 
-``MAX_BATCH_SIZE`` is ``batchgen.models.MAX_BATCH_SIZE`` (50), re-exported.
+The names below are loaded on first use (PEP 562), not when the package is imported: the
+provider SDKs take seconds to import, and ``batchgen.models`` imports
+``batchgen.llm.limits`` in every Django process, most of which never call a provider.
+The kept public API is ``batchgen.llm.compat`` (docs/compat.md).
 """
 
 from __future__ import annotations
 
-from batchgen.llm.batch import LLMBatchClient, generate_batch
-from batchgen.llm.client import LLMClient
-from batchgen.llm.config import reset
-from batchgen.llm.errors import ProviderError
-from batchgen.llm.types import Completion, CompletionRequest, GenerationResult
-from batchgen.models import MAX_BATCH_SIZE
+import importlib
+from typing import Any
 
-__all__ = [
-    "MAX_BATCH_SIZE",
-    "Completion",
-    "CompletionRequest",
-    "GenerationResult",
-    "LLMBatchClient",
-    "LLMClient",
-    "ProviderError",
-    "generate_batch",
-    "reset",
-]
+_WHERE = {
+    "MAX_BATCH_SIZE": "batchgen.llm.limits",
+    "LLMBatchClient": "batchgen.llm.compat",
+    "LLMClient": "batchgen.llm.compat",
+    "generate_batch": "batchgen.llm.compat",
+    "get_circuit_breaker": "batchgen.llm.compat",
+    "get_circuit_breaker_stats": "batchgen.llm.compat",
+    "Completion": "batchgen.llm.types",
+    "CompletionRequest": "batchgen.llm.types",
+    "GenerationResult": "batchgen.llm.types",
+    "ProviderError": "batchgen.llm.errors",
+    "reset": "batchgen.llm.config",
+}
+
+__all__ = sorted(_WHERE)
+
+
+def __getattr__(name: str) -> Any:
+    module = _WHERE.get(name)
+    if module is None:
+        raise AttributeError(f"module 'batchgen.llm' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # looked up once
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_WHERE])

@@ -1,15 +1,20 @@
-"""The HTTP attempts of one request on one API key: rate limiter first, then retries.
+"""The one loop that owns a request's HTTP attempts on one provider: keys, limiter, retries.
 
-The SDKs are built with ``max_retries=0`` and this loop retries instead (429, 5xx,
-timeouts, connection errors; up to LLM_MAX_RETRIES more times). The SDKs' own retries
-happen inside one SDK call, out of the limiter's sight: a retried request would not book
-a slot, and a 429 answered to a retry would not slow the other workers down. Here every
-attempt books its slot (``acquire(prompt estimate + max_tokens)``), and a 429 passes its
-``Retry-After`` to ``penalize``, so every worker on that key pauses and the next attempt's
-booking waits it out.
+The SDKs are built with ``max_retries=0``, so one ``provider.complete`` is one HTTP request
+and this loop is the only place that retries (429, 5xx, timeouts, connection errors; up to
+LLM_MAX_RETRIES more times) and the only place that counts. The SDKs' own retries would happen
+out of the limiter's sight: a retried request would not book a slot, and a 429 answered to a
+retry would not slow the other workers down. Here every attempt books its slot
+(``acquire(prompt estimate + max_tokens)``), and a 429 passes its ``Retry-After`` to
+``penalize``, so every worker on that key pauses and the next attempt's booking waits it out.
 
-Without a configured limit ``get_rate_limiter`` returns None and nothing here touches
-Redis; a 429 then sleeps ``Retry-After`` before the retry, as the SDKs did.
+A server's ``Retry-After`` is honoured whatever its length: a wait that fits in what is left of
+the prompt's wait budget (LLM_RATE_LIMIT_MAX_WAIT) is slept here; a longer one ends the request
+as ``rate_limit_wait`` with ``retry_after`` set, so the caller defers the prompt until then
+instead of retrying it early. Without a configured limit nothing here touches Redis.
+
+With several keys (``keys.KeyRing``), a key answering 401 is taken out of rotation and a key
+whose limiter has no room within the budget is passed over; the next key gets the request.
 """
 
 from __future__ import annotations
@@ -18,25 +23,26 @@ import logging
 import random
 import threading
 import time
-from dataclasses import replace
+from dataclasses import dataclass
 
 from batchgen import metrics
-from batchgen.llm import errors
+from batchgen.llm import config, errors, keys
 from batchgen.llm.errors import ProviderError
 from batchgen.llm.keys import ApiKey
 from batchgen.llm.providers.base import Provider
 from batchgen.llm.types import Completion, CompletionRequest
 from batchgen.ratelimit import RateLimiter, RateLimitTimeout, estimate_tokens, get_rate_limiter
+from batchgen.resilience import CircuitBreaker, CircuitOpenError
 
 logger = logging.getLogger(__name__)
 
 MAX_BACKOFF_SECONDS = 8.0
-MAX_RETRY_AFTER_SECONDS = 60.0  # a longer server-asked pause is not waited out in-request
 DEFAULT_PENALTY_SECONDS = 1.0  # a 429 without Retry-After still pauses the key this long
 
 
 class WaitBudget:
-    """Seconds one prompt may still spend waiting on limiters, across keys and providers."""
+    """Seconds one prompt may still spend waiting (limiters, Retry-After), across keys and
+    providers."""
 
     def __init__(self, seconds: float) -> None:
         self.remaining = max(0.0, seconds)
@@ -47,48 +53,88 @@ class WaitBudget:
             self.remaining = max(0.0, self.remaining - seconds)
 
 
-def send(provider: Provider, key: ApiKey, request: CompletionRequest,
-         budget: WaitBudget) -> Completion:
-    """A parsed reply, or ProviderError (``attempts`` = HTTP requests made).
+@dataclass(frozen=True)
+class Sent:
+    """What the attempts of one request came to: a completion or the last error, and how
+    many HTTP requests were made."""
 
-    A limiter wait longer than the budget raises ProviderError("rate_limit_wait").
-    """
-    limiter = get_rate_limiter(provider.name, key.secret)
+    attempts: int
+    completion: Completion | None = None
+    error: ProviderError | None = None
+    key: ApiKey | None = None
+
+
+def send(provider: Provider, request: CompletionRequest, budget: WaitBudget) -> Sent:
+    """Try the keys in rotation order until one answers or none is left; never raises
+    ProviderError (it comes back in ``Sent.error``)."""
+    ring = keys.get_ring(provider.name, provider.config.api_keys)
+    made, reopens = 0, []
+    saturated: ProviderError | None = None
+    for key in ring.candidates():
+        breaker = key.breaker() if ring.rotates else None
+        refused_for = None if breaker is None else _refused_for(breaker)
+        if refused_for is not None:
+            reopens.append(refused_for)  # this key's own breaker is open: the next key's turn
+            continue
+        sent = _tries(provider, key, request, budget)
+        made += sent.attempts
+        if breaker is not None:
+            _record(breaker, sent.error)
+        if sent.error is None:
+            return Sent(made, sent.completion, key=key)
+        if not ring.rotates or sent.error.kind not in (errors.AUTH, errors.RATE_LIMIT_WAIT):
+            return Sent(made, error=sent.error, key=key)
+        if sent.error.kind == errors.AUTH:
+            ring.disable(key, sent.error.status)
+        elif saturated is None or _sooner(sent.error, saturated):
+            saturated = sent.error  # the key that frees up first says when to come back
+    return Sent(made, error=saturated or _no_key_left(provider, ring, reopens))
+
+
+def _tries(provider: Provider, key: ApiKey, request: CompletionRequest,
+           budget: WaitBudget) -> Sent:
+    """The attempts on one key: book a slot, send, and on a transient error wait and retry."""
+    limiter = get_rate_limiter(provider.name, key.secret, *config.rate_limits(provider.name))
     tokens = 0
     if limiter is not None:
         tokens = estimate_tokens(request.system_prompt + request.user_prompt) + request.max_tokens
-    retries = provider.config.max_retries
-    made = 0
-    for attempt in range(retries + 1):
-        if limiter is not None:
-            _acquire(limiter, provider.name, tokens, budget, made)
+    tries_left, made = provider.config.max_retries + 1, 0
+    while True:
+        refused = _acquire(limiter, provider.name, tokens, budget)
+        if refused is not None:
+            return Sent(made, error=refused)
+        made += 1
         try:
-            completion = provider.complete(request, key.secret)
+            return Sent(made, provider.complete(request, key.secret))
         except ProviderError as exc:
-            made += exc.attempts
-            exc.attempts = made
-            if exc.kind == errors.RATE_LIMITED:
-                _on_429(limiter, key, exc)
-            if exc.kind not in errors.BREAKER_FAILURES or attempt == retries:
-                raise
-            _pause(provider, exc, attempt, limiter)
-            continue
-        return replace(completion, attempts=made + completion.attempts)
-    raise AssertionError("unreachable: the last attempt returns or raises")
+            error = exc
+        if error.kind == errors.RATE_LIMITED:
+            _on_429(limiter, key, error)
+        if error.kind not in errors.BREAKER_FAILURES:
+            return Sent(made, error=error)  # permanent: a retry would get the same answer
+        if error.retry_after is not None and error.retry_after > budget.remaining:
+            return Sent(made, error=_too_long(error, budget))
+        tries_left -= 1
+        if tries_left == 0:
+            return Sent(made, error=error)
+        _wait_before_retry(provider, error, made, limiter, budget)
 
 
-def _acquire(limiter: RateLimiter, provider: str, tokens: int, budget: WaitBudget,
-             made: int) -> None:
+def _acquire(limiter: RateLimiter | None, provider: str, tokens: int,
+             budget: WaitBudget) -> ProviderError | None:
+    """Book a slot; a "rate_limit_wait" error (with the wait needed) when none is in budget."""
+    if limiter is None:
+        return None
     try:
         waited = limiter.acquire(tokens, budget.remaining)
     except RateLimitTimeout as exc:
         metrics.observe_limiter_timeout(provider)
-        error = ProviderError(errors.RATE_LIMIT_WAIT, str(exc), retryable=True)
-        error.attempts = made
-        raise error from None
+        return ProviderError(errors.RATE_LIMIT_WAIT, str(exc), retryable=True,
+                             retry_after=max(exc.needed - exc.waited, 0.0))
     if waited > 0:
         budget.spend(waited)
         metrics.observe_limiter_wait(provider, waited)
+    return None
 
 
 def _on_429(limiter: RateLimiter | None, key: ApiKey, exc: ProviderError) -> None:
@@ -99,15 +145,58 @@ def _on_429(limiter: RateLimiter | None, key: ApiKey, exc: ProviderError) -> Non
                          else DEFAULT_PENALTY_SECONDS)
 
 
-def _pause(provider: Provider, exc: ProviderError, attempt: int,
-           limiter: RateLimiter | None) -> None:
-    """Back off before the next attempt: the server's Retry-After, else exponential."""
+def _too_long(exc: ProviderError, budget: WaitBudget) -> ProviderError:
+    """The server asks for a longer pause than this prompt may wait: the provider is
+    unavailable until then. Retrying earlier would only earn another refusal, and the
+    caller defers the prompt by ``retry_after`` without spending an attempt."""
+    return ProviderError(
+        errors.RATE_LIMIT_WAIT, f"{exc.message}; the server asks to wait "
+        f"{exc.retry_after:.0f}s, more than the {budget.remaining:.0f}s left to wait",
+        retryable=True, status=exc.status, retry_after=exc.retry_after)
+
+
+def _wait_before_retry(provider: Provider, exc: ProviderError, made: int,
+                       limiter: RateLimiter | None, budget: WaitBudget) -> None:
+    """Sleep before the next attempt: the server's Retry-After, else exponential back-off."""
     if exc.kind == errors.RATE_LIMITED and limiter is not None:
         return  # penalize() already pushed the next slot past Retry-After
-    if exc.retry_after is not None and exc.retry_after <= MAX_RETRY_AFTER_SECONDS:
+    if exc.retry_after is not None:
         delay = exc.retry_after
+        budget.spend(delay)
     else:
-        base = provider.config.retry_initial_delay * 2 ** attempt
+        base = provider.config.retry_initial_delay * 2 ** (made - 1)
         delay = min(base, MAX_BACKOFF_SECONDS) * (1 - 0.25 * random.random())
     logger.debug("%s: %s, retrying in %.2fs", provider.name, exc.kind, delay)
     time.sleep(delay)
+
+
+def _sooner(error: ProviderError, than: ProviderError) -> bool:
+    return (error.retry_after or 0.0) < (than.retry_after or 0.0)
+
+
+def _refused_for(breaker: CircuitBreaker) -> float | None:
+    """None when the breaker lets the call through, else the seconds until it half-opens."""
+    try:
+        breaker.before_call()
+    except CircuitOpenError as exc:
+        return exc.retry_after
+    return None
+
+
+def _record(breaker: CircuitBreaker, error: ProviderError | None) -> None:
+    if error is None:
+        breaker.record_success()  # a parsed reply: the key works, whatever it says
+    elif error.kind in errors.BREAKER_FAILURES:
+        breaker.record_failure()
+    else:
+        breaker.record_ignored()
+
+
+def _no_key_left(provider: Provider, ring: keys.KeyRing,
+                 reopens: list[float]) -> ProviderError:
+    if reopens:  # the first key whose breaker half-opens says when to come back
+        return ProviderError(errors.CIRCUIT_OPEN, f"every {provider.name} key in rotation "
+                             f"has its circuit open ({len(reopens)} of {len(ring.keys)})",
+                             retryable=True, retry_after=min(reopens))
+    return ProviderError(errors.AUTH, f"all {len(ring.keys)} {provider.name} keys are out of "
+                         "rotation after answering 401", retryable=False)

@@ -17,8 +17,8 @@ from typing import Any
 
 from batchgen.llm import config
 from batchgen.llm.client import LLMClient, build_request, execute_chain
+from batchgen.llm.limits import check_batch_size
 from batchgen.llm.types import CompletionRequest, GenerationResult
-from batchgen.models import MAX_BATCH_SIZE
 
 _executors: dict[int, ThreadPoolExecutor] = {}
 _executors_lock = threading.Lock()
@@ -47,7 +47,7 @@ os.register_at_fork(after_in_child=_forget_executors_in_child)
 
 
 class LLMBatchClient:
-    """Parallel generation with the source document's API.
+    """Parallel generation, with the kept API of ``batchgen.llm.compat``.
 
     ``max_workers`` defaults to BATCH_MAX_WORKERS, else min(32, cpu + 4).
     """
@@ -92,9 +92,7 @@ class LLMBatchClient:
         raises ValueError. Nothing is sent when the input is refused. Provider
         failures never raise: they are results with ``error_kind`` set.
         """
-        if len(prompts) > MAX_BATCH_SIZE:
-            raise ValueError(f"batch of {len(prompts)} prompts exceeds the limit "
-                             f"MAX_BATCH_SIZE={MAX_BATCH_SIZE}")
+        check_batch_size(len(prompts))
         return self._run(self._requests(prompts, options), preserve_order)
 
     def iter_batch_detailed(self, prompts: Sequence[str],
@@ -105,9 +103,7 @@ class LLMBatchClient:
         prompt is submitted before this returns, so the caller can save and send
         early replies while later ones are still in flight.
         """
-        if len(prompts) > MAX_BATCH_SIZE:
-            raise ValueError(f"batch of {len(prompts)} prompts exceeds the limit "
-                             f"MAX_BATCH_SIZE={MAX_BATCH_SIZE}")
+        check_batch_size(len(prompts))
         futures = self._submit(self._requests(prompts, options))
         index_of = {future: index for index, future in enumerate(futures)}
         return ((index_of[future], future.result()) for future in as_completed(futures))
@@ -117,9 +113,7 @@ class LLMBatchClient:
         """Like ``iter_batch_detailed``, but every result that has finished by the
         time the caller asks comes in one list, so the caller can record a burst
         of replies at once (one database transaction instead of one each)."""
-        if len(prompts) > MAX_BATCH_SIZE:
-            raise ValueError(f"batch of {len(prompts)} prompts exceeds the limit "
-                             f"MAX_BATCH_SIZE={MAX_BATCH_SIZE}")
+        check_batch_size(len(prompts))
         futures = self._submit(self._requests(prompts, options))
         index_of = {future: index for index, future in enumerate(futures)}
         pending = set(futures)

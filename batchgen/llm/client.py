@@ -1,9 +1,11 @@
 """LLMClient: one prompt, filtered in, judged and post-processed out, behind the breaker.
 
 One request goes: provider breaker -> the next key in rotation (its own breaker when there
-are several) -> that key's rate limiter -> HTTP, with retries (``attempts``). When the
-provider is down, saturated or has no working key, ``execute_chain`` hands the prompt to
-the next provider of LLM_FALLBACK_PROVIDERS.
+are several) -> that key's rate limiter -> HTTP, with retries (``attempts.send``, the one
+loop that counts them). When the provider is down, saturated or has no working key,
+``execute_chain`` fails the prompt over to the next provider of the provider chain
+(LLM_FALLBACK_PROVIDERS). Not to be confused with ``generate_with_fallback``, which retries
+failed prompts on the same provider.
 """
 
 from __future__ import annotations
@@ -14,14 +16,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 from batchgen import metrics
-from batchgen.llm import attempts, config, errors, keys, registry
+from batchgen.llm import attempts, config, errors, registry
 from batchgen.llm.attempts import WaitBudget
 from batchgen.llm.errors import ProviderError
-from batchgen.llm.keys import ApiKey
 from batchgen.llm.providers.base import Provider
 from batchgen.llm.types import Completion, CompletionRequest, GenerationResult
 from batchgen.prompts import DEFAULT_SYSTEM_PROMPT, filter_content, postprocess_output
-from batchgen.resilience import CircuitBreaker, CircuitOpenError, get_circuit_breaker
+from batchgen.resilience import CircuitOpenError, get_circuit_breaker
 
 logger = logging.getLogger(__name__)
 
@@ -76,104 +77,49 @@ def execute(provider: Provider, request: CompletionRequest,
             budget: WaitBudget | None = None) -> GenerationResult:
     """Run one request on one provider, through its breaker and keys; never raises.
 
-    ``budget`` is the limiter wait this prompt may still spend (default
-    LLM_RATE_LIMIT_MAX_WAIT); a fallback chain passes one budget along.
+    ``budget`` is the wait this prompt may still spend (default LLM_RATE_LIMIT_MAX_WAIT);
+    a provider chain passes one budget along.
     """
     started = time.perf_counter()
     budget = budget or WaitBudget(config.rate_limit_max_wait())
-    name = registry.breaker_name(provider.name)
+    name = provider.config.breaker
     try:
         provider.client()  # a missing key fails here, before the breaker is asked
         breaker = get_circuit_breaker(name)
         breaker.before_call()
     except ProviderError as exc:
-        return _failure(provider, started, exc.kind, exc.message, exc.retryable, 0)
+        return _failure(provider, started, exc, 0)
     except CircuitOpenError as exc:
-        message = f"circuit {name} is open, retry in {getattr(exc, 'retry_after', 0) or 0:.0f}s"
-        return _failure(provider, started, errors.CIRCUIT_OPEN, message, True, 0)
+        # retry_after: when the breaker half-opens, so the item is deferred until then.
+        return _failure(provider, started, ProviderError(
+            errors.CIRCUIT_OPEN, f"circuit {name} is open, retry in {exc.retry_after:.0f}s",
+            retryable=True, retry_after=exc.retry_after), 0)
     try:
-        completion, key = _send_on_keys(provider, request, budget)
-    except ProviderError as exc:
-        if exc.kind in errors.BREAKER_FAILURES:
-            breaker.record_failure()
-        else:
-            breaker.record_ignored()
-        return _failure(provider, started, exc.kind, exc.message, exc.retryable,
-                        getattr(exc, "attempts", 1))
+        sent = attempts.send(provider, request, budget)
     except Exception as exc:  # a bug must not kill the batch or strand a half-open probe
         breaker.record_ignored()
         logger.exception("unexpected error from the %s provider", provider.name)
-        return _failure(provider, started, errors.MALFORMED,
-                        provider.scrub(f"{type(exc).__name__}: {exc}"), True, 1)
-    outcome = judge(completion, request.max_tokens)
+        return _failure(provider, started, ProviderError(
+            errors.MALFORMED, provider.scrub(f"{type(exc).__name__}: {exc}")), 1)
+    if sent.error is not None:
+        if sent.error.kind in errors.BREAKER_FAILURES:
+            breaker.record_failure()
+        else:
+            breaker.record_ignored()
+        return _failure(provider, started, sent.error, sent.attempts)
+    outcome = judge(sent.completion, request.max_tokens)
     # An empty or filtered reply says nothing about the service's health.
     (breaker.record_success if outcome.kind is None else breaker.record_ignored)()
-    return replace(_result(provider, started, outcome, completion), key=key.fingerprint)
-
-
-def _send_on_keys(provider: Provider, request: CompletionRequest,
-                  budget: WaitBudget) -> tuple[Completion, ApiKey]:
-    """Try the keys in rotation order: a key answering 401 is dropped and the next tried,
-    and so is a key whose limiter has no room within the budget (the others may have)."""
-    ring = keys.get_ring(provider.name, provider.config.api_keys)
-    made, skipped = 0, 0
-    saturated: ProviderError | None = None
-    for key in ring.candidates():
-        breaker = key.breaker() if ring.rotates else None
-        try:
-            if breaker is not None:
-                breaker.before_call()
-            completion = attempts.send(provider, key, request, budget)
-        except CircuitOpenError:
-            skipped += 1  # this key's own breaker is open: the next key's turn
-            continue
-        except ProviderError as exc:
-            made += exc.attempts
-            exc.attempts = made
-            if breaker is not None:
-                _record_key_failure(breaker, exc.kind)
-            if not ring.rotates or exc.kind not in (errors.AUTH, errors.RATE_LIMIT_WAIT):
-                raise
-            if exc.kind == errors.AUTH:
-                ring.disable(key, exc.status)
-            else:
-                saturated = exc
-            continue
-        if breaker is not None:
-            breaker.record_success()  # a parsed reply: the key works, whatever it says
-        return replace(completion, attempts=made + completion.attempts), key
-    if saturated is not None:
-        saturated.attempts = made
-        raise saturated
-    raise _no_key_left(provider, ring, skipped, made)
-
-
-def _record_key_failure(breaker: CircuitBreaker, kind: str) -> None:
-    if kind in errors.BREAKER_FAILURES:
-        breaker.record_failure()
-    else:
-        breaker.record_ignored()
-
-
-def _no_key_left(provider: Provider, ring: keys.KeyRing, skipped: int,
-                 made: int) -> ProviderError:
-    if skipped:
-        error = ProviderError(errors.CIRCUIT_OPEN, f"every {provider.name} key in rotation "
-                              f"has its circuit open ({skipped} of {len(ring.keys)})",
-                              retryable=True)
-    else:
-        error = ProviderError(errors.AUTH, f"all {len(ring.keys)} {provider.name} keys are "
-                              "out of rotation after answering 401", retryable=False)
-    error.attempts = made
-    return error
+    return replace(_result(provider, started, outcome, sent.completion, sent.attempts),
+                   key=sent.key.fingerprint)
 
 
 def execute_chain(providers: Sequence[Provider], request: CompletionRequest) -> GenerationResult:
-    """The primary, then each fallback while the failure is one another provider may not
-    have (``errors.FALLBACK_KINDS``); never raises (threads call this).
+    """The primary, then each provider of the chain while the failure is one another
+    provider may not have (``errors.FAILOVER_KINDS``); never raises (threads call this).
 
-    The result is the last provider's, with ``fallback_from`` naming the primary when a
-    fallback was tried, ``attempts`` and ``latency_s`` over the whole chain.
+    The result is the last provider's, with ``failover_from`` naming the primary when the
+    prompt failed over, ``attempts`` and ``latency_s`` over the whole chain.
     """
     started = time.perf_counter()
     budget = WaitBudget(config.rate_limit_max_wait())
@@ -182,22 +128,22 @@ def execute_chain(providers: Sequence[Provider], request: CompletionRequest) -> 
     for index, provider in enumerate(providers):
         result = execute(provider, request, budget)
         made += result.attempts
-        if result.ok or result.error_kind not in errors.FALLBACK_KINDS:
+        if result.ok or result.error_kind not in errors.FAILOVER_KINDS:
             break
         if index + 1 < len(providers):
-            logger.warning("%s unavailable (%s): prompt goes to %s", provider.name,
+            logger.warning("%s unavailable (%s): prompt fails over to %s", provider.name,
                            result.error_kind, providers[index + 1].name)
     assert result is not None, "a chain has at least its primary"
     if result.provider == providers[0].name:
         return result
-    metrics.observe_fallback(providers[0].name, result.provider,
+    metrics.observe_failover(providers[0].name, result.provider,
                              "ok" if result.ok else str(result.error_kind))
-    return replace(result, fallback_from=providers[0].name, attempts=made,
+    return replace(result, failover_from=providers[0].name, attempts=made,
                    latency_s=time.perf_counter() - started)
 
 
-def _result(provider: Provider, started: float, outcome: _Outcome,
-            completion: Completion) -> GenerationResult:
+def _result(provider: Provider, started: float, outcome: _Outcome, completion: Completion,
+            attempts: int) -> GenerationResult:
     if outcome.kind:
         logger.warning("%s generation failed: %s (%s)", provider.name, outcome.kind,
                        outcome.message)
@@ -205,28 +151,25 @@ def _result(provider: Provider, started: float, outcome: _Outcome,
         text=outcome.text, error_kind=outcome.kind, error_message=outcome.message,
         latency_s=time.perf_counter() - started, prompt_tokens=completion.prompt_tokens,
         completion_tokens=completion.completion_tokens, cached_tokens=completion.cached_tokens,
-        attempts=completion.attempts, provider=provider.name, model=provider.model,
+        attempts=attempts, provider=provider.name, model=provider.model,
         retryable=outcome.kind in errors.RETRYABLE_KINDS)
 
 
-def _failure(provider: Provider, started: float, kind: str, message: str, retryable: bool,
+def _failure(provider: Provider, started: float, error: ProviderError,
              attempts: int) -> GenerationResult:
-    message = errors.scrub(message, config.all_api_keys())
-    logger.warning("%s generation failed: %s (%s)", provider.name, kind, message)
+    message = errors.scrub(error.message, config.all_api_keys())
+    logger.warning("%s generation failed: %s (%s)", provider.name, error.kind, message)
     return GenerationResult(
-        text=None, error_kind=kind, error_message=message,
+        text=None, error_kind=error.kind, error_message=message,
         latency_s=time.perf_counter() - started, attempts=attempts, provider=provider.name,
-        model=provider.model, retryable=retryable)
+        model=provider.model, retryable=error.retryable, retry_after_s=error.retry_after)
 
 
 class LLMClient:
-    """One generation at a time on the shared provider client (the source document's API)."""
+    """One generation at a time on the shared provider client (kept API: ``compat``)."""
 
     def __init__(self, provider: str | None = None) -> None:
-        self.provider_name = provider or config.default_provider()
-        if self.provider_name not in registry.PROVIDER_CLASSES:
-            raise ValueError(f"unknown LLM provider {self.provider_name!r}: choose one of "
-                             f"{sorted(registry.PROVIDER_CLASSES)}")
+        self.provider_name = config.check_provider(provider or config.default_provider())
 
     @property
     def provider(self) -> Provider:
@@ -235,8 +178,8 @@ class LLMClient:
 
     @property
     def chain(self) -> list[Provider]:
-        """The primary provider, then the LLM_FALLBACK_PROVIDERS that have a key."""
-        return [registry.get_provider(name) for name in config.fallback_chain(self.provider_name)]
+        """The provider chain: the primary, then the LLM_FALLBACK_PROVIDERS that have a key."""
+        return [registry.get_provider(name) for name in config.provider_chain(self.provider_name)]
 
     def generate(self, user_prompt: str, system_prompt: str | None = None,
                  temperature: float = 0.7, max_tokens: int = 220, top_p: float = 0.95,

@@ -1,8 +1,9 @@
 """The one place that reads LLM configuration from ``django.conf.settings``.
 
-Values are read when a provider client is built, not at import, so a missing
-API key is reported at call time. Tests that change settings call ``reset()``
-to drop the cached SDK clients.
+Every provider's variables are named once, in ``VARIABLES``, and read into one typed
+``ProviderSettings`` when used (never at import), so ``override_settings`` works without
+resets and a missing API key is reported at call time. Tests that change settings call
+``reset()`` (``batchgen.shared.reset``) to drop the cached SDK clients.
 """
 
 from __future__ import annotations
@@ -13,16 +14,33 @@ from dataclasses import dataclass, field
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 
+from batchgen.resilience import breaker_name
+
 # The largest worker count BATCH_MAX_WORKERS accepts: every SDK client keeps at
 # least this many connections alive, so no pool size waits on a connection.
 MAX_POOL_SIZE = 256
 
-_KEYS = {"openai": "OPENAI_API_KEY", "gemini": "GEMINI_API_KEY", "groq": "GROQ_API_KEY"}
-_KEY_LISTS = {"openai": "OPENAI_API_KEYS", "gemini": "GEMINI_API_KEYS",
-              "groq": "GROQ_API_KEYS"}
-_BASE_URLS = {"openai": "OPENAI_BASE_URL", "gemini": "GOOGLE_GEMINI_BASE_URL",
-              "groq": "GROQ_BASE_URL"}
-_TIMEOUTS = {"openai": "OPENAI_TIMEOUT", "gemini": "GEMINI_TIMEOUT", "groq": "GROQ_TIMEOUT"}
+
+@dataclass(frozen=True)
+class ProviderVariables:
+    """The names of one provider's settings (and environment variables, see the README)."""
+
+    api_key: str
+    api_keys: str
+    base_url: str
+    timeout: str
+    rpm_limit: str
+    tpm_limit: str
+
+
+VARIABLES = {
+    "openai": ProviderVariables("OPENAI_API_KEY", "OPENAI_API_KEYS", "OPENAI_BASE_URL",
+                                "OPENAI_TIMEOUT", "OPENAI_RPM_LIMIT", "OPENAI_TPM_LIMIT"),
+    "gemini": ProviderVariables("GEMINI_API_KEY", "GEMINI_API_KEYS", "GOOGLE_GEMINI_BASE_URL",
+                                "GEMINI_TIMEOUT", "GEMINI_RPM_LIMIT", "GEMINI_TPM_LIMIT"),
+    "groq": ProviderVariables("GROQ_API_KEY", "GROQ_API_KEYS", "GROQ_BASE_URL",
+                              "GROQ_TIMEOUT", "GROQ_RPM_LIMIT", "GROQ_TPM_LIMIT"),
+}
 
 
 @dataclass(frozen=True)
@@ -35,6 +53,8 @@ class ProviderSettings:
     max_retries: int
     retry_initial_delay: float
     pool_size: int
+    rpm_limit: int | None = None
+    tpm_limit: int | None = None
     api_keys: tuple[str, ...] = field(default=(), repr=False)
 
     @property
@@ -42,9 +62,24 @@ class ProviderSettings:
         """The first key (the only one unless ``<PROVIDER>_API_KEYS`` lists several)."""
         return self.api_keys[0] if self.api_keys else ""
 
+    @property
+    def breaker(self) -> str:
+        return breaker_name(self.name)
+
+
+def check_provider(name: str) -> str:
+    """``name`` if it is a known provider, else ValueError naming the choices."""
+    if name not in VARIABLES:
+        raise ValueError(f"unknown LLM provider {name!r}: choose one of {sorted(VARIABLES)}")
+    return name
+
+
+def breaker_names() -> tuple[str, ...]:
+    return tuple(breaker_name(name) for name in VARIABLES)
+
 
 def provider_names() -> tuple[str, ...]:
-    return tuple(getattr(settings, "LLM_PROVIDERS", tuple(_KEYS)))
+    return tuple(getattr(settings, "LLM_PROVIDERS", tuple(VARIABLES)))
 
 
 def default_provider() -> str:
@@ -59,45 +94,63 @@ def model_for(provider: str) -> str:
 
 
 def provider_settings(provider: str) -> ProviderSettings:
-    if provider not in _KEYS:
-        raise ValueError(f"unknown LLM provider {provider!r}: choose one of {sorted(_KEYS)}")
+    names = VARIABLES[check_provider(provider)]
     return ProviderSettings(
         name=provider,
-        key_variable=_KEYS[provider],
+        key_variable=names.api_key,
         api_keys=api_keys(provider),
-        base_url=getattr(settings, _BASE_URLS[provider]).rstrip("/"),
-        timeout=float(getattr(settings, _TIMEOUTS[provider])),
+        base_url=getattr(settings, names.base_url).rstrip("/"),
+        timeout=float(getattr(settings, names.timeout)),
         model=model_for(provider),
         max_retries=int(settings.LLM_MAX_RETRIES),
-        # Not an environment variable: tests shorten the SDKs' back-off with it.
+        # Not an environment variable: tests shorten the back-off with it.
         retry_initial_delay=float(getattr(settings, "LLM_RETRY_INITIAL_DELAY", 0.5)),
         pool_size=MAX_POOL_SIZE,
+        rpm_limit=rate_limits(provider)[0],
+        tpm_limit=rate_limits(provider)[1],
     )
+
+
+def rate_limits(provider: str) -> tuple[int | None, int | None]:
+    """(RPM, TPM) per API key of ``provider``; read per request, so a changed limit applies
+    without rebuilding the provider's clients."""
+    names = VARIABLES[check_provider(provider)]
+    return _limit(names.rpm_limit, "LLM_RPM_LIMIT"), _limit(names.tpm_limit, "LLM_TPM_LIMIT")
+
+
+def _limit(own: str, shared_default: str) -> int | None:
+    """The provider's own limit if set (0 = unlimited for that provider), else ``LLM_…``."""
+    value = getattr(settings, own, None)
+    if value is None or value == "":
+        value = getattr(settings, shared_default, None)
+    return int(value) if value not in (None, "") and int(value) > 0 else None
 
 
 def api_keys(provider: str) -> tuple[str, ...]:
     """``<PROVIDER>_API_KEYS`` (comma-separated) then ``<PROVIDER>_API_KEY``, without repeats."""
-    listed = getattr(settings, _KEY_LISTS[provider], None) or ()
+    names = VARIABLES[check_provider(provider)]
+    listed = getattr(settings, names.api_keys, None) or ()
     if isinstance(listed, str):  # a test or a settings file may give the raw string
         listed = listed.split(",")
-    single = getattr(settings, _KEYS[provider], "") or ""
+    single = getattr(settings, names.api_key, "") or ""
     keys = [key.strip() for key in [*listed, single] if key and key.strip()]
     return tuple(dict.fromkeys(keys))
 
 
 def all_api_keys() -> tuple[str, ...]:
     """Every configured key, so error messages can be scrubbed of them."""
-    return tuple(key for provider in _KEYS for key in api_keys(provider))
+    return tuple(key for provider in VARIABLES for key in api_keys(provider))
 
 
-def fallback_chain(primary: str) -> tuple[str, ...]:
-    """The primary, then each LLM_FALLBACK_PROVIDERS entry that has a key, in order."""
+def provider_chain(primary: str) -> tuple[str, ...]:
+    """The primary, then each LLM_FALLBACK_PROVIDERS entry that has a key, in order: where
+    a prompt fails over when the primary is down (not ``generate_with_fallback``'s retry)."""
     configured = getattr(settings, "LLM_FALLBACK_PROVIDERS", ()) or ()
     if isinstance(configured, str):
         configured = configured.split(",")
     chain = [primary]
     for name in (part.strip() for part in configured):
-        if name in _KEYS and name not in chain and api_keys(name):
+        if name in VARIABLES and name not in chain and api_keys(name):
             chain.append(name)
     return tuple(chain)
 
@@ -108,11 +161,12 @@ def check_configured(primary: str | None = None) -> tuple[str, ...]:
     ``tick`` calls this before claiming work, so a deployment without a key
     stops with a clear error instead of failing every item it claims.
     """
-    primary = primary or default_provider()
-    chain = fallback_chain(primary)
+    primary = check_provider(primary or default_provider())
+    chain = provider_chain(primary)
     if not any(api_keys(name) for name in chain):
+        names = VARIABLES[primary]
         raise ImproperlyConfigured(
-            f"{_KEYS[primary]} (or {_KEY_LISTS[primary]}) is not set: LLM_PROVIDER={primary} "
+            f"{names.api_key} (or {names.api_keys}) is not set: LLM_PROVIDER={primary} "
             "needs an API key")
     return chain
 
@@ -121,14 +175,15 @@ def worst_case_seconds(primary: str | None = None) -> float:
     """How long one prompt may take at worst: every provider of the chain with all
     its retries, plus the rate limiter's longest wait."""
     total = rate_limit_max_wait()
-    for name in fallback_chain(primary or default_provider()):
-        timeout = float(getattr(settings, _TIMEOUTS[name]))
+    for name in provider_chain(primary or default_provider()):
+        timeout = float(getattr(settings, VARIABLES[name].timeout))
         total += (timeout + 2.0) * (int(settings.LLM_MAX_RETRIES) + 1)
     return total
 
 
 def rate_limit_max_wait() -> float:
-    """Seconds one request may wait for limiter capacity (LLM_RATE_LIMIT_MAX_WAIT)."""
+    """Seconds one request may wait for limiter capacity or a server's Retry-After
+    (LLM_RATE_LIMIT_MAX_WAIT); a longer wait defers the prompt instead."""
     return float(getattr(settings, "LLM_RATE_LIMIT_MAX_WAIT", 30.0))
 
 
@@ -146,8 +201,8 @@ def default_max_workers() -> int:
 
 
 def reset() -> None:
-    """Drop cached provider clients (and their connection pools); the next call rebuilds."""
-    from batchgen.llm import keys, registry
+    """Drop cached provider clients (and their connection pools), key rings, breakers and
+    limiters; the next call rebuilds them from the settings. One reset: ``shared.reset``."""
+    from batchgen import shared
 
-    registry.clear()
-    keys.clear()
+    shared.reset()

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import math
+import time
+from collections.abc import Callable
+from email.utils import parsedate_to_datetime
+
 from batchgen.prompts import REDACTED, redact_secrets
 
 # The reasons a generation can end without text (GenerationResult.error_kind).
@@ -33,11 +38,11 @@ RETRYABLE_KINDS = BREAKER_FAILURES | {EMPTY, MALFORMED, CIRCUIT_OPEN, RATE_LIMIT
 # The provider, not the prompt, was unavailable: the item waits without spending an attempt.
 UNAVAILABLE_KINDS = frozenset({CIRCUIT_OPEN, RATE_LIMIT_WAIT})
 
-# When the next provider of LLM_FALLBACK_PROVIDERS gets the prompt: the primary is down,
-# saturated, or has no working key. 401/403 and a missing key are about our credentials at
-# that provider, never about the prompt. Input errors (400, 404, 422, filters, safety,
-# truncation) would most likely happen again anywhere, so they are not sent elsewhere.
-FALLBACK_KINDS = BREAKER_FAILURES | {CIRCUIT_OPEN, RATE_LIMIT_WAIT, AUTH, CONFIG}
+# When the prompt fails over to the next provider of the chain (LLM_FALLBACK_PROVIDERS): the
+# primary is down, saturated, or has no working key. 401/403 and a missing key are about our
+# credentials at that provider, never about the prompt. Input errors (400, 404, 422, filters,
+# safety, truncation) would most likely happen again anywhere, so they are not sent elsewhere.
+FAILOVER_KINDS = BREAKER_FAILURES | {CIRCUIT_OPEN, RATE_LIMIT_WAIT, AUTH, CONFIG}
 
 MAX_MESSAGE_CHARS = 500
 
@@ -68,7 +73,6 @@ class ProviderError(Exception):
         self.retryable = kind in RETRYABLE_KINDS if retryable is None else retryable
         self.status = status
         self.retry_after = retry_after  # seconds, from Retry-After / retry-after-ms
-        self.attempts = 1
 
     def __repr__(self) -> str:
         return (f"ProviderError(kind={self.kind!r}, status={self.status!r}, "
@@ -90,19 +94,30 @@ def kind_for_status(status: int) -> str:
     return BAD_REQUEST
 
 
-def retry_after_seconds(headers: object) -> float | None:
-    """``retry-after-ms`` or ``Retry-After`` (seconds) from response headers, if usable."""
+def retry_after_seconds(headers: object,
+                        now: Callable[[], float] = time.time) -> float | None:
+    """``retry-after-ms`` or ``Retry-After`` (seconds or an HTTP date) from response headers.
+
+    Any length is returned: the request loop sleeps a short one and hands a long one back
+    to the caller, which defers the prompt until then.
+    """
     get = getattr(headers, "get", None)
     if get is None:
         return None
     for name, divisor in (("retry-after-ms", 1000.0), ("retry-after", 1.0)):
         value = get(name)
-        if value is None:
-            continue
-        try:
-            seconds = float(value) / divisor
-        except (TypeError, ValueError):
-            continue  # an HTTP date: rare from these APIs, the back-off applies instead
-        if 0 <= seconds < 3600:
+        seconds = None if value is None else _seconds(str(value), divisor, now)
+        if seconds is not None:
             return seconds
     return None
+
+
+def _seconds(value: str, divisor: float, now: Callable[[], float]) -> float | None:
+    try:
+        seconds = float(value) / divisor
+    except ValueError:
+        try:
+            seconds = parsedate_to_datetime(value).timestamp() - now()
+        except (TypeError, ValueError, IndexError):
+            return None
+    return max(seconds, 0.0) if math.isfinite(seconds) else None

@@ -24,18 +24,16 @@ import time
 from dataclasses import dataclass, field
 
 import redis
-from django.conf import settings
 
-from batchgen import metrics
+from batchgen import metrics, shared
 from batchgen.llm import config
 from batchgen.ratelimit import key_fingerprint
-from batchgen.resilience import CircuitBreaker, get_circuit_breaker
+from batchgen.resilience import CircuitBreaker, breaker_name, get_circuit_breaker
 
 __all__ = ["ApiKey", "KeyRing", "enable_keys", "get_ring", "key_health"]
 
 logger = logging.getLogger(__name__)
 
-DISABLED_PREFIX = "batchgen:llm:key_disabled:"
 REFRESH_SECONDS = 5.0
 
 
@@ -49,28 +47,14 @@ class ApiKey:
 
     @property
     def breaker_name(self) -> str:
-        return f"{self.provider}_api:{self.fingerprint}"
+        return f"{breaker_name(self.provider)}:{self.fingerprint}"
 
     def breaker(self) -> CircuitBreaker:
         return get_circuit_breaker(self.breaker_name)
 
 
-_clients: dict[str, redis.Redis] = {}
-_clients_lock = threading.Lock()
-
-
-def _redis() -> redis.Redis:
-    url = settings.REDIS_URL
-    with _clients_lock:
-        if url not in _clients:
-            # Short timeouts: key flags are never worth stalling a request for.
-            _clients[url] = redis.Redis.from_url(url, socket_connect_timeout=0.5,
-                                                 socket_timeout=1.0, decode_responses=True)
-        return _clients[url]
-
-
 def _flag(provider: str, fingerprint: str) -> str:
-    return f"{DISABLED_PREFIX}{provider}:{fingerprint}"
+    return shared.key("llm", "key_disabled", provider, fingerprint)
 
 
 class KeyRing:
@@ -107,12 +91,10 @@ class KeyRing:
         seconds = config.key_disable_seconds()
         with self._lock:
             self._disabled_until[key.fingerprint] = time.time() + seconds
-        try:
-            _redis().set(_flag(self.provider, key.fingerprint), str(status or "auth"),
-                         px=int(seconds * 1000))
-        except redis.RedisError as exc:  # this process still skips it; others learn by 401
-            logger.warning("cannot share that %s key %s is disabled (%s)", self.provider,
-                           key.fingerprint, type(exc).__name__)
+        # Redis down: this process still skips the key; the others learn by their own 401.
+        shared.attempt(lambda client: client.set(_flag(self.provider, key.fingerprint),
+                                                 str(status or "auth"), px=int(seconds * 1000)),
+                       None, what="API key flags")
         logger.warning("%s key %s answered HTTP %s: out of rotation for %.0fs in every worker",
                        self.provider, key.fingerprint, status or "401", seconds)
         metrics.observe_key_disabled(self.provider, key.fingerprint)
@@ -128,17 +110,20 @@ class KeyRing:
         if not force and now < self._refreshed_at + REFRESH_SECONDS:
             return
         self._refreshed_at = now
-        try:
-            pipe = _redis().pipeline(transaction=False)
-            for key in self.keys:
-                pipe.pttl(_flag(self.provider, key.fingerprint))
-            ttls = pipe.execute()
-        except redis.RedisError:
+        ttls = shared.attempt(self._read_ttls, None, what="API key flags")
+        if ttls is None:
             return  # keep what this process knows; the next refresh tries again
         wall = time.time()
         with self._lock:
             self._disabled_until = {key.fingerprint: wall + ttl / 1000
                                     for key, ttl in zip(self.keys, ttls, strict=True) if ttl > 0}
+
+
+    def _read_ttls(self, client: redis.Redis) -> list[int]:
+        pipe = client.pipeline(transaction=False)
+        for key in self.keys:
+            pipe.pttl(_flag(self.provider, key.fingerprint))
+        return pipe.execute()
 
 
 _rings: dict[tuple[str, tuple[str, ...]], KeyRing] = {}
@@ -154,6 +139,7 @@ def get_ring(provider: str, secrets: tuple[str, ...]) -> KeyRing:
     return ring
 
 
+@shared.on_reset
 def clear() -> None:
     """Forget the rings (tests change the keys); the Redis flags stay."""
     with _rings_lock:
@@ -162,13 +148,17 @@ def clear() -> None:
 
 def enable_keys(provider: str | None = None) -> int:
     """Put every out-of-rotation key (of ``provider``, or all) back; returns how many."""
-    client = _redis()
-    found = list(client.scan_iter(match=f"{DISABLED_PREFIX}{provider or '*'}:*", count=200))
-    if found:
-        client.delete(*found)
+    def delete_flags(client: redis.Redis) -> int:
+        pattern = _flag(provider or "*", "*")
+        found = list(client.scan_iter(match=pattern, count=200))
+        if found:
+            client.delete(*found)
+        return len(found)
+
+    enabled = shared.attempt(delete_flags, 0, what="API key flags")
     for ring in list(_rings.values()):
         ring._refresh(force=True)
-    return len(found)
+    return enabled
 
 
 def key_health() -> list[dict]:

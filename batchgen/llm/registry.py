@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import threading
 
+from batchgen import shared
 from batchgen.llm import config
 from batchgen.llm.providers.base import Provider
 from batchgen.llm.providers.gemini import GeminiProvider
@@ -21,21 +22,13 @@ _providers: dict[str, Provider] = {}
 _lock = threading.Lock()
 
 
-def breaker_name(provider: str) -> str:
-    """The circuit breaker guarding a provider: openai_api, gemini_api, groq_api."""
-    return f"{provider}_api"
-
-
 def get_provider(name: str | None = None) -> Provider:
     """The shared provider for ``name`` (default LLM_PROVIDER), built once per process.
 
     Building it reads settings but makes no connection and needs no key yet;
     a missing key is reported by the first call.
     """
-    name = name or config.default_provider()
-    if name not in PROVIDER_CLASSES:
-        raise ValueError(f"unknown LLM provider {name!r}: choose one of "
-                         f"{sorted(PROVIDER_CLASSES)}")
+    name = config.check_provider(name or config.default_provider())
     provider = _providers.get(name)
     if provider is None:
         with _lock:
@@ -55,6 +48,7 @@ def _forget_in_child() -> None:
 os.register_at_fork(after_in_child=_forget_in_child)
 
 
+@shared.on_reset
 def clear() -> None:
     """Forget every provider and close its connection pool (tests change settings)."""
     with _lock:

@@ -30,7 +30,6 @@ class Completion:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     cached_tokens: int = 0
-    attempts: int = 1
 
 
 @dataclass(frozen=True)
@@ -48,8 +47,12 @@ class GenerationResult:
     provider: str = ""          # the provider that answered (or failed last)
     model: str = ""
     retryable: bool = False
-    fallback_from: str = ""     # the primary provider, when a fallback was tried
+    failover_from: str = ""     # the primary provider, when the prompt failed over
     key: str = ""               # fingerprint of the API key that answered, never the key
+    # Seconds to wait before trying again, when known: a server's Retry-After (also one too
+    # long to wait in-request, kind "rate_limit_wait"), or for "circuit_open" the time until
+    # the breaker half-opens. The pipeline defers the item this long.
+    retry_after_s: float | None = None
 
     @property
     def ok(self) -> bool:

@@ -1,37 +1,14 @@
-"""The small interface every provider implements, and the attempt counter."""
+"""The small interface every provider implements."""
 
 from __future__ import annotations
 
 import threading
 from abc import ABC, abstractmethod
-from dataclasses import replace
 from typing import Any
 
 from batchgen.llm.config import ProviderSettings
 from batchgen.llm.errors import ProviderError, scrub
 from batchgen.llm.types import Completion, CompletionRequest
-
-
-class AttemptCounter:
-    """Counts HTTP requests made by the current thread.
-
-    The SDKs retry inside one call and do not say how often; an httpx request
-    hook on the shared client bumps a thread-local counter, and since each call
-    runs start to finish on one thread the count belongs to that call.
-    """
-
-    def __init__(self) -> None:
-        self._local = threading.local()
-
-    def start(self) -> None:
-        self._local.count = 0
-
-    def hook(self, request: Any) -> None:
-        self._local.count = getattr(self._local, "count", 0) + 1
-
-    @property
-    def count(self) -> int:
-        return getattr(self._local, "count", 0)
 
 
 class Provider(ABC):
@@ -48,7 +25,6 @@ class Provider(ABC):
     def __init__(self, config: ProviderSettings) -> None:
         self.config = config
         self.model = config.model
-        self.attempts = AttemptCounter()
         self._clients: dict[str, Any] = {}
         self._http: Any = None
         self._lock = threading.Lock()
@@ -58,14 +34,7 @@ class Provider(ABC):
 
     def complete(self, request: CompletionRequest, api_key: str | None = None) -> Completion:
         """Send one request (one HTTP attempt); raise ProviderError for anything but a reply."""
-        client = self.client(api_key)
-        self.attempts.start()
-        try:
-            completion = self._complete(client, request)
-        except ProviderError as exc:
-            exc.attempts = max(self.attempts.count, 1)
-            raise
-        return replace(completion, attempts=max(self.attempts.count, 1))
+        return self._complete(self.client(api_key), request)
 
     def client(self, api_key: str | None = None) -> Any:
         """The SDK client for ``api_key`` (default: the first configured key).

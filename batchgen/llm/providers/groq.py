@@ -25,7 +25,6 @@ class GroqProvider(OpenAICompatibleProvider):
         # workers every batch would open (and later drop) fresh connections.
         return groq.DefaultHttpxClient(
             limits=httpx.Limits(max_connections=size * 2, max_keepalive_connections=size),
-            event_hooks={"request": [self.attempts.hook]},
         )
 
     def _build_client(self, api_key: str, http_client: Any) -> Any:

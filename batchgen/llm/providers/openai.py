@@ -18,8 +18,7 @@ _FINISH_REASONS = {"stop": "stop", "length": "length", "content_filter": "conten
 
 class OpenAICompatibleProvider(Provider):
     """Shared by the openai and groq SDKs, which are generated from one template:
-    the same exception classes, the same ChatCompletion shape, the same retries
-    (``max_retries`` with exponential back-off that honours ``Retry-After``)."""
+    the same exception classes and the same ChatCompletion shape."""
 
     sdk: Any = openai
     completion_type: Any = ChatCompletion
@@ -37,7 +36,7 @@ class OpenAICompatibleProvider(Provider):
         }
         try:
             # client.post is the SDK's documented way to call an endpoint directly:
-            # same retries, timeouts, headers and errors as chat.completions.create,
+            # same timeouts, headers and errors as chat.completions.create,
             # without its recursive TypedDict transform of the (already plain)
             # body, which costs ~2 ms of GIL time per call and adds up over 50 threads.
             response = client.post(self.completion_path, body=body,
@@ -87,7 +86,6 @@ class OpenAICompatibleProvider(Provider):
         size = self.config.pool_size
         return openai.DefaultHttpxClient(
             limits=httpx2.Limits(max_connections=size * 2, max_keepalive_connections=size),
-            event_hooks={"request": [self.attempts.hook]},
         )
 
     def _build_client(self, api_key: str, http_client: Any) -> Any:

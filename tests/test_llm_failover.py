@@ -13,14 +13,14 @@ from tests.fakes import TEST_KEYS
 
 
 def make_prompts(count: int, marker: str = "") -> list[str]:
-    return [f"fallback prompt {i}{marker}" for i in range(count)]
+    return [f"failover prompt {i}{marker}" for i in range(count)]
 
 
 def routes(fake) -> dict[str, dict[str, int]]:
     return fake.stats()["requests"]
 
 
-def test_primary_down_opens_its_breaker_and_the_fallback_answers(llm_env):
+def test_primary_down_opens_its_breaker_and_the_next_provider_answers(llm_env):
     fake = llm_env("openai", LLM_FALLBACK_PROVIDERS=["groq", "gemini"],
                    LLM_CIRCUIT_BREAKER_THRESHOLD=3)
     fake.control(route_faults={"openai": "503"})
@@ -29,7 +29,7 @@ def test_primary_down_opens_its_breaker_and_the_fallback_answers(llm_env):
     results = [client.generate_detailed(p) for p in make_prompts(8)]
 
     assert all(r.ok for r in results)
-    assert {(r.provider, r.model, r.fallback_from) for r in results} == {
+    assert {(r.provider, r.model, r.failover_from) for r in results} == {
         ("groq", "llama-3.1-8b-instant", "openai")}
     assert get_circuit_breaker_stats("openai_api")["state"] == "open"
     # Three 503s opened the breaker; after that the primary is not even asked.
@@ -44,7 +44,7 @@ def test_a_batch_falls_back_prompt_by_prompt(llm_env):
     results = LLMBatchClient(max_workers=8).generate_batch_detailed(make_prompts(12))
 
     assert [r.text for r in results] == [f"Reply to: {p}" for p in make_prompts(12)]
-    assert {(r.provider, r.fallback_from) for r in results} == {("openai", "gemini")}
+    assert {(r.provider, r.failover_from) for r in results} == {("openai", "gemini")}
     assert all(r.attempts == 2 for r in results)  # one on gemini, one on openai
 
 
@@ -66,18 +66,18 @@ def test_input_errors_are_not_sent_to_another_provider(llm_env, fault, kind):
 
     result = LLMClient().generate_detailed(f"bad input [[fault:{fault}]]")
 
-    assert (result.ok, result.error_kind, result.provider, result.fallback_from) == (
+    assert (result.ok, result.error_kind, result.provider, result.failover_from) == (
         False, kind, "openai", "")
     assert set(routes(fake)) == {"openai"}
 
 
-def test_a_fallback_without_a_key_is_skipped(llm_env):
+def test_a_chained_provider_without_a_key_is_skipped(llm_env):
     fake = llm_env("openai", LLM_FALLBACK_PROVIDERS=["groq", "gemini"], GROQ_API_KEY="")
     fake.control(route_faults={"openai": "503"})
 
     result = LLMClient().generate_detailed("who answers?")
 
-    assert (result.provider, result.fallback_from) == ("gemini", "openai")
+    assert (result.provider, result.failover_from) == ("gemini", "openai")
     assert "groq" not in routes(fake)
 
 
@@ -88,10 +88,10 @@ def test_when_every_provider_fails_the_last_answer_is_reported(llm_env):
     result = LLMClient().generate_detailed("nobody home")
 
     assert (result.ok, result.error_kind, result.retryable) == (False, "server_error", True)
-    assert (result.provider, result.fallback_from, result.attempts) == ("groq", "openai", 2)
+    assert (result.provider, result.failover_from, result.attempts) == ("groq", "openai", 2)
 
 
-def test_a_limiter_wait_too_long_goes_to_the_fallback(llm_env, settings):
+def test_a_limiter_wait_too_long_fails_over_to_the_next_provider(llm_env, settings):
     llm_env("openai", LLM_FALLBACK_PROVIDERS=["groq"], OPENAI_RPM_LIMIT=60,
             LLM_RATE_LIMIT_MAX_WAIT=0.0)
     client = LLMClient()
@@ -102,7 +102,7 @@ def test_a_limiter_wait_too_long_goes_to_the_fallback(llm_env, settings):
     assert providers == ["openai"] * 3 + ["groq"] * 3
 
 
-def test_without_a_fallback_a_limiter_wait_returns_rate_limit_wait(llm_env):
+def test_without_a_provider_chain_a_limiter_wait_returns_rate_limit_wait(llm_env):
     fake = llm_env("openai", LLM_RPM_LIMIT=60, LLM_RATE_LIMIT_MAX_WAIT=0.0)
     client = LLMClient()
 
@@ -113,7 +113,7 @@ def test_without_a_fallback_a_limiter_wait_returns_rate_limit_wait(llm_env):
     assert fake.stats()["total"] == 3  # nothing was sent for the refused ones
 
 
-def test_no_secret_appears_in_any_fallback_error(llm_env):
+def test_no_secret_appears_in_any_failover_error(llm_env):
     fake = llm_env("openai", LLM_FALLBACK_PROVIDERS=["groq", "gemini"])
     fake.control(fault="401")
 
@@ -139,7 +139,7 @@ def test_the_pipeline_records_which_provider_answered(pipeline_env, settings):
         ("groq", "llama-3.1-8b-instant")}
 
 
-def test_fallbacks_are_counted_for_metrics(llm_env):
+def test_failovers_are_counted_for_metrics(llm_env):
     from prometheus_client import generate_latest
 
     from batchgen.metrics import REDIS_REGISTRY
@@ -150,4 +150,4 @@ def test_fallbacks_are_counted_for_metrics(llm_env):
         LLMClient().generate_detailed(prompt)
 
     exposition = generate_latest(REDIS_REGISTRY).decode()
-    assert 'llm_fallback_total{outcome="ok",primary="openai",provider="groq"} 2.0' in exposition
+    assert 'llm_failover_total{outcome="ok",primary="openai",provider="groq"} 2.0' in exposition
