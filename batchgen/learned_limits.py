@@ -3,7 +3,8 @@
 Scope. OpenAI limits per organisation (or project) and model, Gemini per project, Groq per
 organisation: more keys of one account never mean more capacity. So by default every key of a
 provider shares one budget per model. ``<PROVIDER>_RATE_LIMIT_SCOPE=key`` (or
-``LLM_RATE_LIMIT_SCOPE``) says the keys belong to different organisations: one budget per key.
+``LLM_RATE_LIMIT_SCOPE``, read by ``batchgen.llm.config.rate_limit_scope``) says the keys belong
+to different organisations: one budget per key.
 
 Learning. Each reply's ``x-ratelimit-*`` headers (200s and 429s alike) record the advertised
 limits; where nothing is advertised, a 429 lowers an inferred rate (AIMD, ``provider_limits``)
@@ -26,33 +27,18 @@ from typing import Any
 
 import redis
 from django.conf import settings
-from django.core.exceptions import ImproperlyConfigured
 
 from batchgen import provider_limits as limits
 from batchgen import shared
 from batchgen.provider_limits import Aimd, AimdState, RateLimitHeaders
 
-__all__ = ["SCOPES", "BudgetId", "Learner", "budget_for", "budget_table", "learner_for",
-           "rate_limit_scope"]
+__all__ = ["BudgetId", "Learner", "budget_for", "budget_table", "learner_for"]
 
-SCOPES = ("account", "key")
 # Groq's x-ratelimit-limit-requests counts requests per day; OpenAI's per minute.
 REQUESTS_WINDOW = {"groq": limits.DAY}
 REFRESH = 1.0             # seconds a process trusts its copy of a budget
 TTL_SECONDS = 7 * 24 * 3600
 BUCKETS = 6               # successes are counted in MINUTE / BUCKETS slices
-
-
-def rate_limit_scope(provider: str) -> str:
-    """``<PROVIDER>_RATE_LIMIT_SCOPE``, else ``LLM_RATE_LIMIT_SCOPE``, else "account"."""
-    for name in (f"{provider.upper()}_RATE_LIMIT_SCOPE", "LLM_RATE_LIMIT_SCOPE"):
-        value = getattr(settings, name, None)
-        if value:
-            if value not in SCOPES:
-                raise ImproperlyConfigured(f"{name}={value!r}: must be one of "
-                                           f"{', '.join(SCOPES)}")
-            return value
-    return "account"
 
 
 @dataclass(frozen=True)
@@ -72,10 +58,10 @@ class BudgetId:
         return "key" if self.key else "account"
 
 
-def budget_for(provider: str, model: str, fingerprint: str) -> BudgetId:
-    """The budget a request on this key spends, by the provider's scope setting."""
-    key = fingerprint if rate_limit_scope(provider) == "key" else ""
-    return BudgetId(provider, model, key)
+def budget_for(provider: str, model: str, fingerprint: str, scope: str = "account") -> BudgetId:
+    """The budget a request on this key spends: the account's per model, or (scope "key")
+    the key's own."""
+    return BudgetId(provider, model, fingerprint if scope == "key" else "")
 
 
 def _hash_key(budget: BudgetId) -> str:
@@ -242,6 +228,13 @@ def _aimd_fields(state: AimdState) -> dict[str, str]:
 
 _learners: dict[tuple, Learner] = {}
 _learners_lock = threading.Lock()
+
+
+@shared.on_reset
+def forget_learners() -> None:
+    """Forget the process's learners (tests); what they learned stays in Redis."""
+    with _learners_lock:
+        _learners.clear()
 
 
 def learner_for(budget: BudgetId, configured_rpm: int | None,

@@ -7,8 +7,9 @@ import multiprocessing
 import pytest
 from django.core.exceptions import ImproperlyConfigured
 
-from batchgen import learned_limits, shared
+from batchgen import shared
 from batchgen.learned_limits import BudgetId, Learner, budget_for, budget_table
+from batchgen.llm import config
 from batchgen.provider_limits import Aimd
 
 BUDGET = BudgetId("openai", "gpt-4o-mini")
@@ -16,8 +17,7 @@ BUDGET = BudgetId("openai", "gpt-4o-mini")
 
 @pytest.fixture(autouse=True)
 def fresh(redis_url, settings):
-    shared.reset()
-    learned_limits._learners.clear()
+    shared.reset()  # forgets the process's learners too
     yield
     shared.reset()
 
@@ -45,27 +45,25 @@ def test_all_keys_of_a_provider_share_one_budget_per_model_by_default():
     assert budget_for("openai", "m", "fp1").name == "openai:m"
 
 
-def test_a_key_scope_gives_each_key_its_own_budget(settings):
-    settings.GROQ_RATE_LIMIT_SCOPE = "key"
-
-    assert budget_for("groq", "m", "fp1") != budget_for("groq", "m", "fp2")
-    assert budget_for("groq", "m", "fp1").name == "groq:m:key:fp1"
-    assert budget_for("openai", "m", "fp1") == budget_for("openai", "m", "fp2")
+def test_a_key_scope_gives_each_key_its_own_budget():
+    assert budget_for("groq", "m", "fp1", "key") != budget_for("groq", "m", "fp2", "key")
+    assert budget_for("groq", "m", "fp1", "key").name == "groq:m:key:fp1"
 
 
 def test_the_llm_wide_scope_applies_unless_the_provider_says_otherwise(settings):
     settings.LLM_RATE_LIMIT_SCOPE = "key"
     settings.OPENAI_RATE_LIMIT_SCOPE = "account"
+    settings.GEMINI_RATE_LIMIT_SCOPE = ""
 
-    assert budget_for("gemini", "m", "fp1").scope == "key"
-    assert budget_for("openai", "m", "fp1").scope == "account"
+    assert (config.rate_limit_scope("gemini"), config.rate_limit_scope("openai")) == \
+        ("key", "account")
 
 
 def test_a_bad_scope_is_refused_naming_the_variable(settings):
     settings.OPENAI_RATE_LIMIT_SCOPE = "organisation"
 
     with pytest.raises(ImproperlyConfigured, match="OPENAI_RATE_LIMIT_SCOPE.*account, key"):
-        budget_for("openai", "m", "fp1")
+        config.rate_limit_scope("openai")
 
 
 def test_headers_of_a_reply_become_the_budgets_limits():
@@ -162,10 +160,9 @@ def test_without_redis_the_configured_limit_applies(settings):
     assert (learner.limits().rpm, learner.limits().rpm_source) == (90, "configured")
 
 
-def test_the_dashboard_table_says_where_each_limit_came_from(settings):
-    settings.GEMINI_RATE_LIMIT_SCOPE = "key"
+def test_the_dashboard_table_says_where_each_limit_came_from():
     Learner(BUDGET).observe(advertised(300, 90000), 200)
-    gemini = Learner(budget_for("gemini", "flash", "abc123"))
+    gemini = Learner(budget_for("gemini", "flash", "abc123", "key"))
     for _ in range(10):
         gemini.observe({}, 200)
     gemini.observe({}, 429)
