@@ -248,12 +248,19 @@ def learner_for(budget: BudgetId, configured_rpm: int | None,
         return learner
 
 
-def budget_table(configured: Callable[[str], tuple[int | None, int | None]]) -> list[dict]:
+def budget_table(configured: Callable[[str], tuple[int | None, int | None]] | None = None
+                 ) -> list[dict]:
     """Per budget any process has learned about: the limits enforced and where each came
     from ("configured", "advertised" or "inferred"), for the dashboard and /metrics.
 
-    ``configured(provider)`` gives the configured (rpm, tpm) of a provider.
+    ``configured(provider)`` gives a provider's configured (rpm, tpm); by default the
+    settings' (``batchgen.llm.config.rate_limits``). [] while Redis is unreachable.
     """
+    if configured is None:
+        from batchgen.llm import config  # here: the LLM layer imports this module
+
+        configured = config.rate_limits
+
     def scan(r: redis.Redis) -> list[dict[str, str]]:
         pattern = shared.key("ratelimit", "learned", "*")
         return [raw for name in r.scan_iter(match=pattern, count=200)

@@ -188,3 +188,12 @@ def test_a_limit_learned_in_one_process_applies_in_another():
 
     assert child.exitcode == 0
     assert Learner(BUDGET).limits().rpm == 240
+
+
+def test_the_dashboard_table_reads_the_configured_limits_from_settings(settings):
+    settings.LLM_RPM_LIMIT = 200
+    Learner(BUDGET).observe(advertised(300), 200)
+
+    [row] = budget_table()
+
+    assert (row["rpm"], row["rpm_source"], row["advertised_rpm"]) == (200, "configured", 300)
