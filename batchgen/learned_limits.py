@@ -145,13 +145,23 @@ class Learner:
         return combine(self.configured_rpm, self.configured_tpm, self._learned)
 
     def observe(self, headers: Mapping[str, str], status: int) -> RateLimitHeaders:
-        """Learn from one reply (any status): its advertised limits, a success, a 429."""
+        """Learn from one reply (any status): its advertised limits, a success, a 429.
+
+        Redis hears only news: a changed advertised limit, a success while no request limit
+        is known (counted, so that a first 429 can infer one from it), a 429, a due AIMD step.
+        Any other reply costs no round trip; ``limits`` re-reads the budget once a second.
+        """
         parsed = limits.parse_headers(headers, REQUESTS_WINDOW.get(self.budget.provider,
                                                                    limits.MINUTE))
         now = self._clock()
-        raw = shared.attempt(lambda r: self._record(r, parsed, status, now), None,
-                             "rate-limit learning")
-        self._remember(raw)
+        changes = {name: value for name, value in (("advertised_rpm", parsed.rpm),
+                                                   ("advertised_tpm", parsed.tpm))
+                   if value is not None and value != getattr(self._learned, name)}
+        count = status < 400 and self._rpm_unknown()
+        if changes or count or self._read_at == float("-inf"):
+            raw = shared.attempt(lambda r: self._record(r, changes, count, now), None,
+                                 "rate-limit learning")
+            self._remember(raw)
         if status == 429 and parsed.rpm is None:
             # Nothing advertised: the 429 is all we know. With a limit in the headers, the
             # limit itself is the lesson and the Retry-After pause the remedy.
@@ -162,16 +172,12 @@ class Learner:
                 state, now, self._ceiling()))
         return parsed
 
-    def _record(self, r: redis.Redis, parsed: RateLimitHeaders, status: int,
+    def _record(self, r: redis.Redis, changes: dict[str, int], count: bool,
                 now: float) -> dict[str, str]:
         pipe = r.pipeline(transaction=False)
-        changes = {name: value for name, value in (("advertised_rpm", parsed.rpm),
-                                                   ("advertised_tpm", parsed.tpm))
-                   if value is not None and value != getattr(self._learned, name)}
-        if changes or self._read_at == float("-inf"):
-            pipe.hset(self._hash, mapping={**changes, **self._identity()})
-            pipe.expire(self._hash, TTL_SECONDS)
-        if status < 400:
+        pipe.hset(self._hash, mapping={**changes, **self._identity()})
+        pipe.expire(self._hash, TTL_SECONDS)
+        if count:
             bucket = _bucket_key(self.budget, int(now // (limits.MINUTE / BUCKETS)))
             pipe.incr(bucket)
             pipe.expire(bucket, int(limits.MINUTE * 2) + 1)
@@ -190,6 +196,9 @@ class Learner:
     def _ceiling(self) -> float | None:
         known = [v for v in (self.configured_rpm, self._learned.advertised_rpm) if v]
         return float(min(known)) if known else None
+
+    def _rpm_unknown(self) -> bool:
+        return combine(self.configured_rpm, None, self._learned).rpm is None
 
     def _increase_due(self, now: float) -> bool:
         state = self._learned.aimd
