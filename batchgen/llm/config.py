@@ -117,7 +117,8 @@ def provider_settings(provider: str) -> ProviderSettings:
 
 
 def rate_limits(provider: str) -> tuple[int | None, int | None]:
-    """(RPM, TPM) per API key of ``provider``; read per request, so a changed limit applies
+    """The configured (RPM, TPM) ceilings of each budget of ``provider`` (see
+    ``rate_limit_scope``); read per request, so a changed limit applies
     without rebuilding the provider's clients."""
     names = VARIABLES[check_provider(provider)]
     return _limit(names.rpm_limit, "LLM_RPM_LIMIT"), _limit(names.tpm_limit, "LLM_TPM_LIMIT")
