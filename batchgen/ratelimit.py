@@ -31,7 +31,7 @@ large request) unless that is more than ``TPM_MAX_BURST_FRACTION`` of the limit:
 limit (Groq's free 6,000) trades some throughput (~82%) for never overshooting. Without a
 queue, a request much larger than that burst can be overtaken by small ones under contention.
 
-A 429 that still comes back is passed to ``penalize(retry_after)``: nobody sends on that key
+A 429 that still comes back is passed to ``penalize(retry_after)``: nobody sends on that budget
 until then, the burst allowance is drained so the restart is paced, and callers already
 sleeping on a slot booked before the penalty book a new one when they wake.
 
@@ -247,7 +247,7 @@ class RateLimiter:
                 return waited
 
     def penalize(self, retry_after: float) -> None:
-        """A 429 came back anyway: no process sends on this key before now + ``retry_after``."""
+        """A 429 came back anyway: no process sends on this budget before now + ``retry_after``."""
         retry_after = max(0.0, float(retry_after))
         with self._lock:
             self._local_blocked_until = max(self._local_blocked_until,

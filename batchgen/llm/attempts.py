@@ -6,7 +6,7 @@ LLM_MAX_RETRIES more times) and the only place that counts. The SDKs' own retrie
 out of the limiter's sight: a retried request would not book a slot, and a 429 answered to a
 retry would not slow the other workers down. Here every attempt books its slot
 (``acquire(prompt estimate + max_tokens)``), and a 429 passes its ``Retry-After`` to
-``penalize``, so every worker on that key pauses and the next attempt's booking waits it out.
+``penalize``, so every worker on that budget pauses and the next attempt's booking waits it out.
 
 A server's ``Retry-After`` is honoured whatever its length: a wait that fits in what is left of
 the prompt's wait budget (LLM_RATE_LIMIT_MAX_WAIT) is slept here; a longer one ends the request
