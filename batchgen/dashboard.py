@@ -22,7 +22,7 @@ from django.urls import NoReverseMatch, reverse
 from django.utils import timezone
 from django.utils.safestring import SafeString
 
-from batchgen import charts, queue
+from batchgen import charts, learned_limits, queue
 from batchgen.models import BatchRun, Generation, Message, Setting
 
 PAGE_SIZE = 25
@@ -112,6 +112,7 @@ class Overview:
     batch_size: int
     settings_url: str | None = None
     keys: list[dict[str, Any]] = field(default_factory=list)
+    budgets: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def success_percent(self) -> float | None:
@@ -163,6 +164,7 @@ def overview(window: Window | None = None, now: datetime | None = None) -> Overv
         batch_size=batch_settings.batch_size,
         settings_url=_settings_admin_url(),
         keys=key_states(),
+        budgets=learned_limits.budget_table(),  # [] while Redis is away
     )
 
 

@@ -1,8 +1,10 @@
-"""Client-side rate limits per provider and API key, shared by every process through Redis.
+"""Client-side rate limits per budget, shared by every process through Redis.
 
-Each (provider, key) pair has a requests-per-minute and a tokens-per-minute budget. One Lua
-script checks BOTH and reserves 1 request plus ``tokens`` atomically, so fifty threads in ten
-worker processes on three machines see one limit.
+A budget is what the provider counts: by default every key of a provider, per model (see
+``batchgen.learned_limits`` for the scope and for limits learned from the replies). Each budget
+has a requests-per-minute and a tokens-per-minute limit. One Lua script checks BOTH and reserves
+1 request plus ``tokens`` atomically, so fifty threads in ten worker processes on three machines
+see one limit.
 
 Why not the ``limits`` library (installed, 5.x): it checks one limit per call, so RPM and TPM
 would be two round trips that are not atomic together (a request can take the RPM slot and then
@@ -29,7 +31,7 @@ large request) unless that is more than ``TPM_MAX_BURST_FRACTION`` of the limit:
 limit (Groq's free 6,000) trades some throughput (~82%) for never overshooting. Without a
 queue, a request much larger than that burst can be overtaken by small ones under contention.
 
-A 429 that still comes back is passed to ``penalize(retry_after)``: nobody sends on that key
+A 429 that still comes back is passed to ``penalize(retry_after)``: nobody sends on that budget
 until then, the burst allowance is drained so the restart is paced, and callers already
 sleeping on a slot booked before the penalty book a new one when they wake.
 
@@ -50,7 +52,8 @@ from dataclasses import dataclass
 
 import redis
 
-from batchgen import shared
+from batchgen import learned_limits, shared
+from batchgen import provider_limits as limits
 
 __all__ = ["RateLimiter", "RateLimitTimeout", "all_limiter_stats", "estimate_tokens",
            "get_rate_limiter", "key_fingerprint"]
@@ -168,7 +171,7 @@ class Budget:
             return None
         burst = max(1, math.floor(limit * BURST_FRACTION), burst_floor)
         rate = (limit - burst + 1) * (1 - SAFETY_MARGIN)
-        interval = 60.0 / rate
+        interval = limits.MINUTE / rate
         return cls(limit=limit, interval=interval, burst_seconds=burst * interval)
 
     def args(self) -> list[float]:
@@ -200,15 +203,20 @@ class RateLimiter:
 
     def __init__(self, provider: str, api_key: str, rpm: int | None, tpm: int | None,
                  clock: Callable[[], float] | None = None,
-                 sleep: Callable[[float], None] = time.sleep) -> None:
+                 sleep: Callable[[float], None] = time.sleep,
+                 budget: learned_limits.BudgetId | None = None) -> None:
         self.provider = provider
-        self.fingerprint = key_fingerprint(api_key)
+        # The name of the budget in Redis, stats and errors: the key's fingerprint when the
+        # key has a budget of its own, else the account's (provider:model), every key's.
+        self.fingerprint = (budget.key or budget.name) if budget else key_fingerprint(api_key)
+        self.learner: learned_limits.Learner | None = None
         self.rpm = Budget.per_minute(rpm)
         self.tpm = Budget.per_minute(tpm, min(TPM_BURST_TOKENS,
                                               math.floor((tpm or 0) * TPM_MAX_BURST_FRACTION)))
         self._clock = clock
         self._sleep = sleep
-        slot = f"{{{provider}:{self.fingerprint}}}"  # one hash slot on a cluster
+        name = budget.name if budget else self.fingerprint
+        slot = f"{{{provider}:{name}}}"  # one hash slot on a cluster
         self._keys = [shared.key("ratelimit", slot, part)
                       for part in ("rpm", "tpm", "blocked", "stats")]
         self._lock = threading.Lock()
@@ -239,7 +247,7 @@ class RateLimiter:
                 return waited
 
     def penalize(self, retry_after: float) -> None:
-        """A 429 came back anyway: no process sends on this key before now + ``retry_after``."""
+        """A 429 came back anyway: no process sends on this budget before now + ``retry_after``."""
         retry_after = max(0.0, float(retry_after))
         with self._lock:
             self._local_blocked_until = max(self._local_blocked_until,
@@ -343,17 +351,24 @@ _limiters: dict[tuple, RateLimiter] = {}
 _limiters_lock = threading.Lock()
 
 
-def get_rate_limiter(provider: str, api_key: str, rpm: int | None,
-                     tpm: int | None) -> RateLimiter | None:
-    """The process-wide limiter for this provider key, or None without a limit
-    (the limits come from ``batchgen.llm.config.ProviderSettings``)."""
-    if not rpm and not tpm:
-        return None
-    cache_key = (provider, key_fingerprint(api_key), rpm, tpm)
+def get_rate_limiter(provider: str, api_key: str, rpm: int | None, tpm: int | None,
+                     model: str = "", scope: str = "account") -> RateLimiter:
+    """The process-wide limiter of the budget this key spends, at the limits known now.
+
+    ``rpm``/``tpm`` are the configured ceilings (``batchgen.llm.config``); the replies'
+    headers and 429s may lower them (``learned_limits``). A limiter is returned even when no
+    limit is known yet: every reply teaches its budget, and a 429 pauses every worker on it.
+    When the limits change, the new limiter keeps the budget's Redis keys and booked slots.
+    """
+    budget = learned_limits.budget_for(provider, model, key_fingerprint(api_key), scope)
+    learner = learned_limits.learner_for(budget, rpm, tpm)
+    enforced = learner.limits()
+    cache_key = (budget, enforced.rpm, enforced.tpm)
     with _limiters_lock:
         limiter = _limiters.get(cache_key)
         if limiter is None:
-            limiter = RateLimiter(provider, api_key, rpm, tpm)
+            limiter = RateLimiter(provider, api_key, enforced.rpm, enforced.tpm, budget=budget)
+            limiter.learner = learner
             _limiters[cache_key] = limiter
         return limiter
 

@@ -85,6 +85,13 @@ def section_ratelimit(data: dict[str, Any]) -> list[str]:
             f"{_f(data['seconds'], 1)} s |"]
 
 
+def section_scopes(data: dict[str, Any]) -> list[str]:
+    from bench.ratelimit_scopes_section import table
+
+    return ["### 4b. Rate limits as the providers count them (account-wide, advertised, "
+            "inferred, halved mid-run)", "", *table(data)]
+
+
 def _run_row(label: str, r: dict[str, Any], unit: str = "s") -> str:
     return (f"| {label} | {_f(r['seconds'], 3)} s | {_f(r['throughput_msg_s'])} msg/s | "
             f"{_f(r['mean_generation_s'], 3)} {unit} | {_f(r['mean_after_generation_s'], 3)} "
@@ -171,8 +178,8 @@ def markdown(results: dict[str, Any]) -> str:
              f"Command: `{meta['command']}`. Wall time {meta['wall_s']:.0f} s.", ""]
     for key, render in (("document", section_document), ("targets", section_targets),
                         ("scaling", section_scaling), ("tails", section_tails),
-                        ("ratelimit", section_ratelimit), ("pipeline", section_pipeline),
-                        ("drain", section_drain)):
+                        ("ratelimit", section_ratelimit), ("scopes", section_scopes),
+                        ("pipeline", section_pipeline), ("drain", section_drain)):
         if key in results:
             lines += render(results[key]) + [""]
     return "\n".join(lines)

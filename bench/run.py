@@ -2,6 +2,7 @@
 
     python -m bench.run              # the full run (~10 minutes), latency mean 2.84 s
     python -m bench.run --quick      # ~3 minutes: latency scaled down, 500 prompts in 2-3, 300 in 6
+                                     # (+6 minutes for "scopes": its limits are per minute)
     python -m bench.run --only document,tails --latency 1.0
 
 Offline: a private redis-server (or fakeredis), a SQLite file in a temporary
@@ -30,10 +31,18 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench import drain_section, harness, llm_sections, pipeline_section, report
+from bench import (
+    drain_section,
+    harness,
+    llm_sections,
+    pipeline_section,
+    ratelimit_scopes_section,
+    report,
+)
 
 RESULTS = harness.ROOT / "bench" / "results"
-SECTIONS = ("document", "targets", "scaling", "tails", "ratelimit", "pipeline", "drain")
+SECTIONS = ("document", "targets", "scaling", "tails", "ratelimit", "scopes", "pipeline",
+            "drain")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -100,6 +109,7 @@ def run_sections(args: argparse.Namespace, services: harness.Services,
         "tails": lambda: llm_sections.tails(services, sizes["tails_mean"],
                                             sizes["tails_prompts"]),
         "ratelimit": lambda: ratelimit(services, args.rpm, sizes["ratelimit_prompts"]),
+        "scopes": lambda: ratelimit_scopes_section.scopes(services, args.quick),
         "pipeline": lambda: pipeline_section.end_to_end(
             services, sizes["pipeline_latency"], sizes["jitter"], sizes["pipeline_items"],
             sizes["memory_items"]),

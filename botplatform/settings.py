@@ -170,7 +170,8 @@ LLM_FALLBACK_PROVIDERS = env_list("LLM_FALLBACK_PROVIDERS")
 if set(LLM_FALLBACK_PROVIDERS) - set(LLM_PROVIDERS):
     raise ImproperlyConfigured(f"LLM_FALLBACK_PROVIDERS={','.join(LLM_FALLBACK_PROVIDERS)!r}: "
                                f"each must be one of {', '.join(LLM_PROVIDERS)}")
-# Client-side limits per API key, shared by every worker through Redis; unset = unlimited.
+# Client-side limits per budget (see the scopes below), shared by every worker through Redis;
+# unset = learned from the replies. A configured limit is a ceiling over an advertised one.
 # The provider's own variable wins over LLM_*; 0 there means "no limit for this provider".
 LLM_RPM_LIMIT = env_int("LLM_RPM_LIMIT", None, minimum=0)
 LLM_TPM_LIMIT = env_int("LLM_TPM_LIMIT", None, minimum=0)
@@ -180,6 +181,14 @@ GEMINI_RPM_LIMIT = env_int("GEMINI_RPM_LIMIT", None, minimum=0)
 GEMINI_TPM_LIMIT = env_int("GEMINI_TPM_LIMIT", None, minimum=0)
 GROQ_RPM_LIMIT = env_int("GROQ_RPM_LIMIT", None, minimum=0)
 GROQ_TPM_LIMIT = env_int("GROQ_TPM_LIMIT", None, minimum=0)
+# Whose budget a key spends: "account" (default), one budget per provider and model shared by
+# all its keys, as OpenAI, Gemini and Groq count; "key", one each (keys of different accounts).
+# The provider's own variable (empty = unset) wins over LLM_RATE_LIMIT_SCOPE.
+RATE_LIMIT_SCOPES = ("account", "key")
+LLM_RATE_LIMIT_SCOPE = env_choice("LLM_RATE_LIMIT_SCOPE", "account", RATE_LIMIT_SCOPES)
+OPENAI_RATE_LIMIT_SCOPE = env_choice("OPENAI_RATE_LIMIT_SCOPE", "", (*RATE_LIMIT_SCOPES, ""))
+GEMINI_RATE_LIMIT_SCOPE = env_choice("GEMINI_RATE_LIMIT_SCOPE", "", (*RATE_LIMIT_SCOPES, ""))
+GROQ_RATE_LIMIT_SCOPE = env_choice("GROQ_RATE_LIMIT_SCOPE", "", (*RATE_LIMIT_SCOPES, ""))
 # Longest a request waits for limiter capacity; beyond it the item goes back to the queue.
 LLM_RATE_LIMIT_MAX_WAIT = env_float("LLM_RATE_LIMIT_MAX_WAIT", 30.0, minimum=0.0)
 

@@ -153,7 +153,8 @@ def llm_settings(base_url: str, provider: str = "openai", **overrides: object) -
         # One key each, no fallback, no client-side limit unless a test asks for them.
         "OPENAI_API_KEYS": [], "GROQ_API_KEYS": [], "GEMINI_API_KEYS": [],
         "LLM_FALLBACK_PROVIDERS": [], "LLM_RATE_LIMIT_MAX_WAIT": 30.0,
-        "LLM_RPM_LIMIT": None, "LLM_TPM_LIMIT": None,
+        "LLM_RPM_LIMIT": None, "LLM_TPM_LIMIT": None, "LLM_RATE_LIMIT_SCOPE": "account",
+        **{f"{p.upper()}_RATE_LIMIT_SCOPE": "" for p in TEST_KEYS},
         **{f"{p.upper()}_{kind}_LIMIT": None for p in TEST_KEYS for kind in ("RPM", "TPM")},
     }
     values.update(overrides)
@@ -188,7 +189,8 @@ def llm_env_fixture(fake_llm: FakeLLMServer, settings: Any, redis_url: str) -> I
     fake_llm.reset()
     fake_llm.control(latency=0.0, jitter=0.0, latency_mode="fixed", rpm=0, fault=None,
                      retry_after=1.0, retry_after_ms=None, timeout_seconds=30.0,
-                     key_faults={}, route_faults={}, fault_times=0, record_arrivals=False)
+                     key_faults={}, route_faults={}, fault_times=0, record_arrivals=False,
+                     rpm_window=60.0, tpm=0, rate_scope="account", rate_headers=True)
     configure()
     yield configure
     shared.reset()

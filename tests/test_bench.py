@@ -41,3 +41,24 @@ def test_the_report_shows_the_document_beside_each_row() -> None:
                             "rows": rows}}
     text = report.markdown(results)
     assert "| 10 workers |" in text and "7.47×" in text
+
+
+def test_recovery_after_a_halved_limit_is_when_the_trailing_rate_reaches_085_of_it() -> None:
+    from bench.ratelimit_scopes_section import recovery
+
+    # 5 replies a second until 60 s, none for 20 s (the provider refuses), then 2.4 a second.
+    done = [i / 5 for i in range(300)] + [80 + i / 2.4 for i in range(240)]
+    figures = recovery(done, change=60.0, new_rpm=150)
+
+    # 0.85 * 150/min over 30 s is 64 replies: reached 80 + 64/2.4 s = ~106.7 s in, 47 s after.
+    assert figures["recovered_after_s"] == 47.0
+    assert 0.94 < figures["fraction_of_new_limit_after_60s"] < 1.0
+
+
+def test_the_scopes_table_quotes_each_case_against_its_target() -> None:
+    from bench.ratelimit_scopes_section import table
+
+    rows = table({"no_headers": {"fraction_429": 0.0164, "lost": 0, "prompts": 360,
+                                 "fraction_of_limit": 0.9}})
+
+    assert rows[-1] == "| no_headers | 1.64% (< 5%) | 0 of 360 | 0.9 (>= 0.8) |"

@@ -9,6 +9,8 @@ import httpx
 import pytest
 from aiohttp import ClientSession, TCPConnector
 
+from batchgen.fakes.llm_limits import format_duration
+from batchgen.provider_limits import parse_duration
 from tests.fakes import FakeLLMServer
 
 
@@ -22,13 +24,17 @@ def fake():
 @pytest.fixture(autouse=True)
 def clean(fake):
     fake.reset()
-    fake.control(latency=0.0, jitter=0.0, rpm=0, fault=None, rpm_window=60.0)
+    fake.control(latency=0.0, jitter=0.0, rpm=0, tpm=0, fault=None, rpm_window=60.0,
+                 rate_scope="account", rate_headers=True)
 
 
-def chat(fake: FakeLLMServer, text: str, route: str = "/v1/chat/completions") -> httpx.Response:
+def chat(fake: FakeLLMServer, text: str, route: str = "/v1/chat/completions",
+         key: str = "k1", max_tokens: int | None = None) -> httpx.Response:
     body = {"model": "m", "messages": [{"role": "system", "content": "sys"},
                                        {"role": "user", "content": text}]}
-    return httpx.post(fake.base_url + route, json=body, headers={"Authorization": "Bearer k1"})
+    if max_tokens is not None:
+        body["max_tokens"] = max_tokens
+    return httpx.post(fake.base_url + route, json=body, headers={"Authorization": f"Bearer {key}"})
 
 
 def gemini(fake: FakeLLMServer, text: str) -> httpx.Response:
@@ -113,3 +119,95 @@ def test_it_serves_250_concurrent_connections(fake):
 
     assert statuses == [200] * 250
     assert fake.stats()["in_flight_peak"] >= 200
+
+
+def test_a_limited_reply_advertises_the_limit_as_openai_does(fake):
+    fake.control(rpm=3, tpm=1000)
+    first = chat(fake, "a", max_tokens=100).headers
+    second = chat(fake, "b", max_tokens=100).headers
+
+    assert (first["x-ratelimit-limit-requests"], first["x-ratelimit-limit-tokens"]) == ("3", "1000")
+    assert [h["x-ratelimit-remaining-requests"] for h in (first, second)] == ["2", "1"]
+    assert int(first["x-ratelimit-remaining-tokens"]) > int(second["x-ratelimit-remaining-tokens"])
+    assert 59 <= parse_duration(second["x-ratelimit-reset-requests"]) <= 60
+
+
+def test_an_unlimited_server_sends_no_rate_limit_headers(fake):
+    headers = chat(fake, "a").headers
+
+    assert not [name for name in headers if name.startswith("x-ratelimit")]
+
+
+def test_a_429_carries_the_headers_and_retry_after(fake):
+    fake.control(rpm=1, rpm_window=5.0)
+    chat(fake, "a")
+    refused = chat(fake, "b")
+
+    assert refused.status_code == 429
+    assert refused.headers["x-ratelimit-remaining-requests"] == "0"
+    assert refused.headers["Retry-After"] == "5"
+
+
+def test_by_default_every_key_of_the_account_shares_one_limit(fake):
+    fake.control(rpm=2)
+
+    statuses = [chat(fake, "x", key=key).status_code for key in ("k1", "k2", "k3")]
+
+    assert statuses == [200, 200, 429]
+
+
+def test_a_per_key_scope_gives_each_key_its_own_limit(fake):
+    fake.control(rpm=1, rate_scope="key")
+
+    statuses = [chat(fake, "x", key=key).status_code for key in ("k1", "k2", "k1")]
+
+    assert statuses == [200, 200, 429]
+
+
+def test_the_token_limit_counts_prompt_and_max_tokens(fake):
+    fake.control(tpm=500)
+
+    statuses = [chat(fake, "x", max_tokens=200).status_code for _ in range(3)]
+
+    assert statuses == [200, 200, 429]
+
+
+def test_a_gemini_style_server_answers_a_bare_429(fake):
+    fake.control(rpm=1, rate_headers=False)
+    chat(fake, "a")
+    refused = chat(fake, "b")
+
+    assert refused.status_code == 429 and "Retry-After" in refused.headers
+    assert not [name for name in refused.headers if name.startswith("x-ratelimit")]
+
+
+def test_gemini_never_advertises_its_limits(fake):
+    fake.control(rpm=5)
+
+    assert not [name for name in gemini(fake, "a").headers if name.startswith("x-ratelimit")]
+
+
+def test_a_limit_lowered_at_run_time_waits_for_enough_requests_to_leave(fake):
+    fake.control(rpm=4, rpm_window=30.0)
+    for i in range(4):
+        chat(fake, f"n{i}")
+    fake.control(rpm=2)
+    refused = chat(fake, "more")
+
+    assert refused.status_code == 429
+    assert refused.headers["x-ratelimit-limit-requests"] == "2"
+    assert 29 <= int(refused.headers["Retry-After"]) <= 30  # the third-newest must leave too
+
+
+def test_a_bad_rate_scope_is_refused_naming_the_setting(fake):
+    response = httpx.post(fake.base_url + "/_control", json={"rate_scope": "org"})
+
+    assert response.status_code == 400 and "rate_scope" in response.text
+
+
+def test_durations_are_written_as_the_providers_write_them():
+    seconds = (0.12, 1, 7.66, 60, 360, 179.56)
+    texts = [format_duration(s) for s in seconds]
+
+    assert texts == ["120ms", "1s", "7.66s", "1m0s", "6m0s", "2m59.56s"]
+    assert [parse_duration(t) for t in texts] == pytest.approx(seconds)

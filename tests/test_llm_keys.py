@@ -142,7 +142,8 @@ def test_other_providers_rotate_their_keys_too(llm_env, provider):
 def test_the_dashboard_lists_each_key_by_fingerprint_with_its_limiter(llm_env):
     from batchgen import dashboard
 
-    fake = with_keys(llm_env, OPENAI_RPM_LIMIT=600)
+    # Keys of different organisations: each has a budget (and limiter counters) of its own.
+    fake = with_keys(llm_env, OPENAI_RPM_LIMIT=600, OPENAI_RATE_LIMIT_SCOPE="key")
     fake.control(key_faults={KEYS[2]: "401"})
     for prompt in make_prompts(4):
         LLMClient().generate_detailed(prompt)
@@ -158,10 +159,21 @@ def test_the_dashboard_lists_each_key_by_fingerprint_with_its_limiter(llm_env):
 
 def test_a_saturated_key_hands_the_request_to_one_with_room(llm_env):
     with_keys(llm_env, OPENAI_API_KEYS=KEYS[:2], OPENAI_RPM_LIMIT=60,
-              LLM_RATE_LIMIT_MAX_WAIT=0.0)
+              LLM_RATE_LIMIT_MAX_WAIT=0.0, OPENAI_RATE_LIMIT_SCOPE="key")
     client = LLMClient()
 
     results = [client.generate_detailed(p) for p in make_prompts(8)]
 
     # Each key's limiter allows a burst of 3; the rotation uses both before refusing.
     assert [r.error_kind for r in results] == [None] * 6 + ["rate_limit_wait"] * 2
+
+
+def test_keys_of_one_account_share_its_budget_so_rotation_gains_nothing(llm_env):
+    with_keys(llm_env, OPENAI_API_KEYS=KEYS[:2], OPENAI_RPM_LIMIT=60,
+              LLM_RATE_LIMIT_MAX_WAIT=0.0)
+    client = LLMClient()
+
+    results = [client.generate_detailed(p) for p in make_prompts(8)]
+
+    # One budget of 60 RPM for both keys: its burst of 3, then no key has room.
+    assert [r.error_kind for r in results] == [None] * 3 + ["rate_limit_wait"] * 5

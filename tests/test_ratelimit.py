@@ -265,12 +265,23 @@ def test_stats_of_every_limiter_are_readable_from_anywhere(redis_url: str) -> No
         ("groq", 1, 0), ("openai", 0, 1)]
 
 
-def test_one_limiter_per_provider_key_and_none_without_a_limit(redis_url: str) -> None:
-    groq = get_rate_limiter("groq", SECRET_KEY, 30, None)
+def test_one_limiter_per_budget_and_an_unlimited_one_without_any_limit(redis_url: str) -> None:
+    groq = get_rate_limiter("groq", SECRET_KEY, 30, None, model="llama")
 
-    assert groq is get_rate_limiter("groq", SECRET_KEY, 30, None)
+    assert groq is get_rate_limiter("groq", "another key of the account", 30, None, model="llama")
     assert groq.rpm.limit == 30 and groq.tpm is None
-    assert get_rate_limiter("groq", SECRET_KEY, None, 0) is None
+    # Nothing configured nor learned yet: no limit, but a limiter to learn and pause with.
+    unlimited = get_rate_limiter("groq", SECRET_KEY, None, 0, model="other")
+    assert unlimited.rpm is None and unlimited.tpm is None
+    assert unlimited.acquire(tokens=100, max_wait=0.0) == 0.0
+
+
+def test_a_key_scope_gives_each_key_its_own_limiter(redis_url: str) -> None:
+    first = get_rate_limiter("groq", SECRET_KEY, 30, None, model="llama", scope="key")
+
+    assert first is not get_rate_limiter("groq", "another key", 30, None, model="llama",
+                                         scope="key")
+    assert first.fingerprint == key_fingerprint(SECRET_KEY)
 
 
 def test_estimate_tokens_is_about_a_quarter_of_the_length() -> None:

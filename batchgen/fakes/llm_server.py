@@ -7,6 +7,14 @@ stats counted at the server (to prove that no request arrives while a breaker
 is open) and a latency model for the benchmark. It cannot be installed here
 anyway, so this is ~300 lines of aiohttp in one process.
 
+Rate limits: ``rpm`` requests and ``tpm`` tokens (prompt + ``max_tokens``, as OpenAI counts
+them) per sliding ``rpm_window``, for the whole account (``rate_scope="account"``: every key
+shares one window, as OpenAI, Groq and Gemini count) or per API key (``"key"``). While a limit
+is enforced, OpenAI and Groq replies (200 and 429) carry ``x-ratelimit-limit-*``,
+``x-ratelimit-remaining-*`` and ``x-ratelimit-reset-*`` in the providers' duration format
+(``1s``, ``6m0s``, ``2m59.56s``, ``120ms``); ``rate_headers=False`` answers a bare 429 with
+Retry-After, as Gemini does. Any limit can be changed at run time through ``/_control``.
+
 Routes: ``POST /v1/chat/completions`` (OpenAI), ``POST /openai/v1/chat/completions``
 (Groq), ``POST /v1beta/models/{model}:generateContent`` (Gemini, also ``/v1/``); ``POST /_control``
 (JSON: any FakeLLMConfig field), ``GET /_stats``, ``POST /_reset``.
@@ -32,11 +40,13 @@ import math
 import random
 import re
 import time
-from collections import Counter, deque
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
+
+from batchgen.fakes.llm_limits import SCOPES, Limits, Window, admit, rate_headers
 
 FAULT_MARKER = re.compile(r"\[\[fault:([a-z_]+|\d{3})(?:x(\d+))?\]\]")
 _STATUS_NAMES = {400: "INVALID_ARGUMENT", 401: "UNAUTHENTICATED", 403: "PERMISSION_DENIED",
@@ -52,6 +62,9 @@ class FakeLLMConfig:
     latency_sigma: float = 0.5      # lognormal sigma
     rpm: int = 0                    # requests per rpm_window; 0 = unlimited
     rpm_window: float = 60.0        # sliding window, seconds
+    tpm: int = 0                    # tokens per rpm_window; 0 = unlimited
+    rate_scope: str = "account"     # "account": one window for all keys; "key": one per key
+    rate_headers: bool = True       # x-ratelimit-* on OpenAI/Groq replies while limited
     fault: str | None = None        # a fault for every request without a marker
     retry_after: float = 1.0        # Retry-After (s) on [[fault:429]]
     retry_after_ms: int | None = None  # also send retry-after-ms on 429/5xx (fast SDK retries)
@@ -76,6 +89,7 @@ class _Call:
     text: str          # everything the model would read: system + user
     user_text: str     # the last user message
     api_key: str
+    max_tokens: int = 0  # counted against a token limit, as OpenAI counts it
 
 
 class FakeState:
@@ -85,7 +99,7 @@ class FakeState:
 
     def reset(self) -> None:
         self.seen: Counter[str] = Counter()
-        self.window: deque[float] = deque()
+        self.windows: dict[str, Window] = {}  # "" for the account, else per API key
         self.statuses: dict[str, Counter[str]] = {}
         self.received: Counter[str] = Counter()
         self.in_flight = 0
@@ -106,17 +120,19 @@ class FakeState:
         key = hashlib.sha256(call.api_key.encode()).hexdigest()[:12] if call else "?"
         self.by_key.setdefault(key, Counter())[status] += 1
 
-    def rate_limit_wait(self) -> float | None:
-        """Seconds until the sliding window has room, or None when under the limit."""
-        if not self.config.rpm:
-            return None
+    def rate_limit(self, call: _Call) -> tuple[float | None, dict[str, str]]:
+        """(seconds until the request fits, or None once it is counted; x-ratelimit-* headers)."""
+        config = self.config
+        if not (config.rpm or config.tpm):
+            return None, {}
+        limits = Limits(config.rpm, config.tpm, config.rpm_window)
+        window = self.windows.setdefault(call.api_key if config.rate_scope == "key" else "",
+                                         Window())
         now = time.monotonic()
-        while self.window and self.window[0] <= now - self.config.rpm_window:
-            self.window.popleft()
-        if len(self.window) >= self.config.rpm:
-            return self.window[0] + self.config.rpm_window - now
-        self.window.append(now)
-        return None
+        wait = admit(limits, window, _usage(call, "")[0] + call.max_tokens, now)
+        if not config.rate_headers or call.route == "gemini":
+            return wait, {}  # Gemini says nothing about its limits but the 429
+        return wait, rate_headers(limits, window, now)
 
     def fault_for(self, call: _Call) -> str | None:
         match = FAULT_MARKER.search(call.text)
@@ -157,8 +173,9 @@ def _openai_call(route: str, body: dict, request: web.Request) -> _Call:
     texts = [_content_text(m.get("content")) for m in messages]
     users = [_content_text(m.get("content")) for m in messages if m.get("role") == "user"]
     key = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
+    max_tokens = body.get("max_completion_tokens") or body.get("max_tokens") or 0
     return _Call(route, str(body.get("model", "")), "\n".join(texts),
-                 users[-1] if users else "", key)
+                 users[-1] if users else "", key, int(max_tokens))
 
 
 def _gemini_call(body: dict, request: web.Request) -> _Call:
@@ -170,7 +187,9 @@ def _gemini_call(body: dict, request: web.Request) -> _Call:
     users = [parts_text(c) for c in contents if c.get("role", "user") == "user"]
     text = "\n".join([parts_text(body.get("systemInstruction"))] + users)
     key = request.headers.get("x-goog-api-key", "") or request.query.get("key", "")
-    return _Call("gemini", request.match_info["model"], text, users[-1] if users else "", key)
+    max_tokens = (body.get("generationConfig") or {}).get("maxOutputTokens") or 0
+    return _Call("gemini", request.match_info["model"], text, users[-1] if users else "", key,
+                 int(max_tokens))
 
 
 def _usage(call: _Call, reply: str) -> tuple[int, int, int]:
@@ -264,16 +283,20 @@ async def _faulted(call: _Call, fault: str, config: FakeLLMConfig) -> web.Respon
 
 async def _serve(state: FakeState, call: _Call) -> web.Response:
     config = state.config
-    wait = state.rate_limit_wait()
+    wait, headers = state.rate_limit(call)
     if wait is not None:
-        return _error(call, 429, "Rate limit reached for requests", _retry_headers(config, wait))
+        return _error(call, 429, "Rate limit reached for requests",
+                      {**_retry_headers(config, wait), **headers})
     fault = state.fault_for(call)
     delay = config.latency_sample()
     if delay > 0:
         await asyncio.sleep(delay)
     if fault:
-        return await _faulted(call, fault, config)
-    return _success(call, f"Reply to: {call.user_text[:60]}", "stop")
+        response = await _faulted(call, fault, config)
+    else:
+        response = _success(call, f"Reply to: {call.user_text[:60]}", "stop")
+    response.headers.update(headers)
+    return response
 
 
 async def _handle(request: web.Request, route: str) -> web.Response:
@@ -321,6 +344,9 @@ async def control(request: web.Request) -> web.Response:
     unknown = set(changes) - fields
     if unknown:
         return web.json_response({"error": f"unknown settings {sorted(unknown)}"}, status=400)
+    if changes.get("rate_scope", "account") not in SCOPES:
+        return web.json_response({"error": f"rate_scope must be one of {list(SCOPES)}, not "
+                                           f"{changes['rate_scope']!r}"}, status=400)
     state.config = dataclasses.replace(state.config, **changes)
     return web.json_response(dataclasses.asdict(state.config))
 

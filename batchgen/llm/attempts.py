@@ -6,12 +6,14 @@ LLM_MAX_RETRIES more times) and the only place that counts. The SDKs' own retrie
 out of the limiter's sight: a retried request would not book a slot, and a 429 answered to a
 retry would not slow the other workers down. Here every attempt books its slot
 (``acquire(prompt estimate + max_tokens)``), and a 429 passes its ``Retry-After`` to
-``penalize``, so every worker on that key pauses and the next attempt's booking waits it out.
+``penalize``, so every worker on that budget pauses and the next attempt's booking waits it out.
 
 A server's ``Retry-After`` is honoured whatever its length: a wait that fits in what is left of
 the prompt's wait budget (LLM_RATE_LIMIT_MAX_WAIT) is slept here; a longer one ends the request
 as ``rate_limit_wait`` with ``retry_after`` set, so the caller defers the prompt until then
-instead of retrying it early. Without a configured limit nothing here touches Redis.
+instead of retrying it early. Every reply, 200 or error, is shown to the budget's learner
+(``batchgen.learned_limits``): advertised limits and 429s set the budget's limits even when
+none is configured.
 
 With several keys (``keys.KeyRing``), a key answering 401 is taken out of rotation and a key
 whose limiter has no room within the budget is passed over; the next key gets the request.
@@ -94,22 +96,25 @@ def send(provider: Provider, request: CompletionRequest, budget: WaitBudget) -> 
 def _tries(provider: Provider, key: ApiKey, request: CompletionRequest,
            budget: WaitBudget) -> Sent:
     """The attempts on one key: book a slot, send, and on a transient error wait and retry."""
-    limiter = get_rate_limiter(provider.name, key.secret, *config.rate_limits(provider.name))
-    tokens = 0
-    if limiter is not None:
-        tokens = estimate_tokens(request.system_prompt + request.user_prompt) + request.max_tokens
+    tokens = estimate_tokens(request.system_prompt + request.user_prompt) + request.max_tokens
     tries_left, made = provider.config.max_retries + 1, 0
     while True:
+        limiter = _limiter(provider, key)  # per attempt: the last reply may have moved the limits
         refused = _acquire(limiter, provider.name, tokens, budget)
         if refused is not None:
             return Sent(made, error=refused)
         made += 1
         try:
-            return Sent(made, provider.complete(request, key.secret))
+            completion = provider.complete(request, key.secret)
         except ProviderError as exc:
             error = exc
+        else:
+            _learn(limiter, provider, 200)
+            return Sent(made, completion)
+        _learn(limiter, provider, error.status)
         if error.kind == errors.RATE_LIMITED:
-            _on_429(limiter, key, error)
+            # Re-read: this 429 may just have taught the budget its first limit.
+            _on_429(_limiter(provider, key), key, error)
         if error.kind not in errors.BREAKER_FAILURES:
             return Sent(made, error=error)  # permanent: a retry would get the same answer
         if error.retry_after is not None and error.retry_after > budget.remaining:
@@ -118,6 +123,18 @@ def _tries(provider: Provider, key: ApiKey, request: CompletionRequest,
         if tries_left == 0:
             return Sent(made, error=error)
         _wait_before_retry(provider, error, made, limiter, budget)
+
+
+def _limiter(provider: Provider, key: ApiKey) -> RateLimiter:
+    """The limiter of the budget this key spends, at the configured and learned limits."""
+    return get_rate_limiter(provider.name, key.secret, *config.rate_limits(provider.name),
+                            model=provider.model, scope=config.rate_limit_scope(provider.name))
+
+
+def _learn(limiter: RateLimiter, provider: Provider, status: int | None) -> None:
+    """Every reply with a status (200 or an error) teaches the budget; timeouts do not."""
+    if status and limiter.learner is not None:
+        limiter.learner.observe(provider.replies.headers, status)
 
 
 def _acquire(limiter: RateLimiter | None, provider: str, tokens: int,
@@ -140,7 +157,7 @@ def _acquire(limiter: RateLimiter | None, provider: str, tokens: int,
 def _on_429(limiter: RateLimiter | None, key: ApiKey, exc: ProviderError) -> None:
     metrics.observe_rate_limited(key.provider, key.fingerprint)
     if limiter is not None:
-        # Every worker on this key pauses; our next _acquire waits the pause out.
+        # Every worker on this budget pauses; our next _acquire waits the pause out.
         limiter.penalize(exc.retry_after if exc.retry_after is not None
                          else DEFAULT_PENALTY_SECONDS)
 

@@ -19,6 +19,7 @@ from batchgen.resilience import breaker_name
 # The largest worker count BATCH_MAX_WORKERS accepts: every SDK client keeps at
 # least this many connections alive, so no pool size waits on a connection.
 MAX_POOL_SIZE = 256
+RATE_LIMIT_SCOPES = ("account", "key")
 
 
 @dataclass(frozen=True)
@@ -31,15 +32,19 @@ class ProviderVariables:
     timeout: str
     rpm_limit: str
     tpm_limit: str
+    rate_limit_scope: str
 
 
 VARIABLES = {
     "openai": ProviderVariables("OPENAI_API_KEY", "OPENAI_API_KEYS", "OPENAI_BASE_URL",
-                                "OPENAI_TIMEOUT", "OPENAI_RPM_LIMIT", "OPENAI_TPM_LIMIT"),
+                                "OPENAI_TIMEOUT", "OPENAI_RPM_LIMIT", "OPENAI_TPM_LIMIT",
+                                "OPENAI_RATE_LIMIT_SCOPE"),
     "gemini": ProviderVariables("GEMINI_API_KEY", "GEMINI_API_KEYS", "GOOGLE_GEMINI_BASE_URL",
-                                "GEMINI_TIMEOUT", "GEMINI_RPM_LIMIT", "GEMINI_TPM_LIMIT"),
+                                "GEMINI_TIMEOUT", "GEMINI_RPM_LIMIT", "GEMINI_TPM_LIMIT",
+                                "GEMINI_RATE_LIMIT_SCOPE"),
     "groq": ProviderVariables("GROQ_API_KEY", "GROQ_API_KEYS", "GROQ_BASE_URL",
-                              "GROQ_TIMEOUT", "GROQ_RPM_LIMIT", "GROQ_TPM_LIMIT"),
+                              "GROQ_TIMEOUT", "GROQ_RPM_LIMIT", "GROQ_TPM_LIMIT",
+                              "GROQ_RATE_LIMIT_SCOPE"),
 }
 
 
@@ -112,10 +117,25 @@ def provider_settings(provider: str) -> ProviderSettings:
 
 
 def rate_limits(provider: str) -> tuple[int | None, int | None]:
-    """(RPM, TPM) per API key of ``provider``; read per request, so a changed limit applies
+    """The configured (RPM, TPM) ceilings of each budget of ``provider`` (see
+    ``rate_limit_scope``); read per request, so a changed limit applies
     without rebuilding the provider's clients."""
     names = VARIABLES[check_provider(provider)]
     return _limit(names.rpm_limit, "LLM_RPM_LIMIT"), _limit(names.tpm_limit, "LLM_TPM_LIMIT")
+
+
+def rate_limit_scope(provider: str) -> str:
+    """Whose budget a key spends: "account" (every key of the provider, per model, as the
+    providers count) or "key" (keys of different organisations). The provider's own variable,
+    else ``LLM_RATE_LIMIT_SCOPE``; read per request, like the limits."""
+    for name in (VARIABLES[check_provider(provider)].rate_limit_scope, "LLM_RATE_LIMIT_SCOPE"):
+        value = getattr(settings, name, None)
+        if value:
+            if value not in RATE_LIMIT_SCOPES:
+                raise ImproperlyConfigured(f"{name}={value!r}: must be one of "
+                                           f"{', '.join(RATE_LIMIT_SCOPES)}")
+            return value
+    return "account"
 
 
 def _limit(own: str, shared_default: str) -> int | None:

@@ -1,8 +1,9 @@
 """Several API keys per provider: turn by turn, each with its own breaker; 401s out of rotation.
 
 ``<PROVIDER>_API_KEYS`` lists the keys (``<PROVIDER>_API_KEY`` still works alone). Requests
-take the keys in round-robin order, so each key carries its share and each key's own rate
-limiter (``batchgen.ratelimit``, one per key) sees 1/N of the traffic.
+take the keys in round-robin order, so each key carries its share. Rate limits do not grow
+with the keys: the providers count per account and model, and so do the budgets
+(``batchgen.learned_limits``), unless ``<PROVIDER>_RATE_LIMIT_SCOPE=key`` gives each key its own.
 
 With more than one key, every key also has its own circuit breaker, ``<provider>_api:<fp>``
 (``fp`` = ``key_fingerprint``), beside the provider's ``<provider>_api``: a key whose quota

@@ -9,6 +9,7 @@ from typing import Any
 from batchgen.llm.config import ProviderSettings
 from batchgen.llm.errors import ProviderError, scrub
 from batchgen.llm.types import Completion, CompletionRequest
+from batchgen.provider_limits import LastReply
 
 
 class Provider(ABC):
@@ -25,6 +26,9 @@ class Provider(ABC):
     def __init__(self, config: ProviderSettings) -> None:
         self.config = config
         self.model = config.model
+        # Filled by a response hook on the HTTP client: the rate-limit headers every reply
+        # carries, which the SDKs drop once they have parsed a 200.
+        self.replies = LastReply()
         self._clients: dict[str, Any] = {}
         self._http: Any = None
         self._lock = threading.Lock()
@@ -33,7 +37,10 @@ class Provider(ABC):
         return f"<{type(self).__name__} model={self.model!r} base_url={self.config.base_url!r}>"
 
     def complete(self, request: CompletionRequest, api_key: str | None = None) -> Completion:
-        """Send one request (one HTTP attempt); raise ProviderError for anything but a reply."""
+        """Send one request (one HTTP attempt); raise ProviderError for anything but a reply.
+
+        Afterwards ``replies`` holds this thread's reply status and headers."""
+        self.replies.clear()
         return self._complete(self.client(api_key), request)
 
     def client(self, api_key: str | None = None) -> Any:

@@ -30,6 +30,7 @@ class GeminiProvider(Provider):
         size = self.config.pool_size
         return httpx2.Client(
             limits=httpx2.Limits(max_connections=size * 2, max_keepalive_connections=size),
+            event_hooks={"response": [self.replies.hook]},
         )
 
     def _build_client(self, api_key: str, http_client: Any) -> Any:

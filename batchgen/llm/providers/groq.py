@@ -25,6 +25,7 @@ class GroqProvider(OpenAICompatibleProvider):
         # workers every batch would open (and later drop) fresh connections.
         return groq.DefaultHttpxClient(
             limits=httpx.Limits(max_connections=size * 2, max_keepalive_connections=size),
+            event_hooks={"response": [self.replies.hook]},
         )
 
     def _build_client(self, api_key: str, http_client: Any) -> Any:
