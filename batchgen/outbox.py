@@ -24,6 +24,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from batchgen import metrics, queue
+from batchgen.intake import chats
 from batchgen.models import BatchRun, Message, QueueItem
 from batchgen.telegram import SendResult, TelegramSender
 
@@ -156,7 +157,14 @@ def _settle_unsent(message: Message, item: QueueItem, result: SendResult) -> Non
     if result.status == "send_unknown":
         Message.objects.filter(id=message.id).update(status=Status.SEND_UNKNOWN, **fields)
         queue.kill(item, f"telegram: outcome unknown, not resent automatically: {result.error}")
-    elif result.retryable and getattr(result, "retry_after_s", None) is not None:
+    elif result.migrate_to_chat_id is not None:
+        # The group became a supergroup and nothing was delivered: the chat moves to its new
+        # id and the saved text goes there on the next run, from the first part not yet sent.
+        chats.migrate(item.chat, result.migrate_to_chat_id)
+        queue.defer(item, f"telegram: {result.error}; chat moved to "
+                          f"{result.migrate_to_chat_id}", 0)
+        Message.objects.filter(id=message.id).update(status=Status.PENDING, **fields)
+    elif result.retryable and result.retry_after_s is not None:
         # A 429: Telegram said when to come back. Not a failed attempt; the saved text waits
         # (however long, up to BATCH_MAX_DEFER_SECONDS) and goes out from the first part
         # not yet sent.
@@ -170,6 +178,8 @@ def _settle_unsent(message: Message, item: QueueItem, result: SendResult) -> Non
         status = Status.FAILED if outcome == QueueItem.Status.DEAD else Status.PENDING
         Message.objects.filter(id=message.id).update(status=status, **fields)
     else:
+        if result.chat_gone:  # blocked, kicked or gone: nothing more is queued there
+            chats.gone(item.bot, item.chat, f"telegram: {result.error}")
         Message.objects.filter(id=message.id).update(status=Status.FAILED, **fields)
         queue.kill(item, f"telegram: {result.error}")
 

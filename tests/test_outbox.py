@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import timedelta
 
 import pytest
@@ -14,13 +13,6 @@ from batchgen.telegram import SendResult
 from tests.factories import make_item
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-@dataclass(frozen=True)
-class WaitedSend(SendResult):
-    """A 429 as the sender reports it once it exposes Telegram's retry_after."""
-
-    retry_after_s: float | None = None
 
 
 def claimed_with_message(text: str = "saved text") -> tuple[QueueItem, Message, BatchRun]:
@@ -36,7 +28,7 @@ def test_a_long_retry_after_defers_the_message_without_spending_an_attempt(
         settings) -> None:
     settings.BATCH_MAX_DEFER_SECONDS = 86400
     item, message, _ = claimed_with_message()
-    result = WaitedSend("failed", error="Too Many Requests: retry after 3600", retryable=True,
+    result = SendResult("failed", error="Too Many Requests: retry after 3600", retryable=True,
                         retry_after_s=3600)
     before = timezone.now()
     outbox._settle_unsent(message, item, result)
@@ -50,7 +42,7 @@ def test_a_long_retry_after_defers_the_message_without_spending_an_attempt(
 def test_a_retry_after_beyond_the_ceiling_ends_dead_with_the_reason(settings) -> None:
     settings.BATCH_MAX_DEFER_SECONDS = 600
     item, message, _ = claimed_with_message()
-    result = WaitedSend("failed", error="Too Many Requests: retry after 3600", retryable=True,
+    result = SendResult("failed", error="Too Many Requests: retry after 3600", retryable=True,
                         retry_after_s=3600)
     outbox._settle_unsent(message, item, result)
     item.refresh_from_db()

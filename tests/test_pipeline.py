@@ -439,3 +439,38 @@ def test_a_long_persona_is_shortened_and_a_long_reply_cut_and_both_are_recorded(
     message = Message.objects.get(queue_item=item)
     assert len(message.text) <= 4096 and message.text.endswith("goes on.")
     assert message.cut_chars == len(long_reply.strip()) - len(message.text)
+
+
+def test_a_group_that_became_a_supergroup_gets_the_message_at_its_new_id_once(
+        pipeline_env) -> None:
+    _, fake_telegram = pipeline_env
+    item = make_item()
+    fake_telegram.control(fault="migrate", count=1, migrate_to_chat_id=-100777)
+
+    scheduler.tick(sync=True)  # 400 migrate_to_chat_id: the chat moves, the text waits
+    scheduler.tick(sync=True)  # the saved text goes to the supergroup
+
+    item.refresh_from_db()
+    item.chat.refresh_from_db()
+    assert item.status == "done" and item.attempts == 1  # one generation; the move spent none
+    assert item.chat.telegram_chat_id == -100777
+    assert [m["chat_id"] for m in fake_telegram.messages()] == [-100777]
+
+
+def test_a_bot_kicked_from_a_chat_stops_being_queued_there(pipeline_env) -> None:
+    from batchgen.intake import behaviour
+    from batchgen.intake.models import ChatMessage, Membership
+
+    _, fake_telegram = pipeline_env
+    item = make_item()
+    Membership.objects.create(bot=item.bot, chat=item.chat)
+    fake_telegram.control(fault="403", count=1)
+
+    scheduler.tick(sync=True)
+
+    item.refresh_from_db()
+    assert item.status == "dead" and item.last_error.startswith("telegram: ")
+    assert not Membership.objects.get(bot=item.bot, chat=item.chat).is_active
+    ChatMessage.objects.create(chat=item.chat, telegram_message_id=5, speaker="Alice",
+                               from_human=True, text="still there?", sent_at=timezone.now())
+    assert behaviour.produce() == 0
