@@ -179,8 +179,8 @@ class Drain:
 
 def _submitter(run: BatchRun) -> Callable[[str, str], Future[GenerationResult]]:
     """Batch mode: the warm pool of LLMBatchClient, ``workers`` threads. Single mode: one item
-    at a time through LLMClient (the source document's single path), on one thread so the
-    loop can still renew leases while it waits."""
+    at a time through LLMClient (the compatibility API's single-prompt path), on one thread
+    so the loop can still renew leases while it waits."""
     if run.mode == Mode.SINGLE:
         single = ThreadPoolExecutor(1, thread_name_prefix="llm-single")
         return lambda prompt, system: single.submit(LLMClient().generate_detailed,

@@ -161,13 +161,6 @@ def _record(run: BatchRun, unusable: Counter) -> BatchRun:
     return run
 
 
-def tick(sync: bool = False):
-    """Kept for callers that predate ``batchgen.scheduler`` (which owns the tick now)."""
-    from batchgen import scheduler
-
-    return scheduler.tick(sync=sync)
-
-
 def generate_for_multiple_bots(bot_ids: Iterable[int], chat_id: int, sync: bool = False,
                                enqueue: Callable[[BatchRun], None] | None = None) -> BatchRun:
     """The document's Scenario 2: every given bot replies in one chat, in one

@@ -133,7 +133,7 @@ def claimed_items(batch_run: BatchRun):
 
 
 def pop_highest_priority(batch_run: BatchRun) -> QueueItem | None:
-    """The source document's convenience: claim the single best pending item."""
+    """Claim the single best pending item (the `pop_highest_priority` of docs/compat.md)."""
     items = claim(1, batch_run)
     return items[0] if items else None
 

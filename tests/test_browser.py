@@ -8,7 +8,7 @@ import pytest
 from django.contrib.auth.models import Permission
 from playwright.sync_api import Page, expect
 
-from batchgen import pipeline
+from batchgen import scheduler
 from batchgen.models import BatchRun, QueueItem, Setting
 from batchgen.templatetags.dashboard_format import usd
 from tests.browser_support import (
@@ -86,7 +86,7 @@ def test_an_operator_sets_batch_mode_and_sees_the_batch_on_the_dashboard(
     expect(page.locator("section.history")).to_contain_text("No batches yet")
     assert [chart_state(page, name)["empty"] for name in CHART_NAMES] == [1, 1, 1, 1]
     items = queue_work()
-    run = pipeline.tick(sync=True).run
+    run = scheduler.tick(sync=True).run
     refresh_without_reload(page)
     assert_history_row(page, run)
     assert page.evaluate("() => window.__sameDocument") is True  # no full reload happened

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from batchgen import pipeline
+from batchgen import scheduler
 from batchgen.llm import LLMBatchClient, LLMClient
 from batchgen.models import Generation
 from batchgen.resilience import get_circuit_breaker_stats
@@ -132,7 +132,7 @@ def test_the_pipeline_records_which_provider_answered(pipeline_env, settings):
         make_item(make_bot(), make_chat())
     set_batch_mode(5)
 
-    summary = pipeline.tick(sync=True)
+    summary = scheduler.tick(sync=True)
 
     assert (summary.run.successes, summary.run.failures) == (3, 0)
     assert set(Generation.objects.values_list("provider", "model")) == {

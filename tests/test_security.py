@@ -21,7 +21,7 @@ from django.urls import URLPattern, URLResolver, get_resolver, reverse
 from rq import SimpleWorker
 from rq.job import Job
 
-from batchgen import jobs, pipeline
+from batchgen import jobs, scheduler
 from batchgen.models import BatchRun, Bot, Chat, Generation, Message, QueueItem, Setting
 from tests.factories import make_bot, make_chat, make_item
 
@@ -192,7 +192,7 @@ def run_through_rq(django_capture_on_commit_callbacks) -> BatchRun:
     """Claim and enqueue as a tick does, then run the job in this process with
     RQ storing its result."""
     with django_capture_on_commit_callbacks(execute=True):
-        run = pipeline.tick().run
+        run = scheduler.tick().run
     worker = django_rq.get_worker(jobs.QUEUE_NAME, worker_class=SimpleWorker)
     worker.work(burst=True)
     job = Job.fetch(f"batchrun-{run.id}", connection=worker.connection)
@@ -205,7 +205,7 @@ def run_other_providers(llm_env, keys: dict[str, str]) -> None:
     for provider in ("groq", "gemini"):
         llm_env(provider, **keys)
         make_item(make_bot(persona="[[fault:401]]"), make_chat(), max_attempts=1)
-        assert pipeline.tick(sync=True).run.failures == 1
+        assert scheduler.tick(sync=True).run.failures == 1
 
 
 @pytest.fixture
