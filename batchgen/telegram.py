@@ -169,10 +169,9 @@ class ChatPacer:
 
     About one message a second per chat, ``group_per_minute`` per group chat (chat_id < 0),
     ``global_per_second`` per bot (Telegram's broadcast limit is per bot token, so fifty bots
-    in one batch do not share it). The pacing is per process: each RQ work-horse paces its own
-    sends (one batch runs in one work-horse, so a batch of many bots in one group is paced), but
-    two workers sending to one chat at once are not paced against each other.
-    No lock is held while sleeping.
+    in one batch do not share it). This is the per-process pacing that
+    ``batchgen.pacing.SharedPacer`` falls back to while Redis is away; with Redis every worker
+    on every machine books one shared budget there. No lock is held while sleeping.
     """
 
     def __init__(
@@ -284,9 +283,9 @@ class _PartOutcome:
 
 
 def max_retry_after_s() -> float:
-    """The longest flood wait a message is deferred for (``TELEGRAM_MAX_RETRY_AFTER_S``,
-    default a day); read when used, so tests and callers see the current setting."""
-    return settings.TELEGRAM_MAX_RETRY_AFTER_S
+    """The longest flood wait a message is deferred for: ``BATCH_MAX_DEFER_SECONDS``, the one
+    ceiling for every wait a server asks for (default a day), read when used."""
+    return settings.BATCH_MAX_DEFER_SECONDS
 
 
 class TelegramSender:
@@ -372,7 +371,7 @@ class TelegramSender:
             if outcome.wait > max_retry_after_s():
                 return replace(outcome, retryable=False, error=(
                     f"{outcome.error} (asked to wait {outcome.wait:g}s, beyond "
-                    f"TELEGRAM_MAX_RETRY_AFTER_S={max_retry_after_s():g})"))
+                    f"BATCH_MAX_DEFER_SECONDS={max_retry_after_s():g})"))
             if rate_limited > self.max_429_retries or outcome.wait > self.max_retry_after:
                 return outcome  # the caller defers the message by outcome.wait
             logger.info("telegram 429 for chat %s: waiting %ss", chat_id, outcome.wait)

@@ -226,9 +226,6 @@ BATCH_MAX_DEFER_SECONDS = env_float("BATCH_MAX_DEFER_SECONDS", 86400.0, minimum=
 # --- Telegram ----------------------------------------------------------------
 TELEGRAM_API_BASE_URL = env_url("TELEGRAM_API_BASE_URL", "https://api.telegram.org")
 TELEGRAM_TIMEOUT = env_float("TELEGRAM_TIMEOUT", 10.0, minimum=0.1)
-# A 429 asking for a longer wait than this ends the message dead instead of deferring it.
-TELEGRAM_MAX_RETRY_AFTER_S = env_float("TELEGRAM_MAX_RETRY_AFTER_S", 86_400.0, minimum=0.0,
-                                       maximum=7 * 86_400.0)
 # A longer reply is cut at a sentence end so that it goes as at most this many messages.
 TELEGRAM_MAX_PARTS = env_int("TELEGRAM_MAX_PARTS", 4, minimum=1, maximum=20)
 

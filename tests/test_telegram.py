@@ -146,14 +146,14 @@ def test_a_long_flood_wait_is_reported_as_asked_not_slept_here(fake: str) -> Non
 
 
 def test_a_flood_wait_beyond_the_ceiling_is_final_and_says_why(fake: str, settings) -> None:
-    settings.TELEGRAM_MAX_RETRY_AFTER_S = 1800.0
+    settings.BATCH_MAX_DEFER_SECONDS = 1800.0
     control(fake, fault="429", retry_after=3600)
 
     result = make_sender(fake).send(TOKEN, 42, "hi")
 
     assert (result.status, result.retryable, result.retry_after_s) == ("failed", False, 3600.0)
     assert max_retry_after_s() == 1800.0
-    assert "3600" in result.error and "TELEGRAM_MAX_RETRY_AFTER_S=1800" in result.error
+    assert "3600" in result.error and "BATCH_MAX_DEFER_SECONDS=1800" in result.error
 
 
 def test_the_flood_wait_ceiling_defaults_to_a_day() -> None:
