@@ -171,6 +171,9 @@ class SettingForm(forms.ModelForm):
         self._saved_value = self.instance.value if self.instance.pk else None
         if self.instance.pk:
             self.initial["value"] = json.dumps(self.instance.value)
+            # What the value means, in plain words, on the page where it is changed.
+            meaning = Setting.HELP.get(self.instance.key, "")
+            self.fields["value"].help_text = f"{meaning} {self.fields['value'].help_text}"
 
     def _post_clean(self) -> None:
         super()._post_clean()

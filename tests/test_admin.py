@@ -265,3 +265,14 @@ def test_admin_pages_show_times_in_the_dashboards_format(staff_client: Client,
 
     assert "2026-05-01 13:04:05 UTC" in page and "2026-05-01 13:04:05 UTC" in listing
     assert "p.m." not in page + listing and "a.m." not in page + listing
+
+
+def test_a_settings_change_page_says_what_its_value_means(staff_client) -> None:
+    Setting.ensure_defaults()
+    setting = Setting.objects.get(key="batch_size")
+
+    page = staff_client.get(reverse("admin:batchgen_setting_change", args=[setting.pk]))
+
+    text = page.content.decode()
+    assert "How many prompts a run keeps in flight in batch mode" in text
+    assert "a run refills until the queue is empty" in text
