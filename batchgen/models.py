@@ -332,6 +332,9 @@ class Generation(models.Model):
     attempts = models.PositiveIntegerField(default=0)
     provider = models.CharField(max_length=32, blank=True, default="")
     model = models.CharField(max_length=100, blank=True, default="")
+    route = models.CharField(
+        max_length=8, default="sync", choices=[("sync", "sync"), ("batch", "batch")],
+        help_text="sync: one request per prompt; batch: a provider Batch API job (cheaper, later).")
     persona_cut = models.PositiveIntegerField(
         default=0, help_text="Characters of the persona left out to fit the prompt.")
     messages_dropped = models.PositiveIntegerField(
