@@ -70,6 +70,7 @@ def assert_history_row(page: Page, run: BatchRun) -> None:
     assert cells[9] == f"{run.throughput:.2f}"
     assert cells[11] == str(run.prompt_tokens + run.completion_tokens)
     assert cells[12] == usd(run.cost_usd)
+    assert cells[13] == str(BATCH_SIZE)  # in flight: the batch_size the operator set
 
 
 def test_an_operator_sets_batch_mode_and_sees_the_batch_on_the_dashboard(

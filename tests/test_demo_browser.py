@@ -21,11 +21,13 @@ pytestmark = pytest.mark.browser
 NEWEST = "section.history tbody tr:first-child"
 
 
-def newest_batch(page: Page, mode: str, size: int) -> None:
-    """The dashboard's own live refresh (every 10 s) shows a newest batch of this shape."""
+def newest_batch(page: Page, mode: str, in_flight: int) -> None:
+    """The dashboard's own live refresh (every 10 s) shows a newest run of this shape (a run
+    refills, so its item count varies; what the admin sets is how many it keeps in flight)."""
     expect(page.locator(f"{NEWEST} td:nth-child(3)")).to_have_text(
         re.compile(rf"^\s*{mode}\s*$", re.I), timeout=45_000)
-    expect(page.locator(f"{NEWEST} td:nth-child(6)")).to_have_text(str(size), timeout=45_000)
+    expect(page.locator(f"{NEWEST} td:nth-child(14)")).to_have_text(str(in_flight),
+                                                                     timeout=45_000)
 
 
 def test_toggling_batch_mode_in_the_admin_changes_the_next_batches_on_the_dashboard(
