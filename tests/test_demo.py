@@ -46,8 +46,9 @@ def second_shell_env(log: Path) -> dict[str, str]:
 
 
 def latest_batch(env: dict[str, str]) -> tuple[str, int]:
+    """The newest run's mode and prompts in flight (batch_size; a run's item count varies)."""
     code = ("import django; django.setup(); from batchgen.models import BatchRun; "
-            "r = BatchRun.objects.order_by('-id').first(); print(r.mode, r.size)")
+            "r = BatchRun.objects.order_by('-id').first(); print(r.mode, r.workers)")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True,
                          text=True, timeout=60, check=True).stdout.split()
     return out[0], int(out[1])
@@ -66,7 +67,7 @@ def test_the_demo_stays_alive_follows_settings_and_sigterm_stops_every_child(
         subprocess.run([sys.executable, "manage.py", "batchsettings", "--batch-mode", "on",
                         "--batch-size", "7"], cwd=ROOT, env=env, check=True,
                        capture_output=True, timeout=60)
-        wait_for(lambda: latest_batch(env) == ("batch", 7), 60, "a batch of 7")
+        wait_for(lambda: latest_batch(env) == ("batch", 7), 60, "a batch run with 7 in flight")
         subprocess.run([sys.executable, "manage.py", "batchsettings", "--batch-mode", "off"],
                        cwd=ROOT, env=env, check=True, capture_output=True, timeout=60)
         wait_for(lambda: latest_batch(env) == ("single", 1), 60, "a single-mode batch")
