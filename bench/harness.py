@@ -29,6 +29,9 @@ from batchgen.fakes.ports import free_port, wait_for_port
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
 API_KEY = "bench-key-offline"
+# With DEBUG off the deploy checks refuse short or placeholder secrets, as in production.
+BENCH_SECRET_KEY = "bench-only-secret-key-" + "x" * 40
+BENCH_METRICS_TOKEN = "bench-only-metrics-token"
 _FAKE_LLM = ("from batchgen.fakes.llm_server import run; import sys; "
              "run(port=int(sys.argv[1]))")
 _FAKE_TELEGRAM = ("from aiohttp import web; import sys; "
@@ -74,7 +77,8 @@ class Services:
                if not k.endswith(("_API_KEY", "_API_KEYS", "_BASE_URL"))}
         env.update(
             DJANGO_SETTINGS_MODULE="botplatform.settings", DEBUG="false",
-            SECRET_KEY="bench-secret-key-not-for-production", ALLOWED_HOSTS="127.0.0.1",
+            SECRET_KEY=BENCH_SECRET_KEY, METRICS_TOKEN=BENCH_METRICS_TOKEN,
+            ALLOWED_HOSTS="127.0.0.1",
             DATABASE_URL=self.database_url, REDIS_URL=self.redis_url,
             LLM_PROVIDER="openai", LLM_MODEL="gpt-4o-mini", OPENAI_API_KEY=API_KEY,
             OPENAI_BASE_URL=f"{self.llm_url}/v1", TELEGRAM_API_BASE_URL=self.telegram_url,

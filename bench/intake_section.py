@@ -28,6 +28,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from batchgen.fakes.ports import free_port, wait_for_port  # noqa: E402  (no Django inside)
+from bench.harness import BENCH_METRICS_TOKEN, BENCH_SECRET_KEY  # noqa: E402
 
 SECRET = "bench-webhook-secret"
 PREFIX = "bench-intake-"
@@ -47,7 +48,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def environment() -> dict[str, str]:
     env = dict(os.environ)
     env.update(DJANGO_SETTINGS_MODULE="botplatform.settings", DEBUG="false",
-               SECRET_KEY="bench-secret-key-not-for-production", ALLOWED_HOSTS="127.0.0.1",
+               SECRET_KEY=BENCH_SECRET_KEY, METRICS_TOKEN=BENCH_METRICS_TOKEN,
+               ALLOWED_HOSTS="127.0.0.1",
                SECURE_SSL_REDIRECT="false", LOG_LEVEL="ERROR", PYTHONUNBUFFERED="1")
     return env
 
