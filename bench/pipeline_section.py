@@ -191,9 +191,14 @@ def stock_worker_batch(services: Services, items: int, latency: float) -> dict[s
     worker = start_worker(services, "rq.worker.Worker")
     run_ticks(5, batch=True, size=5, latency=latency)
     result = run_ticks(items, batch=True, size=min(items, 50), latency=latency)
+    stop_worker(worker)
+    return result
+
+
+def stop_worker(worker: subprocess.Popen) -> None:
+    """A section's worker must not outlive it: it would take the next section's jobs."""
     os.killpg(worker.pid, signal.SIGTERM)
     worker.wait(timeout=30)
-    return result
 
 
 def end_to_end(services: Services, latency: float, jitter: float, items: int,
@@ -214,6 +219,7 @@ def end_to_end(services: Services, latency: float, jitter: float, items: int,
     single = run_ticks(items, batch=False, size=1, latency=latency)
     with RssSampler(worker.pid) as rss_large:
         large = run_ticks(memory_items, batch=True, size=50, latency=latency)
+    stop_worker(worker)
     return {
         "latency_s": latency, "jitter_fraction": jitter, "items": items,
         "worker_class": PRELOADED, "stock_worker_batch": stock,
