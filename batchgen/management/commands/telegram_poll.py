@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import signal
-import threading
 from collections import Counter
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import DatabaseError
 
 from batchgen.intake.poll import poll_once
+from batchgen.management.stopping import stop_on_signals
 
 
 class Command(BaseCommand):
@@ -23,10 +22,7 @@ class Command(BaseCommand):
     def handle(self, *args, loop: bool, timeout: float, **options) -> None:
         if timeout < 0:
             raise CommandError(f"--timeout must be 0 or more, got {timeout}")
-        stop = threading.Event()
-        if loop:
-            for signum in (signal.SIGTERM, signal.SIGINT):
-                signal.signal(signum, lambda *_: stop.set())
+        stop = stop_on_signals(loop)
         while True:
             try:
                 outcomes = poll_once(timeout if loop else 0)

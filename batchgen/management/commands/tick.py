@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import logging
 import random
-import signal
-import threading
 
 from django.core.exceptions import ImproperlyConfigured
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from batchgen import queue
+from batchgen.management.stopping import stop_on_signals
 from batchgen.scheduler import tick
 
 log = logging.getLogger("batchgen.tick")
@@ -35,11 +34,7 @@ class Command(BaseCommand):
     def handle(self, *args, sync: bool, loop: bool, interval: float, **options) -> None:
         if not interval > 0:
             raise CommandError(f"--interval must be above 0, got {interval}")
-        stop = threading.Event()
-        if loop:
-            # Finish the tick in progress, then stop between ticks.
-            for signum in (signal.SIGTERM, signal.SIGINT):
-                signal.signal(signum, lambda *_: stop.set())
+        stop = stop_on_signals(loop)
         failures = 0
         while True:
             try:
