@@ -18,13 +18,12 @@ from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from datetime import datetime
-from decimal import Decimal
 
 from django.conf import settings
 from django.db import DatabaseError, close_old_connections, transaction
 from django.utils import timezone
 
-from batchgen import metrics, outbox, queue, telegram
+from batchgen import metrics, outbox, pricing, queue, telegram
 from batchgen.intake import history, prompting
 from batchgen.llm import GenerationResult, LLMBatchClient, LLMClient
 from batchgen.llm import errors as llm_errors
@@ -234,12 +233,14 @@ def save(run: BatchRun, group: Results, delivery: outbox.Delivery) -> None:
                 _fail(entry.item, result)
         delivery.send_new(drafts)
     for _, result in group:
+        usage = (result.model, result.prompt_tokens, result.cached_tokens,
+                 result.completion_tokens)
         metrics.observe_request(result.provider, result.model,
                                 "ok" if result.ok else result.error_kind or "error",
                                 result.latency_s, result.prompt_tokens,
-                                result.completion_tokens,
-                                cost(result.model, result.prompt_tokens,
-                                     result.cached_tokens, result.completion_tokens))
+                                result.completion_tokens, pricing.cost(*usage),
+                                cached_tokens=result.cached_tokens,
+                                full_cost_usd=pricing.full_cost(*usage))
 
 
 def _generation(run: BatchRun, entry: Work, result: GenerationResult) -> Generation:
@@ -275,13 +276,3 @@ def _unavailable_for(result: GenerationResult) -> float:
         stats = get_circuit_breaker_stats(f"{result.provider or 'openai'}_api")
         wait_s = stats.get("retry_after")
     return float(wait_s) if wait_s is not None else settings.BATCH_RETRY_BACKOFF_SECONDS
-
-
-def cost(model: str, prompt: int, cached: int, completion: int) -> Decimal | None:
-    """USD from the per-model price table; None (not 0) for a model it lacks."""
-    price = settings.LLM_PRICES.get(model)
-    if price is None:
-        return None
-    per_input, per_cached, per_output = (Decimal(str(p)) for p in price)
-    return ((prompt - cached) * per_input + cached * per_cached
-            + completion * per_output) / Decimal(1_000_000)
