@@ -41,6 +41,7 @@ class Work:
     prompt: str
     system_prompt: str
     fitted: UserPrompt  # what was left out of the user prompt to fit its budget
+    cache_key: str = ""
 
 
 Results = list[tuple[Work, GenerationResult]]
@@ -141,7 +142,7 @@ class Drain:
         self.run.size += len(items)
         fresh = outbox.resume(items, self.delivery)
         self.unusable["resumed_from_outbox"] += len(items) - len(fresh)
-        self._ready.extend(fresh)
+        self._ready.extend(grouped_by_bot(fresh))
 
     def _start(self, item: QueueItem) -> None:
         try:
@@ -149,7 +150,7 @@ class Drain:
             if work is None:
                 self.unusable["invalid_item"] += 1
             else:
-                self._in_flight[self._submit(work.prompt, work.system_prompt)] = work
+                self._in_flight[self._submit(work)] = work
         except Exception as exc:  # one unusable item must not stop the run
             log.exception("item %s could not be started", item.id)
             queue.kill(item, f"could not build or submit its prompt: {_describe(exc)}")
@@ -176,16 +177,35 @@ class Drain:
                        attempted=True)
 
 
-def _submitter(run: BatchRun) -> Callable[[str, str], Future[GenerationResult]]:
+def grouped_by_bot(items: list[QueueItem]) -> list[QueueItem]:
+    """One claim's items with each bot's side by side, so the prompts that share a prefix
+    reach the provider close together (its prompt cache keeps a prefix for minutes).
+
+    Only items of equal priority move: an urgent item is never put behind a bot's
+    less urgent ones, and nothing crosses into another claim."""
+    grouped: list[QueueItem] = []
+    level: dict[object, list[QueueItem]] = {}
+    for index, item in enumerate(items):
+        level.setdefault(item.bot_id, []).append(item)
+        if index + 1 == len(items) or items[index + 1].priority != item.priority:
+            grouped.extend(entry for group in level.values() for entry in group)
+            level = {}
+    return grouped
+
+
+def _submitter(run: BatchRun) -> Callable[[Work], Future[GenerationResult]]:
     """Batch mode: the warm pool of LLMBatchClient, ``workers`` threads. Single mode: one item
     at a time through LLMClient (the compatibility API's single-prompt path), on one thread
     so the loop can still renew leases while it waits."""
     if run.mode == Mode.SINGLE:
         single = ThreadPoolExecutor(1, thread_name_prefix="llm-single")
-        return lambda prompt, system: single.submit(LLMClient().generate_detailed,
-                                                    user_prompt=prompt, system_prompt=system)
+        return lambda work: single.submit(LLMClient().generate_detailed,
+                                          user_prompt=work.prompt,
+                                          system_prompt=work.system_prompt,
+                                          cache_key=work.cache_key)
     client = LLMBatchClient(max_workers=max(run.workers, 1))
-    return lambda prompt, system: client.submit(prompt, system_prompt=system)
+    return lambda work: client.submit(work.prompt, system_prompt=work.system_prompt,
+                                      cache_key=work.cache_key)
 
 
 def _outcome(future: Future[GenerationResult]) -> GenerationResult:
@@ -214,7 +234,8 @@ def _prepare(item: QueueItem) -> Work | None:
     fitted = build_user_prompt(bot_name=item.bot.name, persona=item.bot.persona,
                                chat_title=item.chat.title, recent_messages=recent)
     return Work(item=item, prompt=storable(fitted.text), fitted=fitted,
-                system_prompt=prompting.system_prompt_for(item.bot))
+                system_prompt=prompting.system_prompt_for(item.bot),
+                cache_key=prompting.cache_key_for(item.bot))
 
 
 def save(run: BatchRun, group: Results, delivery: outbox.Delivery) -> None:
