@@ -18,13 +18,12 @@ from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from datetime import datetime
-from decimal import Decimal
 
 from django.conf import settings
 from django.db import DatabaseError, close_old_connections, transaction
 from django.utils import timezone
 
-from batchgen import metrics, outbox, queue, telegram
+from batchgen import metrics, outbox, pricing, queue, telegram
 from batchgen.intake import history, prompting
 from batchgen.llm import GenerationResult, LLMBatchClient, LLMClient
 from batchgen.llm import errors as llm_errors
@@ -42,6 +41,7 @@ class Work:
     prompt: str
     system_prompt: str
     fitted: UserPrompt  # what was left out of the user prompt to fit its budget
+    cache_key: str = ""
 
 
 Results = list[tuple[Work, GenerationResult]]
@@ -142,7 +142,7 @@ class Drain:
         self.run.size += len(items)
         fresh = outbox.resume(items, self.delivery)
         self.unusable["resumed_from_outbox"] += len(items) - len(fresh)
-        self._ready.extend(fresh)
+        self._ready.extend(grouped_by_bot(fresh))
 
     def _start(self, item: QueueItem) -> None:
         try:
@@ -150,7 +150,7 @@ class Drain:
             if work is None:
                 self.unusable["invalid_item"] += 1
             else:
-                self._in_flight[self._submit(work.prompt, work.system_prompt)] = work
+                self._in_flight[self._submit(work)] = work
         except Exception as exc:  # one unusable item must not stop the run
             log.exception("item %s could not be started", item.id)
             queue.kill(item, f"could not build or submit its prompt: {_describe(exc)}")
@@ -177,16 +177,35 @@ class Drain:
                        attempted=True)
 
 
-def _submitter(run: BatchRun) -> Callable[[str, str], Future[GenerationResult]]:
+def grouped_by_bot(items: list[QueueItem]) -> list[QueueItem]:
+    """One claim's items with each bot's side by side, so the prompts that share a prefix
+    reach the provider close together (its prompt cache keeps a prefix for minutes).
+
+    Only items of equal priority move: an urgent item is never put behind a bot's
+    less urgent ones, and nothing crosses into another claim."""
+    grouped: list[QueueItem] = []
+    level: dict[object, list[QueueItem]] = {}
+    for index, item in enumerate(items):
+        level.setdefault(item.bot_id, []).append(item)
+        if index + 1 == len(items) or items[index + 1].priority != item.priority:
+            grouped.extend(entry for group in level.values() for entry in group)
+            level = {}
+    return grouped
+
+
+def _submitter(run: BatchRun) -> Callable[[Work], Future[GenerationResult]]:
     """Batch mode: the warm pool of LLMBatchClient, ``workers`` threads. Single mode: one item
     at a time through LLMClient (the compatibility API's single-prompt path), on one thread
     so the loop can still renew leases while it waits."""
     if run.mode == Mode.SINGLE:
         single = ThreadPoolExecutor(1, thread_name_prefix="llm-single")
-        return lambda prompt, system: single.submit(LLMClient().generate_detailed,
-                                                    user_prompt=prompt, system_prompt=system)
+        return lambda work: single.submit(LLMClient().generate_detailed,
+                                          user_prompt=work.prompt,
+                                          system_prompt=work.system_prompt,
+                                          cache_key=work.cache_key)
     client = LLMBatchClient(max_workers=max(run.workers, 1))
-    return lambda prompt, system: client.submit(prompt, system_prompt=system)
+    return lambda work: client.submit(work.prompt, system_prompt=work.system_prompt,
+                                      cache_key=work.cache_key)
 
 
 def _outcome(future: Future[GenerationResult]) -> GenerationResult:
@@ -215,7 +234,8 @@ def _prepare(item: QueueItem) -> Work | None:
     fitted = build_user_prompt(bot_name=item.bot.name, persona=item.bot.persona,
                                chat_title=item.chat.title, recent_messages=recent)
     return Work(item=item, prompt=storable(fitted.text), fitted=fitted,
-                system_prompt=prompting.system_prompt_for(item.bot))
+                system_prompt=prompting.system_prompt_for(item.bot),
+                cache_key=prompting.cache_key_for(item.bot))
 
 
 def save(run: BatchRun, group: Results, delivery: outbox.Delivery) -> None:
@@ -234,12 +254,14 @@ def save(run: BatchRun, group: Results, delivery: outbox.Delivery) -> None:
                 _fail(entry.item, result)
         delivery.send_new(drafts)
     for _, result in group:
+        usage = (result.model, result.prompt_tokens, result.cached_tokens,
+                 result.completion_tokens)
         metrics.observe_request(result.provider, result.model,
                                 "ok" if result.ok else result.error_kind or "error",
                                 result.latency_s, result.prompt_tokens,
-                                result.completion_tokens,
-                                cost(result.model, result.prompt_tokens,
-                                     result.cached_tokens, result.completion_tokens))
+                                result.completion_tokens, pricing.cost(*usage),
+                                cached_tokens=result.cached_tokens,
+                                full_cost_usd=pricing.full_cost(*usage))
 
 
 def _generation(run: BatchRun, entry: Work, result: GenerationResult) -> Generation:
@@ -275,13 +297,3 @@ def _unavailable_for(result: GenerationResult) -> float:
         stats = get_circuit_breaker_stats(f"{result.provider or 'openai'}_api")
         wait_s = stats.get("retry_after")
     return float(wait_s) if wait_s is not None else settings.BATCH_RETRY_BACKOFF_SECONDS
-
-
-def cost(model: str, prompt: int, cached: int, completion: int) -> Decimal | None:
-    """USD from the per-model price table; None (not 0) for a model it lacks."""
-    price = settings.LLM_PRICES.get(model)
-    if price is None:
-        return None
-    per_input, per_cached, per_output = (Decimal(str(p)) for p in price)
-    return ((prompt - cached) * per_input + cached * per_cached
-            + completion * per_output) / Decimal(1_000_000)

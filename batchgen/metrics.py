@@ -81,6 +81,14 @@ SPECS = {
         _Spec("llm_tokens_total", "counter", "LLM tokens used.", ("provider", "kind")),
         _Spec("llm_cost_usd_total", "counter",
               "LLM cost in USD (requests whose model has a known price).", ("provider",)),
+        _Spec("llm_route_cost_usd_total", "counter",
+              "LLM cost in USD of priced replies, by route (sync | batch); divide by "
+              "llm_priced_replies_total for the cost per message.", ("provider", "route")),
+        _Spec("llm_priced_replies_total", "counter",
+              "Replies whose model has a known price, by route.", ("provider", "route")),
+        _Spec("llm_saving_usd_total", "counter",
+              "What priced replies would have cost more at synchronous, uncached prices.",
+              ("provider", "route")),
         _Spec("telegram_sends_total", "counter", "Telegram sends by outcome.", ("outcome",)),
         _Spec("llm_ratelimit_wait_seconds", "histogram",
               "Time a request waited for the client-side rate limiter (waits > 0 only).",
@@ -194,17 +202,27 @@ def observe_batch(duration_s: float | None, successes: int, failures: int, mode:
 @_never_raises
 def observe_request(provider: str, model: str, outcome: str, latency_s: float | None,
                     prompt_tokens: int, completion_tokens: int,
-                    cost_usd: float | None) -> None:
+                    cost_usd: float | None, *, cached_tokens: int = 0, route: str = "sync",
+                    full_cost_usd: float | None = None) -> None:
     """Record one LLM request. ``model`` is accepted for the caller's convenience but
-    not used as a label, to keep the series count small."""
-    provider = str(provider)
+    not used as a label, to keep the series count small. ``full_cost_usd`` is what the same
+    usage costs at synchronous prices with no cache: the saving is the difference. The cache
+    hit rate is ``llm_tokens_total{kind="cached"} / llm_tokens_total{kind="prompt"}``."""
+    provider, route = str(provider), str(route)
     ops = _histogram_ops("llm_request_duration_seconds", (provider, str(outcome)),
                          latency_s)
     ops += _counter_ops("llm_tokens_total", (provider, "prompt"), int(prompt_tokens or 0))
+    ops += _counter_ops("llm_tokens_total", (provider, "cached"), int(cached_tokens or 0))
     ops += _counter_ops("llm_tokens_total", (provider, "completion"),
                         int(completion_tokens or 0))
     if cost_usd is not None:
         ops += _counter_ops("llm_cost_usd_total", (provider,), float(cost_usd))
+        ops += _counter_ops("llm_route_cost_usd_total", (provider, route), float(cost_usd))
+        if outcome == "ok":
+            ops += _counter_ops("llm_priced_replies_total", (provider, route), 1)
+        if full_cost_usd is not None:
+            ops += _counter_ops("llm_saving_usd_total", (provider, route),
+                                max(float(full_cost_usd) - float(cost_usd), 0.0))
     _write(ops)
 
 

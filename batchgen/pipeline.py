@@ -24,7 +24,7 @@ from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from batchgen import drain, metrics, outbox, queue
+from batchgen import drain, metrics, outbox, pricing, queue
 from batchgen.llm import config as llm_config
 from batchgen.models import BatchRun, Message, QueueItem, Setting
 from batchgen.resilience import get_circuit_breaker_stats
@@ -148,7 +148,8 @@ def _record(run: BatchRun, unusable: Counter) -> BatchRun:
     run.prompt_tokens = sum(g.prompt_tokens for g in generations)
     run.completion_tokens = sum(g.completion_tokens for g in generations)
     run.cached_tokens = sum(g.cached_tokens for g in generations)
-    costs = [drain.cost(g.model, g.prompt_tokens, g.cached_tokens, g.completion_tokens)
+    costs = [pricing.cost(g.model, g.prompt_tokens, g.cached_tokens, g.completion_tokens,
+                          g.route)
              for g in generations if g.ok or g.prompt_tokens]
     run.cost_usd = None if any(c is None for c in costs) else sum(costs, Decimal(0))
     run.error_summary = {kind: n for kind, n in errors.items() if n > 0}

@@ -26,8 +26,11 @@ DEFAULT_SYSTEM_PROMPT = (
 MAX_PROMPT_CHARS = 8000
 MAX_RECENT_MESSAGES = 20
 MAX_RECENT_MESSAGE_CHARS = 500
-# Over budget, the persona is shortened to this before any recent message is left out.
-PERSONA_FLOOR_CHARS = 500
+# Room always left for the chat (its title, the newest messages and the instruction): the
+# persona is cut to the rest, whatever the chat holds, so its kept length depends on the
+# persona alone (see build_user_prompt).
+CHAT_RESERVE_CHARS = 2000
+PERSONA_MAX_CHARS = MAX_PROMPT_CHARS - CHAT_RESERVE_CHARS
 _NO_MESSAGES = "(no messages yet)"
 
 REDACTED = "[redacted]"
@@ -126,21 +129,25 @@ def build_user_prompt(
 ) -> UserPrompt:
     """The user prompt for one queue item: who speaks, where, and what was said last.
 
-    The whole prompt fits ``MAX_PROMPT_CHARS`` after ``filter_content``, so the provider
-    always gets the chat, the recent messages and the instruction: the persona is shortened
-    first (down to ``PERSONA_FLOOR_CHARS``), then the oldest messages are left out.
+    Laid out for the providers' prompt caches: what is the same in every prompt of a bot
+    (its name and persona) comes first, after the system prompt; what changes (the chat, its
+    recent messages) comes last, then the short instruction. The whole prompt fits
+    ``MAX_PROMPT_CHARS`` after ``filter_content``: a persona over ``PERSONA_MAX_CHARS`` is
+    cut there, then the oldest messages are left out.
     """
     name = _clean(bot_name)[:100] or "the bot"
     persona_text = _clean(persona) or "a friendly, curious regular of the chat"
     title = _clean(chat_title)[:200] or "a Telegram chat"
+    # The persona is never cut to make room for a long chat: a cut that moved with the
+    # chat's history would change the prompt's start, and providers only bill a start they
+    # have seen byte for byte (>= 1,024 tokens) at the cached rate.
+    kept, cut = _shorten(persona_text, PERSONA_MAX_CHARS)
+    room = MAX_PROMPT_CHARS - len(_compose(name, kept, title, ""))
     lines = _recent_lines(recent_messages)
-    room = MAX_PROMPT_CHARS - len(_compose(name, "", title, ""))
-    floor = min(len(persona_text), PERSONA_FLOOR_CHARS)
     dropped = 0
-    while lines and len(_block(lines)) > room - floor:
+    while lines and len(_block(lines)) > room:
         lines.pop(0)
         dropped += 1
-    kept, cut = _shorten(persona_text, room - len(_block(lines)))
     built = UserPrompt(_compose(name, kept, title, _block(lines)), cut, dropped)
     if built.shortened:
         log.warning("prompt for bot %r shortened to fit %d characters: persona cut by %d "
@@ -156,6 +163,7 @@ def generate_user_prompt(
 
 
 def _compose(name: str, persona: str, title: str, block: str) -> str:
+    # Stable per bot first, then per chat, then per request (see build_user_prompt).
     return (
         f"You are {name}. Persona: {persona}\n"
         f"Chat: {title}\n"

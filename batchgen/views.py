@@ -15,6 +15,7 @@ from django.utils import timezone
 from django.views.decorators.http import require_GET
 
 from batchgen import dashboard, health, run_detail
+from batchgen.cost_report import cost_report
 
 REFRESH_SECONDS = 10
 
@@ -37,6 +38,7 @@ def _live_context(request: HttpRequest) -> dict[str, Any]:
     found = dashboard.history(request.GET)
     return {"overview": dashboard.overview(found.window),
             "charts": dashboard.build_charts(found.window),
+            "costs": cost_report(found.window),
             "history": found, "refresh_seconds": REFRESH_SECONDS,
             **health.dashboard_context(),
             "time_zone": timezone.get_current_timezone_name()}

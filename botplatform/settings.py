@@ -25,6 +25,7 @@ from botplatform.env import (
     proxy_ssl_header,
 )
 from botplatform.logformat import LOG_LEVELS, logging_config
+from botplatform.prices import load_prices
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -194,17 +195,21 @@ LLM_RATE_LIMIT_MAX_WAIT = env_float("LLM_RATE_LIMIT_MAX_WAIT", 30.0, minimum=0.0
 
 BATCH_MAX_WORKERS = env_int("BATCH_MAX_WORKERS", None, minimum=1, maximum=256)
 
-# USD per million tokens: (input, cached input, output). A model missing here
-# gets no cost at all (None), never a misleading 0.
-LLM_PRICES = {
+# USD per million tokens: (input, cached input, output); the Batch API price defaults to half.
+# LLM_PRICES_FILE (a JSON file) and then LLM_PRICES_JSON override entries, model by model
+# (format in botplatform/prices.py). A model missing here gets no cost at all (None), never a
+# misleading 0.
+LLM_PRICES_FILE = env_str("LLM_PRICES_FILE")
+LLM_PRICES_JSON = env_str("LLM_PRICES_JSON")
+LLM_PRICES = load_prices({
     "gpt-4o-mini": (0.15, 0.075, 0.60),
     "gpt-4o": (2.50, 1.25, 10.00),
     "gpt-4.1-mini": (0.40, 0.10, 1.60),
     "gemini-2.5-flash": (0.30, 0.075, 2.50),
     "gemini-2.0-flash": (0.10, 0.025, 0.40),
-    "llama-3.1-8b-instant": (0.05, 0.05, 0.08),
-    "llama-3.3-70b-versatile": (0.59, 0.59, 0.79),
-}
+    "llama-3.1-8b-instant": (0.05, 0.025, 0.08),  # Groq: cached tokens at half
+    "llama-3.3-70b-versatile": (0.59, 0.295, 0.79),
+}, LLM_PRICES_FILE, LLM_PRICES_JSON)
 
 # --- Queue and pipeline ------------------------------------------------------
 # Both become timedeltas added to "now"; a day is far beyond any sensible value.

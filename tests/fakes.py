@@ -190,7 +190,8 @@ def llm_env_fixture(fake_llm: FakeLLMServer, settings: Any, redis_url: str) -> I
     fake_llm.control(latency=0.0, jitter=0.0, latency_mode="fixed", rpm=0, fault=None,
                      retry_after=1.0, retry_after_ms=None, timeout_seconds=30.0,
                      key_faults={}, route_faults={}, fault_times=0, record_arrivals=False,
-                     rpm_window=60.0, tpm=0, rate_scope="account", rate_headers=True)
+                     rpm_window=60.0, tpm=0, rate_scope="account", rate_headers=True,
+                     cache_ttl=300.0)
     configure()
     yield configure
     shared.reset()

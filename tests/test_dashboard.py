@@ -257,3 +257,56 @@ def test_charts_are_empty_without_batches_and_drawn_with_them() -> None:
     drawn = dashboard.build_charts()
     assert all("<svg" in drawn[name] for name in names)
     assert "cost: 0.25 USD" in drawn["cost"]
+
+
+# --- The cost panel (batchgen.cost_report) ----------------------------------------
+
+def make_costed_generations(settings) -> None:
+    settings.LLM_PRICES = {"m": (1.0, 0.1, 2.0)}  # USD / 1M tokens: input, cached, output
+    sync = make_batch(provider="openai", model="m")
+    for _ in range(2):  # 1,000 prompt tokens, 800 of them cached, 100 completion tokens
+        make_generation(sync, prompt_tokens=1000, cached_tokens=800, completion_tokens=100)
+    make_generation(make_batch(provider="openai", model="m"), route="batch",
+                    prompt_tokens=1000, cached_tokens=0, completion_tokens=100)
+    make_generation(make_batch(provider="gemini", model="gemini-9-unknown"),
+                    prompt_tokens=500, completion_tokens=50)
+
+
+def test_cost_per_message_is_shown_by_route_and_provider(settings) -> None:
+    from batchgen.cost_report import cost_report
+
+    make_costed_generations(settings)
+    report = cost_report()
+
+    rows = {(r.route, r.provider): r for r in report.rows}
+    assert set(rows) == {("sync", "openai"), ("batch", "openai"), ("sync", "gemini")}
+    sync, batch, unknown = rows["sync", "openai"], rows["batch", "openai"], rows["sync", "gemini"]
+    assert sync.cost_per_message == Decimal("0.00048")  # cached tokens at the cached rate
+    assert batch.cost_per_message == Decimal("0.0006")  # the batch route at half price
+    assert sync.cache_hit_percent == 80.0 and batch.cache_hit_percent == 0.0
+    assert (unknown.priced, unknown.cost_per_message, unknown.saving) == (False, None, None)
+
+
+def test_the_saving_against_synchronous_prices_comes_from_recorded_usage(settings) -> None:
+    from batchgen.cost_report import cost_report
+
+    make_costed_generations(settings)
+    total = cost_report().total
+
+    # Full price per generation: 1,000 x 1.0 + 100 x 2.0 = 1,200 per million tokens.
+    assert total.full_cost == Decimal("0.0036") and total.cost == Decimal("0.00156")
+    assert total.saving == Decimal("0.00204") and total.saving_percent == pytest.approx(56.67,
+                                                                                      abs=0.01)
+    assert total.cache_hit_percent == pytest.approx(100 * 1600 / 3500)
+    assert total.unpriced == 1
+
+
+def test_the_cost_panel_says_no_cost_for_a_model_without_a_price(settings, admin_client) -> None:
+    settings.LLM_PRICES = {}
+    make_generation(make_batch(model="gpt-unknown"), prompt_tokens=2000, cached_tokens=1024)
+
+    page = admin_client.get("/dashboard/live/").content.decode()
+
+    panel = page[page.index('data-panel="costs"'):]
+    assert "no cost" in panel and "$0.00" not in panel
+    assert "cache hit rate 51.2%" in panel

@@ -79,6 +79,24 @@ def test_requests_record_latency_tokens_and_known_cost_only(client) -> None:
                     labels(provider="groq", outcome="error"))] == 1
 
 
+def test_cost_per_message_saving_and_cached_tokens_by_route(client) -> None:
+    metrics.observe_request("openai", "m", "ok", 0.2, 1000, 100, 0.0005, cached_tokens=800,
+                            route="sync", full_cost_usd=0.0012)
+    metrics.observe_request("openai", "m", "ok", 0.2, 1000, 100, 0.0006, route="batch",
+                            full_cost_usd=0.0012)
+    metrics.observe_request("openai", "new-model", "ok", 0.2, 1000, 100, None)
+
+    samples = scrape(client)
+
+    sync, batch = labels(provider="openai", route="sync"), labels(provider="openai",
+                                                                   route="batch")
+    assert samples[("llm_tokens_total", labels(provider="openai", kind="cached"))] == 800
+    assert samples[("llm_route_cost_usd_total", batch)] == pytest.approx(0.0006)
+    assert samples[("llm_priced_replies_total", sync)] == 1  # the unpriced one is not counted
+    assert samples[("llm_saving_usd_total", sync)] == pytest.approx(0.0007)
+    assert samples[("llm_saving_usd_total", batch)] == pytest.approx(0.0006)
+
+
 def test_a_request_without_latency_still_counts_its_tokens(client) -> None:
     metrics.observe_request("openai", "gpt-4o-mini", "circuit_open", None, 12, 0,
                             Decimal("0.5"))

@@ -422,7 +422,7 @@ def test_a_long_persona_is_shortened_and_a_long_reply_cut_and_both_are_recorded(
     from batchgen.llm import GenerationResult
 
     settings.TELEGRAM_MAX_PARTS = 1
-    bot = make_bot(persona="Loves long walks on the beach. " * 120)
+    bot = make_bot(persona="Loves long walks on the beach. " * 220)  # over PERSONA_MAX_CHARS
     item = make_item(bot, make_chat(), recent_messages=[f"Bob: line {n} " + "x" * 200
                                                         for n in range(30)])
     run = pipeline.open_run(BatchRun.Mode.BATCH, 1)
@@ -435,7 +435,7 @@ def test_a_long_persona_is_shortened_and_a_long_reply_cut_and_both_are_recorded(
                    delivery)
 
     generation = Generation.objects.get(queue_item=item)
-    assert generation.persona_cut > 0  # the persona went first
+    assert generation.persona_cut > 0 and generation.messages_dropped > 0
     message = Message.objects.get(queue_item=item)
     assert len(message.text) <= 4096 and message.text.endswith("goes on.")
     assert message.cut_chars == len(long_reply.strip()) - len(message.text)

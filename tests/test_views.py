@@ -150,8 +150,9 @@ def test_history_queries_are_bounded_whatever_its_length(
         make_full_batch()
 
     # Same bound for 5 and 60 rows: session + user + a fixed set of aggregates.
-    # 12 for the page as before, plus one for the health panel's oldest pending item.
-    with django_assert_max_num_queries(13):
+    # 12 for the page as before, plus one for the health panel's oldest pending item and
+    # one for the cost panel.
+    with django_assert_max_num_queries(14):
         assert staff_client.get("/dashboard/").status_code == 200
     with django_assert_max_num_queries(4):
         assert staff_client.get("/dashboard/api/batches/").status_code == 200

@@ -28,6 +28,11 @@ primary provider down with 503), else for every request by the ``fault`` setting
 ``content_filter``, ``safety``, ``length`` or ``malformed``; ``NAMExN`` fails only
 the first N times that exact prompt is seen (``[[fault:500x1]]`` tests retries).
 Replies are deterministic: ``Reply to: <first 60 chars of the user prompt>``.
+
+Prompt caching: a prompt whose first 1,024+ tokens (system prompt first) repeat within
+``cache_ttl`` seconds reports them as cached, in each provider's own usage field (OpenAI and
+Groq ``prompt_tokens_details.cached_tokens``, Gemini ``cachedContentTokenCount``); see
+``prefix_cache.py``.
 """
 
 from __future__ import annotations
@@ -47,6 +52,7 @@ from typing import Any
 from aiohttp import web
 
 from batchgen.fakes.llm_limits import SCOPES, Limits, Window, admit, rate_headers
+from batchgen.fakes.prefix_cache import CHARS_PER_TOKEN, PrefixCache
 
 FAULT_MARKER = re.compile(r"\[\[fault:([a-z_]+|\d{3})(?:x(\d+))?\]\]")
 _STATUS_NAMES = {400: "INVALID_ARGUMENT", 401: "UNAUTHENTICATED", 403: "PERMISSION_DENIED",
@@ -73,6 +79,7 @@ class FakeLLMConfig:
     route_faults: dict[str, str] = field(default_factory=dict)  # route -> fault
     fault_times: int = 0            # > 0: ``fault`` applies to this many more requests only
     record_arrivals: bool = False   # keep each request's arrival time for /_stats
+    cache_ttl: float = 300.0        # s an unused prompt prefix stays cached (prefix_cache.py)
 
     def latency_sample(self) -> float:
         if self.latency_mode == "lognormal" and self.latency > 0:
@@ -90,6 +97,8 @@ class _Call:
     user_text: str     # the last user message
     api_key: str
     max_tokens: int = 0  # counted against a token limit, as OpenAI counts it
+    cached: int = 0      # prompt tokens found in the prompt cache
+    cache_key: str = ""  # OpenAI's prompt_cache_key, when sent
 
 
 class FakeState:
@@ -106,6 +115,9 @@ class FakeState:
         self.in_flight_peak = 0
         self.by_key: dict[str, Counter[str]] = {}
         self.arrivals: list[float] = []
+        self.prefixes = PrefixCache(self.config.cache_ttl)
+        self.cache_keys: Counter[str] = Counter()  # prompt_cache_key -> requests
+        self.cached_tokens: Counter[str] = Counter()  # route -> cached prompt tokens reported
 
     def stats(self) -> dict[str, Any]:
         return {"received": dict(self.received), "total": sum(self.received.values()),
@@ -113,6 +125,7 @@ class FakeState:
                 "by_key": {key: dict(c) for key, c in self.by_key.items()},
                 "arrivals": list(self.arrivals),
                 "in_flight": self.in_flight, "in_flight_peak": self.in_flight_peak,
+                "cache_keys": dict(self.cache_keys), "cached_tokens": dict(self.cached_tokens),
                 "config": dataclasses.asdict(self.config)}
 
     def record(self, call: _Call | None, status: str) -> None:
@@ -175,7 +188,8 @@ def _openai_call(route: str, body: dict, request: web.Request) -> _Call:
     key = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
     max_tokens = body.get("max_completion_tokens") or body.get("max_tokens") or 0
     return _Call(route, str(body.get("model", "")), "\n".join(texts),
-                 users[-1] if users else "", key, int(max_tokens))
+                 users[-1] if users else "", key, int(max_tokens),
+                 cache_key=str(body.get("prompt_cache_key") or ""))
 
 
 def _gemini_call(body: dict, request: web.Request) -> _Call:
@@ -193,8 +207,8 @@ def _gemini_call(body: dict, request: web.Request) -> _Call:
 
 
 def _usage(call: _Call, reply: str) -> tuple[int, int, int]:
-    prompt = max(1, len(call.text) // 4)
-    return prompt, max(1, len(reply) // 4) if reply else 0, prompt // 2 if prompt >= 8 else 0
+    prompt = max(1, len(call.text) // CHARS_PER_TOKEN)
+    return prompt, max(1, len(reply) // CHARS_PER_TOKEN) if reply else 0, call.cached
 
 
 def _openai_body(call: _Call, text: str | None, finish: str,
@@ -288,6 +302,11 @@ async def _serve(state: FakeState, call: _Call) -> web.Response:
         return _error(call, 429, "Rate limit reached for requests",
                       {**_retry_headers(config, wait), **headers})
     fault = state.fault_for(call)
+    state.prefixes.ttl_s = config.cache_ttl
+    call = dataclasses.replace(call, cached=state.prefixes.cached_tokens(
+        f"{call.route}/{call.model}", call.text))
+    state.cache_keys[call.cache_key] += 1
+    state.cached_tokens[call.route] += call.cached
     delay = config.latency_sample()
     if delay > 0:
         await asyncio.sleep(delay)

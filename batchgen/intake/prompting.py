@@ -15,6 +15,11 @@ def system_prompt_for(bot: Bot) -> str:
             or DEFAULT_SYSTEM_PROMPT)
 
 
+def cache_key_for(bot: Bot) -> str:
+    """The provider's prompt-cache key: one per bot, whose prompts share their start."""
+    return f"bot-{bot.pk}"
+
+
 def prompt_for(bot: Bot, chat: Chat) -> tuple[str, str]:
     """(system prompt, user prompt) for ``bot`` speaking in ``chat`` right now."""
     user_prompt = generate_user_prompt(

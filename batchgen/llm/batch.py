@@ -165,7 +165,7 @@ class LLMBatchClient:
         if isinstance(prompts, str | bytes) or not isinstance(prompts, Sequence):
             raise TypeError("prompts must be a list of str")
         defaults = {"system_prompt": None, "temperature": 0.7, "max_tokens": 220,
-                    "top_p": 0.95, "frequency_penalty": 0.4}
+                    "top_p": 0.95, "frequency_penalty": 0.4, "cache_key": None}
         unknown = set(options) - set(defaults)
         if unknown:
             raise TypeError(f"unexpected keyword arguments: {sorted(unknown)}")

@@ -36,7 +36,7 @@ class _Outcome:
 
 def build_request(prompt: object, index: int | None = None, *, system_prompt: str | None,
                   temperature: float, max_tokens: int, top_p: float,
-                  frequency_penalty: float) -> CompletionRequest:
+                  frequency_penalty: float, cache_key: str | None = None) -> CompletionRequest:
     """Check and filter one prompt; TypeError / ValueError name its index."""
     where = "prompt" if index is None else f"prompt {index}"
     if not isinstance(prompt, str):
@@ -48,7 +48,7 @@ def build_request(prompt: object, index: int | None = None, *, system_prompt: st
     return CompletionRequest(
         user_prompt=user_prompt, system_prompt=system or DEFAULT_SYSTEM_PROMPT,
         temperature=temperature, max_tokens=max_tokens, top_p=top_p,
-        frequency_penalty=frequency_penalty)
+        frequency_penalty=frequency_penalty, cache_key=cache_key or "")
 
 
 def judge(completion: Completion, max_tokens: int) -> _Outcome:
@@ -191,7 +191,8 @@ class LLMClient:
     def generate_detailed(self, user_prompt: str, system_prompt: str | None = None,
                           temperature: float = 0.7, max_tokens: int = 220,
                           top_p: float = 0.95,
-                          frequency_penalty: float = 0.4) -> GenerationResult:
+                          frequency_penalty: float = 0.4, *,
+                          cache_key: str | None = None) -> GenerationResult:
         """Like ``generate`` but with the reason, latency, tokens and attempts.
 
         A non-str prompt raises TypeError, an empty one ValueError; provider
@@ -199,5 +200,6 @@ class LLMClient:
         """
         request = build_request(user_prompt, system_prompt=system_prompt,
                                 temperature=temperature, max_tokens=max_tokens,
-                                top_p=top_p, frequency_penalty=frequency_penalty)
+                                top_p=top_p, frequency_penalty=frequency_penalty,
+                                cache_key=cache_key)
         return execute_chain(self.chain, request)

@@ -15,6 +15,9 @@ class CompletionRequest:
     max_tokens: int = 220
     top_p: float = 0.95
     frequency_penalty: float = 0.4
+    # Groups requests that share a long prefix (one bot's system prompt and persona) on the
+    # same cache machine: OpenAI's ``prompt_cache_key``. Not a secret; "" sends none.
+    cache_key: str = ""
 
 
 @dataclass(frozen=True)

@@ -33,6 +33,7 @@ class OpenAICompatibleProvider(Provider):
             "max_tokens": request.max_tokens,
             "top_p": request.top_p,
             "frequency_penalty": request.frequency_penalty,
+            **self._cache_fields(request),
         }
         try:
             # client.post is the SDK's documented way to call an endpoint directly:
@@ -44,6 +45,10 @@ class OpenAICompatibleProvider(Provider):
         except Exception as exc:  # every SDK error is turned into one type
             raise self._translate(exc) from None
         return self._parse(response)
+
+    def _cache_fields(self, request: CompletionRequest) -> dict[str, str]:
+        # Groq caches by prefix alone and documents no routing key: send nothing it may refuse.
+        return {}
 
     def _translate(self, exc: Exception) -> ProviderError:
         sdk = self.sdk
@@ -101,6 +106,12 @@ class OpenAICompatibleProvider(Provider):
 
 class OpenAIProvider(OpenAICompatibleProvider):
     name = "openai"
+
+    def _cache_fields(self, request: CompletionRequest) -> dict[str, str]:
+        # OpenAI routes a request to a cache machine by a hash of its first ~256 tokens;
+        # prompt_cache_key joins that hash, keeping one bot's prompts on the machines that
+        # hold its prefix (chat.completions.create accepts it too).
+        return {"prompt_cache_key": request.cache_key} if request.cache_key else {}
 
 
 def _usage(usage: Any) -> dict[str, int]:

@@ -1,0 +1,46 @@
+"""What a generation cost, from its recorded usage and the price table (``LLM_PRICES``).
+
+Cached prompt tokens are billed at the cached rate, a Batch API generation at the batch
+rates; a model the table lacks has no cost (None), never 0, so a total is never quietly low.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+from django.conf import settings
+
+from botplatform.prices import Price, parse_table
+
+SYNC, BATCH = "sync", "batch"
+_MILLION = Decimal(1_000_000)
+
+
+def price_for(model: str) -> Price | None:
+    # Read when used, so override_settings and a reloaded table apply at once.
+    entry = settings.LLM_PRICES.get(model)
+    if entry is None:
+        return None
+    return parse_table({model: entry}, "LLM_PRICES")[model]
+
+
+def cost(model: str, prompt: int, cached: int, completion: int,
+         route: str = SYNC) -> Decimal | None:
+    """USD for one generation's usage on ``route``; None for a model without a price."""
+    price = price_for(model)
+    if price is None:
+        return None
+    if route == BATCH:
+        per_input, per_cached, per_output = (price.batch_input, price.batch_cached_input,
+                                             price.batch_output)
+    else:
+        per_input, per_cached, per_output = price.input, price.cached_input, price.output
+    cached = min(cached, prompt)  # a provider never caches more than it was sent
+    return ((prompt - cached) * per_input + cached * per_cached
+            + completion * per_output) / _MILLION
+
+
+def full_cost(model: str, prompt: int, cached: int, completion: int) -> Decimal | None:
+    """The same usage at synchronous prices with nothing cached: what a saving is
+    measured against."""
+    return cost(model, prompt, 0, completion, SYNC)
