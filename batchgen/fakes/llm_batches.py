@@ -1,0 +1,186 @@
+"""The fake provider's Files and Batches endpoints (OpenAI's shape; Groq's under /openai/v1).
+
+A batch finishes ``turnaround`` seconds after it was created (checked when it is retrieved).
+A request whose prompt carries ``[[fault:NNN]]`` fails in the batch with that status (a
+partial failure); ``duplicate_lines`` writes every output line twice (a provider that
+delivers a result twice); ``end_as`` ends every batch "expired" or "failed" instead of
+"completed", with results for the first ``partial_share`` of its requests (as an expired
+OpenAI batch keeps what it finished). Cancelling keeps the results computed so far: none
+before the turnaround. Change any of these through ``POST /_batches`` (JSON); its GET lists
+the batches. Usage is the chat endpoint's, so the cost of a batch can be compared.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import json
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+
+from batchgen.fakes.llm_server import FAULT_MARKER, _Call, _content_text, _openai_body
+
+
+@dataclass
+class BatchConfig:
+    turnaround: float = 0.0
+    duplicate_lines: bool = False
+    end_as: str = "completed"   # or "expired" / "failed"
+    partial_share: float = 0.5
+
+
+@dataclass
+class _Batches:
+    config: BatchConfig = field(default_factory=BatchConfig)
+    files: dict[str, bytes] = field(default_factory=dict)
+    batches: dict[str, dict[str, Any]] = field(default_factory=dict)
+    ids: itertools.count = field(default_factory=itertools.count)
+
+    def new_id(self, prefix: str) -> str:
+        return f"{prefix}-fake-{next(self.ids)}"
+
+
+BATCHES = web.AppKey("batches", _Batches)
+
+
+async def upload(request: web.Request) -> web.Response:
+    store = request.app[BATCHES]
+    form = await request.post()
+    upload_field = form.get("file")
+    if upload_field is None or not hasattr(upload_field, "file"):
+        return web.json_response({"error": {"message": "file is required"}}, status=400)
+    data = upload_field.file.read()
+    file_id = store.new_id("file")
+    store.files[file_id] = data
+    return web.json_response(_file(file_id, len(data), str(form.get("purpose", "batch"))))
+
+
+def _file(file_id: str, size: int, purpose: str) -> dict[str, Any]:
+    return {"id": file_id, "object": "file", "bytes": size, "created_at": int(time.time()),
+            "filename": f"{file_id}.jsonl", "purpose": purpose, "status": "processed"}
+
+
+async def content(request: web.Request) -> web.Response:
+    data = request.app[BATCHES].files.get(request.match_info["file_id"])
+    if data is None:
+        return web.json_response({"error": {"message": "no such file"}}, status=404)
+    return web.Response(body=data, content_type="application/octet-stream")
+
+
+async def create(request: web.Request) -> web.Response:
+    store = request.app[BATCHES]
+    body = await request.json()
+    if body.get("input_file_id") not in store.files:
+        return web.json_response({"error": {"message": "input_file_id not found"}}, status=400)
+    batch_id = store.new_id("batch")
+    store.batches[batch_id] = {
+        "id": batch_id, "object": "batch", "endpoint": body.get("endpoint", ""),
+        "input_file_id": body["input_file_id"], "completion_window": "24h",
+        "status": "in_progress", "created_at": int(time.time()), "_created": time.monotonic(),
+        "output_file_id": None, "error_file_id": None,
+        "request_counts": {"total": 0, "completed": 0, "failed": 0},
+    }
+    return web.json_response(_public(store.batches[batch_id]))
+
+
+def _public(batch: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in batch.items() if not k.startswith("_")}
+
+
+async def retrieve(request: web.Request) -> web.Response:
+    store = request.app[BATCHES]
+    batch = store.batches.get(request.match_info["batch_id"])
+    if batch is None:
+        return web.json_response({"error": {"message": "no such batch"}}, status=404)
+    if batch["status"] == "in_progress" and \
+            time.monotonic() - batch["_created"] >= store.config.turnaround:
+        _finish(store, batch, store.config.end_as, request)
+    return web.json_response(_public(batch))
+
+
+async def cancel(request: web.Request) -> web.Response:
+    store = request.app[BATCHES]
+    batch = store.batches.get(request.match_info["batch_id"])
+    if batch is None:
+        return web.json_response({"error": {"message": "no such batch"}}, status=404)
+    if batch["status"] == "in_progress":
+        ready = time.monotonic() - batch["_created"] >= store.config.turnaround
+        _finish(store, batch, "cancelled", request, share=1.0 if ready else 0.0)
+    return web.json_response(_public(batch))
+
+
+def _finish(store: _Batches, batch: dict[str, Any], status: str, request: web.Request,
+            share: float | None = None) -> None:
+    lines = [json.loads(text) for text in store.files[batch["input_file_id"]].splitlines()
+             if text.strip()]
+    if status != "completed":
+        share = store.config.partial_share if share is None else share
+        lines = lines[:int(len(lines) * share)]
+    key = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
+    outputs, failures = [], []
+    for line in lines:
+        answer = _answer(line, key)
+        (failures if answer.get("error") else outputs).append(answer)
+    copies = 2 if store.config.duplicate_lines else 1
+    batch["output_file_id"] = _store(store, [o for o in outputs for _ in range(copies)])
+    batch["error_file_id"] = _store(store, failures)
+    batch["request_counts"] = {"total": len(lines), "completed": len(outputs),
+                               "failed": len(failures)}
+    batch["status"] = status
+    batch[f"{status}_at" if status != "completed" else "completed_at"] = int(time.time())
+
+
+def _store(store: _Batches, lines: list[dict[str, Any]]) -> str | None:
+    if not lines:
+        return None
+    file_id = store.new_id("file")
+    store.files[file_id] = "".join(json.dumps(line) + "\n" for line in lines).encode()
+    return file_id
+
+
+def _answer(line: dict[str, Any], key: str) -> dict[str, Any]:
+    body = line.get("body") or {}
+    messages = body.get("messages") or []
+    users = [_content_text(m.get("content")) for m in messages if m.get("role") == "user"]
+    call = _Call("batch", str(body.get("model", "")),
+                 "\n".join(_content_text(m.get("content")) for m in messages),
+                 users[-1] if users else "", key)
+    fault = FAULT_MARKER.search(call.text)
+    if fault and fault.group(1).isdigit():
+        status = int(fault.group(1))
+        return {"id": f"req-{line.get('custom_id')}", "custom_id": line.get("custom_id"),
+                "response": {"status_code": status,
+                             "body": {"error": {"message": f"fake fault {status}"}}},
+                "error": None}
+    reply = _openai_body(call, f"Reply to: {call.user_text[:60]}", "stop")
+    return {"id": f"req-{line.get('custom_id')}", "custom_id": line.get("custom_id"),
+            "response": {"status_code": 200, "request_id": reply["id"], "body": reply},
+            "error": None}
+
+
+async def control(request: web.Request) -> web.Response:
+    store = request.app[BATCHES]
+    if request.method == "POST":
+        changes = await request.json()
+        unknown = set(changes) - {f.name for f in dataclasses.fields(BatchConfig)}
+        if unknown:
+            return web.json_response({"error": f"unknown settings {sorted(unknown)}"},
+                                     status=400)
+        store.config = dataclasses.replace(store.config, **changes)
+    return web.json_response({"config": dataclasses.asdict(store.config),
+                              "batches": [_public(b) for b in store.batches.values()]})
+
+
+def register(app: web.Application) -> None:
+    """Add the Files and Batches routes for OpenAI (/v1) and Groq (/openai/v1)."""
+    app[BATCHES] = _Batches()
+    for prefix in ("/v1", "/openai/v1"):
+        app.router.add_post(f"{prefix}/files", upload)
+        app.router.add_get(f"{prefix}/files/{{file_id}}/content", content)
+        app.router.add_post(f"{prefix}/batches", create)
+        app.router.add_get(f"{prefix}/batches/{{batch_id}}", retrieve)
+        app.router.add_post(f"{prefix}/batches/{{batch_id}}/cancel", cancel)
+    app.router.add_route("*", "/_batches", control)
