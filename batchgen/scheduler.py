@@ -16,7 +16,7 @@ from datetime import datetime
 
 from django.utils import timezone
 
-from batchgen import health, jobs, pipeline, queue
+from batchgen import batch_route, health, jobs, pipeline, queue
 from batchgen.intake import behaviour
 from batchgen.llm import config as llm_config
 from batchgen.models import BatchRun
@@ -59,7 +59,9 @@ def tick(sync: bool = False) -> TickSummary:
     health.beat("tick")  # every tick, with work or without: an alert watches its age
     recovered = pipeline.recover()
     produced = behaviour.produce()  # before claiming, so a reply to a person goes first
-    if not queue.has_claimable():
+    # Work that can wait goes to a provider batch before runs start, so none claims it.
+    batch_route.step()
+    if not queue.has_claimable(hold_after=batch_route.hold_after()):
         return TickSummary(recovered, produced)
     until = pipeline.breaker_open_until()
     if until is not None:
