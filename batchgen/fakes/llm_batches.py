@@ -1,11 +1,12 @@
 """The fake provider's Files and Batches endpoints (OpenAI's shape; Groq's under /openai/v1).
 
 A batch finishes ``turnaround`` seconds after it was created (checked when it is retrieved).
-A request whose prompt carries ``[[fault:NNN]]`` fails in the batch with that status (a
-partial failure); ``duplicate_lines`` writes every output line twice (a provider that
-delivers a result twice); ``end_as`` ends every batch "expired" or "failed" instead of
-"completed", with results for the first ``partial_share`` of its requests (as an expired
-OpenAI batch keeps what it finished). Cancelling keeps the results computed so far: none
+A request whose prompt carries ``[[fault:NNN]]`` (or ``NNNxN``: the first N times that
+prompt is seen, in a batch or not) fails in the batch with that status (a partial
+failure); ``duplicate_lines`` writes every output line twice (a result delivered twice);
+``end_as`` ends every batch "expired" or "failed" instead of "completed", with results
+for the first ``partial_share`` of its requests (as an expired OpenAI batch keeps what it
+finished). Cancelling keeps the results computed so far: none
 before the turnaround. Change any of these through ``POST /_batches`` (JSON); its GET lists
 the batches. Usage is the chat endpoint's, so the cost of a batch can be compared.
 """
@@ -21,7 +22,7 @@ from typing import Any
 
 from aiohttp import web
 
-from batchgen.fakes.llm_server import FAULT_MARKER, _Call, _content_text, _openai_body
+from batchgen.fakes.llm_server import STATE, FakeState, _Call, _content_text, _openai_body
 
 
 @dataclass
@@ -122,7 +123,7 @@ def _finish(store: _Batches, batch: dict[str, Any], status: str, request: web.Re
     key = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
     outputs, failures = [], []
     for line in lines:
-        answer = _answer(line, key)
+        answer = _answer(request.app[STATE], line, key)
         (failures if answer.get("error") else outputs).append(answer)
     copies = 2 if store.config.duplicate_lines else 1
     batch["output_file_id"] = _store(store, [o for o in outputs for _ in range(copies)])
@@ -141,16 +142,17 @@ def _store(store: _Batches, lines: list[dict[str, Any]]) -> str | None:
     return file_id
 
 
-def _answer(line: dict[str, Any], key: str) -> dict[str, Any]:
+def _answer(state: FakeState, line: dict[str, Any], key: str) -> dict[str, Any]:
     body = line.get("body") or {}
     messages = body.get("messages") or []
     users = [_content_text(m.get("content")) for m in messages if m.get("role") == "user"]
     call = _Call("batch", str(body.get("model", "")),
                  "\n".join(_content_text(m.get("content")) for m in messages),
                  users[-1] if users else "", key)
-    fault = FAULT_MARKER.search(call.text)
-    if fault and fault.group(1).isdigit():
-        status = int(fault.group(1))
+    # The chat endpoint's fault rules, so "[[fault:500x1]]" fails once, batch or sync.
+    fault = state.fault_for(call)
+    if fault and fault.isdigit():
+        status = int(fault)
         return {"id": f"req-{line.get('custom_id')}", "custom_id": line.get("custom_id"),
                 "response": {"status_code": status,
                              "body": {"error": {"message": f"fake fault {status}"}}},

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from batchgen.llm import errors
-from batchgen.llm.client import judge
+from batchgen.llm.client import build_request, judge
 from batchgen.llm.errors import ProviderError
 from batchgen.llm.registry import get_provider
 from batchgen.llm.types import CompletionRequest, GenerationResult
@@ -50,6 +50,15 @@ def _client(provider: str) -> tuple[Any, Any]:
 def _endpoint() -> str:
     # The URL each request line is for, as the provider's batch validator expects it.
     return "/v1/chat/completions"
+
+
+def request(user_prompt: str, system_prompt: str) -> CompletionRequest:
+    """One prompt checked and filtered exactly as the sync path does (secrets redacted,
+    whitespace collapsed), with its default sampling; ValueError names an empty prompt."""
+    return build_request(user_prompt, system_prompt=system_prompt,
+                         temperature=CompletionRequest.temperature,
+                         max_tokens=CompletionRequest.max_tokens, top_p=CompletionRequest.top_p,
+                         frequency_penalty=CompletionRequest.frequency_penalty)
 
 
 def submit(provider: str, requests: dict[str, CompletionRequest]) -> str:
