@@ -135,7 +135,7 @@ def poll(batch: ProviderBatch) -> tuple[int, int]:
     returned = queue.unbatch(batch, f"provider batch {state.provider_status} without a reply "
                                     f"for it {state.error}".strip())
     ended = ProviderBatch.Status.DONE if state.state == batch_api.COMPLETED else \
-        ProviderBatch.Status.CANCELLED if state.provider_status == "cancelled" else \
+        ProviderBatch.Status.CANCELLED if "cancel" in state.provider_status.lower() else \
         ProviderBatch.Status.FAILED
     _end(batch, ended, storable(state.error))
     return stored, returned

@@ -46,7 +46,7 @@ def sent_texts(item: QueueItem) -> list[str]:
                 .values_list("text", flat=True))
 
 
-@pytest.mark.parametrize("provider", ["openai", "groq"])
+@pytest.mark.parametrize("provider", ["openai", "groq", "gemini"])
 def test_work_that_can_wait_goes_through_a_provider_batch_and_is_sent_once(
         env, llm_env, provider) -> None:
     llm_env(provider)
@@ -137,8 +137,10 @@ def test_an_expired_batch_stores_what_it_finished_and_loses_nothing(env) -> None
     assert ProviderBatch.objects.get().status == ProviderBatch.Status.FAILED
 
 
-def test_a_cancelled_batch_loses_nothing(env) -> None:
-    route_on("openai")
+@pytest.mark.parametrize("provider", ["openai", "gemini"])
+def test_a_cancelled_batch_loses_nothing(env, llm_env, provider) -> None:
+    llm_env(provider)
+    route_on(provider)
     batches(env[0], turnaround=3600.0)
     items = [make_item(deliver_by=later()) for _ in range(3)]
     batch_route.submit()

@@ -9,7 +9,7 @@ import pytest
 from batchgen.llm import batch_api
 from batchgen.llm.types import CompletionRequest
 
-PROVIDERS = ["openai", "groq"]
+PROVIDERS = ["openai", "groq", "gemini"]
 
 
 def batches(fake: Any, **changes: object) -> dict:
@@ -49,9 +49,12 @@ def test_a_batch_still_running_says_so_and_has_no_results(fake, llm_env, provide
     assert batch_api.results(provider, batch_id) == {}
 
 
-def test_a_failed_request_comes_back_as_a_retryable_failure_for_its_item_only(fake) -> None:
-    batch_id = batch_api.submit("openai", requests("fine", "broken [[fault:500]]"))
-    found = batch_api.results("openai", batch_id)
+@pytest.mark.parametrize("provider", PROVIDERS)
+def test_a_failed_request_comes_back_as_a_retryable_failure_for_its_item_only(
+        fake, llm_env, provider) -> None:
+    llm_env(provider)
+    batch_id = batch_api.submit(provider, requests("fine", "broken [[fault:500]]"))
+    found = batch_api.results(provider, batch_id)
     assert found["1"].ok
     assert not found["2"].ok and found["2"].retryable and "500" in found["2"].error_message
 
@@ -70,14 +73,19 @@ def test_an_expired_batch_ends_with_the_results_it_finished(fake) -> None:
     assert sorted(batch_api.results("openai", batch_id)) == ["1", "2"]
 
 
-def test_a_cancelled_batch_ends_and_keeps_nothing_unfinished(fake) -> None:
+@pytest.mark.parametrize(("provider", "cancelled"), [
+    ("openai", "cancelled"), ("groq", "cancelled"), ("gemini", "JOB_STATE_CANCELLED")])
+def test_a_cancelled_batch_ends_and_keeps_nothing_unfinished(fake, llm_env, provider,
+                                                             cancelled) -> None:
+    llm_env(provider)
     batches(fake, turnaround=3600.0)
-    batch_id = batch_api.submit("openai", requests("a"))
-    batch_api.cancel("openai", batch_id)
-    assert batch_api.poll("openai", batch_id).provider_status == "cancelled"
-    assert batch_api.results("openai", batch_id) == {}
+    batch_id = batch_api.submit(provider, requests("a"))
+    batch_api.cancel(provider, batch_id)
+    state = batch_api.poll(provider, batch_id)
+    assert (state.state, state.provider_status) == (batch_api.ENDED, cancelled)
+    assert batch_api.results(provider, batch_id) == {}
 
 
 def test_a_provider_without_a_batch_route_is_refused_by_name(fake) -> None:
-    with pytest.raises(ValueError, match="gemini"):
-        batch_api.submit("gemini", requests("x"))
+    with pytest.raises(ValueError, match="mistral"):
+        batch_api.submit("mistral", requests("x"))

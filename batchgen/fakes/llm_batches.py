@@ -1,4 +1,5 @@
-"""The fake provider's Files and Batches endpoints (OpenAI's shape; Groq's under /openai/v1).
+"""The fake provider's Files and Batches endpoints: OpenAI's (Groq's under /openai/v1) and
+Gemini's (resumable upload, ``models/{model}:batchGenerateContent``, keyed lines).
 
 A batch finishes ``turnaround`` seconds after it was created (checked when it is retrieved).
 A request whose prompt carries ``[[fault:NNN]]`` (or ``NNNxN``: the first N times that
@@ -22,7 +23,14 @@ from typing import Any
 
 from aiohttp import web
 
-from batchgen.fakes.llm_server import STATE, FakeState, _Call, _content_text, _openai_body
+from batchgen.fakes.llm_server import (
+    STATE,
+    FakeState,
+    _Call,
+    _content_text,
+    _gemini_body,
+    _openai_body,
+)
 
 
 @dataclass
@@ -77,40 +85,47 @@ async def create(request: web.Request) -> web.Response:
     if body.get("input_file_id") not in store.files:
         return web.json_response({"error": {"message": "input_file_id not found"}}, status=400)
     batch_id = store.new_id("batch")
-    store.batches[batch_id] = {
-        "id": batch_id, "object": "batch", "endpoint": body.get("endpoint", ""),
-        "input_file_id": body["input_file_id"], "completion_window": "24h",
+    store.batches[batch_id] = _new_batch(batch_id, body["input_file_id"], "openai")
+    store.batches[batch_id]["endpoint"] = body.get("endpoint", "")
+    return web.json_response(_public(store.batches[batch_id]))
+
+
+def _new_batch(batch_id: str, input_file_id: str, kind: str) -> dict[str, Any]:
+    return {
+        "id": batch_id, "object": "batch", "_kind": kind, "endpoint": "",
+        "input_file_id": input_file_id, "completion_window": "24h",
         "status": "in_progress", "created_at": int(time.time()), "_created": time.monotonic(),
         "output_file_id": None, "error_file_id": None,
         "request_counts": {"total": 0, "completed": 0, "failed": 0},
     }
-    return web.json_response(_public(store.batches[batch_id]))
 
 
 def _public(batch: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in batch.items() if not k.startswith("_")}
 
 
-async def retrieve(request: web.Request) -> web.Response:
+def _looked_up(request: web.Request, cancelling: bool) -> dict[str, Any] | None:
     store = request.app[BATCHES]
     batch = store.batches.get(request.match_info["batch_id"])
+    if batch is None or batch["status"] != "in_progress":
+        return batch
+    ready = time.monotonic() - batch["_created"] >= store.config.turnaround
+    if cancelling:
+        _finish(store, batch, "cancelled", request, share=1.0 if ready else 0.0)
+    elif ready:
+        _finish(store, batch, store.config.end_as, request)
+    return batch
+
+
+async def retrieve(request: web.Request, cancelling: bool = False) -> web.Response:
+    batch = _looked_up(request, cancelling)
     if batch is None:
         return web.json_response({"error": {"message": "no such batch"}}, status=404)
-    if batch["status"] == "in_progress" and \
-            time.monotonic() - batch["_created"] >= store.config.turnaround:
-        _finish(store, batch, store.config.end_as, request)
     return web.json_response(_public(batch))
 
 
 async def cancel(request: web.Request) -> web.Response:
-    store = request.app[BATCHES]
-    batch = store.batches.get(request.match_info["batch_id"])
-    if batch is None:
-        return web.json_response({"error": {"message": "no such batch"}}, status=404)
-    if batch["status"] == "in_progress":
-        ready = time.monotonic() - batch["_created"] >= store.config.turnaround
-        _finish(store, batch, "cancelled", request, share=1.0 if ready else 0.0)
-    return web.json_response(_public(batch))
+    return await retrieve(request, cancelling=True)
 
 
 def _finish(store: _Batches, batch: dict[str, Any], status: str, request: web.Request,
@@ -121,12 +136,17 @@ def _finish(store: _Batches, batch: dict[str, Any], status: str, request: web.Re
         share = store.config.partial_share if share is None else share
         lines = lines[:int(len(lines) * share)]
     key = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
+    answer = _gemini_answer if batch["_kind"] == "gemini" else _answer
     outputs, failures = [], []
     for line in lines:
-        answer = _answer(request.app[STATE], line, key)
-        (failures if answer.get("error") else outputs).append(answer)
+        result = answer(request.app[STATE], line, key)
+        failed = result.get("error") or result["response"].get("status_code", 200) != 200
+        (failures if failed else outputs).append(result)
     copies = 2 if store.config.duplicate_lines else 1
-    batch["output_file_id"] = _store(store, [o for o in outputs for _ in range(copies)])
+    outputs = [o for o in outputs for _ in range(copies)]
+    if batch["_kind"] == "gemini":  # one responses file, errors included
+        outputs, failures = outputs + failures, []
+    batch["output_file_id"] = _store(store, outputs)
     batch["error_file_id"] = _store(store, failures)
     batch["request_counts"] = {"total": len(lines), "completed": len(outputs),
                                "failed": len(failures)}
@@ -163,6 +183,93 @@ def _answer(state: FakeState, line: dict[str, Any], key: str) -> dict[str, Any]:
             "error": None}
 
 
+def _gemini_answer(state: FakeState, line: dict[str, Any], key: str) -> dict[str, Any]:
+    body = line.get("request") or {}
+
+    def text(content: Any) -> str:
+        return " ".join(str(p.get("text", "")) for p in (content or {}).get("parts") or [])
+
+    users = [text(c) for c in body.get("contents") or []]
+    call = _Call("batch", "gemini", "\n".join([text(body.get("systemInstruction")), *users]),
+                 users[-1] if users else "", key)
+    fault = state.fault_for(call)
+    if fault and fault.isdigit():
+        return {"key": line.get("key"), "response": {"status_code": int(fault)},
+                "error": {"code": int(fault), "message": f"fake fault {fault}"}}
+    return {"key": line.get("key"),
+            "response": _gemini_body(call, f"Reply to: {call.user_text[:60]}", "STOP")}
+
+
+_GEMINI_STATES = {"in_progress": "BATCH_STATE_RUNNING", "completed": "BATCH_STATE_SUCCEEDED",
+                  "expired": "BATCH_STATE_EXPIRED", "failed": "BATCH_STATE_FAILED",
+                  "cancelled": "BATCH_STATE_CANCELLED"}
+
+
+def _gemini_job(batch: dict[str, Any]) -> dict[str, Any]:
+    output = {"responsesFile": f"files/{batch['output_file_id']}"} \
+        if batch["output_file_id"] else {}
+    return {"name": f"batches/{batch['id']}", "done": batch["status"] != "in_progress",
+            "metadata": {"state": _GEMINI_STATES[batch["status"]], "output": output,
+                         "model": "models/fake"}}
+
+
+async def gemini_upload(request: web.Request) -> web.Response:
+    """The resumable protocol, in one or more chunks: start, then upload(, finalize)."""
+    store = request.app[BATCHES]
+    command = request.headers.get("X-Goog-Upload-Command", "")
+    if "start" in command:
+        upload_id = store.new_id("upload")
+        store.files[upload_id] = b""
+        url = f"{request.scheme}://{request.host}/upload/v1beta/files?upload_id={upload_id}"
+        return web.json_response({}, headers={"X-Goog-Upload-URL": url})
+    upload_id = request.query.get("upload_id", "")
+    if upload_id not in store.files:
+        return web.json_response({"error": {"code": 404, "message": "no such upload"}},
+                                 status=404)
+    store.files[upload_id] += await request.read()
+    if "finalize" not in command:
+        return web.json_response({}, headers={"X-Goog-Upload-Status": "active"})
+    file_id = store.new_id("file")
+    store.files[file_id] = store.files.pop(upload_id)
+    body = {"file": {"name": f"files/{file_id}", "mimeType": "jsonl",
+                     "sizeBytes": str(len(store.files[file_id])), "state": "ACTIVE"}}
+    return web.json_response(body, headers={"X-Goog-Upload-Status": "final"})
+
+
+def _file_name(found: Any) -> str | None:
+    # The create body nests it ({"batch": {"inputConfig": {"fileName": ...}}}): find it.
+    if isinstance(found, dict):
+        if isinstance(found.get("fileName"), str):
+            return found["fileName"]
+        return next((n for v in found.values() if (n := _file_name(v))), None)
+    return None
+
+
+async def gemini_create(request: web.Request) -> web.Response:
+    store = request.app[BATCHES]
+    name = _file_name(await request.json()) or ""
+    file_id = name.removeprefix("files/")
+    if file_id not in store.files:
+        return web.json_response({"error": {"code": 400, "message": "fileName not found"}},
+                                 status=400)
+    batch_id = store.new_id("batch")
+    store.batches[batch_id] = _new_batch(batch_id, file_id, "gemini")
+    return web.json_response(_gemini_job(store.batches[batch_id]))
+
+
+async def gemini_get(request: web.Request, cancelling: bool = False) -> web.Response:
+    batch = _looked_up(request, cancelling)
+    if batch is None:
+        return web.json_response({"error": {"code": 404, "message": "no such batch"}},
+                                 status=404)
+    return web.json_response(_gemini_job(batch))
+
+
+async def gemini_cancel(request: web.Request) -> web.Response:
+    await gemini_get(request, cancelling=True)
+    return web.json_response({})
+
+
 async def control(request: web.Request) -> web.Response:
     store = request.app[BATCHES]
     if request.method == "POST":
@@ -177,7 +284,7 @@ async def control(request: web.Request) -> web.Response:
 
 
 def register(app: web.Application) -> None:
-    """Add the Files and Batches routes for OpenAI (/v1) and Groq (/openai/v1)."""
+    """Add the Files and Batches routes for OpenAI (/v1), Groq (/openai/v1) and Gemini."""
     app[BATCHES] = _Batches()
     for prefix in ("/v1", "/openai/v1"):
         app.router.add_post(f"{prefix}/files", upload)
@@ -185,4 +292,9 @@ def register(app: web.Application) -> None:
         app.router.add_post(f"{prefix}/batches", create)
         app.router.add_get(f"{prefix}/batches/{{batch_id}}", retrieve)
         app.router.add_post(f"{prefix}/batches/{{batch_id}}/cancel", cancel)
+    app.router.add_post("/upload/v1beta/files", gemini_upload)
+    app.router.add_post("/v1beta/models/{model}:batchGenerateContent", gemini_create)
+    app.router.add_get("/v1beta/batches/{batch_id}", gemini_get)
+    app.router.add_post("/v1beta/batches/{batch_id}:cancel", gemini_cancel)
+    app.router.add_get("/v1beta/files/{file_id}:download", content)
     app.router.add_route("*", "/_batches", control)

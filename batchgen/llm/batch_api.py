@@ -4,8 +4,9 @@ ORM-free like the rest of the LLM layer: it takes prompts keyed by a ``custom_id
 queue item's id) and hands back GenerationResults keyed the same way; batchgen.batch_route
 does the database side. OpenAI and Groq share one shape (Groq's batch endpoint is
 OpenAI-compatible and its SDK is generated from the same template): a JSONL file uploaded
-with purpose "batch", then ``batches.create`` on it. Results are matched by ``custom_id``,
-never by line order, since the output file is not in input order.
+with purpose "batch", then ``batches.create`` on it. Gemini: ``client.batches`` in file mode,
+each line keyed, since inline requests can come back out of order. Results are matched by
+``custom_id`` (Gemini's ``key``), never by line order.
 """
 
 from __future__ import annotations
@@ -21,9 +22,11 @@ from batchgen.llm.errors import ProviderError
 from batchgen.llm.registry import get_provider
 from batchgen.llm.types import CompletionRequest, GenerationResult
 
-SUPPORTED = ("openai", "groq")
+SUPPORTED = ("openai", "groq", "gemini")
 RUNNING, COMPLETED, ENDED = "running", "completed", "ended"  # ended: failed/expired/cancelled
 _ENDED = {"failed", "expired", "cancelled"}
+_GEMINI_STATES = {"JOB_STATE_SUCCEEDED": COMPLETED, "JOB_STATE_FAILED": ENDED,
+                  "JOB_STATE_CANCELLED": ENDED, "JOB_STATE_EXPIRED": ENDED}
 
 
 @dataclass(frozen=True)
@@ -65,12 +68,14 @@ def submit(provider: str, requests: dict[str, CompletionRequest]) -> str:
     """Upload ``requests`` (custom_id -> request) as one batch; returns the provider's id.
     Raises ProviderError (its kind says whether to retry) when the upload or create fails."""
     chosen, client = _client(provider)
+    if provider == "gemini":
+        return _gemini_submit(chosen, client, requests)
     lines = [json.dumps({"custom_id": custom_id, "method": "POST", "url": _endpoint(),
                          "body": chosen.body(request)})
              for custom_id, request in requests.items()]
-    data = ("\n".join(lines) + "\n").encode()
     try:
-        uploaded = client.files.create(file=("batch.jsonl", io.BytesIO(data)), purpose="batch")
+        uploaded = client.files.create(file=("batch.jsonl", io.BytesIO(_jsonl(lines))),
+                                       purpose="batch")
         batch = client.batches.create(input_file_id=uploaded.id, endpoint=_endpoint(),
                                       completion_window="24h")
     except Exception as exc:
@@ -78,12 +83,34 @@ def submit(provider: str, requests: dict[str, CompletionRequest]) -> str:
     return str(batch.id)
 
 
+def _jsonl(lines: list[str]) -> bytes:
+    return ("\n".join(lines) + "\n").encode()
+
+
+def _gemini_submit(chosen: Any, client: Any, requests: dict[str, CompletionRequest]) -> str:
+    lines = [json.dumps({"key": key, "request": chosen.body(request)})
+             for key, request in requests.items()]
+    try:
+        uploaded = client.files.upload(file=io.BytesIO(_jsonl(lines)),
+                                       config={"mime_type": "jsonl",
+                                               "display_name": "batch.jsonl"})
+        job = client.batches.create(model=chosen.model, src=uploaded.name)
+    except Exception as exc:
+        raise chosen._translate(exc) from None
+    return str(job.name)
+
+
 def poll(provider: str, batch_id: str) -> BatchState:
     chosen, client = _client(provider)
     try:
-        batch = client.batches.retrieve(batch_id)
+        batch = client.batches.get(name=batch_id) if provider == "gemini" else \
+            client.batches.retrieve(batch_id)
     except Exception as exc:
         raise chosen._translate(exc) from None
+    if provider == "gemini":
+        state = str(getattr(batch.state, "value", batch.state))
+        return BatchState(_GEMINI_STATES.get(state, RUNNING), state,
+                          str(getattr(batch.error, "message", "") or ""))
     status = str(batch.status)
     if status == "completed":
         return BatchState(COMPLETED, status)
@@ -103,8 +130,8 @@ def results(provider: str, batch_id: str,
     a request missing from both has no entry (the caller sends it synchronously)."""
     chosen, client = _client(provider)
     try:
-        batch = client.batches.retrieve(batch_id)
-        lines = [*_lines(client, batch.output_file_id), *_lines(client, batch.error_file_id)]
+        lines = _gemini_lines(client, batch_id) if provider == "gemini" else \
+            _openai_lines(client, batch_id)
     except Exception as exc:
         raise chosen._translate(exc) from None
     found: dict[str, GenerationResult] = {}
@@ -115,10 +142,32 @@ def results(provider: str, batch_id: str,
     return found
 
 
-def _lines(client: Any, file_id: str | None) -> list[dict[str, Any]]:
-    if not file_id:
+def _openai_lines(client: Any, batch_id: str) -> list[dict[str, Any]]:
+    batch = client.batches.retrieve(batch_id)
+    return [*_parsed(_content(client, batch.output_file_id)),
+            *_parsed(_content(client, batch.error_file_id))]
+
+
+def _content(client: Any, file_id: str | None) -> str:
+    return client.files.content(file_id).read().decode() if file_id else ""
+
+
+def _gemini_lines(client: Any, batch_id: str) -> list[dict[str, Any]]:
+    """Gemini's lines in OpenAI's shape: ``key`` is the custom_id, a ``response`` is a 200."""
+    job = client.batches.get(name=batch_id)
+    name = getattr(job.dest, "file_name", None) if job.dest else None
+    if not name:
         return []
-    raw = client.files.content(file_id).read().decode()
+    lines = []
+    for line in _parsed(client.files.download(file=name).decode()):
+        error = line.get("error")
+        lines.append({"custom_id": line.get("key"), "error": error,
+                      "response": {"status_code": int((error or {}).get("code") or 500)
+                                   if error else 200, "body": line.get("response")}})
+    return lines
+
+
+def _parsed(raw: str) -> list[dict[str, Any]]:
     parsed = []
     for text in raw.splitlines():
         try:
@@ -161,6 +210,9 @@ def cancel(provider: str, batch_id: str) -> None:
     """Ask the provider to stop the batch; results it already has stay fetchable."""
     chosen, client = _client(provider)
     try:
-        client.batches.cancel(batch_id)
+        if provider == "gemini":
+            client.batches.cancel(name=batch_id)
+        else:
+            client.batches.cancel(batch_id)
     except Exception as exc:
         raise chosen._translate(exc) from None
