@@ -69,7 +69,11 @@ def step(now: datetime | None = None) -> StepSummary:
                               due_before=now + timedelta(
                                   seconds=settings.BATCH_ROUTE_FALLBACK_SECONDS), now=now)
     _cancel_emptied()
-    return StepSummary(submit(now), stored, returned)
+    summary = StepSummary(submit(now), stored, returned)
+    if summary != StepSummary():
+        log.info("batch route: %d submitted, %d stored, %d back to the sync path",
+                 summary.submitted, summary.stored, summary.returned)
+    return summary
 
 
 def submit(now: datetime | None = None) -> int:
@@ -185,9 +189,15 @@ def cancel(batch: ProviderBatch) -> tuple[int, int]:
 
 def _cancel_emptied() -> None:
     """An open batch none of whose items still waits on it (all sent the sync way) is
-    cancelled: its results would be ignored anyway."""
-    for batch in ProviderBatch.objects.filter(status=ProviderBatch.Status.OPEN) \
-            .exclude(external_id="").exclude(items__status=QueueItem.Status.BATCHED):
+    cancelled: its results would be ignored anyway. One whose submitter died before it
+    learnt the provider's id is closed once its items went back."""
+    emptied = ProviderBatch.objects.filter(status=ProviderBatch.Status.OPEN).exclude(
+        items__status=QueueItem.Status.BATCHED)
+    stale = timezone.now() - timedelta(seconds=settings.BATCH_LEASE_SECONDS)
+    for batch in emptied.filter(external_id="", submitted_at__lt=stale):
+        _end(batch, ProviderBatch.Status.FAILED, "its submitter stopped before the provider "
+                                                 "answered")
+    for batch in emptied.exclude(external_id=""):
         try:
             batch_api.cancel(batch.provider, batch.external_id)
         except ProviderError as exc:

@@ -191,3 +191,18 @@ def test_a_sync_run_leaves_work_that_waits_for_the_batch_route(env) -> None:
     pipeline.run_batch(pipeline.open_run().id)  # a run already going when they were queued
     waiting.refresh_from_db(), soon.refresh_from_db()
     assert (waiting.status, soon.status) == (Status.PENDING, Status.DONE)
+
+
+def test_a_batch_whose_submitter_died_before_the_provider_answered_is_closed(
+        env, settings) -> None:
+    route_on("openai")
+    item = make_item(deliver_by=later())
+    batch = ProviderBatch.objects.create(provider="openai")
+    queue.hold_for_batch(batch, 10, timezone.now())
+    ProviderBatch.objects.filter(id=batch.id).update(
+        submitted_at=timezone.now() - timedelta(seconds=settings.BATCH_LEASE_SECONDS + 1))
+    QueueItem.objects.filter(id=item.id).update(deliver_by=timezone.now())
+    scheduler.tick(sync=True)  # its deadline came: sent the sync way, the batch closed
+    item.refresh_from_db()
+    assert item.status == Status.DONE and len(sent_texts(item)) == 1
+    assert ProviderBatch.objects.get(id=batch.id).status == ProviderBatch.Status.FAILED
