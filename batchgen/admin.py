@@ -160,7 +160,8 @@ class ChatAdmin(admin.ModelAdmin):
 
 class SettingForm(forms.ModelForm):
     value = forms.CharField(help_text="JSON: true / false for batch_mode_enabled, "
-                                      "an integer 1..50 for batch_size.")
+                                      "an integer 1..50 for batch_size, a list such as "
+                                      "[\"openai\"] for batch_route_providers.")
 
     class Meta:
         model = Setting
