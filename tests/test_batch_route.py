@@ -12,7 +12,7 @@ from django.utils import timezone
 
 from batchgen import batch_route, pipeline, queue, scheduler
 from batchgen.llm import batch_api
-from batchgen.models import Generation, Message, ProviderBatch, QueueItem, Setting
+from batchgen.models import BatchRun, Generation, Message, ProviderBatch, QueueItem, Setting
 from tests.factories import make_item
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -206,3 +206,20 @@ def test_a_batch_whose_submitter_died_before_the_provider_answered_is_closed(
     item.refresh_from_db()
     assert item.status == Status.DONE and len(sent_texts(item)) == 1
     assert ProviderBatch.objects.get(id=batch.id).status == ProviderBatch.Status.FAILED
+
+
+def test_a_tick_killed_while_storing_results_loses_nothing_and_sends_nothing_twice(
+        env, settings) -> None:
+    route_on("openai")
+    item = make_item(deliver_by=later())
+    batch_route.submit()
+    batch = ProviderBatch.objects.get()
+    run = BatchRun.objects.create(mode=BatchRun.Mode.BATCH)
+    queue.claim_from_batch(batch, run, [item.id])  # taken for storing, then the process died
+    QueueItem.objects.filter(id=item.id).update(lease_expires_at=timezone.now())
+    scheduler.tick(sync=True)  # the lease is recovered; the batch's result is not stored twice
+    scheduler.tick(sync=True)
+    item.refresh_from_db()
+    assert item.status == Status.DONE and len(sent_texts(item)) == 1
+    assert list(Generation.objects.filter(queue_item=item).values_list("route", flat=True)) \
+        == ["sync"]
