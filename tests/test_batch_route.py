@@ -223,3 +223,34 @@ def test_a_tick_killed_while_storing_results_loses_nothing_and_sends_nothing_twi
     assert item.status == Status.DONE and len(sent_texts(item)) == 1
     assert list(Generation.objects.filter(queue_item=item).values_list("route", flat=True)) \
         == ["sync"]
+
+
+@pytest.mark.postgres
+def test_two_ticks_storing_one_batch_at_once_on_postgres_send_each_reply_once(env) -> None:
+    import threading
+
+    from django.db import connection
+
+    route_on("openai")
+    items = [make_item(deliver_by=later()) for _ in range(20)]
+    batch_route.submit()
+    batch = ProviderBatch.objects.get()
+    start, stored = threading.Barrier(2), []
+
+    def tick_storing() -> None:
+        try:
+            start.wait(timeout=30)
+            stored.append(batch_route.poll(batch)[0])
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=tick_storing) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert sum(stored) == 20
+    for item in items:
+        item.refresh_from_db()
+        assert item.status == Status.DONE and len(sent_texts(item)) == 1
+    assert Generation.objects.count() == 20
