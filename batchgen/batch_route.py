@@ -79,9 +79,9 @@ def step(now: datetime | None = None) -> StepSummary:
 def submit(now: datetime | None = None) -> int:
     """Submit the pending items whose deadline leaves room as one provider batch."""
     provider = provider_on()
-    if provider is None:
-        return 0
     now = now or timezone.now()
+    if provider is None or not queue.has_for_batch(hold_after(now), now):
+        return 0
     batch = ProviderBatch.objects.create(provider=provider,
                                          model=llm_config.model_for(provider))
     items = queue.hold_for_batch(batch, MAX_ITEMS_PER_BATCH, hold_after(now), now)
@@ -112,8 +112,8 @@ def submit(now: datetime | None = None) -> int:
 
 
 def _prepare(item: QueueItem) -> drain.Work | None:
-    # drain._prepare settles claimed items only; an unusable one here goes back to the
-    # sync path, which settles it with its reason.
+    # drain.prepare_claimed settles claimed items only; an unusable one here goes back to
+    # the sync path, which settles it with its reason.
     if item.bot is None or item.chat is None or not item.bot.is_active:
         queue.unbatch(item.provider_batch, "not usable for a provider batch", ids=[item.id])
         return None

@@ -118,6 +118,10 @@ def has_claimable(now: datetime | None = None, hold_after: datetime | None = Non
     return _claimable(now or timezone.now(), hold_after).exists()
 
 
+def has_for_batch(hold_after: datetime, now: datetime | None = None) -> bool:
+    return _claimable(now or timezone.now()).filter(_for_batch(hold_after)).exists()
+
+
 def hold_for_batch(provider_batch: ProviderBatch, limit: int, hold_after: datetime,
                    now: datetime | None = None) -> list[QueueItem]:
     """Move up to ``limit`` pending items whose deadline is at or after ``hold_after`` into
