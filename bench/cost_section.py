@@ -13,7 +13,8 @@ fake returned (the Generation rows) and the price table:
 - deferrable items sent after their deadline (target 0), lost items (not sent) and
   duplicate sends (a chat that got two messages; every item has its own chat), counted at
   the fake Telegram;
-- time from landing to send for the urgent items (p50, p95).
+- time from landing to send for the urgent items (p50, p95), against a second run of the
+  same backlog with the batch route off (``--no-baseline`` skips it).
 """
 
 from __future__ import annotations
@@ -41,6 +42,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--latency", type=float, default=0.2, help="sync reply latency (s)")
+    parser.add_argument("--no-baseline", dest="baseline", action="store_false",
+                        help="skip the second run with the batch route off")
     return parser.parse_args(argv)
 
 
@@ -109,14 +112,11 @@ def _deliveries(services: Any, deferrable: list[int], urgent: list[int],
             "duplicates": sum(n - 1 for n in at_telegram.values() if n > 1),
             "statuses": dict(Counter(QueueItem.objects.filter(id__in=every)
                                      .values_list("status", flat=True))),
-            "urgent_p50_s": percentile(waits, 50), "urgent_p95_s": percentile(waits, 95)}
+            "urgent_p50_s": percentile(waits, 0.5), "urgent_p95_s": percentile(waits, 0.95)}
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     from django.core.management import call_command
-    from django.utils import timezone
-
-    from batchgen.models import Setting
 
     services = start_services()
     try:
@@ -125,25 +125,36 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         configure_fake(services, latency=args.latency)
         fake_llm(services, "/_batches", {"turnaround": args.turnaround})
         set_mode(True, args.batch_size)
-        Setting.objects.update_or_create(key="batch_route_providers",
-                                         defaults={"value": ["openai"]})
-        backlog = _backlog(args.items)
-        _reset_telegram(services)
-        procs = _start_processes(services, args.workers, args.batch_size, True, 1.0,
-                                 BATCH_ROUTE_MIN_SLACK_SECONDS="600",
-                                 BATCH_ROUTE_FALLBACK_SECONDS="60")
-        try:
-            landed = timezone.now()
-            deferrable, urgent = _land(backlog, args.deferrable)
-            _wait(deferrable + urgent, timeout=600)
-            seconds = (timezone.now() - landed).total_seconds()
-        finally:
-            _stop(procs)
-        return {"seconds": seconds, "deferrable": _costs(deferrable), "urgent": _costs(urgent),
-                "n_deferrable": len(deferrable), "n_urgent": len(urgent),
-                **_deliveries(services, deferrable, urgent, landed)}
+        figures = _phase(services, args, ["openai"])
+        # The same backlog with the route off: what urgent items took before it existed.
+        figures["baseline"] = _phase(services, args, []) if args.baseline else None
+        return figures
     finally:
         services.stop()
+
+
+def _phase(services: Any, args: argparse.Namespace, providers: list[str]) -> dict[str, Any]:
+    from django.utils import timezone
+
+    from batchgen.models import Setting
+
+    Setting.objects.update_or_create(key="batch_route_providers",
+                                     defaults={"value": providers})
+    backlog = _backlog(args.items)
+    _reset_telegram(services)
+    procs = _start_processes(services, args.workers, args.batch_size, True, 1.0,
+                             BATCH_ROUTE_MIN_SLACK_SECONDS="600",
+                             BATCH_ROUTE_FALLBACK_SECONDS="60")
+    try:
+        landed = timezone.now()
+        deferrable, urgent = _land(backlog, args.deferrable)
+        _wait(deferrable + urgent, timeout=600)
+        seconds = (timezone.now() - landed).total_seconds()
+    finally:
+        _stop(procs)
+    return {"seconds": seconds, "deferrable": _costs(deferrable), "urgent": _costs(urgent),
+            "n_deferrable": len(deferrable), "n_urgent": len(urgent),
+            **_deliveries(services, deferrable, urgent, landed)}
 
 
 def report(args: argparse.Namespace, figures: dict[str, Any]) -> int:
@@ -161,6 +172,12 @@ def report(args: argparse.Namespace, figures: dict[str, Any]) -> int:
     print(f"deferrable sent after their deadline: {figures['late']}; lost: {figures['lost']}; "
           f"duplicate sends at Telegram: {figures['duplicates']}; statuses "
           f"{figures['statuses']}")
+    base = figures["baseline"]
+    if base:
+        print(f"baseline, batch route off (same backlog, same run): urgent landing to send "
+              f"p50 {base['urgent_p50_s']}s, p95 {base['urgent_p95_s']}s; all settled in "
+              f"{base['seconds']:.1f}s; deferrable ${base['deferrable']['per_message']:.8f}"
+              f"/message; lost {base['lost']}, duplicates {base['duplicates']}")
     ok = (ratio is not None and ratio <= 0.55 and figures["late"] == 0
           and figures["lost"] == 0 and figures["duplicates"] == 0)
     return 0 if ok else 1
