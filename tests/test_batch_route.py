@@ -254,3 +254,16 @@ def test_two_ticks_storing_one_batch_at_once_on_postgres_send_each_reply_once(en
         item.refresh_from_db()
         assert item.status == Status.DONE and len(sent_texts(item)) == 1
     assert Generation.objects.count() == 20
+
+
+def test_a_failing_batch_route_never_stops_the_sync_path(env, monkeypatch) -> None:
+    route_on("openai")
+
+    def broken(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("batch endpoint exploded")
+
+    monkeypatch.setattr(batch_route, "step", broken)
+    urgent = make_item()
+    scheduler.tick(sync=True)
+    urgent.refresh_from_db()
+    assert urgent.status == Status.DONE
