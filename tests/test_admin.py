@@ -287,3 +287,17 @@ def test_a_settings_change_page_says_what_its_value_means(staff_client) -> None:
     text = page.content.decode()
     assert "How many prompts a run keeps in flight in batch mode" in text
     assert "a run refills until the queue is empty" in text
+
+
+def test_staff_see_the_provider_batches_but_cannot_change_them(staff_client: Client) -> None:
+    from batchgen.models import ProviderBatch
+
+    batch = ProviderBatch.objects.create(provider="openai", model="gpt-4o-mini",
+                                         external_id="batch_abc", size=3)
+    listing = staff_client.get(reverse("admin:batchgen_providerbatch_changelist"))
+    assert "batch_abc" in listing.content.decode()
+    page = staff_client.get(reverse("admin:batchgen_providerbatch_change", args=[batch.pk]))
+    assert page.status_code == 200
+    staff_client.post(reverse("admin:batchgen_providerbatch_change", args=[batch.pk]),
+                      {"external_id": "changed", "provider": "openai"})
+    assert ProviderBatch.objects.get(pk=batch.pk).external_id == "batch_abc"
