@@ -47,6 +47,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def deferrable_flags(count: int, share: float) -> list[bool]:
+    """``share`` of ``count`` items can wait, spread evenly among the urgent ones."""
+    return [int((n + 1) * share) > int(n * share) for n in range(count)]
+
+
 def _land(backlog: tuple[list, list], deferrable: float) -> tuple[list[int], list[int]]:
     """Deferrable items spread evenly among the urgent ones; returns (deferrable, urgent)."""
     from django.utils import timezone
@@ -56,7 +61,7 @@ def _land(backlog: tuple[list, list], deferrable: float) -> tuple[list[int], lis
 
     bots, chats = backlog
     deadline = timezone.now() + timedelta(hours=2)
-    waits = [int((n + 1) * deferrable) > int(n * deferrable) for n in range(len(chats))]
+    waits = deferrable_flags(len(chats), deferrable)
     rows = QueueItem.objects.bulk_create(
         QueueItem(bot=bots[n % len(bots)], chat=chat, recent_messages=["Dolar ne olur?"],
                   deliver_by=deadline if waits[n] else None)
