@@ -49,7 +49,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def deferrable_flags(count: int, share: float) -> list[bool]:
     """``share`` of ``count`` items can wait, spread evenly among the urgent ones."""
-    return [int((n + 1) * share) > int(n * share) for n in range(count)]
+    waiting = round(share * count)  # integers: no float rounding moves an item
+    return [(n + 1) * waiting // count > n * waiting // count for n in range(count)]
 
 
 def _land(backlog: tuple[list, list], deferrable: float) -> tuple[list[int], list[int]]:
