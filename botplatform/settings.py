@@ -227,6 +227,11 @@ BATCH_MAX_DEFER_SECONDS = env_float("BATCH_MAX_DEFER_SECONDS", 86400.0, minimum=
 # still waiting on a batch FALLBACK seconds before its deadline returns to the sync path.
 BATCH_ROUTE_MIN_SLACK_SECONDS = env_float("BATCH_ROUTE_MIN_SLACK_SECONDS", 3600.0, minimum=1.0)
 BATCH_ROUTE_FALLBACK_SECONDS = env_float("BATCH_ROUTE_FALLBACK_SECONDS", 900.0, minimum=1.0)
+if BATCH_ROUTE_FALLBACK_SECONDS >= BATCH_ROUTE_MIN_SLACK_SECONDS:
+    # Else every item submitted would be due back at once: a batch for nothing.
+    raise ImproperlyConfigured(
+        f"BATCH_ROUTE_FALLBACK_SECONDS={BATCH_ROUTE_FALLBACK_SECONDS:g} must be less than "
+        f"BATCH_ROUTE_MIN_SLACK_SECONDS={BATCH_ROUTE_MIN_SLACK_SECONDS:g}")
 # How long a cadence post may wait (capped by the membership's cadence).
 BATCH_ROUTE_CADENCE_DEADLINE_SECONDS = env_float("BATCH_ROUTE_CADENCE_DEADLINE_SECONDS",
                                                  4 * 3600.0, minimum=60.0)
