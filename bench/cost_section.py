@@ -32,6 +32,9 @@ from bench.drain_section import _backlog, _reset_telegram, _start_processes, _st
 from bench.harness import configure_fake, fake_llm, percentile, setup_django, start_services
 from bench.pipeline_section import set_mode
 
+# rqworker runs the deploy checks (DEBUG is off in the harness): values that pass them.
+DEPLOY_CHECKS = {"SECRET_KEY": "bench-" + "k" * 60, "METRICS_TOKEN": "bench-metrics-" + "t" * 30}
+
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -150,7 +153,7 @@ def _phase(services: Any, args: argparse.Namespace, providers: list[str]) -> dic
     _reset_telegram(services)
     procs = _start_processes(services, args.workers, args.batch_size, True, 1.0,
                              BATCH_ROUTE_MIN_SLACK_SECONDS="600",
-                             BATCH_ROUTE_FALLBACK_SECONDS="60")
+                             BATCH_ROUTE_FALLBACK_SECONDS="60", **DEPLOY_CHECKS)
     try:
         landed = timezone.now()
         deferrable, urgent = _land(backlog, args.deferrable)
