@@ -166,6 +166,10 @@ def _phase(services: Any, args: argparse.Namespace, providers: list[str]) -> dic
             **_deliveries(services, deferrable, urgent, landed)}
 
 
+def _s(seconds: float | None) -> str:
+    return "—" if seconds is None else f"{seconds:.2f}s"
+
+
 def report(args: argparse.Namespace, figures: dict[str, Any]) -> int:
     deferrable, urgent = figures["deferrable"], figures["urgent"]
     ratio = deferrable["ratio"]
@@ -177,14 +181,14 @@ def report(args: argparse.Namespace, figures: dict[str, Any]) -> int:
           f"{ratio:.3f}x (target <= 0.55x); routes {deferrable['routes']}"
           if ratio is not None else "deferrable: no cost (model not in LLM_PRICES)")
     print(f"urgent: ${urgent['per_message']:.8f}/message; routes {urgent['routes']}; "
-          f"landing to send p50 {figures['urgent_p50_s']}s, p95 {figures['urgent_p95_s']}s")
+          f"landing to send p50 {_s(figures['urgent_p50_s'])}, p95 {_s(figures['urgent_p95_s'])}")
     print(f"deferrable sent after their deadline: {figures['late']}; lost: {figures['lost']}; "
           f"duplicate sends at Telegram: {figures['duplicates']}; statuses "
           f"{figures['statuses']}")
     base = figures["baseline"]
     if base:
         print(f"baseline, batch route off (same backlog, same run): urgent landing to send "
-              f"p50 {base['urgent_p50_s']}s, p95 {base['urgent_p95_s']}s; all settled in "
+              f"p50 {_s(base['urgent_p50_s'])}, p95 {_s(base['urgent_p95_s'])}; all settled in "
               f"{base['seconds']:.1f}s; deferrable ${base['deferrable']['per_message']:.8f}"
               f"/message; lost {base['lost']}, duplicates {base['duplicates']}")
     ok = (ratio is not None and ratio <= 0.55 and figures["late"] == 0
