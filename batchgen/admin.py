@@ -21,7 +21,16 @@ from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_POST
 
 from batchgen import run_detail
-from batchgen.models import BatchRun, Bot, Chat, Generation, Message, QueueItem, Setting
+from batchgen.models import (
+    BatchRun,
+    Bot,
+    Chat,
+    Generation,
+    Message,
+    ProviderBatch,
+    QueueItem,
+    Setting,
+)
 from batchgen.templatetags.dashboard_format import local_time, usd
 
 admin.site.site_header = "botplatform administration"
@@ -160,7 +169,8 @@ class ChatAdmin(admin.ModelAdmin):
 
 class SettingForm(forms.ModelForm):
     value = forms.CharField(help_text="JSON: true / false for batch_mode_enabled, "
-                                      "an integer 1..50 for batch_size.")
+                                      "an integer 1..50 for batch_size, a list such as "
+                                      "[\"openai\"] for batch_route_providers.")
 
     class Meta:
         model = Setting
@@ -364,6 +374,23 @@ class MessageAdmin(DerivedAdmin):
     @admin.display(description="parts", ordering="parts_sent")
     def parts(self, message: Message) -> int:
         return message.parts_sent
+
+
+@admin.register(ProviderBatch)
+class ProviderBatchAdmin(DerivedAdmin):
+    """Jobs on a provider's Batch API; the batch route opens and closes them."""
+
+    list_display = ["id", "provider_model", "external_id", "status", "provider_status", "size",
+                    "submitted", "finished"]
+    list_filter = ["status", "provider"]
+    search_fields = ["external_id"]
+    exclude = ["requests"]  # every prompt of the batch: too large for a page
+    submitted = time_column("submitted_at", "submitted")
+    finished = time_column("finished_at", "finished")
+
+    def has_change_permission(self, request: HttpRequest,
+                              obj: ProviderBatch | None = None) -> bool:
+        return False  # a record of what was sent to the provider: view only
 
 
 from batchgen.intake import admin as intake_admin  # noqa: E402,F401,I001

@@ -97,6 +97,10 @@ class Drain:
         self._ready: deque[QueueItem] = deque()
         self._in_flight: dict[Future[GenerationResult], Work] = {}
         self._submit = _submitter(run)
+        from batchgen.batch_route import hold_after  # it builds on this module
+
+        # Items whose deadline leaves room wait for the provider batch route, when it is on.
+        self.hold_after = hold_after()
 
     def run_to_end(self) -> None:
         self._take(list(queue.claimed_items(self.run)))  # claimed up front (multi-bot)
@@ -135,7 +139,7 @@ class Drain:
         if self._clock() >= self.deadline:
             self.stopped = "reached BATCH_DRAIN_MAX_SECONDS"
             return False
-        self._take(reconnecting(lambda: queue.claim(room, self.run)))
+        self._take(reconnecting(lambda: queue.claim(room, self.run, hold_after=self.hold_after)))
         return bool(self._ready)  # empty: the queue is dry for now; a later finish tries again
 
     def _take(self, items: list[QueueItem]) -> None:
@@ -146,7 +150,7 @@ class Drain:
 
     def _start(self, item: QueueItem) -> None:
         try:
-            work = _prepare(item)
+            work = prepare_claimed(item)
             if work is None:
                 self.unusable["invalid_item"] += 1
             else:
@@ -220,7 +224,7 @@ def _describe(exc: BaseException) -> str:
     return storable(f"{type(exc).__name__}: {exc}")[:500]
 
 
-def _prepare(item: QueueItem) -> Work | None:
+def prepare_claimed(item: QueueItem) -> Work | None:
     """Turn a claimed item into work, or settle it here and say why."""
     if item.bot is None or item.chat is None:
         queue.kill(item, "its bot was deleted" if item.bot is None else "its chat was deleted")
@@ -228,6 +232,11 @@ def _prepare(item: QueueItem) -> Work | None:
     if not item.bot.is_active:
         queue.kill(item, f"bot {item.bot.name!r} is inactive")
         return None
+    return prepare(item)
+
+
+def prepare(item: QueueItem) -> Work:
+    """The prompt for an item whose bot and chat exist."""
     # The lines taken when the item was queued (a reply sees what it answers), else the
     # chat's history as it is now.
     recent = [str(m) for m in item.recent_messages or []] or history.recent_messages(item.chat)
@@ -238,13 +247,16 @@ def _prepare(item: QueueItem) -> Work | None:
                 cache_key=prompting.cache_key_for(item.bot))
 
 
-def save(run: BatchRun, group: Results, delivery: outbox.Delivery) -> None:
+def save(run: BatchRun, group: Results, delivery: outbox.Delivery, route: str = "sync") -> None:
     """Record a group of finished generations in one transaction; the replies are
-    committed as ``sending`` and go out after the commit."""
+    committed as ``sending`` and go out after the commit. ``route``: "batch" for results
+    of a provider batch (billed at the batch price)."""
     drafts = []
     with transaction.atomic():
-        Generation.objects.bulk_create(_generation(run, entry, result)
-                                       for entry, result in group)
+        generations = [_generation(run, entry, result) for entry, result in group]
+        for generation in generations:
+            generation.route = route
+        Generation.objects.bulk_create(generations)
         for entry, result in group:
             if result.ok:
                 reply = telegram.fit_message(storable(result.text))
@@ -259,7 +271,7 @@ def save(run: BatchRun, group: Results, delivery: outbox.Delivery) -> None:
         metrics.observe_request(result.provider, result.model,
                                 "ok" if result.ok else result.error_kind or "error",
                                 result.latency_s, result.prompt_tokens,
-                                result.completion_tokens, pricing.cost(*usage),
+                                result.completion_tokens, pricing.cost(*usage, route=route),
                                 cached_tokens=result.cached_tokens,
                                 full_cost_usd=pricing.full_cost(*usage))
 

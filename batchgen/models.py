@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from django.core.exceptions import ValidationError
@@ -113,10 +113,25 @@ def _validate_batch_size(value: Any) -> int:
     return value
 
 
+BATCH_ROUTE_PROVIDERS = ("openai", "groq", "gemini")
+
+
+def _validate_providers(value: Any) -> list[str]:
+    if not isinstance(value, list) or not all(isinstance(name, str) for name in value):
+        raise ValidationError(f"must be a list of provider names from "
+                              f"{', '.join(BATCH_ROUTE_PROVIDERS)}, e.g. [\"openai\"]")
+    unknown = sorted(set(value) - set(BATCH_ROUTE_PROVIDERS))
+    if unknown:
+        raise ValidationError(f"must name only {', '.join(BATCH_ROUTE_PROVIDERS)}; "
+                              f"unknown: {', '.join(unknown)}")
+    return sorted(set(value))
+
+
 @dataclass(frozen=True)
 class BatchSettings:
     batch_mode_enabled: bool = False
     batch_size: int = 1
+    batch_route_providers: list[str] = field(default_factory=list)
 
     @property
     def claim_size(self) -> int:
@@ -126,8 +141,9 @@ class BatchSettings:
 class Setting(models.Model):
     """One admin-editable value; ``Setting.load()`` is read afresh on every tick."""
 
-    RULES = {"batch_mode_enabled": _validate_bool, "batch_size": _validate_batch_size}
-    DEFAULTS = {"batch_mode_enabled": False, "batch_size": 1}
+    RULES = {"batch_mode_enabled": _validate_bool, "batch_size": _validate_batch_size,
+             "batch_route_providers": _validate_providers}
+    DEFAULTS = {"batch_mode_enabled": False, "batch_size": 1, "batch_route_providers": []}
     HELP = {
         "batch_mode_enabled": "true: each run keeps batch_size prompts in flight at once, "
                               "claiming the next item as each reply finishes. false: one item "
@@ -136,6 +152,9 @@ class Setting(models.Model):
         "batch_size": f"How many prompts a run keeps in flight in batch mode "
                       f"(1 to {MAX_BATCH_SIZE}). It is not a cap on how many items a run "
                       f"handles: a run refills until the queue is empty or its bound is hit.",
+        "batch_route_providers": "Providers whose Batch API (half price, results later) takes "
+                                 "work that can wait, e.g. [\"openai\"]; [] sends everything "
+                                 "synchronously.",
     }
 
     key = models.CharField(max_length=64, unique=True,
@@ -189,6 +208,8 @@ class QueueItem(models.Model):
         CLAIMED = "claimed"
         DONE = "done"
         DEAD = "dead"
+        # Submitted to a provider's Batch API; tick polls it (batchgen.batch_route).
+        BATCHED = "batched"
 
     # SET_NULL, not CASCADE: deleting a bot or chat must not silently delete
     # its queued work; the item ends dead with the reason instead.
@@ -208,6 +229,12 @@ class QueueItem(models.Model):
     lease_expires_at = models.DateTimeField(null=True, blank=True)
     batch_run = models.ForeignKey("BatchRun", null=True, blank=True, on_delete=models.SET_NULL,
                                   related_name="items")
+    deliver_by = models.DateTimeField(
+        null=True, blank=True,
+        help_text="Latest time the message should go out; empty: urgent (a reply to a person).")
+    provider_batch = models.ForeignKey(
+        "ProviderBatch", null=True, blank=True, on_delete=models.SET_NULL, related_name="items",
+        help_text="The provider batch it was last submitted in.")
     last_error = models.TextField(blank=True, default="")
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
@@ -273,6 +300,35 @@ class BatchRun(models.Model):
 
     def __str__(self) -> str:
         return f"Batch #{self.pk} ({self.mode}, {self.size} items, {self.status})"
+
+
+class ProviderBatch(models.Model):
+    """One job on a provider's Batch API (half price, results later), polled by tick."""
+
+    class Status(models.TextChoices):
+        OPEN = "open"            # submitted; results not taken yet
+        DONE = "done"            # results stored; items not in it went back to the queue
+        FAILED = "failed"        # the provider failed or expired it; items went back
+        CANCELLED = "cancelled"  # cancelled; items went back
+
+    provider = models.CharField(max_length=32)
+    model = models.CharField(max_length=100, blank=True, default="")
+    external_id = models.CharField(max_length=200, blank=True, default="")
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.OPEN)
+    provider_status = models.CharField(max_length=32, blank=True, default="")
+    size = models.PositiveIntegerField(default=0)
+    # item id -> {"prompt", "system"}: what was sent, so the stored reply names its prompt.
+    requests = models.JSONField(default=dict, blank=True)
+    error = models.TextField(blank=True, default="")
+    submitted_at = models.DateTimeField(auto_now_add=True)
+    polled_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["id"]
+
+    def __str__(self) -> str:
+        return f"Provider batch #{self.pk} {self.provider} {self.external_id} [{self.status}]"
 
 
 class Message(models.Model):

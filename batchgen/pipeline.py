@@ -116,7 +116,7 @@ def run_batch(batch_run_id: int) -> BatchRun:
     run.generation_s = (timezone.now() - started).total_seconds()
     if work.stopped:
         log.info("run %s stopped refilling: %s", run.id, work.stopped)
-    return _record(run, work.unusable)
+    return record(run, work.unusable)
 
 
 def _p95(values: list[float]) -> float | None:
@@ -126,7 +126,7 @@ def _p95(values: list[float]) -> float | None:
     return ordered[min(len(ordered) - 1, math.ceil(0.95 * len(ordered)) - 1)]
 
 
-def _record(run: BatchRun, unusable: Counter) -> BatchRun:
+def record(run: BatchRun, unusable: Counter) -> BatchRun:
     """Write the run's figures from what was saved (the single source of truth)."""
     generations = list(run.generations.all())
     sent = QueueItem.objects.filter(batch_run=run, status=QueueItem.Status.DONE).count()

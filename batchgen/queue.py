@@ -1,4 +1,6 @@
-"""Every state change of a QueueItem: push, claim, recover, finish, retry, kill.
+"""Every state change of a QueueItem: push, claim, recover, finish, retry, kill, and the
+batch route's hold (pending -> batched), claim of results (batched -> claimed) and return
+(batched -> pending).
 
 Claims are safe with several tick processes at once: on PostgreSQL the
 candidate rows are locked with ``SELECT … FOR UPDATE SKIP LOCKED``; on SQLite
@@ -22,7 +24,7 @@ from django.db.models import Count, F, Q
 from django.utils import timezone
 
 from batchgen import shared
-from batchgen.models import BatchRun, Bot, Chat, QueueItem
+from batchgen.models import BatchRun, Bot, Chat, ProviderBatch, QueueItem
 
 log = logging.getLogger(__name__)
 Status = QueueItem.Status
@@ -32,11 +34,12 @@ NUDGE = shared.key("queue", "nudge")
 
 
 def push(bot: Bot, chat: Chat, priority: int = 0, recent_messages: Iterable[str] = (),
-         max_attempts: int | None = None) -> QueueItem:
-    """Queue 'bot should say something in chat'; sleeping tick loops wake once it commits."""
+         max_attempts: int | None = None, deliver_by: datetime | None = None) -> QueueItem:
+    """Queue 'bot should say something in chat' (``deliver_by``: when it may wait, the
+    latest time it should go out; None: urgent); sleeping tick loops wake once it commits."""
     item = QueueItem.objects.create(
         bot=bot, chat=chat, priority=priority, recent_messages=list(recent_messages),
-        max_attempts=max_attempts or settings.BATCH_MAX_ATTEMPTS,
+        max_attempts=max_attempts or settings.BATCH_MAX_ATTEMPTS, deliver_by=deliver_by,
     )
     transaction.on_commit(nudge)
     return item
@@ -70,21 +73,33 @@ def wait_for_nudge(seconds: float, stop: threading.Event) -> bool:
     return False
 
 
-def _claimable(now: datetime):
-    return QueueItem.objects.filter(
+def _claimable(now: datetime, hold_after: datetime | None = None):
+    """Pending items due now; with ``hold_after``, not those the batch route keeps (a
+    deadline at or after it, never tried in a provider batch before)."""
+    pending = QueueItem.objects.filter(
         Q(available_at__isnull=True) | Q(available_at__lte=now), status=Status.PENDING,
     ).order_by("-priority", "created_at", "id")
+    if hold_after is not None:
+        pending = pending.exclude(_for_batch(hold_after))
+    return pending
+
+
+def _for_batch(hold_after: datetime) -> Q:
+    # One provider batch per item: one that came back without a reply goes the sync way.
+    return Q(deliver_by__gte=hold_after, provider_batch__isnull=True)
 
 
 def claim(limit: int, batch_run: BatchRun, lease_seconds: float | None = None,
-          ids: Iterable[int] | None = None, now: datetime | None = None) -> list[QueueItem]:
+          ids: Iterable[int] | None = None, now: datetime | None = None,
+          hold_after: datetime | None = None) -> list[QueueItem]:
     """Claim up to ``limit`` of the highest-priority pending items (oldest first)
-    into ``batch_run``, each with a lease; ``ids`` restricts the candidates."""
+    into ``batch_run``, each with a lease; ``ids`` restricts the candidates; ``hold_after``
+    leaves the items the batch route keeps."""
     now = now or timezone.now()
     lease = timedelta(seconds=lease_seconds or settings.BATCH_LEASE_SECONDS)
     with transaction.atomic():
         # A run never takes an item back that it already tried (one it retried or deferred).
-        candidates = _claimable(now).exclude(batch_run=batch_run)
+        candidates = _claimable(now, hold_after).exclude(batch_run=batch_run)
         if ids is not None:
             candidates = candidates.filter(id__in=list(ids))
         chosen = list(candidates.select_for_update(skip_locked=True)
@@ -99,8 +114,58 @@ def claim(limit: int, batch_run: BatchRun, lease_seconds: float | None = None,
     return list(claimed_items(batch_run).filter(id__in=chosen))
 
 
-def has_claimable(now: datetime | None = None) -> bool:
-    return _claimable(now or timezone.now()).exists()
+def has_claimable(now: datetime | None = None, hold_after: datetime | None = None) -> bool:
+    return _claimable(now or timezone.now(), hold_after).exists()
+
+
+def has_for_batch(hold_after: datetime, now: datetime | None = None) -> bool:
+    return _claimable(now or timezone.now()).filter(_for_batch(hold_after)).exists()
+
+
+def hold_for_batch(provider_batch: ProviderBatch, limit: int, hold_after: datetime,
+                   now: datetime | None = None) -> list[QueueItem]:
+    """Move up to ``limit`` pending items whose deadline is at or after ``hold_after`` into
+    ``provider_batch`` (status ``batched``): no sync run claims them while it is open."""
+    now = now or timezone.now()
+    with transaction.atomic():
+        chosen = list(_claimable(now).filter(_for_batch(hold_after))
+                      .select_for_update(skip_locked=True).values_list("id", flat=True)[:limit])
+        QueueItem.objects.filter(id__in=chosen, status=Status.PENDING).update(
+            status=Status.BATCHED, provider_batch=provider_batch, updated_at=now)
+    return list(QueueItem.objects.filter(id__in=chosen, status=Status.BATCHED,
+                                         provider_batch=provider_batch)
+                .select_related("bot", "chat").order_by("id"))
+
+
+def claim_from_batch(provider_batch: ProviderBatch, batch_run: BatchRun, ids: Iterable[int],
+                     now: datetime | None = None) -> list[QueueItem]:
+    """Claim items still waiting on ``provider_batch`` into ``batch_run`` to store their
+    results. Compare-and-set on ``batched``: a result fetched twice (a re-poll, two ticks)
+    finds its item already taken and is stored once."""
+    now = now or timezone.now()
+    ids = list(ids)
+    lease = timedelta(seconds=settings.BATCH_LEASE_SECONDS)
+    QueueItem.objects.filter(id__in=ids, status=Status.BATCHED,
+                             provider_batch=provider_batch).update(
+        status=Status.CLAIMED, batch_run=batch_run, lease_expires_at=now + lease, updated_at=now)
+    return list(claimed_items(batch_run).filter(id__in=ids))
+
+
+def unbatch(provider_batch: ProviderBatch | None, reason: str, ids: Iterable[int] | None = None,
+            due_before: datetime | None = None, now: datetime | None = None) -> int:
+    """Items waiting on a provider batch back to the sync path, no attempt spent: those of
+    ``provider_batch`` (all, or ``ids``), or of any batch whose deadline is before
+    ``due_before``. A result that arrives for them later is ignored."""
+    now = now or timezone.now()
+    waiting = QueueItem.objects.filter(status=Status.BATCHED)
+    if provider_batch is not None:
+        waiting = waiting.filter(provider_batch=provider_batch)
+    if ids is not None:
+        waiting = waiting.filter(id__in=list(ids))
+    if due_before is not None:
+        waiting = waiting.filter(deliver_by__lt=due_before)
+    return waiting.update(status=Status.PENDING, available_at=None, last_error=reason[:2000],
+                          updated_at=now)
 
 
 def renew(batch_run: BatchRun, lease_seconds: float | None = None,

@@ -16,7 +16,7 @@ from datetime import datetime
 
 from django.utils import timezone
 
-from batchgen import health, jobs, pipeline, queue
+from batchgen import batch_route, health, jobs, pipeline, queue
 from batchgen.intake import behaviour
 from batchgen.llm import config as llm_config
 from batchgen.models import BatchRun
@@ -59,7 +59,8 @@ def tick(sync: bool = False) -> TickSummary:
     health.beat("tick")  # every tick, with work or without: an alert watches its age
     recovered = pipeline.recover()
     produced = behaviour.produce()  # before claiming, so a reply to a person goes first
-    if not queue.has_claimable():
+    _batch_route_step()
+    if not queue.has_claimable(hold_after=batch_route.hold_after()):
         return TickSummary(recovered, produced)
     until = pipeline.breaker_open_until()
     if until is not None:
@@ -75,6 +76,16 @@ def tick(sync: bool = False) -> TickSummary:
         enqueue(run)
         runs.append(run)
     return TickSummary(recovered, produced, runs)
+
+
+def _batch_route_step() -> None:
+    """Work that can wait goes to a provider batch before runs start, so none claims it.
+    A failure here (a provider's batch endpoint down, a bug) must not stop the sync path:
+    items it leaves behind fall back by their deadline."""
+    try:
+        batch_route.step()
+    except Exception:
+        log.exception("the provider batch route's step failed; the sync path goes on")
 
 
 def enqueue(run: BatchRun) -> None:

@@ -227,6 +227,19 @@ BATCH_MAX_CRASHES = env_int("BATCH_MAX_CRASHES", 3, minimum=1, maximum=100)
 # Longest wait a server may ask for (Telegram retry_after, LLM Retry-After, an open breaker)
 # that defers the item; above it the item ends dead with the reason.
 BATCH_MAX_DEFER_SECONDS = env_float("BATCH_MAX_DEFER_SECONDS", 86400.0, minimum=1.0)
+# The provider batch route (admin setting batch_route_providers turns it on per provider).
+# An item goes to a provider batch only if its deliver_by is at least MIN_SLACK away; one
+# still waiting on a batch FALLBACK seconds before its deadline returns to the sync path.
+BATCH_ROUTE_MIN_SLACK_SECONDS = env_float("BATCH_ROUTE_MIN_SLACK_SECONDS", 3600.0, minimum=1.0)
+BATCH_ROUTE_FALLBACK_SECONDS = env_float("BATCH_ROUTE_FALLBACK_SECONDS", 900.0, minimum=1.0)
+if BATCH_ROUTE_FALLBACK_SECONDS >= BATCH_ROUTE_MIN_SLACK_SECONDS:
+    # Else every item submitted would be due back at once: a batch for nothing.
+    raise ImproperlyConfigured(
+        f"BATCH_ROUTE_FALLBACK_SECONDS={BATCH_ROUTE_FALLBACK_SECONDS:g} must be less than "
+        f"BATCH_ROUTE_MIN_SLACK_SECONDS={BATCH_ROUTE_MIN_SLACK_SECONDS:g}")
+# How long a cadence post may wait (capped by the membership's cadence).
+BATCH_ROUTE_CADENCE_DEADLINE_SECONDS = env_float("BATCH_ROUTE_CADENCE_DEADLINE_SECONDS",
+                                                 4 * 3600.0, minimum=60.0)
 
 # --- Telegram ----------------------------------------------------------------
 TELEGRAM_API_BASE_URL = env_url("TELEGRAM_API_BASE_URL", "https://api.telegram.org")

@@ -43,6 +43,17 @@ def test_a_bad_value_is_shown_on_the_form_and_nothing_is_saved(
     assert Setting.objects.get(key=key).value == before
 
 
+def test_the_batch_route_is_turned_on_per_provider_and_an_unknown_one_is_named(
+        staff_client: Client) -> None:
+    Setting.ensure_defaults()
+    refused = change_setting(staff_client, "batch_route_providers", '["openai", "mistral"]')
+    assert "batch_route_providers must name only openai, groq, gemini; unknown: mistral" \
+        in refused.content.decode()
+    assert Setting.load().batch_route_providers == []
+    assert change_setting(staff_client, "batch_route_providers", '["groq"]').status_code == 302
+    assert Setting.load().batch_route_providers == ["groq"]
+
+
 def test_a_good_value_is_saved_and_the_next_load_sees_it(staff_client: Client) -> None:
     response = change_setting(staff_client, "batch_size", "20")
     assert response.status_code == 302
@@ -129,7 +140,7 @@ def test_the_settings_page_lists_every_known_setting_even_after_a_delete(
     page = staff_client.get(reverse("admin:batchgen_setting_changelist")).content.decode()
     assert "batch_mode_enabled" in page and "batch_size" in page
     assert dict(Setting.objects.values_list("key", "value")) == {
-        "batch_mode_enabled": False, "batch_size": 1}
+        "batch_mode_enabled": False, "batch_size": 1, "batch_route_providers": []}
 
 
 @pytest.mark.parametrize("next_url", ["https://evil.example/phish", "//evil.example/",
@@ -276,3 +287,17 @@ def test_a_settings_change_page_says_what_its_value_means(staff_client) -> None:
     text = page.content.decode()
     assert "How many prompts a run keeps in flight in batch mode" in text
     assert "a run refills until the queue is empty" in text
+
+
+def test_staff_see_the_provider_batches_but_cannot_change_them(staff_client: Client) -> None:
+    from batchgen.models import ProviderBatch
+
+    batch = ProviderBatch.objects.create(provider="openai", model="gpt-4o-mini",
+                                         external_id="batch_abc", size=3)
+    listing = staff_client.get(reverse("admin:batchgen_providerbatch_changelist"))
+    assert "batch_abc" in listing.content.decode()
+    page = staff_client.get(reverse("admin:batchgen_providerbatch_change", args=[batch.pk]))
+    assert page.status_code == 200
+    staff_client.post(reverse("admin:batchgen_providerbatch_change", args=[batch.pk]),
+                      {"external_id": "changed", "provider": "openai"})
+    assert ProviderBatch.objects.get(pk=batch.pk).external_id == "batch_abc"

@@ -62,3 +62,25 @@ def test_the_scopes_table_quotes_each_case_against_its_target() -> None:
                                  "fraction_of_limit": 0.9}})
 
     assert rows[-1] == "| no_headers | 1.64% (< 5%) | 0 of 360 | 0.9 (>= 0.8) |"
+
+
+def test_the_cost_section_spreads_seventy_percent_deferrable_evenly() -> None:
+    from bench.cost_section import deferrable_flags
+
+    flags = deferrable_flags(1000, 0.7)
+    assert sum(flags) == 700
+    assert all(sum(flags[i:i + 10]) == 7 for i in range(0, 1000, 10))
+
+
+def test_the_cost_section_fails_on_a_ratio_above_target_or_a_late_item(capsys) -> None:
+    from bench import cost_section
+
+    args = cost_section.parse_args(["--items", "10"])
+    costs = {"per_message": 1, "sync_per_message": 2, "ratio": 0.5, "routes": {}}
+    figures = {"seconds": 1.0, "deferrable": costs, "urgent": costs, "n_deferrable": 7,
+               "n_urgent": 3, "lost": 0, "late": 0, "duplicates": 0, "statuses": {},
+               "urgent_p50_s": 0.1, "urgent_p95_s": 0.2, "baseline": None}
+    assert cost_section.report(args, figures) == 0
+    assert "0.500x (target <= 0.55x)" in capsys.readouterr().out
+    assert cost_section.report(args, {**figures, "late": 1}) == 1
+    assert cost_section.report(args, {**figures, "deferrable": {**costs, "ratio": 0.6}}) == 1

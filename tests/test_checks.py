@@ -95,3 +95,10 @@ def test_proxy_ssl_header_allowed_hosts_and_csrf_origins_come_from_the_environme
                          capture_output=True, text=True, timeout=60)
     assert out.stdout.strip() == ("('HTTP_X_FORWARDED_PROTO', 'https') ['bots.example.com'] "
                                   "['https://bots.example.com']")
+
+
+def test_a_batch_route_fallback_not_below_its_slack_is_refused_in_one_line() -> None:
+    done = manage("tick", BATCH_ROUTE_MIN_SLACK_SECONDS="600", BATCH_ROUTE_FALLBACK_SECONDS="600")
+    assert done.returncode != 0
+    assert done.stderr.strip() == ("configuration error: BATCH_ROUTE_FALLBACK_SECONDS=600 must "
+                                   "be less than BATCH_ROUTE_MIN_SLACK_SECONDS=600")

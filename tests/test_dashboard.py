@@ -145,10 +145,11 @@ def test_overview_reports_queue_depth_for_every_status() -> None:
     make_item(status="pending")
     make_item(status="pending")
     make_item(status="dead")
+    make_item(status="batched")  # waiting on a provider batch: its own line on the card
 
     depth = dashboard.overview().queue_depth
 
-    assert depth == {"pending": 2, "claimed": 0, "done": 0, "dead": 1}
+    assert depth == {"pending": 2, "claimed": 0, "done": 0, "dead": 1, "batched": 1}
 
 
 def test_overview_shows_batch_mode_from_settings() -> None:

@@ -122,6 +122,22 @@ def test_a_cadence_post_comes_once_per_slot_then_after_the_interval_with_jitter(
     assert pending(chat).count() == 2
 
 
+def test_a_cadence_post_can_wait_until_its_next_slot_and_a_reply_to_a_person_cannot(
+        settings) -> None:
+    settings.BATCH_ROUTE_CADENCE_DEADLINE_SECONDS = 4 * 3600
+    alpha, beta = make_intake_bot(), make_intake_bot()
+    group(alpha)
+    Membership.objects.filter(bot=alpha).update(cadence_minutes=30)
+    start = timezone.now()
+    assert produce(start) == 1
+    cadence = QueueItem.objects.get(bot=alpha)
+    assert cadence.deliver_by == start + timedelta(minutes=30)  # before the next post is due
+    chat = group(beta)
+    heard(chat, "anyone there?")
+    produce()
+    assert QueueItem.objects.get(bot=beta).deliver_by is None  # urgent: the sync path
+
+
 # Quiet 22:00–07:00 in Berlin (UTC+1 in winter): 21:30 UTC is 22:30 there.
 @pytest.mark.parametrize(("utc_time", "quiet"), [
     ("20:30", False), ("21:30", True), ("03:00", True), ("05:59", True), ("06:00", False)])

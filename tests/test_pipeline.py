@@ -427,7 +427,7 @@ def test_a_long_persona_is_shortened_and_a_long_reply_cut_and_both_are_recorded(
                                                         for n in range(30)])
     run = pipeline.open_run(BatchRun.Mode.BATCH, 1)
     queue.claim(1, run)
-    work = drain._prepare(queue.claimed_items(run)[0])
+    work = drain.prepare_claimed(queue.claimed_items(run)[0])
     long_reply = "A sentence that goes on. " * 400
 
     with outbox.Delivery(run) as delivery:

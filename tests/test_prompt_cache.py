@@ -9,7 +9,7 @@ from types import SimpleNamespace
 import pytest
 
 from batchgen import scheduler
-from batchgen.drain import _prepare, grouped_by_bot
+from batchgen.drain import grouped_by_bot, prepare_claimed
 from batchgen.fakes.prefix_cache import PrefixCache
 from batchgen.intake import prompting
 from batchgen.llm import LLMClient
@@ -50,8 +50,8 @@ def test_one_bots_prompts_start_alike_whatever_the_chat_holds() -> None:
 @pytest.mark.django_db
 def test_the_work_for_an_item_carries_its_bots_cache_key() -> None:
     bot = make_bot(persona=PERSONA)
-    first, second = _prepare(make_item(bot)), _prepare(make_item(bot))
-    other = _prepare(make_item(make_bot()))
+    first, second = prepare_claimed(make_item(bot)), prepare_claimed(make_item(bot))
+    other = prepare_claimed(make_item(make_bot()))
 
     assert first.cache_key == second.cache_key == prompting.cache_key_for(bot)
     assert other.cache_key != first.cache_key

@@ -156,7 +156,8 @@ def test_pop_highest_priority_returns_one_item_or_none() -> None:
     make_item(priority=1)
     assert queue.pop_highest_priority(make_run()).id == best.id
     make_run()
-    assert queue.depth_by_status() == {"pending": 1, "claimed": 1, "done": 0, "dead": 0}
+    assert queue.depth_by_status() == {"pending": 1, "claimed": 1, "done": 0, "dead": 0,
+                                       "batched": 0}
 
 
 def _claim_in_child(rounds: int, out: multiprocessing.Queue) -> None:

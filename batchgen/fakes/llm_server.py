@@ -390,6 +390,9 @@ def make_app(config: FakeLLMConfig | None = None) -> web.Application:
     app.router.add_post("/_control", control)
     app.router.add_get("/_stats", stats)
     app.router.add_post("/_reset", reset)
+    from batchgen.fakes import llm_batches  # it builds on this module's helpers
+
+    llm_batches.register(app)  # Files and Batches endpoints (the provider batch route)
     return app
 
 

@@ -17,6 +17,7 @@ import random
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
+from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.db.models import Q
 from django.utils import timezone
@@ -58,14 +59,15 @@ def _members(chat: Chat) -> list[Membership]:
                 .select_related("bot").order_by("bot_id"))
 
 
-def _queue(key: str, kind: str, bot: Bot, chat: Chat, priority: int) -> bool:
+def _queue(key: str, kind: str, bot: Bot, chat: Chat, priority: int,
+           deliver_by: datetime | None = None) -> bool:
     """One item for ``key``, unless it exists; the unique key settles concurrent producers."""
     if Trigger.objects.filter(key=key).exists():
         return False
     try:
         with transaction.atomic():
             trigger = Trigger.objects.create(key=key, kind=kind, bot=bot, chat=chat)
-            item = queue.push(bot, chat, priority=priority,
+            item = queue.push(bot, chat, priority=priority, deliver_by=deliver_by,
                               recent_messages=history.recent_messages(chat))
             Trigger.objects.filter(id=trigger.id).update(queue_item=item)
     except IntegrityError:
@@ -142,7 +144,12 @@ def _post_on_cadence(membership: Membership, now: datetime) -> int:
     if slot is None or slot > now:
         return 0
     key = f"cadence:{membership.id}:{slot.isoformat()}"
-    queued = _queue(key, "cadence", membership.bot, membership.chat, CADENCE_PRIORITY)
+    # A cadence post can wait (the provider batch route, half price), until the next one
+    # is due at the latest.
+    wait_s = min(settings.BATCH_ROUTE_CADENCE_DEADLINE_SECONDS,
+                 (membership.cadence_minutes or 0) * 60.0)
+    queued = _queue(key, "cadence", membership.bot, membership.chat, CADENCE_PRIORITY,
+                    deliver_by=max(now, slot) + timedelta(seconds=wait_s))
     jitter = membership.jitter_minutes * random.Random(key).uniform(-1.0, 1.0)
     minutes = max(1.0, (membership.cadence_minutes or 0) + jitter)
     Membership.objects.filter(id=membership.id, next_post_at=slot).update(

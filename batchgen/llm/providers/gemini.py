@@ -59,6 +59,22 @@ class GeminiProvider(Provider):
             thinking_config=thinking,
         )
 
+    def body(self, request: CompletionRequest) -> dict[str, Any]:
+        """The REST generateContent request (one line of a batch input file), the same
+        settings as ``_generation_config``."""
+        config = self._generation_config(request)
+        generation = {"temperature": config.temperature,
+                      "maxOutputTokens": config.max_output_tokens, "topP": config.top_p}
+        if config.thinking_config is not None:
+            generation["thinkingConfig"] = {"thinkingBudget": 0}
+        return {"contents": [{"role": "user", "parts": [{"text": request.user_prompt}]}],
+                "systemInstruction": {"parts": [{"text": request.system_prompt}]},
+                "generationConfig": generation}
+
+    def parse(self, response: Any) -> Completion:
+        """A generateContent response (a batch output line's, as JSON) as a Completion."""
+        return self._parse(genai_types.GenerateContentResponse.model_validate(response))
+
     def _complete(self, client: Any, request: CompletionRequest) -> Completion:
         try:
             response = client.models.generate_content(

@@ -24,8 +24,9 @@ class OpenAICompatibleProvider(Provider):
     completion_type: Any = ChatCompletion
     completion_path = "/chat/completions"  # OPENAI_BASE_URL includes /v1
 
-    def _complete(self, client: Any, request: CompletionRequest) -> Completion:
-        body = {
+    def body(self, request: CompletionRequest) -> dict[str, Any]:
+        """The chat completion request body (also one line of a Batch API input file)."""
+        return {
             "model": self.model,
             "messages": [{"role": "system", "content": request.system_prompt},
                          {"role": "user", "content": request.user_prompt}],
@@ -35,6 +36,9 @@ class OpenAICompatibleProvider(Provider):
             "frequency_penalty": request.frequency_penalty,
             **self._cache_fields(request),
         }
+
+    def _complete(self, client: Any, request: CompletionRequest) -> Completion:
+        body = self.body(request)
         try:
             # client.post is the SDK's documented way to call an endpoint directly:
             # same timeouts, headers and errors as chat.completions.create,
@@ -69,6 +73,10 @@ class OpenAICompatibleProvider(Provider):
         # APIResponseValidationError, a body that is not JSON (ValueError), anything odd.
         return ProviderError(errors.MALFORMED, self.scrub(
             f"unreadable response: {type(exc).__name__}: {exc}"), retryable=True)
+
+    def parse(self, response: Any) -> Completion:
+        """A chat completion (a Batch API output line's body, validated) as a Completion."""
+        return self._parse(self.completion_type.model_validate(response))
 
     def _parse(self, response: Any) -> Completion:
         try:
