@@ -272,7 +272,7 @@ def save(run: BatchRun, group: Results, delivery: outbox.Delivery, route: str = 
                                 "ok" if result.ok else result.error_kind or "error",
                                 result.latency_s, result.prompt_tokens,
                                 result.completion_tokens, pricing.cost(*usage, route=route),
-                                cached_tokens=result.cached_tokens,
+                                cached_tokens=result.cached_tokens, route=route,
                                 full_cost_usd=pricing.full_cost(*usage))
 
 

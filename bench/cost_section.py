@@ -123,12 +123,16 @@ def _deliveries(services: Any, deferrable: list[int], urgent: list[int],
             "urgent_p50_s": percentile(waits, 0.5), "urgent_p95_s": percentile(waits, 0.95)}
 
 
-def run(args: argparse.Namespace) -> dict[str, Any]:
+def run(args: argparse.Namespace, services: Any = None) -> dict[str, Any]:
+    """The section; with ``services`` (``make bench``'s) it runs on them and leaves them up."""
     from django.core.management import call_command
 
-    services = start_services()
+    own = services is None
+    if own:
+        services = start_services()
     try:
-        setup_django(services)
+        if own:
+            setup_django(services)
         call_command("migrate", verbosity=0)
         configure_fake(services, latency=args.latency)
         fake_llm(services, "/_batches", {"turnaround": args.turnaround})
@@ -138,7 +142,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         figures["baseline"] = _phase(services, args, []) if args.baseline else None
         return figures
     finally:
-        services.stop()
+        if own:
+            services.stop()
 
 
 def _phase(services: Any, args: argparse.Namespace, providers: list[str]) -> dict[str, Any]:
@@ -169,27 +174,36 @@ def _s(seconds: float | None) -> str:
     return "—" if seconds is None else f"{seconds:.2f}s"
 
 
-def report(args: argparse.Namespace, figures: dict[str, Any]) -> int:
+def lines(args: argparse.Namespace, figures: dict[str, Any]) -> list[str]:
+    """The section's figures as report lines (``make bench`` and ``python -m``)."""
     deferrable, urgent = figures["deferrable"], figures["urgent"]
     ratio = deferrable["ratio"]
-    print(f"cost: {args.items} items ({figures['n_deferrable']} deferrable, "
-          f"{figures['n_urgent']} urgent), provider batch turnaround {args.turnaround:g}s, "
-          f"all settled in {figures['seconds']:.1f}s")
-    print(f"deferrable: ${deferrable['per_message']:.8f}/message billed vs "
-          f"${deferrable['sync_per_message']:.8f} at the sync price = "
-          f"{ratio:.3f}x (target <= 0.55x); routes {deferrable['routes']}"
-          if ratio is not None else "deferrable: no cost (model not in LLM_PRICES)")
-    print(f"urgent: ${urgent['per_message']:.8f}/message; routes {urgent['routes']}; "
-          f"landing to send p50 {_s(figures['urgent_p50_s'])}, p95 {_s(figures['urgent_p95_s'])}")
-    print(f"deferrable sent after their deadline: {figures['late']}; lost: {figures['lost']}; "
-          f"duplicate sends at Telegram: {figures['duplicates']}; statuses "
-          f"{figures['statuses']}")
+    out = [
+        f"cost: {args.items} items ({figures['n_deferrable']} deferrable, "
+        f"{figures['n_urgent']} urgent), provider batch turnaround {args.turnaround:g}s, "
+        f"all settled in {figures['seconds']:.1f}s",
+        f"deferrable: ${deferrable['per_message']:.8f}/message billed vs "
+        f"${deferrable['sync_per_message']:.8f} at the sync price = "
+        f"{ratio:.3f}x (target <= 0.55x); routes {deferrable['routes']}"
+        if ratio is not None else "deferrable: no cost (model not in LLM_PRICES)",
+        f"urgent: ${urgent['per_message']:.8f}/message; routes {urgent['routes']}; "
+        f"landing to send p50 {_s(figures['urgent_p50_s'])}, p95 {_s(figures['urgent_p95_s'])}",
+        f"deferrable sent after their deadline: {figures['late']}; lost: {figures['lost']}; "
+        f"duplicate sends at Telegram: {figures['duplicates']}; statuses "
+        f"{figures['statuses']}"]
     base = figures["baseline"]
     if base:
-        print(f"baseline, batch route off (same backlog, same run): urgent landing to send "
-              f"p50 {_s(base['urgent_p50_s'])}, p95 {_s(base['urgent_p95_s'])}; all settled in "
-              f"{base['seconds']:.1f}s; deferrable ${base['deferrable']['per_message']:.8f}"
-              f"/message; lost {base['lost']}, duplicates {base['duplicates']}")
+        out.append(f"baseline, batch route off (same backlog, same run): urgent landing to "
+                   f"send p50 {_s(base['urgent_p50_s'])}, p95 {_s(base['urgent_p95_s'])}; all "
+                   f"settled in {base['seconds']:.1f}s; deferrable "
+                   f"${base['deferrable']['per_message']:.8f}/message; lost {base['lost']}, "
+                   f"duplicates {base['duplicates']}")
+    return out
+
+
+def report(args: argparse.Namespace, figures: dict[str, Any]) -> int:
+    print("\n".join(lines(args, figures)))
+    ratio = figures["deferrable"]["ratio"]
     ok = (ratio is not None and ratio <= 0.55 and figures["late"] == 0
           and figures["lost"] == 0 and figures["duplicates"] == 0)
     return 0 if ok else 1

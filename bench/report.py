@@ -85,6 +85,17 @@ def section_ratelimit(data: dict[str, Any]) -> list[str]:
             f"{_f(data['seconds'], 1)} s |"]
 
 
+def section_cost(data: dict[str, Any]) -> list[str]:
+    return ["### 8. Cost: deferrable work through the provider Batch API", "",
+            *(f"- {line}" for line in data["lines"])]
+
+
+def section_cache(data: dict[str, Any]) -> list[str]:
+    from bench.cache_section import table
+
+    return ["### 9. " + table(data)[0].removeprefix("### "), *table(data)[1:]]
+
+
 def section_scopes(data: dict[str, Any]) -> list[str]:
     from bench.ratelimit_scopes_section import table
 
@@ -179,7 +190,8 @@ def markdown(results: dict[str, Any]) -> str:
     for key, render in (("document", section_document), ("targets", section_targets),
                         ("scaling", section_scaling), ("tails", section_tails),
                         ("ratelimit", section_ratelimit), ("scopes", section_scopes),
-                        ("pipeline", section_pipeline), ("drain", section_drain)):
+                        ("pipeline", section_pipeline), ("drain", section_drain),
+                        ("cost", section_cost), ("cache", section_cache)):
         if key in results:
             lines += render(results[key]) + [""]
     return "\n".join(lines)

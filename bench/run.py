@@ -32,6 +32,8 @@ from pathlib import Path
 from typing import Any
 
 from bench import (
+    cache_section,
+    cost_section,
     drain_section,
     harness,
     llm_sections,
@@ -42,7 +44,7 @@ from bench import (
 
 RESULTS = harness.ROOT / "bench" / "results"
 SECTIONS = ("document", "targets", "scaling", "tails", "ratelimit", "scopes", "pipeline",
-            "drain")
+            "drain", "cost", "cache")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -117,6 +119,8 @@ def run_sections(args: argparse.Namespace, services: harness.Services,
             services, sizes["drain_items"], sizes["drain_latency"], sizes["drain_sigma"],
             sizes["drain_batch"], sizes["drain_interval"], sizes["drain_lockstep_items"],
             sizes["drain_rpm"]),
+        "cost": lambda: cost(services, args.quick),
+        "cache": lambda: cache_section.cache_section(services, 200 if args.quick else 400, 8),
     }
     results: dict[str, Any] = {}
     for name in SECTIONS:
@@ -135,6 +139,15 @@ def run_sections(args: argparse.Namespace, services: harness.Services,
             print("\n".join(render(results[name])), f"\n({time.perf_counter() - started:.0f} s)\n",
                   flush=True)
     return results
+
+
+def cost(services: harness.Services, quick: bool) -> dict[str, Any]:
+    """Issue 13's cost figures; the report lines are computed here, with the options used."""
+    args = cost_section.parse_args(["--items", "400" if quick else "1000"])
+    figures = cost_section.run(args, services)
+    return {"lines": cost_section.lines(args, figures),
+            "ratio": figures["deferrable"]["ratio"], "lost": figures["lost"],
+            "duplicates": figures["duplicates"], "late": figures["late"]}
 
 
 def ratelimit(services: harness.Services, rpm: int, prompts: int) -> dict[str, Any]:
