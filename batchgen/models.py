@@ -405,4 +405,16 @@ class Generation(models.Model):
         return f"Generation #{self.pk} for item {self.queue_item_id} [{outcome}]"
 
 
-from batchgen.intake.models import *  # noqa: E402,F401,F403,I001  (intake's models, one app)
+
+class ChatBehaviour(Chat):
+    """The chat seen as its behaviour rules (an admin page of its own, same table)."""
+
+    class Meta:
+        proxy = True
+        verbose_name = "chat behaviour rules"
+        verbose_name_plural = "chat behaviour rules"
+
+
+# Intake's models live in their package and reference these by "batchgen.Model" strings, so
+# the import goes one way only: this module is the app's, and Django finds them through it.
+from batchgen.intake.models import *  # noqa: E402,F401,F403,I001

@@ -5,8 +5,9 @@ from __future__ import annotations
 from django.contrib import admin
 from django.utils.html import format_html
 
-from batchgen.intake.models import ChatBehaviour, ChatMessage, Membership, Trigger
+from batchgen.intake.models import ChatMessage, Membership, Trigger
 from batchgen.intake.prompting import prompt_for
+from batchgen.models import ChatBehaviour
 
 _MEMBER_RULES = ["is_active", "replies_to_humans", "answers_bots", "cadence_minutes",
                  "jitter_minutes"]

@@ -5,9 +5,7 @@ from __future__ import annotations
 
 from django.db import models
 
-from batchgen.models import Chat
-
-__all__ = ["ChatBehaviour", "ChatMessage", "Membership", "ProcessedUpdate", "Trigger"]
+__all__ = ["ChatMessage", "Membership", "ProcessedUpdate", "Trigger"]
 
 
 class Membership(models.Model):
@@ -106,11 +104,3 @@ class Trigger(models.Model):
     def __str__(self) -> str:
         return self.key
 
-
-class ChatBehaviour(Chat):
-    """The chat seen as its behaviour rules (an admin page of its own, same table)."""
-
-    class Meta:
-        proxy = True
-        verbose_name = "chat behaviour rules"
-        verbose_name_plural = "chat behaviour rules"
