@@ -13,6 +13,7 @@ from django.utils import timezone
 from batchgen import batch_route, pipeline, pricing, queue, scheduler
 from batchgen.llm import batch_api
 from batchgen.models import BatchRun, Generation, Message, ProviderBatch, QueueItem, Setting
+from tests.concurrency import at_once
 from tests.factories import make_item
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -226,28 +227,11 @@ def test_a_tick_killed_while_storing_results_loses_nothing_and_sends_nothing_twi
 
 @pytest.mark.postgres
 def test_two_ticks_storing_one_batch_at_once_on_postgres_send_each_reply_once(env) -> None:
-    import threading
-
-    from django.db import connection
-
     route_on("openai")
     items = [make_item(deliver_by=later()) for _ in range(20)]
     batch_route.submit()
     batch = ProviderBatch.objects.get()
-    start, stored = threading.Barrier(2), []
-
-    def tick_storing() -> None:
-        try:
-            start.wait(timeout=30)
-            stored.append(batch_route.poll(batch)[0])
-        finally:
-            connection.close()
-
-    threads = [threading.Thread(target=tick_storing) for _ in range(2)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=120)
+    stored = at_once(lambda: batch_route.poll(batch)[0], 2)
     assert sum(stored) == 20
     for item in items:
         item.refresh_from_db()

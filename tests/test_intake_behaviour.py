@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import threading
 from datetime import UTC, datetime, time, timedelta
 
 import pytest
-from django.db import connection
 from django.utils import timezone
 
 from batchgen import queue
@@ -14,6 +12,7 @@ from batchgen.intake import chats
 from batchgen.intake.behaviour import MENTION_PRIORITY, in_quiet_hours, produce
 from batchgen.intake.models import ChatMessage, Membership, Trigger
 from batchgen.models import Chat, Message, QueueItem
+from tests.concurrency import at_once
 from tests.factories import make_bot, make_chat, make_item, make_run
 from tests.intake_support import make_intake_bot
 
@@ -201,25 +200,13 @@ def test_concurrent_producers_queue_one_item_per_trigger() -> None:
     for n in range(20):
         heard(chat, f"message {n}")
     now = timezone.now()
-    barrier, errors = threading.Barrier(4), []
 
     def producer() -> None:
-        try:
-            barrier.wait()
-            for _ in range(3):
-                ChatMessage.objects.update(produced=False)  # everyone sees every message
-                produce(now)
-        except Exception as exc:  # reported below: a thread's failure must fail the test
-            errors.append(exc)
-        finally:
-            connection.close()
+        for _ in range(3):
+            ChatMessage.objects.update(produced=False)  # everyone sees every message
+            produce(now)
 
-    threads = [threading.Thread(target=producer) for _ in range(4)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert not errors
+    at_once(producer, 4)  # raises a thread's error: a failed producer fails the test
     # 20 messages × 4 bots replies, and one cadence post for each of the 4 bots.
     assert QueueItem.objects.count() == 84 == Trigger.objects.count()
     assert Trigger.objects.filter(queue_item__isnull=True).count() == 0
