@@ -5,6 +5,8 @@ from __future__ import annotations
 from datetime import UTC, datetime, time, timedelta
 
 import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from batchgen import queue
@@ -218,3 +220,29 @@ def test_a_message_older_than_an_hour_gets_no_reply() -> None:
     heard(chat, "yesterday's news", at=timezone.now() - timedelta(hours=2))
     assert produce() == 0
     assert ChatMessage.objects.get().produced  # handled: not looked at again
+
+
+def _chats_with_recent_sends(count: int) -> None:
+    """``count`` chats a bot posted in: half with no other bot to answer, half whose last
+    bot line was answered already (the answer sent, its trigger kept)."""
+    for n in range(count):
+        alpha, beta = make_intake_bot(), make_intake_bot()
+        if n % 2:
+            chat = group(alpha)
+            sent(alpha, chat)
+        else:
+            chat = group(alpha, beta, max_bot_turns=5)
+            line = sent(alpha, chat, at=timezone.now() - timedelta(seconds=1))
+            Trigger.objects.create(key=f"answer:{line.id}", kind="answer", bot=beta, chat=chat)
+
+
+def test_a_tick_does_not_visit_every_chat_a_bot_posted_in() -> None:
+    # A drain of 2,000 one-bot chats made every later tick read each chat's history, so the
+    # tick took seconds and the next backlog waited for it.
+    def queries_for(more_chats: int) -> int:
+        _chats_with_recent_sends(more_chats)
+        with CaptureQueriesContext(connection) as captured:
+            assert produce() == 0
+        return len(captured)
+
+    assert queries_for(2) == queries_for(20)  # 2 chats, then 22

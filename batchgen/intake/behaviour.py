@@ -19,7 +19,7 @@ from zoneinfo import ZoneInfo
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
-from django.db.models import Q
+from django.db.models import Exists, OuterRef, Q, Subquery
 from django.utils import timezone
 
 from batchgen import queue
@@ -99,18 +99,29 @@ def _reply_to(message: ChatMessage) -> int:
 
 
 def _answers(now: datetime) -> int:
-    chat_ids = set(Message.objects.filter(status=Message.Status.SENT,
-                                          sent_at__gte=now - _ANSWER_WINDOW)
-                   .values_list("chat_id", flat=True))
-    busy = set(QueueItem.objects.filter(
-        chat_id__in=chat_ids, status__in=[QueueItem.Status.PENDING, QueueItem.Status.CLAIMED])
-        .values_list("chat_id", flat=True))
-    queued = 0
-    for chat in Chat.objects.filter(id__in=chat_ids - busy, is_active=True):
-        # Wait while replies are in flight: answering now would answer a stale line.
-        if not in_quiet_hours(chat, now):
-            queued += _answer_in(chat)
-    return queued
+    """Chats where a bot spoke last within the window and another member bot may answer.
+
+    Found in one query, so a tick's cost does not grow with every chat a bot posted in (a
+    drain of thousands of one-bot chats made each tick read each chat's history)."""
+    sent = Message.objects.filter(status=Message.Status.SENT, sent_at__isnull=False)
+    last_sent = sent.filter(chat=OuterRef("pk")).order_by("-sent_at", "-id")
+    another_may_answer = Membership.objects.filter(
+        chat=OuterRef("pk"), is_active=True, answers_bots=True, bot__is_active=True,
+    ).exclude(bot_id=OuterRef("last_bot"))
+    # Wait while replies are in flight: answering now would answer a stale line.
+    busy = QueueItem.objects.filter(status__in=[QueueItem.Status.PENDING,
+                                                QueueItem.Status.CLAIMED])
+    chats = list(Chat.objects.filter(
+        is_active=True, id__in=sent.filter(sent_at__gte=now - _ANSWER_WINDOW).values("chat_id"))
+        .exclude(id__in=busy.values("chat_id"))
+        .annotate(last_sent=Subquery(last_sent.values("id")[:1]),
+                  last_bot=Subquery(last_sent.values("bot_id")[:1]))
+        .filter(Exists(another_may_answer)))
+    # A chat whose last bot line has its answer queued already has nothing more to produce.
+    answered = set(Trigger.objects.filter(key__in=[f"answer:{c.last_sent}" for c in chats])
+                   .values_list("key", flat=True))
+    return sum(_answer_in(chat) for chat in chats
+               if f"answer:{chat.last_sent}" not in answered and not in_quiet_hours(chat, now))
 
 
 def _answer_in(chat: Chat) -> int:
