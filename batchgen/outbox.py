@@ -58,6 +58,9 @@ class Delivery:
         self.batch_run = batch_run
         self._pool = ThreadPoolExecutor(SEND_THREADS, thread_name_prefix="telegram-send")
         self._in_flight: dict[Future[SendResult], tuple[Message, QueueItem]] = {}
+        # When each send finished (set on the send thread), so ``sent_at`` is that moment
+        # however long after it the caller gets round to settling.
+        self._finished_at: dict[Future[SendResult], object] = {}
 
     def __enter__(self) -> Delivery:
         return self
@@ -98,8 +101,12 @@ class Delivery:
                                            item.chat.telegram_chat_id, message.text,
                                            start_part=message.parts_sent)
                 self._in_flight[future] = (message, item)
+                future.add_done_callback(self._stamp)
 
         transaction.on_commit(start)
+
+    def _stamp(self, future: Future[SendResult]) -> None:
+        self._finished_at[future] = timezone.now()
 
     def settle(self, block: bool = False, timeout: float | None = None) -> bool:
         """Record the sends that have finished (all of them with ``block``; with ``timeout``,
@@ -110,18 +117,21 @@ class Delivery:
         while self._in_flight:
             done = [f for f in self._in_flight if f.done()]
             if not done and (block or timeout):
-                done, _ = wait(list(self._in_flight), timeout=None if block else timeout,
-                               return_when=FIRST_COMPLETED)
+                done = list(wait(list(self._in_flight), timeout=None if block else timeout,
+                                 return_when=FIRST_COMPLETED).done)
             if not done:
                 return True
             finished = [(*self._in_flight[f], f.result()) for f in done]
             with transaction.atomic():
-                _settle_sent([entry for entry in finished if entry[2].status == "sent"])
+                _settle_sent([(*entry, self._finished_at.get(future))
+                              for future, entry in zip(done, finished, strict=True)
+                              if entry[2].status == "sent"])
                 for message, item, result in finished:
                     if result.status != "sent":
                         _settle_unsent(message, item, result)
             for future in done:
                 del self._in_flight[future]
+                self._finished_at.pop(future, None)
             for _, _, result in finished:
                 metrics.observe_send(result.status)
             if not block:
@@ -138,15 +148,18 @@ def _progress(message: Message, result: SendResult) -> Message:
     return message
 
 
-def _settle_sent(finished: list[tuple[Message, QueueItem, SendResult]]) -> None:
-    # The common case, a burst of successes: two statements for the whole group.
+def _settle_sent(finished: list[tuple[Message, QueueItem, SendResult, object]]) -> None:
+    # One small UPDATE per message: Django's bulk_update builds a CASE per field and row,
+    # which measured 2.3 times the CPU of plain updates (0.83 against 0.36 ms a message on
+    # PostgreSQL), and the workers' CPU is what bounds a drain on a small machine.
     now = timezone.now()
-    messages = [_progress(message, result) for message, _, result in finished]
-    for message in messages:
-        message.status, message.sent_at = Status.SENT, now
-    Message.objects.bulk_update(messages, ["status", "sent_at", "parts_sent", "error",
-                                           "telegram_message_ids", "telegram_message_id"])
-    queue.finish_many([item for _, item, _ in finished], now)
+    for message, _, result, finished_at in finished:
+        message = _progress(message, result)
+        Message.objects.filter(id=message.id).update(
+            status=Status.SENT, sent_at=finished_at or now, parts_sent=message.parts_sent,
+            error=message.error, telegram_message_ids=message.telegram_message_ids,
+            telegram_message_id=message.telegram_message_id)
+    queue.finish_many([item for _, item, _, _ in finished], now)
 
 
 def _settle_unsent(message: Message, item: QueueItem, result: SendResult) -> None:
