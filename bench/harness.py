@@ -2,7 +2,8 @@
 
 Every service the benchmark talks to is private to one run: a redis-server on
 a free port (never a shared Redis database), a SQLite file in a temporary
-directory, the fake LLM provider and the fake Telegram each in their own
+directory (or, with ``--postgres``, a fresh database on that server), the fake
+LLM provider and the fake Telegram each in their own
 process, so they do not compete with the client for its GIL.
 """
 
@@ -40,10 +41,6 @@ _FAKE_TELEGRAM = ("from aiohttp import web; import sys; "
                   "print=None, access_log=None)")
 
 
-
-
-
-
 def _wait_or_exit(port: int, what: str) -> None:
     if not wait_for_port(port):
         raise SystemExit(f"bench: {what} did not start on port {port}")
@@ -60,6 +57,7 @@ class Services:
     database_url: str = ""
     children: list[subprocess.Popen] = field(default_factory=list)
     _fake_redis: Any = None
+    _drop_database: Callable[[], None] | None = None
 
     def start(self, args: Sequence[str], env: dict[str, str] | None = None,
               log_name: str | None = None) -> subprocess.Popen:
@@ -101,11 +99,23 @@ class Services:
         if self._fake_redis is not None:
             self._fake_redis.shutdown()
 
+    def drop_database(self) -> None:
+        """Drop the run's PostgreSQL database (``--postgres``), after every process closed."""
+        if self._drop_database is not None:
+            from django.db import connections
 
-def start_services(keep: bool = False) -> Services:
-    """Redis, the fake LLM and the fake Telegram, each on a free port; a fresh SQLite path."""
+            connections.close_all()
+            self._drop_database()
+            self._drop_database = None
+
+
+def start_services(postgres: str = "") -> Services:
+    """Redis, the fake LLM and the fake Telegram, each on a free port; a fresh SQLite path,
+    or a fresh database on the PostgreSQL server at ``postgres`` (a postgres:// URL)."""
     workdir = Path(tempfile.mkdtemp(prefix="bench-run-"))
     services = Services(workdir=workdir, database_url=f"sqlite:///{workdir / 'bench.sqlite3'}")
+    if postgres:
+        services.database_url, services._drop_database = fresh_postgres(postgres, workdir.name)
     services.redis_url = _start_redis(services)
     llm_port, telegram_port = free_port(), free_port()
     services.start([PYTHON, "-c", _FAKE_LLM, str(llm_port)], log_name="fake-llm")
@@ -115,6 +125,27 @@ def start_services(keep: bool = False) -> Services:
     services.llm_url = f"http://127.0.0.1:{llm_port}"
     services.telegram_url = f"http://127.0.0.1:{telegram_port}"
     return services
+
+
+def fresh_postgres(url: str, name: str) -> tuple[str, Callable[[], None]]:
+    """A new database on the server at ``url``, its URL, and how to drop it."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    import psycopg
+
+    parts = urlsplit(url)
+    if parts.scheme not in ("postgres", "postgresql"):
+        raise SystemExit(f"bench: --postgres must be a postgres:// URL, got {parts.scheme}://")
+    database = name.replace("-", "_")
+    admin = urlunsplit(parts._replace(scheme="postgresql"))
+
+    def execute(sql: str) -> None:
+        with psycopg.connect(admin, autocommit=True) as connection:
+            connection.execute(sql)
+
+    execute(f'CREATE DATABASE "{database}"')
+    return (urlunsplit(parts._replace(path=f"/{database}")),
+            lambda: execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)'))
 
 
 def _start_redis(services: Services) -> str:

@@ -67,6 +67,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--publish", action="store_true",
                         help="also write bench/README.md and bench/throughput.png")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
+    parser.add_argument("--postgres", default="", metavar="URL",
+                        help="run on a fresh database on this PostgreSQL server (postgres://"
+                             "user@host:5432/any) instead of SQLite, as production does")
     args = parser.parse_args(argv)
     args.latency = args.latency or (0.5 if args.quick else llm_sections.DOCUMENT_LATENCY)
     unknown = set(args.only.split(",")) - set(SECTIONS)
@@ -184,19 +187,21 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     sizes = plan(args)
     started = time.perf_counter()
-    services = harness.start_services()
+    services = harness.start_services(args.postgres)
     try:
         harness.setup_django(services)
         results = run_sections(args, services, sizes)
     finally:
         services.stop()
         if not args.keep:
+            services.drop_database()
             shutil.rmtree(services.workdir, ignore_errors=True)
         else:
             print(f"bench: logs and database kept in {services.workdir}")
     results["meta"] = {
         "finished_at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "machine": harness.machine(), "wall_s": round(time.perf_counter() - started, 1),
+        "machine": harness.machine(), "database": services.database_url.split(":", 1)[0],
+        "wall_s": round(time.perf_counter() - started, 1),
         "command": "python -m bench.run " + shlex.join(argv if argv is not None else sys.argv[1:]),
         "plan": sizes,
     }
