@@ -22,9 +22,11 @@ advance) and the caller sleeps until ``s``, otherwise nothing is reserved. Becau
 future slots instead of polling, emission is evenly spaced and there is no thundering herd.
 
 Tuning, so that a server counting any 60 s window never sees more than the limit: a burst of
-``BURST_FRACTION`` of the limit may go at once, and the steady rate is
-``(limit - burst + 1) * (1 - SAFETY_MARGIN)`` per minute. With the defaults that is about 92% of
-the limit sustained; the margin absorbs network jitter between our clock and the server's.
+``BURST_SECONDS`` (one second) of the limit may go at once, and the steady rate is
+``(limit - burst + 1) * (1 - SAFETY_MARGIN)`` per minute. With the defaults that is about 95%
+of the limit sustained (it was 92% with a 5% burst, which a provider enforcing its limit per
+second would also have answered with 429s); the margin absorbs network jitter between our
+clock and the server's.
 GCRA guarantees "at most burst + rate * t in ANY window t", so a request larger than the burst
 must also wait for its excess. The token burst is therefore at least ``TPM_BURST_TOKENS`` (one
 large request) unless that is more than ``TPM_MAX_BURST_FRACTION`` of the limit: a small TPM
@@ -60,7 +62,11 @@ __all__ = ["RateLimiter", "RateLimitTimeout", "all_limiter_stats", "estimate_tok
 
 logger = logging.getLogger(__name__)
 
-BURST_FRACTION = 0.05
+# At most one second's worth of the limit goes at once: OpenAI says a per-minute limit
+# may be enforced per second ("60,000 requests/minute may be enforced as 1,000
+# requests/second"), so a larger burst can draw 429s below the minute's limit, and what the
+# burst takes is taken from the steady rate (any 60 s window stays under the limit).
+BURST_SECONDS = 1.0
 SAFETY_MARGIN = 0.03
 TPM_BURST_TOKENS = 2048
 TPM_MAX_BURST_FRACTION = 0.15
@@ -169,7 +175,7 @@ class Budget:
     def per_minute(cls, limit: int | None, burst_floor: int = 1) -> Budget | None:
         if not limit or limit <= 0:
             return None
-        burst = max(1, math.floor(limit * BURST_FRACTION), burst_floor)
+        burst = max(1, math.floor(limit / limits.MINUTE * BURST_SECONDS), burst_floor)
         rate = (limit - burst + 1) * (1 - SAFETY_MARGIN)
         interval = limits.MINUTE / rate
         return cls(limit=limit, interval=interval, burst_seconds=burst * interval)

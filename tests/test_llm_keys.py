@@ -158,22 +158,23 @@ def test_the_dashboard_lists_each_key_by_fingerprint_with_its_limiter(llm_env):
 
 
 def test_a_saturated_key_hands_the_request_to_one_with_room(llm_env):
-    with_keys(llm_env, OPENAI_API_KEYS=KEYS[:2], OPENAI_RPM_LIMIT=60,
+    with_keys(llm_env, OPENAI_API_KEYS=KEYS[:2], OPENAI_RPM_LIMIT=180,
               LLM_RATE_LIMIT_MAX_WAIT=0.0, OPENAI_RATE_LIMIT_SCOPE="key")
     client = LLMClient()
 
     results = [client.generate_detailed(p) for p in make_prompts(8)]
 
-    # Each key's limiter allows a burst of 3; the rotation uses both before refusing.
+    # Each key's limiter allows a burst of 3 (one second of 180 RPM); the rotation uses both
+    # before refusing.
     assert [r.error_kind for r in results] == [None] * 6 + ["rate_limit_wait"] * 2
 
 
 def test_keys_of_one_account_share_its_budget_so_rotation_gains_nothing(llm_env):
-    with_keys(llm_env, OPENAI_API_KEYS=KEYS[:2], OPENAI_RPM_LIMIT=60,
+    with_keys(llm_env, OPENAI_API_KEYS=KEYS[:2], OPENAI_RPM_LIMIT=180,
               LLM_RATE_LIMIT_MAX_WAIT=0.0)
     client = LLMClient()
 
     results = [client.generate_detailed(p) for p in make_prompts(8)]
 
-    # One budget of 60 RPM for both keys: its burst of 3, then no key has room.
+    # One budget of 180 RPM for both keys: its burst of 3, then no key has room.
     assert [r.error_kind for r in results] == [None] * 3 + ["rate_limit_wait"] * 5

@@ -147,4 +147,4 @@ def test_prompts_stream_through_a_limit_without_loss(llm_env):
 
     assert all(r.ok for r in results)
     assert fake.stats()["total"] == 80
-    assert time.monotonic() - started >= (80 - 60) / 20 * 0.9  # burst 60, then ~19/s
+    assert time.monotonic() - started >= (80 - 20) / 20 * 0.9  # burst 20, then ~19/s
