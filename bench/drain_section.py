@@ -12,11 +12,18 @@ to the last message's ``sent_at``. Figures:
 - the priority item: one item pushed with a high priority a third of the way into the 2-worker
   drain, and how long it took to reach Telegram (target: interval + 2 × mean latency);
 - lost items (not sent) and duplicate sends (a chat that got two messages), counted at the
-  fake Telegram.
+  fake Telegram;
+- the ideal beside each: a finite backlog never reaches the ceiling (the pool fills and
+  empties, and the last replies are the slow tail of the latency), so each refilling row also
+  gives what a perfect pool of the same slots would do with the same backlog and latency
+  (simulated, no overhead at all), and the rate-limited row what the limiter's own schedule
+  allows (its burst, then its steady rate kept under the limit for any 60 s window).
 """
 
 from __future__ import annotations
 
+import heapq
+import math
 import os
 import random
 import signal
@@ -40,11 +47,11 @@ def drain(services: Services, items: int, latency: float, sigma: float, batch_si
     common = {"latency_mean_s": latency, "sigma": sigma, "batch_size": batch_size,
               "interval_s": interval}
     new = [_refilling(services, items, batch_size, interval, latency, workers,
-                      priority=workers == 2) for workers in (2, 4)]
+                      priority=workers == 2, sigma=sigma) for workers in (2, 4)]
     lockstep = _lockstep(services, lockstep_items, batch_size, interval, latency, workers=2)
-    limited_items = max(100, int(rpm / 60 * 60))  # about a minute at the limit
+    limited_items = max(200, int(rpm / 60 * 120))  # about two minutes at the limit
     limited = _refilling(services, limited_items, batch_size, interval, latency, 4,
-                         rate_limit_rpm=rpm)
+                         rate_limit_rpm=rpm, sigma=sigma)
     return {**common, "items": items, "refilling": new, "lockstep": lockstep,
             "rate_limited": limited}
 
@@ -120,9 +127,34 @@ def _stop(procs: list[subprocess.Popen]) -> None:
             os.killpg(proc.pid, signal.SIGKILL)
 
 
+def ideal_pool(items: int, slots: int, mean: float, sigma: float, seeds: int = 20) -> float:
+    """Throughput / ceiling of a perfect pool: ``slots`` threads, no overhead, each taking the
+    next item the instant it is free, over lognormal latencies (mean of ``seeds`` draws)."""
+    mu = math.log(mean) - sigma ** 2 / 2
+    ratios = []
+    for seed in range(seeds):
+        draw = random.Random(seed)
+        free = [0.0] * slots  # when each slot is next free (a heap)
+        for _ in range(items):
+            heapq.heappush(free, heapq.heappop(free) + draw.lognormvariate(mu, sigma))
+        ratios.append(items / max(free) / (slots / mean))
+    return round(sum(ratios) / len(ratios), 4)
+
+
+def ideal_limited(items: int, rpm: int, latency: float) -> float:
+    """Throughput / limit of the limiter's own schedule: its burst at once, then its steady
+    rate (kept below the limit for any 60 s window), plus one latency for the last reply."""
+    from batchgen.ratelimit import Budget
+
+    budget = Budget.per_minute(rpm)
+    burst = round(budget.burst_seconds / budget.interval)
+    seconds = max(items - burst, 0) * budget.interval + latency
+    return round(items / seconds / (rpm / 60), 4)
+
+
 def _refilling(services: Services, items: int, batch_size: int, interval: float,
                latency: float, workers: int, priority: bool = False,
-               rate_limit_rpm: int | None = None) -> dict[str, Any]:
+               rate_limit_rpm: int | None = None, sigma: float = 0.6) -> dict[str, Any]:
     from django.utils import timezone
 
     backlog = _backlog(items)
@@ -147,11 +179,13 @@ def _refilling(services: Services, items: int, batch_size: int, interval: float,
                   ceiling_msg_s=round(workers * batch_size / latency, 3))
     result["vs_ceiling"] = round(result["throughput_msg_s"] / result["ceiling_msg_s"], 4)
     result["steady_vs_ceiling"] = round(result["steady_msg_s"] / result["ceiling_msg_s"], 4)
+    result["ideal_vs_ceiling"] = ideal_pool(items, workers * batch_size, latency, sigma)
     if rate_limit_rpm:
         limit = rate_limit_rpm / 60
         result.update(rate_limit_rpm=rate_limit_rpm, limit_msg_s=round(limit, 3),
                       vs_limit=round(result["throughput_msg_s"] / limit, 4),
-                      steady_vs_limit=round(result["steady_msg_s"] / limit, 4))
+                      steady_vs_limit=round(result["steady_msg_s"] / limit, 4),
+                      ideal_vs_limit=ideal_limited(items, rate_limit_rpm, latency))
     if urgent:
         result["priority_item_s"] = urgent["seconds"]
         result["priority_target_s"] = round(interval + 2 * latency, 3)
