@@ -163,6 +163,20 @@ def _start_redis(services: Services) -> str:
     return f"redis://127.0.0.1:{port}/0"
 
 
+def flush_redis(services: Services) -> None:
+    """Empty the run's private Redis (never a shared one: it was started for this run)."""
+    import redis
+
+    from batchgen import shared
+
+    client = redis.Redis.from_url(services.redis_url)
+    try:
+        client.flushdb()
+    finally:
+        client.close()
+    shared.reset()  # this process's copies of what was in it
+
+
 def setup_django(services: Services) -> None:
     """Configure this process like the worker (same database, Redis and fakes)."""
     os.environ.update(services.env())
