@@ -218,3 +218,19 @@ def test_a_message_older_than_an_hour_gets_no_reply() -> None:
     heard(chat, "yesterday's news", at=timezone.now() - timedelta(hours=2))
     assert produce() == 0
     assert ChatMessage.objects.get().produced  # handled: not looked at again
+
+
+def test_a_burst_of_messages_costs_the_producer_a_few_queries_not_two_each() -> None:
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    quiet = make_intake_bot()
+    chats = [group(quiet), group(quiet)]
+    Membership.objects.update(replies_to_humans=False)
+    for n in range(50):
+        heard(chats[n % 2], f"message {n}")
+    with CaptureQueriesContext(connection) as queries:
+        assert produce() == 0
+    assert not ChatMessage.objects.filter(produced=False).exists()  # each looked at once
+    # The members of each chat once, every message marked in one statement.
+    assert len(queries.captured_queries) < 50 / 5
