@@ -11,6 +11,7 @@ reason and stores nothing else; one bad update never stops the loop.
 from __future__ import annotations
 
 import logging
+import time
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -31,6 +32,7 @@ ACCEPTED, STORED, DUPLICATE, MALFORMED, FAILED = (
     "accepted", "stored", "duplicate", "malformed", "failed")
 _BIGINT = 2**63  # update_id is a BIGINT column: a larger one cannot be kept
 _DEADLOCK_TRIES = 3
+_GATHER_FROM, _GATHER_S = 5, 0.1
 # Update kinds that are not new text in a chat: seen, then skipped on purpose.
 _SKIPPED_KINDS = ("edited_message", "edited_channel_post", "channel_post", "message_reaction",
                   "callback_query", "inline_query", "chat_member", "chat_join_request")
@@ -73,11 +75,19 @@ def process_pending(limit: int = 5000, chunk: int = 200) -> Counter:
     several machines): each claims its chunk with SKIP LOCKED, so none processes an update
     another one holds, and a processed update is no longer pending."""
     outcomes: Counter = Counter()
+    # While updates keep arriving the chunks are small; the chats they name are looked up
+    # once per call, not once per chunk. A chat row is never re-keyed under a cached id
+    # but by a migration, which Telegram follows with updates under the new id.
+    chats_seen: dict[tuple, Chat] = {}
     while (left := limit - outcomes.total()) > 0:
-        done = _process_chunk(min(chunk, left))
+        done = _process_chunk(min(chunk, left), chats_seen)
         if not done:
             break
         outcomes.update(done)
+        if _GATHER_FROM <= done.total() < min(chunk, left) / 2:
+            # A stream, and caught up with it: a chunk costs about as much for ten updates
+            # as for two hundred, so let the next one fill a little.
+            time.sleep(_GATHER_S)
     return outcomes
 
 
@@ -87,19 +97,21 @@ def _claim(size: int) -> list[ProcessedUpdate]:
                 .only("id", "bot_id", "update_id", "payload")[:size])
 
 
-def _process_chunk(size: int) -> Counter:
+def _process_chunk(size: int, chats_seen: dict[tuple, Chat]) -> Counter:
     for attempt in range(1, _DEADLOCK_TRIES + 1):
         try:
             with transaction.atomic():
                 rows = _claim(size)
-                return _process(rows) if rows else Counter()
+                return _process(rows, chats_seen) if rows else Counter()
         except OperationalError as exc:
+            chats_seen.clear()  # it may hold rows the rollback undid
             # Two processors creating the same new chats in another order can deadlock:
             # PostgreSQL cancels one, its chunk rolls back and is claimed again.
             if attempt == _DEADLOCK_TRIES:
                 raise
             log.warning("processing a chunk of updates failed (%s), trying again", exc)
         except Exception:
+            chats_seen.clear()
             # One update breaks something the handler does not expect (a bug, a value the
             # database refuses): redo the chunk one update at a time so only that one fails.
             log.exception("processing a chunk of updates failed; one at a time now")
@@ -121,7 +133,7 @@ def _one_at_a_time(size: int) -> Counter:
 def _process_or_fail(row: ProcessedUpdate) -> Counter:
     try:
         with transaction.atomic():  # a savepoint: a failure undoes this update's writes
-            return _process([row])
+            return _process([row], {})
     except OperationalError:
         raise  # the database is away: the update stays pending
     except Exception:
@@ -133,9 +145,10 @@ def _process_or_fail(row: ProcessedUpdate) -> Counter:
 
 @dataclass
 class _Chunk:
-    """What the updates of one chunk share: chats looked up once, messages inserted once."""
+    """What the updates of one chunk share: chats looked up once (and by the chunks after
+    it in the same call), messages inserted once."""
 
-    chats: dict[tuple, Chat] = field(default_factory=dict)
+    chats: dict[tuple, Chat]
     messages: list[ChatMessage] = field(default_factory=list)
 
     def discover(self, rows: list[ProcessedUpdate], bots: dict[int, Bot]) -> None:
@@ -166,9 +179,9 @@ class _Chunk:
         ChatMessage.objects.bulk_create(self.messages, ignore_conflicts=True)
 
 
-def _process(rows: list[ProcessedUpdate]) -> Counter:
+def _process(rows: list[ProcessedUpdate], chats_seen: dict[tuple, Chat]) -> Counter:
     bots = Bot.objects.only("id").in_bulk({row.bot_id for row in rows})
-    chunk = _Chunk()
+    chunk = _Chunk(chats_seen)
     chunk.discover(rows, bots)
     done: dict[str, list[int]] = defaultdict(list)
     for row in rows:
