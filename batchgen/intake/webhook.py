@@ -15,7 +15,6 @@ from django.views.decorators.http import require_POST
 
 from batchgen import queue
 from batchgen.intake import updates
-from batchgen.models import Bot
 
 log = logging.getLogger(__name__)
 
@@ -23,8 +22,7 @@ log = logging.getLogger(__name__)
 @csrf_exempt
 @require_POST
 def webhook(request: HttpRequest, bot_id: int) -> HttpResponse:
-    secret = (Bot.objects.filter(id=bot_id, is_active=True)
-              .values_list("webhook_secret", flat=True).first())
+    secret = updates.webhook_secret(bot_id)
     if secret is None:
         log.warning("webhook: update for unknown or inactive bot %s refused", bot_id)
         return JsonResponse({"ok": False, "error": "unknown bot"}, status=404)
