@@ -302,3 +302,12 @@ def test_concurrent_processors_process_each_update_exactly_once() -> None:
     assert ChatMessage.objects.count() == 200 and Chat.objects.count() == 7
     assert Membership.objects.count() == 14
     assert not ProcessedUpdate.objects.filter(pending=True).exists()
+
+
+def test_processing_stops_at_its_time_budget_and_the_next_call_goes_on() -> None:
+    bot = hooked_bot()
+    for n in range(1, 4):
+        post(bot.id, update(n, message=text_message(n, -100123, f"message {n}")))
+    # Tick gives it a budget, so a steady stream cannot hold back the producer after it.
+    assert process_pending(chunk=2, seconds=0) == {"stored": 2}
+    assert process_pending(chunk=2, seconds=0) == {"stored": 1}

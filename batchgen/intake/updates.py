@@ -81,21 +81,26 @@ def _insert_pending(bot_id: int, update_id: int, update: dict) -> bool:
         return cursor.fetchone() is not None
 
 
-def process_pending(limit: int = 5000, chunk: int = 200) -> Counter:
+def process_pending(limit: int = 5000, chunk: int = 200, seconds: float = 2.0) -> Counter:
     """Process up to ``limit`` pending updates, lowest (bot, update_id) first, ``chunk`` per
-    transaction; returns outcome counts. Several processors may run at once (tick loops on
-    several machines): each claims its chunk with SKIP LOCKED, so none processes an update
-    another one holds, and a processed update is no longer pending."""
+    transaction, starting no chunk after ``seconds`` (so tick's producer is not held back
+    by a steady stream; the next call goes on); returns outcome counts. Several processors
+    may run at once (tick loops on several machines): each claims its chunk with SKIP
+    LOCKED, so none processes an update another one holds, and a processed update is no
+    longer pending."""
     outcomes: Counter = Counter()
     # While updates keep arriving the chunks are small; the chats they name are looked up
     # once per call, not once per chunk. A chat row is never re-keyed under a cached id
     # but by a migration, which Telegram follows with updates under the new id.
     chats_seen: dict[tuple, Chat] = {}
+    until = time.monotonic() + seconds
     while (left := limit - outcomes.total()) > 0:
         done = _process_chunk(min(chunk, left), chats_seen)
         if not done:
             break
         outcomes.update(done)
+        if time.monotonic() >= until:
+            break
         if _GATHER_FROM <= done.total() < min(chunk, left) / 2:
             # A stream, and caught up with it: a chunk costs about as much for ten updates
             # as for two hundred, so let the next one fill a little.
