@@ -81,7 +81,7 @@ def _insert_pending(bot_id: int, update_id: int, update: dict) -> bool:
         return cursor.fetchone() is not None
 
 
-def process_pending(limit: int = 5000, chunk: int = 200, seconds: float = 2.0) -> Counter:
+def process_pending(limit: int = 5000, chunk: int = 200, seconds: float = 5.0) -> Counter:
     """Process up to ``limit`` pending updates, lowest (bot, update_id) first, ``chunk`` per
     transaction, starting no chunk after ``seconds`` (so tick's producer is not held back
     by a steady stream; the next call goes on); returns outcome counts. Several processors
