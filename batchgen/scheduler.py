@@ -1,5 +1,5 @@
-"""The tick: beat, recover leases, produce what the chats call for, then give every idle
-worker a run.
+"""The tick: beat, recover leases, process the Telegram updates the webhook kept, produce
+what the chats call for, then give every idle worker a run.
 
 A run claims its own items when it starts and refills until the queue is dry, so one tick
 no longer caps throughput at ``batch_size / interval``: the tick only makes sure each idle
@@ -17,7 +17,7 @@ from datetime import datetime
 from django.utils import timezone
 
 from batchgen import batch_route, health, jobs, pipeline, queue
-from batchgen.intake import behaviour
+from batchgen.intake import behaviour, updates
 from batchgen.llm import config as llm_config
 from batchgen.models import BatchRun
 
@@ -28,6 +28,7 @@ log = logging.getLogger(__name__)
 class TickSummary:
     recovered: int
     produced: int = 0
+    processed: int = 0  # Telegram updates
     runs: list[BatchRun] = field(default_factory=list)
     blocked: str = ""  # why nothing was started although work is pending
     at: datetime = field(default_factory=timezone.now)
@@ -38,7 +39,8 @@ class TickSummary:
 
     def line(self) -> str:
         stamp = self.at.isoformat(timespec="seconds")
-        tail = f"{self.produced} items produced, {self.recovered} expired leases returned"
+        tail = (f"{self.processed} updates processed, {self.produced} items produced, "
+                f"{self.recovered} expired leases returned")
         if self.blocked:
             return f"{stamp} tick: {self.blocked}; {tail}"
         if not self.runs:
@@ -53,29 +55,32 @@ class TickSummary:
 
 
 def tick(sync: bool = False) -> TickSummary:
-    """One tick: recover leases, then run one drain in-process (``sync``) or enqueue a run
-    for each idle worker."""
+    """One tick: recover leases, process pending Telegram updates, produce, then run one
+    drain in-process (``sync``) or enqueue a run for each idle worker."""
     llm_config.check_configured()
     health.beat("tick")  # every tick, with work or without: an alert watches its age
     recovered = pipeline.recover()
+    processed = updates.process_pending().total()  # what people said, before producing
     produced = behaviour.produce()  # before claiming, so a reply to a person goes first
+    counts = {"produced": produced, "processed": processed}
     _batch_route_step()
     if not queue.has_claimable(hold_after=batch_route.hold_after()):
-        return TickSummary(recovered, produced)
+        return TickSummary(recovered, **counts)
     until = pipeline.breaker_open_until()
     if until is not None:
         provider = llm_config.default_provider()
-        return TickSummary(recovered, produced, blocked=f"{provider} circuit open until "
-                                              f"{until.isoformat(timespec='seconds')}, "
-                                              f"nothing claimed")
+        blocked = (f"{provider} circuit open until {until.isoformat(timespec='seconds')}, "
+                   f"nothing claimed")
+        return TickSummary(recovered, **counts, blocked=blocked)
     if sync:
-        return TickSummary(recovered, produced, [pipeline.run_batch(pipeline.open_run().id)])
+        return TickSummary(recovered, runs=[pipeline.run_batch(pipeline.open_run().id)],
+                           **counts)
     runs = []
     for _ in range(jobs.idle_capacity()):
         run = pipeline.open_run()
         enqueue(run)
         runs.append(run)
-    return TickSummary(recovered, produced, runs)
+    return TickSummary(recovered, runs=runs, **counts)
 
 
 def _batch_route_step() -> None:

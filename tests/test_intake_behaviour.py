@@ -246,3 +246,16 @@ def test_a_tick_does_not_visit_every_chat_a_bot_posted_in() -> None:
         return len(captured)
 
     assert queries_for(2) == queries_for(20)  # 2 chats, then 22
+
+
+def test_a_burst_of_messages_costs_the_producer_a_few_queries_not_two_each() -> None:
+    quiet = make_intake_bot()
+    chats = [group(quiet), group(quiet)]
+    Membership.objects.update(replies_to_humans=False)
+    for n in range(50):
+        heard(chats[n % 2], f"message {n}")
+    with CaptureQueriesContext(connection) as queries:
+        assert produce() == 0
+    assert not ChatMessage.objects.filter(produced=False).exists()  # each looked at once
+    # The members of each chat once, every message marked in one statement.
+    assert len(queries.captured_queries) < 50 / 5

@@ -1,5 +1,6 @@
 """The whole loop with real processes: the fake Telegram, `manage.py telegram_poll`, the
-producer, `manage.py tick --sync`, and the fake LLM. Database state is committed
+webhook, the producer, `manage.py tick --sync` (which processes what the webhook kept), and
+the fake LLM. Database state is committed
 (transactional tests) so the child processes see it.
 
 `tick` gains the producer from the scheduler rewrite; until then the test runs
@@ -130,6 +131,9 @@ def test_a_webhook_delivery_goes_through_the_same_handler_once(pipeline_env, liv
     enable_webhook(alpha, live_server.url)
     answer = say(fake, GROUP, "via the webhook", [alpha], chat_title="Hooked")
     assert answer["delivered"][alpha.telegram_token]["status"] == 200
+    assert not ChatMessage.objects.exists()  # kept by the webhook, for tick to process
+    # The tick process handles it, and queues the reply to it in the same tick.
+    assert "1 updates processed, 1 items produced" in tick(process_env(settings))
     stored = ChatMessage.objects.get()
     assert (stored.text, stored.chat.title) == ("via the webhook", "Hooked")
     # Telegram redelivers an update when it missed our answer: stored once.
@@ -142,4 +146,4 @@ def test_a_webhook_delivery_goes_through_the_same_handler_once(pipeline_env, liv
                        headers=secret)
     assert again.json()["outcome"] == "duplicate"
     assert Counter(ChatMessage.objects.values_list("text", flat=True)) == {"via the webhook": 1}
-    assert produce() == 1
+    assert QueueItem.objects.filter(chat=stored.chat).count() == 1

@@ -70,14 +70,14 @@ def test_a_failure_to_store_keeps_the_offset_so_the_update_comes_again(telegram_
 
     alpha = make_intake_bot()
     say(telegram_env, -100904, "kept", [alpha])
-    real = updates.handle
+    real = updates.accept
 
-    def database_gone(bot, update):
+    def database_gone(bot_id, update):
         raise OperationalError("server closed the connection unexpectedly")
 
-    monkeypatch.setattr(updates, "handle", database_gone)
+    monkeypatch.setattr(updates, "accept", database_gone)
     assert poll_once() == {"store_failed": 1}
     assert Bot.objects.get(id=alpha.id).update_offset == 0
-    monkeypatch.setattr(updates, "handle", real)
+    monkeypatch.setattr(updates, "accept", real)
     assert poll_once() == {"stored": 1}
     assert ChatMessage.objects.get().text == "kept"

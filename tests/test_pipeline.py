@@ -244,7 +244,8 @@ def test_tick_command_prints_one_summary_line(pipeline_env, capsys) -> None:
     assert len(out) == 1 and " tick: batch " in out[0]
     call_command("tick", "--sync")
     stamp, line = capsys.readouterr().out.strip().split(" ", 1)
-    assert line == "tick: nothing pending; 0 items produced, 0 expired leases returned"
+    assert line == ("tick: nothing pending; 0 updates processed, 0 items produced, "
+                    "0 expired leases returned")
     assert stamp.startswith(str(timezone.now().year)) and stamp.endswith("+00:00")
 
 

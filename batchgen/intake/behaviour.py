@@ -79,16 +79,20 @@ def _replies(now: datetime) -> int:
     queued = 0
     pending = list(ChatMessage.objects.filter(produced=False)
                    .select_related("chat", "addressed_bot").order_by("sent_at", "id")[:_BATCH])
+    members: dict[int, list[Membership]] = {}  # a burst of messages shares few chats
     for message in pending:
         fresh = message.sent_at >= now - _ANSWER_WINDOW
         if message.from_human and message.chat.is_active and fresh:
-            queued += _reply_to(message)
-        ChatMessage.objects.filter(id=message.id).update(produced=True)
+            if message.chat_id not in members:
+                members[message.chat_id] = _members(message.chat)
+            queued += _reply_to(message, members[message.chat_id])
+    # Marked after: if queueing fails half way, the next tick looks again, and the trigger
+    # keys keep the replies already queued from being queued twice.
+    ChatMessage.objects.filter(id__in=[m.id for m in pending]).update(produced=True)
     return queued
 
 
-def _reply_to(message: ChatMessage) -> int:
-    members = _members(message.chat)
+def _reply_to(message: ChatMessage, members: list[Membership]) -> int:
     addressed = [m for m in members if m.bot_id == message.addressed_bot_id]
     if addressed:
         bot = addressed[0].bot

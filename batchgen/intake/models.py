@@ -39,16 +39,23 @@ class Membership(models.Model):
 
 
 class ProcessedUpdate(models.Model):
-    """One row per (bot, update_id) seen: Telegram redelivers updates, so this is the dedup."""
+    """One row per (bot, update_id) received: Telegram redelivers updates, so this is the
+    dedup. The webhook and the poller insert it pending, with the raw update; the processor
+    (``updates.process_pending``, run by tick) handles it and records the outcome."""
 
     bot = models.ForeignKey("batchgen.Bot", on_delete=models.CASCADE, related_name="+")
     update_id = models.BigIntegerField()
-    outcome = models.CharField(max_length=32, default="")
+    outcome = models.CharField(max_length=64, default="")
     received_at = models.DateTimeField(auto_now_add=True)
+    payload = models.JSONField(null=True, blank=True, help_text="The update as Telegram sent it.")
+    pending = models.BooleanField(default=False, help_text="Received, not processed yet.")
+    processed_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["bot", "update_id"],
                                                name="processedupdate_bot_update")]
+        indexes = [models.Index(fields=["bot", "update_id"], condition=models.Q(pending=True),
+                                name="processedupdate_pending")]
 
     def __str__(self) -> str:
         return f"update {self.update_id} for bot {self.bot_id}: {self.outcome}"
