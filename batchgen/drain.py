@@ -37,6 +37,9 @@ Mode = BatchRun.Mode
 # (their sends start when it commits), and records finished sends as often. Per item the
 # commits, not the SQL, were most of a worker's CPU; the freed slots are refilled at once.
 GROUP_WITHIN_S = 0.1
+# After a claim finds the queue dry, the next waits this long: as a run's last replies come
+# in, an empty claim per reply (~4 ms each, on the loop's thread) delayed saving them.
+DRY_RECHECK_S = 0.25
 
 
 @dataclass(frozen=True)
@@ -99,6 +102,7 @@ class Drain:
         # an urgent item then waits behind at most this many.
         self.prefetch = max(1, self.target // 4)
         self._ready: deque[QueueItem] = deque()
+        self._dry_until = 0.0  # the queue was found dry: no claim before then
         self._in_flight: dict[Future[GenerationResult], Work] = {}
         self._submit = _submitter(run)
         from batchgen.batch_route import hold_after  # it builds on this module
@@ -157,8 +161,12 @@ class Drain:
         if self._clock() >= self.deadline:
             self.stopped = "reached BATCH_DRAIN_MAX_SECONDS"
             return False
+        if self._clock() < self._dry_until:
+            return False  # found dry a moment ago: do not ask again on every finished reply
         self._take(reconnecting(lambda: queue.claim(room, self.run, hold_after=self.hold_after)))
-        return bool(self._ready)  # empty: the queue is dry for now; a later finish tries again
+        if not self._ready:  # dry for now; a finish after DRY_RECHECK_S tries again
+            self._dry_until = self._clock() + DRY_RECHECK_S
+        return bool(self._ready)
 
     def _take(self, items: list[QueueItem]) -> None:
         self.run.size += len(items)

@@ -481,3 +481,23 @@ def test_a_bot_kicked_from_a_chat_stops_being_queued_there(pipeline_env) -> None
     ChatMessage.objects.create(chat=item.chat, telegram_message_id=5, speaker="Alice",
                                from_human=True, text="still there?", sent_at=timezone.now())
     assert behaviour.produce() == 0
+
+
+def test_a_run_that_found_the_queue_dry_does_not_ask_again_on_every_reply(
+        pipeline_env, monkeypatch) -> None:
+    # Each empty claim is a query on the loop's thread; one per finished reply delayed
+    # saving a run's last replies (drain.DRY_RECHECK_S).
+    from batchgen import queue
+
+    fake_llm, _ = pipeline_env
+    fake_llm.control(latency=0.05, jitter=0.6)  # the replies finish one by one over 0.6 s
+    make_items(20)
+    set_batch_mode(20)
+    claims = []
+    real_claim = queue.claim
+    monkeypatch.setattr(queue, "claim", lambda *a, **kw: claims.append(1) or real_claim(*a, **kw))
+    run = scheduler.tick(sync=True).run
+    assert run.size == 20 and run.successes == 20
+    # The first claim, then at most one dry one per 0.25 s: 6 or 7 here, 13 when every
+    # wake-up asked.
+    assert len(claims) <= 20 // 2
