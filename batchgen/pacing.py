@@ -8,7 +8,8 @@ interval. The caller sleeps until its slot. Booking instead of polling spaces se
 gives no thundering herd; Redis's own clock is used, so machines with skewed clocks agree.
 
 A group's 20 a minute is kept as one message every 3 s: no 60 s window can then hold more
-than 20, whoever counts it.
+than 20, whoever counts it. A bot's 30 a second allows a burst of ``BOT_BURST`` first (GCRA:
+each key holds the budget's theoretical arrival time, and a send may be that much early).
 
 Redis away: each process paces its own sends with the per-process ``ChatPacer`` it was given
 (``shared.attempt``'s outage mode), which is what the platform did before.
@@ -23,21 +24,32 @@ from batchgen import shared
 
 __all__ = ["SharedPacer"]
 
-# KEYS: the budgets of this send; ARGV: each budget's interval in ms, in KEYS order.
+# KEYS: the budgets of this send; ARGV: each budget's interval in ms, then each one's
+# tolerance in ms (how far ahead of its schedule it may send: a burst), in KEYS order.
+# Each key holds the budget's theoretical arrival time (GCRA); with no tolerance that is
+# simply its next free slot.
 _BOOK = """
 local now = redis.call('TIME')
 local now_ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
+local n = #KEYS
 local slot = now_ms
+local tat = {}
 for i, key in ipairs(KEYS) do
-  local free = tonumber(redis.call('GET', key) or '0')
-  if free > slot then slot = free end
+  tat[i] = tonumber(redis.call('GET', key) or '0')
+  local earliest = tat[i] - tonumber(ARGV[n + i])
+  if earliest > slot then slot = earliest end
 end
 for i, key in ipairs(KEYS) do
-  local interval = tonumber(ARGV[i])
-  redis.call('SET', key, slot + interval, 'PX', slot + interval - now_ms + 1000)
+  local next_tat = math.max(tat[i], slot) + tonumber(ARGV[i])
+  redis.call('SET', key, next_tat, 'PX', next_tat - now_ms + 1000)
 end
 return slot - now_ms
 """
+
+# A bot may send this many at once before its 30 a second spacing applies: a batch's replies
+# to many chats then go out together instead of one every 33 ms. python-telegram-bot's
+# reference limiter (AIORateLimiter, aiolimiter) allows a burst of the whole 30.
+BOT_BURST = 10
 
 
 class SharedPacer:
@@ -62,21 +74,26 @@ class SharedPacer:
                    group_per_minute=pacer.group_per_minute,
                    bot_per_second=pacer.global_per_second, **options)
 
-    def budgets(self, chat_id: int, bot: str) -> list[tuple[str, int]]:
-        """(Redis key, interval in ms) of every budget a send from ``bot`` to ``chat_id`` uses."""
-        found = [(shared.key("pace", "chat", chat_id), round(self.per_chat_interval * 1000))]
+    def budgets(self, chat_id: int, bot: str) -> list[tuple[str, int, int]]:
+        """(Redis key, interval in ms, burst tolerance in ms) of every budget a send from
+        ``bot`` to ``chat_id`` uses. Chats and groups get no burst: one a second, one every
+        3 s."""
+        found = [(shared.key("pace", "chat", chat_id), round(self.per_chat_interval * 1000), 0)]
         if self.group_per_minute and chat_id < 0:  # Telegram's groups have negative ids
             found.append((shared.key("pace", "group", chat_id),
-                          round(60_000 / self.group_per_minute)))
+                          round(60_000 / self.group_per_minute), 0))
         if self.bot_per_second and bot:
-            found.append((shared.key("pace", "bot", bot), round(1000 / self.bot_per_second)))
+            interval = round(1000 / self.bot_per_second)
+            found.append((shared.key("pace", "bot", bot), interval,
+                          interval * (BOT_BURST - 1)))
         return found
 
     def book(self, chat_id: int, bot: str = "") -> float | None:
         """Book the next slot; seconds until it, or None while Redis is unreachable."""
         budgets = self.budgets(chat_id, bot)
-        keys, intervals = [k for k, _ in budgets], [ms for _, ms in budgets]
-        wait_ms = shared.attempt(lambda r: r.eval(_BOOK, len(keys), *keys, *intervals),
+        keys = [key for key, _, _ in budgets]
+        numbers = [ms for _, ms, _ in budgets] + [burst for _, _, burst in budgets]
+        wait_ms = shared.attempt(lambda r: r.eval(_BOOK, len(keys), *keys, *numbers),
                                  default=None, what="telegram pacing")
         return None if wait_ms is None else max(int(wait_ms), 0) / 1000
 

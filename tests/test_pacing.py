@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from batchgen import shared
-from batchgen.pacing import SharedPacer
+from batchgen.pacing import BOT_BURST, SharedPacer
 from batchgen.telegram import ChatPacer
 from tests.processes import ROOT, process_env
 
@@ -34,8 +34,14 @@ def test_private_chats_are_paced_per_chat_and_the_bot_per_its_30_a_second(redis_
     one, _ = pacer()
     assert one.book(5001, bot="a") == pytest.approx(0, abs=0.05)
     assert one.book(5001, bot="a") == pytest.approx(1.0, abs=0.05)  # same chat: 1 s
-    other_chats = [one.book(6000 + n, bot="b") for n in range(30)]
-    assert other_chats[-1] == pytest.approx(29 / 30, abs=0.1)  # 30 a second for the bot
+    other_chats = [one.book(6000 + n, bot="b") for n in range(40)]
+    # The bot's burst of 10 goes at once (a batch's replies to many chats go together)...
+    assert other_chats[:BOT_BURST] == pytest.approx([0] * BOT_BURST, abs=0.05)
+    # ...then 30 a second: 40 sends take 30/30 s, so no second holds more than 30 + 10.
+    assert other_chats[-1] == pytest.approx(30 / 30, abs=0.1)
+    gaps = [b - a for a, b in zip(other_chats[BOT_BURST:], other_chats[BOT_BURST + 1:],
+                                 strict=False)]
+    assert all(gap == pytest.approx(1 / 30, abs=0.01) for gap in gaps)
     assert one.book(7000, bot="c") == pytest.approx(0, abs=0.05)
 
 
