@@ -1,8 +1,8 @@
 """Telegram pacing shared by every worker through Redis.
 
 Telegram counts per chat (about one message a second), per group (20 a minute) and per bot
-(about 30 a second), whichever process sends. So the budget lives in Redis, one "next free
-slot" per chat, group and bot, and one Lua script books a send atomically: the earliest time
+(about 30 a second), whichever process sends. So the budget lives in Redis, one schedule
+per chat, group and bot, and one Lua script books a send atomically: the earliest time
 at which all of its budgets have room, after which each budget's next slot moves on by its
 interval. The caller sleeps until its slot. Booking instead of polling spaces sends evenly and
 gives no thundering herd; Redis's own clock is used, so machines with skewed clocks agree.
