@@ -3,8 +3,8 @@ webhook, the producer, `manage.py tick --sync` (which processes what the webhook
 the fake LLM. Database state is committed
 (transactional tests) so the child processes see it.
 
-`tick` gains the producer from the scheduler rewrite; until then the test runs
-``behaviour.produce`` itself between the poll and the tick, exactly where tick will.
+`tick` processes updates and produces before it runs; the test also calls
+``behaviour.produce`` itself where it asserts how many replies a message queued.
 """
 
 from __future__ import annotations

@@ -53,7 +53,8 @@ def _bots(say: Callable[[str], None]) -> list[Bot]:
 
 
 def _run_until_quiet(rounds: int = 8) -> None:
-    """What tick will do once the producer is wired in: produce, then claim and run."""
+    """Tick until the conversation is quiet. Tick produces before it runs; ``produce`` here
+    as well lets the loop see what the chats call for before deciding it is done."""
     for _ in range(rounds):
         produce()
         if not QueueItem.objects.filter(status=QueueItem.Status.PENDING).exists():
