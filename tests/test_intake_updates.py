@@ -273,6 +273,11 @@ def test_an_update_the_handler_fails_on_is_marked_failed_and_the_others_are_stor
     assert ProcessedUpdate.objects.get(update_id=2).outcome == "failed"
     assert "update 2 failed in the handler" in caplog.text
     assert process_pending() == {}  # not retried forever
+    # What was stored keeps only its dedup row; the failed update keeps its raw payload for
+    # an operator to look at.
+    payloads = dict(ProcessedUpdate.objects.values_list("update_id", "payload"))
+    assert payloads[1] is None and payloads[3] is None
+    assert payloads[2]["message"]["from"]["first_name"] == "Bob"
 
 
 def test_a_tick_processes_pending_updates_before_the_producer_looks(pipeline_env) -> None:

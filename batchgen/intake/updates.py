@@ -221,10 +221,15 @@ def _outcome(bot: Bot, row: ProcessedUpdate, chunk: _Chunk) -> str:
 
 
 def _mark(done: dict[str, list[int]]) -> None:
+    """Record outcomes. The raw payload goes once handled: what it said is stored in the chat
+    history, and the row stays as the dedup key (at ~1 KB an update, a busy platform's
+    payloads would grow without bound). A failed or malformed update keeps its payload for an
+    operator to look at."""
     now = timezone.now()
     for outcome, ids in done.items():
+        kept = {} if outcome in (FAILED, MALFORMED) else {"payload": None}
         ProcessedUpdate.objects.filter(id__in=ids).update(outcome=outcome, pending=False,
-                                                          processed_at=now)
+                                                          processed_at=now, **kept)
 
 
 def _dispatch(bot: Bot, update: dict, chunk: _Chunk) -> str:
