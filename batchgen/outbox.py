@@ -18,6 +18,7 @@ import logging
 from collections.abc import Iterable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
+from datetime import datetime
 from functools import lru_cache
 
 from django.db import transaction
@@ -60,7 +61,7 @@ class Delivery:
         self._in_flight: dict[Future[SendResult], tuple[Message, QueueItem]] = {}
         # When each send finished (set on the send thread), so ``sent_at`` is that moment
         # however long after it the caller gets round to settling.
-        self._finished_at: dict[Future[SendResult], object] = {}
+        self._finished_at: dict[Future[SendResult], datetime] = {}
 
     def __enter__(self) -> Delivery:
         return self
@@ -148,7 +149,8 @@ def _progress(message: Message, result: SendResult) -> Message:
     return message
 
 
-def _settle_sent(finished: list[tuple[Message, QueueItem, SendResult, object]]) -> None:
+def _settle_sent(finished: list[tuple[Message, QueueItem, SendResult, datetime | None]]
+                 ) -> None:
     # One small UPDATE per message: Django's bulk_update builds a CASE per field and row,
     # which measured 2.3 times the CPU of plain updates (0.83 against 0.36 ms a message on
     # PostgreSQL), and the workers' CPU is what bounds a drain on a small machine.

@@ -501,3 +501,28 @@ def test_a_run_that_found_the_queue_dry_does_not_ask_again_on_every_reply(
     # The first claim, then at most one dry one per 0.25 s: 6 or 7 here, 13 when every
     # wake-up asked.
     assert len(claims) <= 20 // 2
+
+
+def test_a_database_connection_lost_while_a_run_waits_is_replaced_not_blamed_on_an_item(
+        pipeline_env, monkeypatch) -> None:
+    # A freed slot is refilled before the finished replies are saved, so preparing the next
+    # item is often the first database step after a wait; a connection killed meanwhile
+    # (failover, pg_terminate_backend) must not kill that item or the run.
+    from django.db import OperationalError
+
+    from batchgen import drain
+
+    make_items(3)
+    set_batch_mode(3)
+    real_prepare, failures = drain.prepare_claimed, []
+
+    def prepare_once_on_a_dead_connection(item):
+        if not failures:
+            failures.append(item.id)
+            raise OperationalError("terminating connection due to administrator command")
+        return real_prepare(item)
+
+    monkeypatch.setattr(drain, "prepare_claimed", prepare_once_on_a_dead_connection)
+    run = scheduler.tick(sync=True).run
+    assert failures and run.successes == 3
+    assert not QueueItem.objects.exclude(status="done").exists()
