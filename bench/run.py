@@ -200,7 +200,8 @@ def main(argv: list[str] | None = None) -> None:
             services.drop_database()
             shutil.rmtree(services.workdir, ignore_errors=True)
         else:
-            print(f"bench: logs and database kept in {services.workdir}")
+            print(f"bench: logs kept in {services.workdir}, database at "
+                  f"{services.database_url}")
     results["meta"] = {
         "finished_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": harness.machine(), "database": services.database_url.split(":", 1)[0],
