@@ -35,6 +35,7 @@ test-postgres: bootstrap
 
 lint: bootstrap
 	$(BIN)/ruff check .
+	$(BIN)/lint-imports
 
 bench: bootstrap
 	$(BIN)/python -m bench.run

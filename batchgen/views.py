@@ -1,4 +1,4 @@
-"""Staff dashboard views: parse the request, call batchgen.dashboard, render."""
+"""Staff dashboard views: parse the request, call batchgen.dashboard.queries, render."""
 
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.http import require_GET
 
-from batchgen import dashboard, health, run_detail
-from batchgen.cost_report import cost_report
+from batchgen.dashboard import health, queries, run_detail
+from batchgen.dashboard.cost_report import cost_report
 
 REFRESH_SECONDS = 10
 
@@ -35,9 +35,9 @@ def staff_required(view: Callable[..., HttpResponse]) -> Callable[..., HttpRespo
 
 def _live_context(request: HttpRequest) -> dict[str, Any]:
     """Cards, charts and table from the same filters (bad ones are shown and ignored)."""
-    found = dashboard.history(request.GET)
-    return {"overview": dashboard.overview(found.window),
-            "charts": dashboard.build_charts(found.window),
+    found = queries.history(request.GET)
+    return {"overview": queries.overview(found.window),
+            "charts": queries.build_charts(found.window),
             "costs": cost_report(found.window),
             "history": found, "refresh_seconds": REFRESH_SECONDS,
             **health.dashboard_context(),
@@ -53,7 +53,7 @@ def index(request: HttpRequest) -> HttpResponse:
 @require_GET
 @staff_required
 def live(request: HttpRequest) -> HttpResponse:
-    """The cards, charts and history table alone, polled by dashboard.js."""
+    """The cards, charts and history table alone, polled by queries.js."""
     return render(request, "dashboard/_live.html", _live_context(request))
 
 
@@ -69,7 +69,7 @@ def batch_detail(request: HttpRequest, run_id: int) -> HttpResponse:
 @staff_required
 def api_batches(request: HttpRequest) -> JsonResponse:
     """The batch history as JSON: same filters and pagination as the page."""
-    found = dashboard.history(request.GET)
+    found = queries.history(request.GET)
     if found.errors:
         return JsonResponse({"errors": found.errors}, status=400)
     page = found.page
@@ -84,5 +84,5 @@ def api_batches(request: HttpRequest) -> JsonResponse:
         "num_pages": page.paginator.num_pages,
         "next": link(page.next_page_number()) if page.has_next() else None,
         "previous": link(page.previous_page_number()) if page.has_previous() else None,
-        "results": [dashboard.batch_as_dict(run) for run in page.object_list],
+        "results": [queries.batch_as_dict(run) for run in page.object_list],
     })

@@ -61,7 +61,7 @@ def workload(items: int, bots: int, seed: int = 13) -> list[dict[str, Any]]:
 def old_layout(bot: str, persona_text: str, chat: str, recent: list[str]) -> str:
     """The previous budget: the persona shortened first (to 500 characters at least), so
     its cut, and with it the prompt's start, followed the chat's history."""
-    from batchgen import prompts as p
+    from batchgen.core import prompts as p
 
     name, kept = p._clean(bot)[:100], p._clean(persona_text)
     title, lines = p._clean(chat)[:200], p._recent_lines(recent)
@@ -74,7 +74,7 @@ def old_layout(bot: str, persona_text: str, chat: str, recent: list[str]) -> str
 
 
 def new_layout(bot: str, persona_text: str, chat: str, recent: list[str]) -> str:
-    from batchgen.prompts import build_user_prompt
+    from batchgen.core.prompts import build_user_prompt
 
     return build_user_prompt(bot, persona_text, chat, recent).text
 
@@ -82,7 +82,7 @@ def new_layout(bot: str, persona_text: str, chat: str, recent: list[str]) -> str
 def measure(services: harness.Services, work: list[dict[str, Any]],
             layout: Callable[[str, str, str, list[str]], str], cache_keys: bool,
             workers: int) -> dict[str, Any]:
-    from batchgen import pricing
+    from batchgen.core import pricing
     from batchgen.llm import LLMBatchClient
 
     harness.configure_fake(services, cache_ttl=300.0)  # and an empty cache

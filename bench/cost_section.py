@@ -60,8 +60,8 @@ def _land(backlog: tuple[list, list], deferrable: float) -> tuple[list[int], lis
     """Deferrable items spread evenly among the urgent ones; returns (deferrable, urgent)."""
     from django.utils import timezone
 
-    from batchgen import queue
     from batchgen.models import QueueItem
+    from batchgen.work import queue
 
     bots, chats = backlog
     deadline = timezone.now() + timedelta(hours=2)
@@ -89,7 +89,7 @@ def _wait(ids: list[int], timeout: float) -> None:
 def _costs(ids: list[int]) -> dict[str, Any]:
     """What the items' generations cost as billed (batch price for route=batch) and what
     the same usage costs at the synchronous price."""
-    from batchgen import pricing
+    from batchgen.core import pricing
     from batchgen.models import Generation
 
     billed, sync, routes = Decimal(0), Decimal(0), Counter()

@@ -105,8 +105,8 @@ def _backlog(count: int) -> tuple[list, list]:
 
 def _queue(backlog: tuple[list, list]) -> list[int]:
     """The whole backlog lands at once."""
-    from batchgen import queue
     from batchgen.models import QueueItem
+    from batchgen.work import queue
 
     bots, chats = backlog
     rows = QueueItem.objects.bulk_create(
@@ -144,7 +144,7 @@ def ideal_pool(items: int, slots: int, mean: float, sigma: float, seeds: int = 2
 def ideal_limited(items: int, rpm: int, latency: float) -> float:
     """Throughput / limit of the limiter's own schedule: its burst at once, then its steady
     rate (kept below the limit for any 60 s window), plus one latency for the last reply."""
-    from batchgen.ratelimit import Budget
+    from batchgen.llm.limits.budgets import Budget
 
     budget = Budget.per_minute(rpm)
     burst = round(budget.burst_seconds / budget.interval)
@@ -199,7 +199,8 @@ def _lockstep(services: Services, items: int, batch_size: int, interval: float,
     import django_rq
     from django.utils import timezone
 
-    from batchgen import jobs, pipeline
+    from batchgen import jobs
+    from batchgen.delivery import runs
     from batchgen.models import QueueItem
 
     backlog = _backlog(items)
@@ -212,9 +213,9 @@ def _lockstep(services: Services, items: int, batch_size: int, interval: float,
         started = timezone.now()
         ids = _queue(backlog)
         while QueueItem.objects.filter(id__in=ids, status="pending").exists():
-            run = pipeline.open_run()
+            run = runs.open_run()
             rq_queue.enqueue(lockstep_job, run.id, job_id=f"batchrun-{run.id}",
-                             job_timeout=pipeline.job_timeout(run))
+                             job_timeout=runs.job_timeout(run))
             time.sleep(interval)
         _wait_for(ids, items)
     finally:
@@ -231,9 +232,9 @@ def _lockstep(services: Services, items: int, batch_size: int, interval: float,
 def lockstep_job(batch_run_id: int) -> None:
     """The old job: one batch, no successor (its workers run with BATCH_DRAIN_MAX_ITEMS =
     batch_size, so the run claims one batch and never refills)."""
-    from batchgen import pipeline
+    from batchgen.delivery import runs
 
-    pipeline.run_batch(batch_run_id)
+    runs.run_batch(batch_run_id)
 
 
 def _wait_for(ids: list[int], items: int, push_priority_at: int | None = None,
@@ -241,8 +242,8 @@ def _wait_for(ids: list[int], items: int, push_priority_at: int | None = None,
     """Until every item is settled; optionally push one urgent item on the way."""
     from django.utils import timezone
 
-    from batchgen import queue
     from batchgen.models import Bot, Chat, Message, QueueItem
+    from batchgen.work import queue
 
     urgent = None
     deadline = time.monotonic() + timeout

@@ -33,7 +33,7 @@ API_KEY = "bench-key-offline"
 # With DEBUG off the deploy checks refuse short or placeholder secrets, as in production.
 BENCH_SECRET_KEY = "bench-only-secret-key-" + "x" * 40
 BENCH_METRICS_TOKEN = "bench-only-metrics-token"
-_FAKE_LLM = ("from batchgen.fakes.llm_server import run; import sys; "
+_FAKE_LLM = ("from batchgen.fakes.llm_app import run; import sys; "
              "run(port=int(sys.argv[1]))")
 _FAKE_TELEGRAM = ("from aiohttp import web; import sys; "
                   "from batchgen.fakes.telegram_server import make_app; "
@@ -167,7 +167,7 @@ def flush_redis(services: Services) -> None:
     """Empty the run's private Redis (never a shared one: it was started for this run)."""
     import redis
 
-    from batchgen import shared
+    from batchgen.state import shared
 
     client = redis.Redis.from_url(services.redis_url)
     try:

@@ -82,8 +82,8 @@ def environment() -> dict[str, str]:
 
 def prepare(bots: int) -> list[int]:
     """Fresh bench bots with a webhook secret; earlier bench rows removed."""
-    from batchgen.intake.models import ProcessedUpdate
     from batchgen.models import Bot, Chat
+    from batchgen.models.conversations import ProcessedUpdate
 
     Bot.objects.filter(name__startswith=PREFIX).delete()
     Chat.objects.filter(title__startswith=PREFIX).delete()
@@ -97,8 +97,8 @@ def prepare(bots: int) -> list[int]:
 
 def quiet_chats(posts: list[tuple[int, dict]]) -> None:
     """The bench chats and their members, set not to reply to people or each other."""
-    from batchgen.intake.models import Membership
     from batchgen.models import Chat
+    from batchgen.models.conversations import Membership
 
     pairs = {(bot_id, update["message"]["chat"]["id"]) for bot_id, update in posts}
     chats = {chat_id: Chat.objects.create(telegram_chat_id=chat_id, title=f"{PREFIX}{chat_id}",
@@ -261,7 +261,7 @@ def ticks_processed(ticks: list[subprocess.Popen], log_dir: Path) -> tuple[int, 
 
 
 def until_processed(bot_ids: list[int], timeout: float = 300.0) -> None:
-    from batchgen.intake.models import ProcessedUpdate
+    from batchgen.models.conversations import ProcessedUpdate
 
     deadline = time.monotonic() + timeout
     pending = ProcessedUpdate.objects.filter(bot_id__in=bot_ids, pending=True)
@@ -347,7 +347,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def report(args: argparse.Namespace, posts: list, seconds: float, outcomes: Counter,
            began: float, processed_by_ticks: int, load: tuple[tuple, tuple]) -> int:
-    from batchgen.intake.models import ChatMessage, ProcessedUpdate
+    from batchgen.models.conversations import ChatMessage, ProcessedUpdate
 
     stored = ChatMessage.objects.filter(chat__title__startswith=PREFIX).count()
     rows = ProcessedUpdate.objects.filter(bot__name__startswith=PREFIX)

@@ -71,8 +71,8 @@ _created = {"bots": 0, "chats": 0}
 def make_items(count: int, bots: int = 10) -> list[int]:
     """``count`` pending items, each in its own private chat (no per-chat pacing between
     batches), spread over ``bots`` bots."""
-    from batchgen import queue
     from batchgen.models import Bot, Chat
+    from batchgen.work import queue
 
     start = _created["bots"]
     bot_rows = [Bot.objects.create(name=f"bench bot {start + i}", persona="A market watcher.",
@@ -116,7 +116,7 @@ def run_ticks(count: int, batch: bool, size: int, latency: float) -> dict[str, A
     """Queue ``count`` items, tick until all are claimed, wait for the worker; the figures."""
     from django.utils import timezone
 
-    from batchgen import scheduler
+    from batchgen.delivery import scheduler
     from batchgen.models import BatchRun, QueueItem
 
     ids = make_items(count)

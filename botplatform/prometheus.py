@@ -14,7 +14,7 @@ import os
 from prometheus_client import REGISTRY, CollectorRegistry
 from prometheus_client.multiprocess import MultiProcessCollector
 
-from batchgen.health import HealthCollector
+from batchgen.dashboard.health import HealthCollector
 
 
 @functools.cache

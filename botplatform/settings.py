@@ -281,7 +281,7 @@ LOG_FORMAT = env_choice("LOG_FORMAT", "plain", ("plain", "json"))
 LOGGING = logging_config(LOG_FORMAT, env_choice("LOG_LEVEL", "INFO", LOG_LEVELS).upper())
 
 # --- Intake: Telegram updates, chat history, behaviour ------------------------
-# The system prompt of every bot that has none of its own; empty: batchgen.prompts' default.
+# The system prompt of every bot that has none of its own; empty: batchgen.core.prompts' default.
 BOT_DEFAULT_SYSTEM_PROMPT = env_str("BOT_DEFAULT_SYSTEM_PROMPT")
 # How much of a chat's history goes into a prompt (estimated tokens, newest kept first).
 INTAKE_HISTORY_TOKENS = env_int("INTAKE_HISTORY_TOKENS", 1000, minimum=0)

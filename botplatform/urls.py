@@ -4,14 +4,14 @@ from django.contrib import admin
 from django.urls import include, path
 from django.views.generic import RedirectView
 
-from batchgen.health import healthz
-from batchgen.metrics import metrics_view
+from batchgen.dashboard.health import healthz
+from batchgen.dashboard.scrape import metrics_view
 
 urlpatterns = [
     path("", RedirectView.as_view(pattern_name="dashboard:index", permanent=False)),
     path("admin/", admin.site.urls),
     path("dashboard/", include("batchgen.urls")),
-    path("telegram/", include("batchgen.intake.urls")),
+    path("telegram/", include("batchgen.webhook")),
     # Replaces django_prometheus.urls: the same registry plus the Redis-backed
     # figures from every worker, behind METRICS_TOKEN in production.
     path("metrics", metrics_view, name="metrics"),

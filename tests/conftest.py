@@ -22,8 +22,8 @@ def _need_service(what: str, error: Exception) -> None:
 @pytest.fixture(autouse=True)
 def _fresh_shared_state() -> None:
     """Every test starts with no remembered Redis outage and no cached breaker, limiter or
-    key ring (one reset: ``batchgen.shared`` forgets everything built on top of it)."""
-    from batchgen import shared
+    key ring (one reset: ``batchgen.state.shared`` forgets everything built on top of it)."""
+    from batchgen.state import shared
 
     shared.reset()
     yield

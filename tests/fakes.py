@@ -116,7 +116,7 @@ class FakeLLMServer(FakeServer):
     """The fake LLM provider API (batchgen.fakes.llm_server) running in a thread."""
 
     def __init__(self, **config: object) -> None:
-        from batchgen.fakes.llm_server import FakeLLMConfig, make_app
+        from batchgen.fakes.llm_app import FakeLLMConfig, make_app
 
         super().__init__(lambda: make_app(FakeLLMConfig(**config)))
 
@@ -178,7 +178,7 @@ def llm_env_fixture(fake_llm: FakeLLMServer, settings: Any, redis_url: str) -> I
 
         def test_x(llm_env): llm_env("gemini", LLM_MAX_RETRIES=1)
     """
-    from batchgen import shared
+    from batchgen.state import shared
 
     def configure(provider: str = "openai", **overrides: object) -> FakeLLMServer:
         for name, value in llm_settings(fake_llm.base_url, provider, **overrides).items():

@@ -20,7 +20,7 @@ def fake_telegram_fixture() -> Iterator[FakeTelegramServer]:
 @pytest.fixture(name="telegram_env")
 def telegram_env_fixture(fake_telegram: FakeTelegramServer, settings: Any) -> Iterator[Any]:
     """Point the outbox's sender at the fake Telegram, no pacing waits between chats."""
-    from batchgen import outbox
+    from batchgen.work import outbox
 
     fake_telegram.reset()
     settings.TELEGRAM_API_BASE_URL = fake_telegram.base_url

@@ -10,9 +10,11 @@ from typing import Any
 import pytest
 from django.utils import timezone
 
-from batchgen import batch_route, pipeline, pricing, queue, scheduler
+from batchgen.core import pricing
+from batchgen.delivery import batch_route, runs, scheduler
 from batchgen.llm import batch_api
 from batchgen.models import BatchRun, Generation, Message, ProviderBatch, QueueItem, Setting
+from batchgen.work import queue
 from tests.concurrency import at_once
 from tests.factories import make_item
 
@@ -188,7 +190,7 @@ def test_a_sync_run_leaves_work_that_waits_for_the_batch_route(env) -> None:
     route_on("openai")
     waiting = make_item(deliver_by=later())
     soon = make_item(deliver_by=timezone.now() + timedelta(seconds=120))  # no room: sync
-    pipeline.run_batch(pipeline.open_run().id)  # a run already going when they were queued
+    runs.run_batch(runs.open_run().id)  # a run already going when they were queued
     waiting.refresh_from_db(), soon.refresh_from_db()
     assert (waiting.status, soon.status) == (Status.PENDING, Status.DONE)
 

@@ -8,7 +8,7 @@ import pytest
 from django.contrib.auth.models import Permission
 from playwright.sync_api import Page, expect
 
-from batchgen import scheduler
+from batchgen.delivery import scheduler
 from batchgen.models import BatchRun, QueueItem, Setting
 from batchgen.templatetags.dashboard_format import usd
 from tests.browser_support import (

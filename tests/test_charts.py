@@ -1,11 +1,11 @@
-"""Server-side SVG charts (batchgen.charts)."""
+"""Server-side SVG charts (batchgen.dashboard.charts)."""
 
 from __future__ import annotations
 
 import re
 import xml.etree.ElementTree as ET
 
-from batchgen import charts
+from batchgen.dashboard import charts
 
 SVG = "{http://www.w3.org/2000/svg}"
 

@@ -1,4 +1,4 @@
-"""The dashboard's queries and aggregates (batchgen.dashboard)."""
+"""The dashboard's queries and aggregates (batchgen.dashboard.queries)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import pytest
 from django.http import QueryDict
 from django.utils import timezone
 
-from batchgen import dashboard, run_detail
+from batchgen.dashboard import queries, run_detail
 from batchgen.models import BatchRun, Bot, Chat, Generation, Message, QueueItem, Setting
 
 pytestmark = pytest.mark.django_db
@@ -72,7 +72,7 @@ def test_overview_counts_todays_sent_messages_and_success_rate() -> None:
     old = make_message(make_generation(run))
     Message.objects.filter(pk=old.pk).update(sent_at=timezone.now() - timedelta(days=2))
 
-    result = dashboard.overview()
+    result = queries.overview()
 
     assert result.messages_sent == 3
     assert result.generations == 5
@@ -82,7 +82,7 @@ def test_overview_counts_todays_sent_messages_and_success_rate() -> None:
 def test_overview_cost_is_none_not_zero_when_no_price_is_known() -> None:
     make_batch(cost_usd=None)
 
-    result = dashboard.overview()
+    result = queries.overview()
 
     assert result.cost is None
     assert result.unpriced_batches == 1
@@ -95,7 +95,7 @@ def test_overview_sums_known_costs_and_medians_throughput_per_mode() -> None:
     for throughput in (0.4, 0.6):
         make_batch(mode="single", size=1, throughput=throughput, cost_usd=Decimal("0.5"))
 
-    result = dashboard.overview()
+    result = queries.overview()
 
     assert result.cost == Decimal("2.5")
     assert result.throughput_by_mode == {"single": 0.5, "batch": 3.0}
@@ -110,10 +110,10 @@ def test_cards_follow_the_filters_and_say_which_window_they_cover() -> None:
     make_batch(provider="groq", throughput=9.0, cost_usd=Decimal("7"),
                created_at=timezone.now() - timedelta(days=3))
 
-    today = dashboard.overview(dashboard.Window(provider="groq"))
-    older = dashboard.history(QueryDict(
+    today = queries.overview(queries.Window(provider="groq"))
+    older = queries.history(QueryDict(
         f"provider=groq&date_from={timezone.now() - timedelta(days=5):%Y-%m-%d}"))
-    span = dashboard.overview(older.window)
+    span = queries.overview(older.window)
 
     assert (today.messages_sent, today.cost) == (1, Decimal("0.002"))
     assert today.window.startswith("today, ") and today.window.endswith("(UTC) · groq")
@@ -125,7 +125,7 @@ def test_charts_follow_the_filters() -> None:
     make_batch(provider="groq", throughput=111.0)
     make_batch(provider="openai", throughput=222.0)
 
-    drawn = dashboard.build_charts(dashboard.Window(provider="groq"))
+    drawn = queries.build_charts(queries.Window(provider="groq"))
 
     assert "111 msg/s" in drawn["throughput"] and "222" not in drawn["throughput"]
     assert drawn["window"].endswith("· groq")
@@ -135,7 +135,7 @@ def test_a_provider_without_a_key_reads_not_configured(settings, redis_url) -> N
     settings.OPENAI_API_KEY, settings.GEMINI_API_KEY, settings.GROQ_API_KEY = "sk-x", "", ""
     settings.OPENAI_API_KEYS = settings.GEMINI_API_KEYS = settings.GROQ_API_KEYS = ""
 
-    states = {b["provider"]: b["state"] for b in dashboard.breaker_states()}
+    states = {b["provider"]: b["state"] for b in queries.breaker_states()}
 
     assert states == {"openai": "closed", "gemini": "not_configured",
                       "groq": "not_configured"}
@@ -147,7 +147,7 @@ def test_overview_reports_queue_depth_for_every_status() -> None:
     make_item(status="dead")
     make_item(status="batched")  # waiting on a provider batch: its own line on the card
 
-    depth = dashboard.overview().queue_depth
+    depth = queries.overview().queue_depth
 
     assert depth == {"pending": 2, "claimed": 0, "done": 0, "dead": 1, "batched": 1}
 
@@ -156,7 +156,7 @@ def test_overview_shows_batch_mode_from_settings() -> None:
     Setting.objects.update_or_create(key="batch_mode_enabled", defaults={"value": True})
     Setting.objects.update_or_create(key="batch_size", defaults={"value": 20})
 
-    result = dashboard.overview()
+    result = queries.overview()
 
     assert (result.batch_mode_enabled, result.batch_size) == (True, 20)
     assert result.settings_url == "/admin/batchgen/setting/"
@@ -164,7 +164,7 @@ def test_overview_shows_batch_mode_from_settings() -> None:
 
 def test_breaker_state_is_unknown_when_resilience_fails(monkeypatch, settings) -> None:
     settings.OPENAI_API_KEY = settings.GEMINI_API_KEY = settings.GROQ_API_KEY = "key-123456"
-    fake = types.ModuleType("batchgen.resilience")
+    fake = types.ModuleType("batchgen.state.breakers")
 
     def stats(name: str) -> dict:
         if name == "groq_api":
@@ -172,9 +172,9 @@ def test_breaker_state_is_unknown_when_resilience_fails(monkeypatch, settings) -
         return {"state": "open" if name == "openai_api" else "closed", "failures": 5}
 
     fake.get_circuit_breaker_stats = stats
-    monkeypatch.setitem(sys.modules, "batchgen.resilience", fake)
+    monkeypatch.setitem(sys.modules, "batchgen.state.breakers", fake)
 
-    states = {b["name"]: b["state"] for b in dashboard.breaker_states()}
+    states = {b["name"]: b["state"] for b in queries.breaker_states()}
 
     assert states == {"openai_api": "open", "gemini_api": "closed", "groq_api": "unknown"}
 
@@ -186,7 +186,7 @@ def test_history_filters_by_mode_status_provider_and_dates() -> None:
     make_batch(mode="multi_bot", status="partial", provider="groq",
                created_at=today - timedelta(days=10))
 
-    found = dashboard.history(QueryDict(
+    found = queries.history(QueryDict(
         f"mode=multi_bot&status=partial&provider=groq&date_from={today:%Y-%m-%d}"
         f"&date_to={today:%Y-%m-%d}"))
 
@@ -197,7 +197,7 @@ def test_history_filters_by_mode_status_provider_and_dates() -> None:
 def test_history_reports_bad_filters_and_ignores_them() -> None:
     make_batch()
 
-    found = dashboard.history(QueryDict("mode=turbo&date_from=yesterday&page=-3"))
+    found = queries.history(QueryDict("mode=turbo&date_from=yesterday&page=-3"))
 
     assert len(found.errors) == 3
     assert any("mode" in error and "turbo" in error for error in found.errors)
@@ -205,7 +205,7 @@ def test_history_reports_bad_filters_and_ignores_them() -> None:
 
 
 def test_history_refuses_a_reversed_date_range() -> None:
-    found = dashboard.history(QueryDict("date_from=2025-05-02&date_to=2025-05-01"))
+    found = queries.history(QueryDict("date_from=2025-05-02&date_to=2025-05-01"))
 
     assert found.errors == ["dates: 'from' must be on or before 'to'."]
 
@@ -213,8 +213,8 @@ def test_history_refuses_a_reversed_date_range() -> None:
 def test_history_pages_hold_25_newest_first() -> None:
     runs = [make_batch() for _ in range(30)]
 
-    first = dashboard.history(QueryDict("")).page
-    second = dashboard.history(QueryDict("page=2")).page
+    first = queries.history(QueryDict("")).page
+    second = queries.history(QueryDict("page=2")).page
 
     assert len(first.object_list) == 25
     assert first.object_list[0].pk == runs[-1].pk
@@ -249,18 +249,18 @@ def test_detail_redacts_any_stored_secret(settings) -> None:
 
 def test_charts_are_empty_without_batches_and_drawn_with_them() -> None:
     names = ("throughput", "latency", "outcomes", "cost")
-    empty = dashboard.build_charts()
+    empty = queries.build_charts()
     assert all("No data yet" in empty[name] for name in names)
 
     make_batch(cost_usd=Decimal("0.25"))
     make_batch(cost_usd=None, failures=1)
 
-    drawn = dashboard.build_charts()
+    drawn = queries.build_charts()
     assert all("<svg" in drawn[name] for name in names)
     assert "cost: 0.25 USD" in drawn["cost"]
 
 
-# --- The cost panel (batchgen.cost_report) ----------------------------------------
+# --- The cost panel (batchgen.dashboard.cost_report) ----------------------------------------
 
 def make_costed_generations(settings) -> None:
     settings.LLM_PRICES = {"m": (1.0, 0.1, 2.0)}  # USD / 1M tokens: input, cached, output
@@ -274,7 +274,7 @@ def make_costed_generations(settings) -> None:
 
 
 def test_cost_per_message_is_shown_by_route_and_provider(settings) -> None:
-    from batchgen.cost_report import cost_report
+    from batchgen.dashboard.cost_report import cost_report
 
     make_costed_generations(settings)
     report = cost_report()
@@ -289,7 +289,7 @@ def test_cost_per_message_is_shown_by_route_and_provider(settings) -> None:
 
 
 def test_the_saving_against_synchronous_prices_comes_from_recorded_usage(settings) -> None:
-    from batchgen.cost_report import cost_report
+    from batchgen.dashboard.cost_report import cost_report
 
     make_costed_generations(settings)
     total = cost_report().total

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Page, expect
 
-from batchgen.demo_data import STAFF_PASSWORD, STAFF_USERNAME
+from batchgen.demo.seed import STAFF_PASSWORD, STAFF_USERNAME
 from batchgen.fakes.ports import free_port
 from tests.browser_support import TIMEOUT_MS, admin_login, edit_setting, screenshot_path
 from tests.processes import wait_for

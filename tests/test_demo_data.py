@@ -36,7 +36,7 @@ def test_top_up_keeps_the_queue_at_the_asked_depth_across_bots_and_chats() -> No
 
 
 def test_top_up_does_nothing_without_the_demo_bots() -> None:
-    from batchgen.demo_data import top_up
+    from batchgen.demo.seed import top_up
 
     assert top_up(10) == 0
     assert QueueItem.objects.count() == 0

@@ -8,10 +8,11 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from batchgen import drain, queue
-from batchgen.drain import Heartbeat
+from batchgen.delivery import drain
+from batchgen.delivery.drain import Heartbeat
 from batchgen.llm import GenerationResult
 from batchgen.models import BatchRun, QueueItem
+from batchgen.work import queue
 from tests.factories import make_item, make_run
 
 pytestmark = pytest.mark.django_db

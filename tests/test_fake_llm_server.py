@@ -10,7 +10,7 @@ import pytest
 from aiohttp import ClientSession, TCPConnector
 
 from batchgen.fakes.llm_limits import format_duration
-from batchgen.provider_limits import parse_duration
+from batchgen.llm.limits.rules import parse_duration
 from tests.fakes import FakeLLMServer
 
 

@@ -16,8 +16,9 @@ from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 from rq import Worker
 
-from batchgen import health, shared
+from batchgen.dashboard import health
 from batchgen.models import QueueItem
+from batchgen.state import shared
 from botplatform.prometheus import scrape_registry
 from tests.factories import make_item
 

@@ -9,11 +9,10 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from batchgen import queue
-from batchgen.intake import chats
-from batchgen.intake.behaviour import MENTION_PRIORITY, in_quiet_hours, produce
-from batchgen.intake.models import ChatMessage, Membership, Trigger
+from batchgen.conversations.behaviour import MENTION_PRIORITY, in_quiet_hours, produce
 from batchgen.models import Chat, Message, QueueItem
+from batchgen.models.conversations import ChatMessage, Membership, Trigger
+from batchgen.work import queue
 from tests.concurrency import at_once
 from tests.factories import make_bot, make_chat, make_item, make_run
 from tests.intake_support import make_intake_bot
@@ -94,7 +93,7 @@ def test_a_mention_queues_only_that_bot_and_jumps_ahead_of_a_500_item_backlog() 
 def test_a_bot_removed_from_a_chat_gets_nothing_more_queued_there() -> None:
     alpha, beta = make_intake_bot(), make_intake_bot()
     chat = group(alpha, beta)
-    chats.gone(beta, chat, "kicked or blocked")
+    chat.bot_left(beta, "kicked or blocked")
     heard(chat, f"@{beta.username} hello?", addressed=beta)
     heard(chat, "hello anyone")
     Membership.objects.filter(bot=beta).update(cadence_minutes=1)
@@ -105,7 +104,7 @@ def test_a_bot_removed_from_a_chat_gets_nothing_more_queued_there() -> None:
 def test_messages_in_a_deactivated_chat_queue_nothing() -> None:
     alpha = make_intake_bot()
     chat = group(alpha)
-    chats.gone(alpha, chat, "removed from the chat")
+    chat.bot_left(alpha, "removed from the chat")
     heard(chat)
     assert produce() == 0 and not Chat.objects.get(id=chat.id).is_active
 

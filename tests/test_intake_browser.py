@@ -9,8 +9,8 @@ import pytest
 from django.utils import timezone
 from playwright.sync_api import Page, expect
 
-from batchgen.intake.models import ChatMessage, Membership
 from batchgen.models import Chat
+from batchgen.models.conversations import ChatMessage, Membership
 from tests.browser_support import TIMEOUT_MS, admin_login, screenshot_path
 from tests.factories import make_chat
 from tests.intake_support import make_intake_bot

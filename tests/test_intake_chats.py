@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 from django.utils import timezone
 
-from batchgen.intake import chats
-from batchgen.intake.models import ChatMessage, Membership
+from batchgen.conversations import chats
 from batchgen.models import Chat
+from batchgen.models.conversations import ChatMessage, Membership
 from tests.factories import make_chat
 from tests.intake_support import make_intake_bot
 
@@ -18,7 +18,7 @@ def test_a_migrated_group_keeps_its_row_under_the_new_supergroup_id() -> None:
     bot = make_intake_bot()
     chat = make_chat(-4001, title="Old group", chat_type="group")
     chats.joined(bot, chat)
-    moved = chats.migrate(chat, -1004001)
+    moved = chat.migrate_to(-1004001)
     assert moved.id == chat.id and moved.telegram_chat_id == -1004001
     assert moved.chat_type == "supergroup"
     assert Membership.objects.get(bot=bot, chat=moved).is_active
@@ -30,7 +30,7 @@ def test_migrating_into_an_already_known_supergroup_moves_members_and_history() 
     chats.joined(bot, old)
     ChatMessage.objects.create(chat=old, telegram_message_id=1, speaker="A", text="before",
                                sent_at=timezone.now())
-    target = chats.migrate(old, -1004002)
+    target = old.migrate_to(-1004002)
     assert target.id == new.id
     assert Membership.objects.get(bot=bot, chat=new).is_active
     assert ChatMessage.objects.get().chat_id == new.id
@@ -42,7 +42,7 @@ def test_a_bot_gone_from_a_chat_others_still_use_leaves_the_chat_active() -> Non
     chat = make_chat()
     chats.joined(alpha, chat)
     chats.joined(beta, chat)
-    chats.gone(alpha, chat, "Forbidden: bot was kicked from the group chat")
+    chat.bot_left(alpha, "Forbidden: bot was kicked from the group chat")
     assert not Membership.objects.get(bot=alpha, chat=chat).is_active
     assert Chat.objects.get(id=chat.id).is_active
     chats.joined(alpha, chat)  # added back

@@ -14,10 +14,10 @@ from collections import Counter
 import httpx
 import pytest
 
-from batchgen.intake.behaviour import produce
-from batchgen.intake.models import ChatMessage, Membership
-from batchgen.intake.setup import enable_webhook
+from batchgen.conversations.behaviour import produce
+from batchgen.conversations.setup import enable_webhook
 from batchgen.models import Chat, Message, QueueItem
+from batchgen.models.conversations import ChatMessage, Membership
 from tests.factories import make_bot, make_chat, set_batch_mode
 from tests.intake_support import make_intake_bot, membership_change, say
 from tests.processes import manage, process_env

@@ -7,11 +7,11 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from batchgen.intake import history
-from batchgen.intake.models import ChatMessage
-from batchgen.intake.prompting import prompt_for
+from batchgen.conversations import history
+from batchgen.conversations.prompting import prompt_for
+from batchgen.core.prompts import DEFAULT_SYSTEM_PROMPT
 from batchgen.models import Message, QueueItem
-from batchgen.prompts import DEFAULT_SYSTEM_PROMPT
+from batchgen.models.conversations import ChatMessage
 from tests.factories import make_chat, make_item
 from tests.intake_support import make_intake_bot
 

@@ -7,9 +7,9 @@ import logging
 import httpx
 import pytest
 
-from batchgen.intake.models import ChatMessage, ProcessedUpdate
-from batchgen.intake.poll import poll_once
+from batchgen.conversations.poll import poll_once
 from batchgen.models import Bot
+from batchgen.models.conversations import ChatMessage, ProcessedUpdate
 from tests.intake_support import make_intake_bot, say
 
 pytestmark = pytest.mark.django_db
@@ -66,7 +66,7 @@ def test_a_failure_to_store_keeps_the_offset_so_the_update_comes_again(telegram_
                                                                         monkeypatch) -> None:
     from django.db import OperationalError
 
-    from batchgen.intake import updates
+    from batchgen.conversations import updates
 
     alpha = make_intake_bot()
     say(telegram_env, -100904, "kept", [alpha])

@@ -8,9 +8,9 @@ from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
 
-from batchgen.intake.models import ChatMessage, Membership
-from batchgen.intake.setup import enable_webhook
+from batchgen.conversations.setup import enable_webhook
 from batchgen.models import Bot
+from batchgen.models.conversations import ChatMessage, Membership
 from tests.factories import make_chat
 from tests.intake_support import make_intake_bot
 

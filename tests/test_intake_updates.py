@@ -12,9 +12,9 @@ import pytest
 from django.test import Client
 from django.urls import reverse
 
-from batchgen.intake.models import ChatMessage, Membership, ProcessedUpdate
-from batchgen.intake.updates import process_pending
+from batchgen.conversations.updates import process_pending
 from batchgen.models import Bot, Chat
+from batchgen.models.conversations import ChatMessage, Membership, ProcessedUpdate
 from tests.concurrency import at_once
 from tests.intake_support import make_intake_bot, text_message, update
 
@@ -255,7 +255,7 @@ def test_pending_messages_are_processed_in_bulk_not_a_few_queries_each() -> None
 
 def test_an_update_the_handler_fails_on_is_marked_failed_and_the_others_are_stored(
         monkeypatch, caplog) -> None:
-    from batchgen.intake import updates as handler
+    from batchgen.conversations import updates as handler
 
     real = handler._speaker
 
@@ -281,7 +281,7 @@ def test_an_update_the_handler_fails_on_is_marked_failed_and_the_others_are_stor
 
 
 def test_a_tick_processes_pending_updates_before_the_producer_looks(pipeline_env) -> None:
-    from batchgen import scheduler
+    from batchgen.delivery import scheduler
 
     bot = hooked_bot()
     now = int(time.time())  # the producer answers messages of the last hour only

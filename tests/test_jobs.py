@@ -6,7 +6,8 @@ import django_rq
 import pytest
 from rq import SimpleWorker
 
-from batchgen import jobs, scheduler
+from batchgen import jobs
+from batchgen.delivery import scheduler
 from batchgen.models import BatchRun
 from tests.factories import make_item, set_batch_mode
 

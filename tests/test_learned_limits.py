@@ -7,10 +7,10 @@ import multiprocessing
 import pytest
 from django.core.exceptions import ImproperlyConfigured
 
-from batchgen import shared
-from batchgen.learned_limits import BudgetId, Learner, budget_for, budget_table
 from batchgen.llm import config
-from batchgen.provider_limits import Aimd
+from batchgen.llm.limits.learned import BudgetId, Learner, budget_for, budget_table
+from batchgen.llm.limits.rules import Aimd
+from batchgen.state import shared
 
 BUDGET = BudgetId("openai", "gpt-4o-mini")
 

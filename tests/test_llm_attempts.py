@@ -6,11 +6,11 @@ import time
 
 import pytest
 
-from batchgen import shared
 from batchgen.llm import LLMClient
 from batchgen.llm.errors import retry_after_seconds
-from batchgen.ratelimit import key_fingerprint
-from batchgen.resilience import get_circuit_breaker, open_until
+from batchgen.llm.limits.budgets import key_fingerprint
+from batchgen.state import shared
+from batchgen.state.breakers import get_circuit_breaker, open_until
 
 KEYS = ["sk-first-key-AAAA-SECRET", "sk-second-key-BBBB-SECRET"]
 

@@ -27,3 +27,12 @@ def test_the_kept_signatures_are_unchanged() -> None:
     assert list(generate.parameters)[:5] == ["self", "user_prompt", "system_prompt",
                                              "temperature", "max_tokens"]
     assert list(inspect.signature(compat.get_circuit_breaker_stats).parameters) == ["name"]
+
+
+def test_the_documents_resilience_module_still_answers() -> None:
+    from batchgen import resilience
+    from batchgen.state import breakers
+
+    assert resilience.get_circuit_breaker is breakers.get_circuit_breaker
+    assert resilience.get_circuit_breaker_stats("openai_api")["state"] in {
+        "closed", "open", "half_open"}

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from batchgen import scheduler
+from batchgen.delivery import scheduler
 from batchgen.llm import LLMBatchClient, LLMClient
 from batchgen.models import Generation
-from batchgen.resilience import get_circuit_breaker_stats
+from batchgen.state.breakers import get_circuit_breaker_stats
 from tests.factories import make_bot, make_chat, make_item, set_batch_mode
 from tests.fakes import TEST_KEYS
 
@@ -142,7 +142,7 @@ def test_the_pipeline_records_which_provider_answered(pipeline_env, settings):
 def test_failovers_are_counted_for_metrics(llm_env):
     from prometheus_client import generate_latest
 
-    from batchgen.metrics import REDIS_REGISTRY
+    from batchgen.dashboard.scrape import REDIS_REGISTRY
 
     fake = llm_env("openai", LLM_FALLBACK_PROVIDERS=["groq"])
     fake.control(route_faults={"openai": "503"})

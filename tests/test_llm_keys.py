@@ -7,8 +7,8 @@ import logging
 import pytest
 
 from batchgen.llm import LLMBatchClient, LLMClient, config, keys
-from batchgen.ratelimit import key_fingerprint
-from batchgen.resilience import get_circuit_breaker_stats
+from batchgen.llm.limits.budgets import key_fingerprint
+from batchgen.state.breakers import get_circuit_breaker_stats
 from tests.fakes import TEST_KEYS
 
 KEYS = ["sk-first-key-AAAA-SECRET", "sk-second-key-BBBB-SECRET", "sk-third-key-CCCC-SECRET"]
@@ -140,7 +140,7 @@ def test_other_providers_rotate_their_keys_too(llm_env, provider):
 
 
 def test_the_dashboard_lists_each_key_by_fingerprint_with_its_limiter(llm_env):
-    from batchgen import dashboard
+    from batchgen.dashboard import queries
 
     # Keys of different organisations: each has a budget (and limiter counters) of its own.
     fake = with_keys(llm_env, OPENAI_RPM_LIMIT=600, OPENAI_RATE_LIMIT_SCOPE="key")
@@ -148,7 +148,7 @@ def test_the_dashboard_lists_each_key_by_fingerprint_with_its_limiter(llm_env):
     for prompt in make_prompts(4):
         LLMClient().generate_detailed(prompt)
 
-    rows = {row["key"]: row for row in dashboard.key_states() if row["provider"] == "openai"}
+    rows = {row["key"]: row for row in queries.key_states() if row["provider"] == "openai"}
 
     assert {fp: row["state"] for fp, row in rows.items()} == {
         key_fingerprint(KEYS[0]): "active", key_fingerprint(KEYS[1]): "active",

@@ -14,10 +14,10 @@ from bisect import bisect_right
 
 import pytest
 
-from batchgen import learned_limits, ratelimit
-from batchgen import provider_limits as limits
 from batchgen.llm import LLMBatchClient
 from batchgen.llm.errors import UNAVAILABLE_KINDS
+from batchgen.llm.limits import budgets, learned
+from batchgen.llm.limits import rules as limits
 
 MINUTE = 3.0
 LIMIT = 90  # per MINUTE
@@ -27,8 +27,8 @@ LIMIT = 90  # per MINUTE
 def fast(llm_env, monkeypatch):
     """The fake with an account-wide limit of LIMIT per 3-s minute; the client's minute too."""
     monkeypatch.setattr(limits, "MINUTE", MINUTE)
-    learned_limits._learners.clear()
-    ratelimit._limiters.clear()
+    learned._learners.clear()
+    budgets._limiters.clear()
 
     def configure(**overrides: object):
         environment = {"LLM_MAX_RETRIES": 2, "LLM_RATE_LIMIT_MAX_WAIT": 10.0,
@@ -39,8 +39,8 @@ def fast(llm_env, monkeypatch):
         return fake
 
     yield configure
-    learned_limits._learners.clear()
-    ratelimit._limiters.clear()
+    learned._learners.clear()
+    budgets._limiters.clear()
 
 
 def like_the_queue(count: int, tag: str) -> int:
@@ -72,7 +72,7 @@ def most_in_any_window(fake, window: float = MINUTE) -> int:
 
 
 def table() -> list[dict]:
-    return learned_limits.budget_table(lambda provider: (None, None))
+    return learned.budget_table(lambda provider: (None, None))
 
 
 def test_three_keys_of_one_account_share_its_limit(fast):

@@ -10,7 +10,7 @@ from bisect import bisect_right
 import redis
 
 from batchgen.llm import LLMBatchClient, LLMClient, config
-from batchgen.ratelimit import Budget, all_limiter_stats, get_rate_limiter
+from batchgen.llm.limits.budgets import Budget, all_limiter_stats, get_rate_limiter
 from tests.fakes import TEST_KEYS
 
 RPM = 600

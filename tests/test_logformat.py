@@ -38,7 +38,7 @@ def test_json_lines_carry_the_traceback_of_a_logged_exception() -> None:
     try:
         raise ValueError("bad reply")
     except ValueError:
-        record = logging.LogRecord("batchgen.pipeline", logging.ERROR, __file__, 1,
+        record = logging.LogRecord("batchgen.delivery.runs", logging.ERROR, __file__, 1,
                                    "batch %s failed", (7,), exc_info=sys.exc_info())
     entry = json.loads(JsonFormatter().format(record))
     assert entry["message"] == "batch 7 failed" and entry["level"] == "ERROR"

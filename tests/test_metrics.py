@@ -7,7 +7,6 @@ import multiprocessing
 import os
 import subprocess
 import sys
-import types
 from decimal import Decimal
 from pathlib import Path
 
@@ -17,10 +16,13 @@ from prometheus_client.parser import text_string_to_metric_families
 from redis import Redis
 from rq import Queue
 
-from batchgen import metrics, shared
+from batchgen import metrics
+from batchgen.dashboard import scrape as scrape_side
+from batchgen.dashboard.scrape import metrics_view
 from batchgen.models import Bot, Chat, QueueItem
+from batchgen.state import shared
 
-urlpatterns = [path("metrics", metrics.metrics_view)]
+urlpatterns = [path("metrics", metrics_view)]
 pytestmark = [pytest.mark.urls("tests.test_metrics"), pytest.mark.django_db]
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
@@ -147,9 +149,8 @@ def test_sends_and_queue_depth_are_exposed(client) -> None:
 
 def test_circuit_state_is_a_number_per_breaker(client, monkeypatch) -> None:
     states = {"openai_api": "open", "gemini_api": "half_open", "groq_api": "closed"}
-    fake = types.ModuleType("batchgen.resilience")
-    fake.get_circuit_breaker_stats = lambda name: {"state": states[name], "failures": 0}
-    monkeypatch.setitem(sys.modules, "batchgen.resilience", fake)
+    monkeypatch.setattr(scrape_side, "get_circuit_breaker_stats",
+                        lambda name: {"state": states[name], "failures": 0})
 
     samples = scrape(client)
 

@@ -7,9 +7,10 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from batchgen import outbox, pipeline, queue, scheduler
+from batchgen.delivery import runs, scheduler
 from batchgen.models import BatchRun, Message, QueueItem
-from batchgen.telegram import SendResult
+from batchgen.telegram.client import SendResult
+from batchgen.work import outbox, queue
 from tests.factories import make_item
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -17,7 +18,7 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 def claimed_with_message(text: str = "saved text") -> tuple[QueueItem, Message, BatchRun]:
     item = make_item(max_attempts=1)
-    run = pipeline.open_run(BatchRun.Mode.SINGLE, 1)
+    run = runs.open_run(BatchRun.Mode.SINGLE, 1)
     [item] = queue.claim(1, run)
     message = Message.objects.create(queue_item=item, bot=item.bot, chat=item.chat,
                                      batch_run=run, text=text, status="sending")

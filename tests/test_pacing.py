@@ -7,9 +7,9 @@ import sys
 
 import pytest
 
-from batchgen import shared
-from batchgen.pacing import BOT_BURST, SharedPacer
-from batchgen.telegram import ChatPacer
+from batchgen.state import shared
+from batchgen.telegram.client import ChatPacer
+from batchgen.telegram.pacing import BOT_BURST, SharedPacer
 from tests.processes import ROOT, process_env
 
 
@@ -58,7 +58,7 @@ def test_without_redis_each_process_paces_itself(settings) -> None:
 
 SEND_FOUR = """
 import django, sys; django.setup()
-from batchgen.telegram import TelegramSender
+from batchgen.telegram.client import TelegramSender
 with TelegramSender() as sender:
     for n in range(4):
         assert sender.send(sys.argv[1], -100555, f"{sys.argv[1][:6]} {n}").status == "sent"

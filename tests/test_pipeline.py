@@ -6,8 +6,8 @@ import pytest
 from django.core.management import call_command
 from django.utils import timezone
 
-from batchgen import pipeline, scheduler
-from batchgen.intake import prompting
+from batchgen.conversations import prompting
+from batchgen.delivery import runs, scheduler
 from batchgen.models import BatchRun, Generation, Message, QueueItem
 from tests.factories import make_bot, make_chat, make_item, set_batch_mode
 
@@ -222,7 +222,7 @@ def test_several_bots_reply_in_one_chat_in_one_batch(pipeline_env) -> None:
     chat = make_chat(-100200300)
     bots = [make_bot() for _ in range(3)]
     fake_telegram.control(chat_limit_per_second=1)
-    run = pipeline.generate_for_multiple_bots([b.id for b in bots], chat.id, sync=True)
+    run = scheduler.generate_for_multiple_bots([b.id for b in bots], chat.id, sync=True)
     assert (run.mode, run.size, run.successes) == ("multi_bot", 3, 3)
     delivered = fake_telegram.messages()
     assert sorted(m["token"] for m in delivered) == sorted(b.telegram_token for b in bots)
@@ -233,7 +233,7 @@ def test_several_bots_reply_in_one_chat_in_one_batch(pipeline_env) -> None:
 def test_multibot_refuses_unknown_bots_naming_them(pipeline_env) -> None:
     chat = make_chat()
     with pytest.raises(ValueError, match=r"no active bot with id \[999\]"):
-        pipeline.generate_for_multiple_bots([999], chat.id)
+        scheduler.generate_for_multiple_bots([999], chat.id)
     assert not QueueItem.objects.exists()
 
 
@@ -266,7 +266,7 @@ def test_tick_without_an_api_key_exits_non_zero_naming_it_and_claims_nothing(
 
 
 def _open_the_breaker(settings) -> None:
-    from batchgen.resilience import get_circuit_breaker, reset_circuit_breakers
+    from batchgen.state.breakers import get_circuit_breaker, reset_circuit_breakers
 
     settings.LLM_CIRCUIT_BREAKER_THRESHOLD = 1
     reset_circuit_breakers()
@@ -294,7 +294,7 @@ def test_an_open_circuit_defers_items_until_it_half_opens_without_spending_attem
     settings.LLM_CIRCUIT_BREAKER_TIMEOUT = 120
     _open_the_breaker(settings)
     item = make_item(max_attempts=1)
-    run = pipeline.run_batch(pipeline.open_run().id)  # a run already on a worker
+    run = runs.run_batch(runs.open_run().id)  # a run already on a worker
     item.refresh_from_db()
     assert (item.status, item.attempts) == ("pending", 0)
     assert item.last_error.startswith("circuit_open")
@@ -306,14 +306,15 @@ def test_an_open_circuit_defers_items_until_it_half_opens_without_spending_attem
 
 def test_a_reply_with_a_lone_surrogate_or_an_error_with_nul_is_stored_and_the_run_goes_on(
         pipeline_env) -> None:
-    from batchgen import drain, outbox
+    from batchgen.core.prompts import UserPrompt
+    from batchgen.delivery import drain
     from batchgen.llm import GenerationResult
-    from batchgen.prompts import UserPrompt
+    from batchgen.work import outbox
 
     _, fake_telegram = pipeline_env
     poisoned, failing, fine = make_items(3)
-    run = pipeline.open_run(BatchRun.Mode.BATCH, 3)
-    from batchgen import queue
+    run = runs.open_run(BatchRun.Mode.BATCH, 3)
+    from batchgen.work import queue
 
     queue.claim(3, run)
     work = {item.id: drain.Work(item, "prompt", "system", UserPrompt("prompt"))
@@ -334,7 +335,7 @@ def test_a_reply_with_a_lone_surrogate_or_an_error_with_nul_is_stored_and_the_ru
 
 def test_an_item_whose_reply_cannot_be_saved_is_settled_and_the_rest_are_sent(
         pipeline_env, monkeypatch) -> None:
-    from batchgen import drain
+    from batchgen.delivery import drain
 
     _, fake_telegram = pipeline_env
     items = make_items(5)
@@ -360,7 +361,7 @@ def test_an_item_whose_reply_cannot_be_saved_is_settled_and_the_rest_are_sent(
 def test_a_priority_item_pushed_mid_drain_goes_before_the_backlog(pipeline_env) -> None:
     import threading
 
-    from batchgen import queue
+    from batchgen.work import queue
 
     fake_llm, fake_telegram = pipeline_env
     fake_llm.control(latency=0.1)
@@ -395,8 +396,8 @@ def test_a_priority_item_pushed_mid_drain_goes_before_the_backlog(pipeline_env) 
 
 def test_each_item_goes_out_with_its_bots_own_system_prompt_and_the_chats_history(
         pipeline_env, monkeypatch) -> None:
-    from batchgen.intake.models import ChatMessage
     from batchgen.llm import LLMBatchClient
+    from batchgen.models.conversations import ChatMessage
 
     seen = []
     real_submit = LLMBatchClient.submit
@@ -425,14 +426,15 @@ def test_each_item_goes_out_with_its_bots_own_system_prompt_and_the_chats_histor
 
 def test_a_long_persona_is_shortened_and_a_long_reply_cut_and_both_are_recorded(
         pipeline_env, settings) -> None:
-    from batchgen import drain, outbox, queue
+    from batchgen.delivery import drain
     from batchgen.llm import GenerationResult
+    from batchgen.work import outbox, queue
 
     settings.TELEGRAM_MAX_PARTS = 1
     bot = make_bot(persona="Loves long walks on the beach. " * 220)  # over PERSONA_MAX_CHARS
     item = make_item(bot, make_chat(), recent_messages=[f"Bob: line {n} " + "x" * 200
                                                         for n in range(30)])
-    run = pipeline.open_run(BatchRun.Mode.BATCH, 1)
+    run = runs.open_run(BatchRun.Mode.BATCH, 1)
     queue.claim(1, run)
     work = drain.prepare_claimed(queue.claimed_items(run)[0])
     long_reply = "A sentence that goes on. " * 400
@@ -465,8 +467,8 @@ def test_a_group_that_became_a_supergroup_gets_the_message_at_its_new_id_once(
 
 
 def test_a_bot_kicked_from_a_chat_stops_being_queued_there(pipeline_env) -> None:
-    from batchgen.intake import behaviour
-    from batchgen.intake.models import ChatMessage, Membership
+    from batchgen.conversations import behaviour
+    from batchgen.models.conversations import ChatMessage, Membership
 
     _, fake_telegram = pipeline_env
     item = make_item()
@@ -487,7 +489,7 @@ def test_a_run_that_found_the_queue_dry_does_not_ask_again_on_every_reply(
         pipeline_env, monkeypatch) -> None:
     # Each empty claim is a query on the loop's thread; one per finished reply delayed
     # saving a run's last replies (drain.DRY_RECHECK_S).
-    from batchgen import queue
+    from batchgen.work import queue
 
     fake_llm, _ = pipeline_env
     fake_llm.control(latency=0.05, jitter=0.6)  # the replies finish one by one over 0.6 s
@@ -510,7 +512,7 @@ def test_a_database_connection_lost_while_a_run_waits_is_replaced_not_blamed_on_
     # (failover, pg_terminate_backend) must not kill that item or the run.
     from django.db import OperationalError
 
-    from batchgen import drain
+    from batchgen.delivery import drain
 
     make_items(3)
     set_batch_mode(3)

@@ -12,7 +12,7 @@ from decimal import Decimal
 import pytest
 from django.core.exceptions import ImproperlyConfigured
 
-from batchgen import pricing
+from batchgen.core import pricing
 from botplatform.prices import load_prices
 from tests.test_settings import ROOT, start_up
 

@@ -8,13 +8,13 @@ from types import SimpleNamespace
 
 import pytest
 
-from batchgen import scheduler
-from batchgen.drain import grouped_by_bot, prepare_claimed
+from batchgen.conversations import prompting
+from batchgen.core.prompts import build_user_prompt, filter_content
+from batchgen.delivery import scheduler
+from batchgen.delivery.drain import grouped_by_bot, prepare_claimed
 from batchgen.fakes.prefix_cache import PrefixCache
-from batchgen.intake import prompting
 from batchgen.llm import LLMClient
 from batchgen.models import Generation
-from batchgen.prompts import build_user_prompt, filter_content
 from tests.factories import make_bot, make_chat, make_item, set_batch_mode
 
 PERSONA = " ".join(f"Trait {n}: loves markets, tea and long walks by the Bosphorus."

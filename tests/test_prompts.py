@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from batchgen.prompts import (
+from batchgen.core.prompts import (
     DEFAULT_SYSTEM_PROMPT,
     MAX_PROMPT_CHARS,
     build_user_prompt,

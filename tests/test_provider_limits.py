@@ -10,7 +10,7 @@ from email.utils import format_datetime
 import httpx
 import pytest
 
-from batchgen.provider_limits import (
+from batchgen.llm.limits.rules import (
     DAY,
     Aimd,
     AimdState,

@@ -7,8 +7,8 @@ import pytest
 from django.db import connections
 from django.utils import timezone
 
-from batchgen import queue
 from batchgen.models import BatchRun, QueueItem
+from batchgen.work import queue
 from tests.factories import make_bot, make_chat, make_item, make_run
 
 pytestmark = pytest.mark.django_db

@@ -11,7 +11,7 @@ from bisect import bisect_right
 import pytest
 import redis
 
-from batchgen.ratelimit import (
+from batchgen.llm.limits.budgets import (
     RateLimiter,
     RateLimitTimeout,
     all_limiter_stats,

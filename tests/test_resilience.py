@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from batchgen import shared
 from batchgen.fakes.ports import free_port
-from batchgen.resilience import (
+from batchgen.state import shared
+from batchgen.state.breakers import (
     CircuitBreaker,
     CircuitOpenError,
     get_circuit_breaker,
@@ -87,7 +87,7 @@ def test_it_opens_after_threshold_failures_across_two_processes(redis_url: str) 
         breaker.record_failure()
     script = (
         "import django; django.setup()\n"
-        "from batchgen.resilience import CircuitBreaker\n"
+        "from batchgen.state.breakers import CircuitBreaker\n"
         "b = CircuitBreaker('openai_api', threshold=5)\n"
         "for _ in range(3):\n"
         "    b.before_call(); b.record_failure()\n"

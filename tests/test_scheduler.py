@@ -12,7 +12,8 @@ import redis
 from rq import Worker
 from rq.worker import WorkerStatus
 
-from batchgen import jobs, scheduler
+from batchgen import jobs
+from batchgen.delivery import scheduler
 from batchgen.models import BatchRun, QueueItem
 from tests.factories import make_item, set_batch_mode
 from tests.processes import process_env, start, stop
@@ -76,10 +77,11 @@ def test_a_run_whose_job_cannot_be_enqueued_holds_nothing_and_spends_nothing(
 
 def test_a_claimed_run_whose_job_cannot_be_enqueued_is_released_at_once(
         pipeline_env, monkeypatch) -> None:
-    from batchgen import pipeline, queue
+    from batchgen.delivery import runs
+    from batchgen.work import queue
 
     item = make_item()
-    run = pipeline.open_run(BatchRun.Mode.MULTI_BOT, 1)
+    run = runs.open_run(BatchRun.Mode.MULTI_BOT, 1)
     queue.claim(1, run)
 
     def refuse(run: BatchRun) -> None:
@@ -122,7 +124,7 @@ def test_a_pushed_item_wakes_a_sleeping_tick_loop_before_its_interval(pipeline_e
                                                                       settings) -> None:
     import threading
 
-    from batchgen import queue
+    from batchgen.work import queue
     from tests.factories import make_bot, make_chat
 
     loop = start(process_env(settings), "tick", "--loop", "--interval", "60")
@@ -142,7 +144,7 @@ def test_a_pushed_item_wakes_a_sleeping_tick_loop_before_its_interval(pipeline_e
 
 
 def test_every_tick_beats_the_tick_heartbeat_even_with_nothing_pending(pipeline_env) -> None:
-    from batchgen import health
+    from batchgen.dashboard import health
 
     assert health.status().tick_age is None
     summary = scheduler.tick()
@@ -153,8 +155,8 @@ def test_a_tick_produces_replies_to_a_person_before_it_claims(pipeline_env,
                                                               fake_telegram) -> None:
     from django.utils import timezone
 
-    from batchgen.intake.models import ChatMessage, Membership
     from batchgen.models import Message
+    from batchgen.models.conversations import ChatMessage, Membership
     from tests.factories import make_chat
     from tests.intake_support import make_intake_bot
 

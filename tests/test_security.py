@@ -21,7 +21,8 @@ from django.urls import URLPattern, URLResolver, get_resolver, reverse
 from rq import SimpleWorker
 from rq.job import Job
 
-from batchgen import jobs, scheduler
+from batchgen import jobs
+from batchgen.delivery import scheduler
 from batchgen.models import BatchRun, Bot, Chat, Generation, Message, QueueItem, Setting
 from tests.factories import make_bot, make_chat, make_item
 

@@ -1,4 +1,4 @@
-"""batchgen.shared: one Redis client per process, one prefix, one outage mode."""
+"""batchgen.state.shared: one Redis client per process, one prefix, one outage mode."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import logging
 import pytest
 import redis
 
-from batchgen import shared
+from batchgen.state import shared
 
 
 @pytest.fixture(autouse=True)
@@ -36,7 +36,7 @@ def test_attempt_returns_the_default_during_an_outage_and_logs_it_once(
         calls.append(1)
         return client.get("x")
 
-    with caplog.at_level(logging.WARNING, logger="batchgen.shared"):
+    with caplog.at_level(logging.WARNING, logger="batchgen.state.shared"):
         assert shared.attempt(operation, default="fallback") == "fallback"
         assert shared.attempt(operation, default="fallback") == "fallback"
     assert len(calls) == 1  # the second call did not wait on a dead Redis again
@@ -65,8 +65,8 @@ def test_a_script_runs_on_any_client_and_survives_a_script_flush(redis_url: str)
 
 
 def test_reset_forgets_every_cache_built_on_shared_state(redis_url: str) -> None:
-    from batchgen.ratelimit import get_rate_limiter
-    from batchgen.resilience import get_circuit_breaker
+    from batchgen.llm.limits.budgets import get_rate_limiter
+    from batchgen.state.breakers import get_circuit_breaker
 
     breaker = get_circuit_breaker("openai_api")
     limiter = get_rate_limiter("openai", "sk-test", 60, None)

@@ -10,7 +10,7 @@ import pytest
 
 from batchgen.fakes.ports import free_port
 from batchgen.fakes.telegram_server import make_app
-from batchgen.telegram import (
+from batchgen.telegram.client import (
     ChatPacer,
     TelegramSender,
     fit_message,

@@ -1,10 +1,10 @@
-"""batchgen.text.storable: what can't be stored is replaced, what real text needs is kept."""
+"""batchgen.core.text.storable: what can't be stored is replaced, what real text needs is kept."""
 
 from __future__ import annotations
 
 import pytest
 
-from batchgen.text import REPLACEMENT, storable
+from batchgen.core.text import REPLACEMENT, storable
 
 
 @pytest.mark.parametrize(("raw", "expected"), [

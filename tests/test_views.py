@@ -10,7 +10,7 @@ from django.contrib import admin
 from django.contrib.auth.models import User
 from django.urls import include, path
 
-from batchgen.metrics import metrics_view
+from batchgen.dashboard.scrape import metrics_view
 from tests.test_dashboard import (
     BOT_TOKEN,
     make_batch,
@@ -279,7 +279,7 @@ def test_the_500_page_renders_without_a_request_context(rf) -> None:
 
 def test_the_dashboard_shows_the_health_panel_from_the_heartbeats(staff_client,
                                                                    redis_url: str) -> None:
-    from batchgen import health
+    from batchgen.dashboard import health
 
     before = staff_client.get("/dashboard/").content.decode()
     health.beat("tick")

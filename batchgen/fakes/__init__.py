@@ -1,1 +1,2 @@
-"""Local stand-ins for the outside services (LLM providers), for tests, benchmarks and demos."""
+"""Local stand-ins for the outside services (LLM providers), for tests, benchmarks and demos.
+"""

@@ -129,7 +129,7 @@ class FakeState:
                 "config": dataclasses.asdict(self.config)}
 
     def record(self, call: _Call | None, status: str) -> None:
-        # Keys are counted by the fingerprint batchgen.ratelimit.key_fingerprint uses.
+        # Keys are counted by the fingerprint batchgen.llm.limits.budgets.key_fingerprint uses.
         key = hashlib.sha256(call.api_key.encode()).hexdigest()[:12] if call else "?"
         self.by_key.setdefault(key, Counter())[status] += 1
 
@@ -377,26 +377,3 @@ async def stats(request: web.Request) -> web.Response:
 async def reset(request: web.Request) -> web.Response:
     request.app[STATE].reset()
     return web.json_response({"ok": True})
-
-
-def make_app(config: FakeLLMConfig | None = None) -> web.Application:
-    """The fake as an aiohttp application (run it with ``run`` or in a test thread)."""
-    app = web.Application(client_max_size=4 * 1024 * 1024)
-    app[STATE] = FakeState(config or FakeLLMConfig())
-    app.router.add_post("/v1/chat/completions", openai_chat)
-    app.router.add_post("/openai/v1/chat/completions", groq_chat)
-    app.router.add_post("/v1beta/models/{model}:generateContent", gemini_generate)
-    app.router.add_post("/v1/models/{model}:generateContent", gemini_generate)
-    app.router.add_post("/_control", control)
-    app.router.add_get("/_stats", stats)
-    app.router.add_post("/_reset", reset)
-    from batchgen.fakes import llm_batches  # it builds on this module's helpers
-
-    llm_batches.register(app)  # Files and Batches endpoints (the provider batch route)
-    return app
-
-
-def run(host: str = "127.0.0.1", port: int = 8901, config: FakeLLMConfig | None = None) -> None:
-    """Serve until interrupted; a large backlog so hundreds of clients can connect at once."""
-    web.run_app(make_app(config), host=host, port=port, backlog=2048, access_log=None,
-                handler_cancellation=True, print=None)

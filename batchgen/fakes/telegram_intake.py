@@ -55,6 +55,7 @@ class IntakeState:
 
 
 INTAKE = web.AppKey("fake_telegram_intake", IntakeState)
+SENT = web.AppKey("fake_telegram_sent", object)
 
 
 def _reply(body: dict, status: int = 200) -> web.Response:
@@ -172,10 +173,8 @@ async def _deliver(state: IntakeState, token: str, payload: dict) -> dict:
 
 async def inject(request: web.Request) -> web.Response:
     """A person writes in a chat: every listed bot token gets the update."""
-    from batchgen.fakes.telegram_server import STATE
-
     state, body = request.app[INTAKE], await request.json()
-    sent = request.app[STATE]
+    sent = request.app[SENT]
     message_id = sent.next_message_id
     sent.next_message_id += 1
     message = {"message_id": message_id, "date": int(time.time()), "chat": _chat(state, body),
@@ -214,8 +213,11 @@ async def bots(request: web.Request) -> web.Response:
     return _reply({"ok": True})
 
 
-def add_routes(app: web.Application) -> None:
+def add_routes(app: web.Application, sent: object) -> None:
+    """Add the intake endpoints; ``sent`` is the fake's sendMessage state, which ``/_inject``
+    takes its message ids from."""
     app[INTAKE] = IntakeState()
+    app[SENT] = sent
     for method, handler in (("getMe", get_me), ("getUpdates", get_updates),
                             ("setWebhook", set_webhook), ("deleteWebhook", delete_webhook),
                             ("getChat", get_chat)):

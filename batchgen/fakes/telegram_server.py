@@ -238,7 +238,7 @@ def make_app(latency: float = 0.0, chat_limit_per_second: int | None = None) -> 
     app = web.Application()
     app[STATE] = FakeTelegram(latency, chat_limit_per_second)
     app.router.add_route("*", "/bot{token}/sendMessage", send_message)
-    telegram_intake.add_routes(app)
+    telegram_intake.add_routes(app, app[STATE])
     app.router.add_get("/_messages", list_messages)
     app.router.add_get("/_stats", stats)
     app.router.add_post("/_reset", reset)

@@ -2,7 +2,7 @@
 
 The names below are loaded on first use (PEP 562), not when the package is imported: the
 provider SDKs take seconds to import, and ``batchgen.models`` imports
-``batchgen.llm.limits`` in every Django process, most of which never call a provider.
+``batchgen.core.sizes`` in every Django process, most of which never call a provider.
 The kept public API is ``batchgen.llm.compat`` (docs/compat.md).
 """
 
@@ -12,7 +12,7 @@ import importlib
 from typing import Any
 
 _WHERE = {
-    "MAX_BATCH_SIZE": "batchgen.llm.limits",
+    "MAX_BATCH_SIZE": "batchgen.core.sizes",
     "LLMBatchClient": "batchgen.llm.compat",
     "LLMClient": "batchgen.llm.compat",
     "generate_batch": "batchgen.llm.compat",

@@ -12,7 +12,7 @@ A server's ``Retry-After`` is honoured whatever its length: a wait that fits in 
 the prompt's wait budget (LLM_RATE_LIMIT_MAX_WAIT) is slept here; a longer one ends the request
 as ``rate_limit_wait`` with ``retry_after`` set, so the caller defers the prompt until then
 instead of retrying it early. Every reply, 200 or error, is shown to the budget's learner
-(``batchgen.learned_limits``): advertised limits and 429s set the budget's limits even when
+(``batchgen.llm.limits.learned``): advertised limits and 429s set the budget's limits even when
 none is configured.
 
 With several keys (``keys.KeyRing``), a key answering 401 is taken out of rotation and a key
@@ -31,10 +31,15 @@ from batchgen import metrics
 from batchgen.llm import config, errors, keys
 from batchgen.llm.errors import ProviderError
 from batchgen.llm.keys import ApiKey
+from batchgen.llm.limits.budgets import (
+    RateLimiter,
+    RateLimitTimeout,
+    estimate_tokens,
+    get_rate_limiter,
+)
 from batchgen.llm.providers.base import Provider
 from batchgen.llm.types import Completion, CompletionRequest
-from batchgen.ratelimit import RateLimiter, RateLimitTimeout, estimate_tokens, get_rate_limiter
-from batchgen.resilience import CircuitBreaker, CircuitOpenError
+from batchgen.state.breakers import CircuitBreaker, CircuitOpenError
 
 logger = logging.getLogger(__name__)
 

@@ -15,9 +15,9 @@ from collections.abc import Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, as_completed, wait
 from typing import Any
 
+from batchgen.core.sizes import check_batch_size
 from batchgen.llm import config
 from batchgen.llm.client import LLMClient, build_request, execute_chain
-from batchgen.llm.limits import check_batch_size
 from batchgen.llm.types import CompletionRequest, GenerationResult
 
 _executors: dict[int, ThreadPoolExecutor] = {}

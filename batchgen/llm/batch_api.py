@@ -1,7 +1,7 @@
 """The providers' Batch APIs (half price, results within 24 h): submit, poll, fetch, cancel.
 
 ORM-free like the rest of the LLM layer: it takes prompts keyed by a ``custom_id`` (the
-queue item's id) and hands back GenerationResults keyed the same way; batchgen.batch_route
+queue item's id) and hands back GenerationResults keyed the same way; batchgen.delivery.batch_route
 does the database side. OpenAI and Groq share one shape (Groq's batch endpoint is
 OpenAI-compatible and its SDK is generated from the same template): a JSONL file uploaded
 with purpose "batch", then ``batches.create`` on it. Gemini: ``client.batches`` in file mode,

@@ -16,13 +16,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 from batchgen import metrics
+from batchgen.core.prompts import DEFAULT_SYSTEM_PROMPT, filter_content, postprocess_output
 from batchgen.llm import attempts, config, errors, registry
 from batchgen.llm.attempts import WaitBudget
 from batchgen.llm.errors import ProviderError
 from batchgen.llm.providers.base import Provider
 from batchgen.llm.types import Completion, CompletionRequest, GenerationResult
-from batchgen.prompts import DEFAULT_SYSTEM_PROMPT, filter_content, postprocess_output
-from batchgen.resilience import CircuitOpenError, get_circuit_breaker
+from batchgen.state.breakers import CircuitOpenError, get_circuit_breaker
 
 logger = logging.getLogger(__name__)
 

@@ -15,10 +15,10 @@ The project's own richer calls (``generate_batch_detailed``, ``submit``,
 
 from __future__ import annotations
 
+from batchgen.core.sizes import MAX_BATCH_SIZE
 from batchgen.llm.batch import LLMBatchClient, generate_batch
 from batchgen.llm.client import LLMClient
-from batchgen.llm.limits import MAX_BATCH_SIZE
-from batchgen.resilience import get_circuit_breaker, get_circuit_breaker_stats
+from batchgen.state.breakers import get_circuit_breaker, get_circuit_breaker_stats
 
 __all__ = [
     "MAX_BATCH_SIZE",

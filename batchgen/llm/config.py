@@ -3,7 +3,7 @@
 Every provider's variables are named once, in ``VARIABLES``, and read into one typed
 ``ProviderSettings`` when used (never at import), so ``override_settings`` works without
 resets and a missing API key is reported at call time. Tests that change settings call
-``reset()`` (``batchgen.shared.reset``) to drop the cached SDK clients.
+``reset()`` (``batchgen.state.shared.reset``) to drop the cached SDK clients.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 
-from batchgen.resilience import breaker_name
+from batchgen.state.breakers import breaker_name
 
 # The largest worker count BATCH_MAX_WORKERS accepts: every SDK client keeps at
 # least this many connections alive, so no pool size waits on a connection.
@@ -223,6 +223,6 @@ def default_max_workers() -> int:
 def reset() -> None:
     """Drop cached provider clients (and their connection pools), key rings, breakers and
     limiters; the next call rebuilds them from the settings. One reset: ``shared.reset``."""
-    from batchgen import shared
+    from batchgen.state import shared
 
     shared.reset()

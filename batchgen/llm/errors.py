@@ -7,7 +7,7 @@ import time
 from collections.abc import Callable
 from email.utils import parsedate_to_datetime
 
-from batchgen.prompts import REDACTED, redact_secrets
+from batchgen.core.prompts import REDACTED, redact_secrets
 
 # The reasons a generation can end without text (GenerationResult.error_kind).
 RATE_LIMITED = "rate_limited"

@@ -3,7 +3,8 @@
 ``<PROVIDER>_API_KEYS`` lists the keys (``<PROVIDER>_API_KEY`` still works alone). Requests
 take the keys in round-robin order, so each key carries its share. Rate limits do not grow
 with the keys: the providers count per account and model, and so do the budgets
-(``batchgen.learned_limits``), unless ``<PROVIDER>_RATE_LIMIT_SCOPE=key`` gives each key its own.
+(``batchgen.llm.limits.learned``), unless ``<PROVIDER>_RATE_LIMIT_SCOPE=key``
+gives each key its own.
 
 With more than one key, every key also has its own circuit breaker, ``<provider>_api:<fp>``
 (``fp`` = ``key_fingerprint``), beside the provider's ``<provider>_api``: a key whose quota
@@ -26,10 +27,11 @@ from dataclasses import dataclass, field
 
 import redis
 
-from batchgen import metrics, shared
+from batchgen import metrics
 from batchgen.llm import config
-from batchgen.ratelimit import key_fingerprint
-from batchgen.resilience import CircuitBreaker, breaker_name, get_circuit_breaker
+from batchgen.llm.limits.budgets import key_fingerprint
+from batchgen.state import shared
+from batchgen.state.breakers import CircuitBreaker, breaker_name, get_circuit_breaker
 
 __all__ = ["ApiKey", "KeyRing", "enable_keys", "get_ring", "key_health"]
 

@@ -5,12 +5,12 @@ from __future__ import annotations
 import os
 import threading
 
-from batchgen import shared
 from batchgen.llm import config
 from batchgen.llm.providers.base import Provider
 from batchgen.llm.providers.gemini import GeminiProvider
 from batchgen.llm.providers.groq import GroqProvider
 from batchgen.llm.providers.openai import OpenAIProvider
+from batchgen.state import shared
 
 PROVIDER_CLASSES: dict[str, type[Provider]] = {
     "openai": OpenAIProvider,

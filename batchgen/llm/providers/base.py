@@ -8,8 +8,8 @@ from typing import Any
 
 from batchgen.llm.config import ProviderSettings
 from batchgen.llm.errors import ProviderError, scrub
+from batchgen.llm.limits.rules import LastReply
 from batchgen.llm.types import Completion, CompletionRequest
-from batchgen.provider_limits import LastReply
 
 
 class Provider(ABC):

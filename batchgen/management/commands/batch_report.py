@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from batchgen.dashboard.report import batch_table, mode_comparison, wait_until_settled
 from batchgen.models import BatchRun
-from batchgen.report import batch_table, mode_comparison, wait_until_settled
 
 
 class Command(BaseCommand):

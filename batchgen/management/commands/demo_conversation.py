@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from django.core.management.base import BaseCommand
 
-from batchgen.intake.demo import run
+from batchgen.demo.conversation import run
 
 
 class Command(BaseCommand):

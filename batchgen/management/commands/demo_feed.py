@@ -7,7 +7,7 @@ import threading
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from batchgen.demo_data import top_up
+from batchgen.demo.seed import top_up
 
 
 class Command(BaseCommand):

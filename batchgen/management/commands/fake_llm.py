@@ -6,7 +6,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandParser
 
-from batchgen.fakes.llm_server import FakeLLMConfig, run
+from batchgen.fakes.llm_app import FakeLLMConfig, run
 
 
 class Command(BaseCommand):

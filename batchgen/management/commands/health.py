@@ -11,7 +11,7 @@ import time
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from batchgen import health
+from batchgen.dashboard import health
 
 
 class Command(BaseCommand):

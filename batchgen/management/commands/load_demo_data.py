@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django.core.management.base import BaseCommand, CommandParser
 
-from batchgen.demo_data import STAFF_PASSWORD, STAFF_USERNAME, load_demo_data
+from batchgen.demo.seed import STAFF_PASSWORD, STAFF_USERNAME, load_demo_data
 
 
 class Command(BaseCommand):

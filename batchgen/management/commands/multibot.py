@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from batchgen.delivery.scheduler import generate_for_multiple_bots
 from batchgen.models import Chat
-from batchgen.pipeline import generate_for_multiple_bots
 
 
 class Command(BaseCommand):

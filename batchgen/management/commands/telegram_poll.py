@@ -7,7 +7,7 @@ from collections import Counter
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import DatabaseError
 
-from batchgen.intake.poll import poll_once
+from batchgen.conversations.poll import poll_once
 from batchgen.management.stopping import stop_on_signals
 
 

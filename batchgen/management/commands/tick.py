@@ -8,9 +8,9 @@ import random
 from django.core.exceptions import ImproperlyConfigured
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from batchgen import queue
+from batchgen.delivery.scheduler import tick
 from batchgen.management.stopping import stop_on_signals
-from batchgen.scheduler import tick
+from batchgen.work import queue
 
 log = logging.getLogger("batchgen.tick")
 MAX_BACKOFF_S = 60.0
@@ -66,7 +66,7 @@ def _reset_connections() -> None:
     # A killed backend or a restarted Redis leaves a dead socket behind: start afresh.
     from django.db import connections
 
-    from batchgen import shared
+    from batchgen.state import shared
 
     for connection in connections.all():
         connection.close_if_unusable_or_obsolete()

@@ -1,0 +1,172 @@
+"""The producer: turns what happened in the chats into queue items, by the behaviour rules.
+
+- A person writes: every member bot that replies to humans gets an item; a message that
+  mentions a bot or replies to one of its messages gets that bot's reply only, at the top.
+- A platform bot's message ends the chat: another member bot answers it, until the chat's
+  ``max_bot_turns`` bot messages in a row (the human's replies count as turns).
+- Cadence: a member bot posts every N minutes ± jitter, outside the chat's quiet hours.
+
+Run by ``tick`` before it claims. Idempotent: every item hangs on a ``Trigger`` with a unique
+key, so several tick processes producing at once still queue one item per trigger.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from datetime import datetime, timedelta
+from zoneinfo import ZoneInfo
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.db.models import Exists, OuterRef, Q, Subquery
+from django.utils import timezone
+
+from batchgen.conversations import history
+from batchgen.models import Bot, Chat, Message, QueueItem
+from batchgen.models.conversations import ChatMessage, Membership, Trigger
+from batchgen.work import queue
+
+log = logging.getLogger(__name__)
+
+MENTION_PRIORITY = 10_000
+REPLY_PRIORITY = 100
+ANSWER_PRIORITY = 50
+CADENCE_PRIORITY = 0
+_BATCH = 500  # human messages handled per call; the rest wait for the next tick
+# Older messages get no answer: after an outage of the poller, replying to yesterday's
+# conversation would only confuse the chat.
+_ANSWER_WINDOW = timedelta(hours=1)
+
+
+def produce(now: datetime | None = None) -> int:
+    """Queue what the chats call for right now; returns how many items were queued."""
+    now = now or timezone.now()
+    return _replies(now) + _answers(now) + _cadence(now)
+
+
+def in_quiet_hours(chat: Chat, now: datetime) -> bool:
+    if chat.quiet_start is None or chat.quiet_end is None:
+        return False
+    local = now.astimezone(ZoneInfo(chat.time_zone)).time()
+    if chat.quiet_start <= chat.quiet_end:
+        return chat.quiet_start <= local < chat.quiet_end
+    return local >= chat.quiet_start or local < chat.quiet_end  # spans midnight
+
+
+def _members(chat: Chat) -> list[Membership]:
+    return list(Membership.objects.filter(chat=chat, is_active=True, bot__is_active=True)
+                .select_related("bot").order_by("bot_id"))
+
+
+def _queue(key: str, kind: str, bot: Bot, chat: Chat, priority: int,
+           deliver_by: datetime | None = None) -> bool:
+    """One item for ``key``, unless it exists; the unique key settles concurrent producers."""
+    if Trigger.objects.filter(key=key).exists():
+        return False
+    try:
+        with transaction.atomic():
+            trigger = Trigger.objects.create(key=key, kind=kind, bot=bot, chat=chat)
+            item = queue.push(bot, chat, priority=priority, deliver_by=deliver_by,
+                              recent_messages=history.recent_messages(chat))
+            Trigger.objects.filter(id=trigger.id).update(queue_item=item)
+    except IntegrityError:
+        return False  # another producer queued it first
+    return True
+
+
+def _replies(now: datetime) -> int:
+    queued = 0
+    pending = list(ChatMessage.objects.filter(produced=False)
+                   .select_related("chat", "addressed_bot").order_by("sent_at", "id")[:_BATCH])
+    members: dict[int, list[Membership]] = {}  # a burst of messages shares few chats
+    for message in pending:
+        fresh = message.sent_at >= now - _ANSWER_WINDOW
+        if message.from_human and message.chat.is_active and fresh:
+            if message.chat_id not in members:
+                members[message.chat_id] = _members(message.chat)
+            queued += _reply_to(message, members[message.chat_id])
+    # Marked after: if queueing fails half way, the next tick looks again, and the trigger
+    # keys keep the replies already queued from being queued twice.
+    ChatMessage.objects.filter(id__in=[m.id for m in pending]).update(produced=True)
+    return queued
+
+
+def _reply_to(message: ChatMessage, members: list[Membership]) -> int:
+    addressed = [m for m in members if m.bot_id == message.addressed_bot_id]
+    if addressed:
+        bot = addressed[0].bot
+        return int(_queue(f"mention:{message.id}:{bot.id}", "mention", bot, message.chat,
+                          MENTION_PRIORITY))
+    return sum(_queue(f"reply:{message.id}:{m.bot_id}", "reply", m.bot, message.chat,
+                      REPLY_PRIORITY) for m in members if m.replies_to_humans)
+
+
+def _answers(now: datetime) -> int:
+    """Chats where a bot spoke last within the window and another member bot may answer.
+
+    Found in one query, so a tick's cost does not grow with every chat a bot posted in (a
+    drain of thousands of one-bot chats made each tick read each chat's history)."""
+    sent = Message.objects.filter(status=Message.Status.SENT, sent_at__isnull=False)
+    last_sent = sent.filter(chat=OuterRef("pk")).order_by("-sent_at", "-id")
+    another_may_answer = Membership.objects.filter(
+        chat=OuterRef("pk"), is_active=True, answers_bots=True, bot__is_active=True,
+    ).exclude(bot_id=OuterRef("last_bot"))
+    # Wait while replies are in flight: answering now would answer a stale line.
+    busy = QueueItem.objects.filter(status__in=[QueueItem.Status.PENDING,
+                                                QueueItem.Status.CLAIMED])
+    chats = list(Chat.objects.filter(
+        is_active=True, id__in=sent.filter(sent_at__gte=now - _ANSWER_WINDOW).values("chat_id"))
+        .exclude(id__in=busy.values("chat_id"))
+        .annotate(last_sent=Subquery(last_sent.values("id")[:1]),
+                  last_bot=Subquery(last_sent.values("bot_id")[:1]))
+        .filter(Exists(another_may_answer)))
+    # A chat whose last bot line has its answer queued already has nothing more to produce.
+    answered = set(Trigger.objects.filter(key__in=[f"answer:{c.last_sent}" for c in chats])
+                   .values_list("key", flat=True))
+    return sum(_answer_in(chat) for chat in chats
+               if f"answer:{chat.last_sent}" not in answered and not in_quiet_hours(chat, now))
+
+
+def _answer_in(chat: Chat) -> int:
+    turns, last = history.bot_turns_since_human(chat)
+    if last is None or last.message_id is None or turns >= chat.max_bot_turns:
+        return 0
+    others = [m for m in _members(chat) if m.answers_bots and m.bot_id != last.bot_id]
+    if not others:
+        return 0
+    responder = others[last.message_id % len(others)].bot
+    return int(_queue(f"answer:{last.message_id}", "answer", responder, chat, ANSWER_PRIORITY))
+
+
+def _cadence(now: datetime) -> int:
+    due = (Membership.objects.filter(is_active=True, bot__is_active=True, chat__is_active=True,
+                                     cadence_minutes__gt=0)
+           .filter(Q(next_post_at__isnull=True) | Q(next_post_at__lte=now))
+           .select_related("bot", "chat"))
+    queued = 0
+    for membership in due:
+        if not in_quiet_hours(membership.chat, now):
+            queued += _post_on_cadence(membership, now)
+    return queued
+
+
+def _post_on_cadence(membership: Membership, now: datetime) -> int:
+    # Fix the slot first (compare-and-set), so every producer names the same trigger key.
+    Membership.objects.filter(id=membership.id, next_post_at__isnull=True).update(
+        next_post_at=now)
+    slot = Membership.objects.values_list("next_post_at", flat=True).get(id=membership.id)
+    if slot is None or slot > now:
+        return 0
+    key = f"cadence:{membership.id}:{slot.isoformat()}"
+    # A cadence post can wait (the provider batch route, half price), until the next one
+    # is due at the latest.
+    wait_s = min(settings.BATCH_ROUTE_CADENCE_DEADLINE_SECONDS,
+                 (membership.cadence_minutes or 0) * 60.0)
+    queued = _queue(key, "cadence", membership.bot, membership.chat, CADENCE_PRIORITY,
+                    deliver_by=max(now, slot) + timedelta(seconds=wait_s))
+    jitter = membership.jitter_minutes * random.Random(key).uniform(-1.0, 1.0)
+    minutes = max(1.0, (membership.cadence_minutes or 0) + jitter)
+    Membership.objects.filter(id=membership.id, next_post_at=slot).update(
+        next_post_at=max(now, slot) + timedelta(minutes=minutes))
+    return int(queued)

@@ -1,0 +1,292 @@
+"""Rate-limit budgets scoped as the providers count them, with limits learned from replies.
+
+Scope. OpenAI limits per organisation (or project) and model, Gemini per project, Groq per
+organisation: more keys of one account never mean more capacity. So by default every key of a
+provider shares one budget per model. ``<PROVIDER>_RATE_LIMIT_SCOPE=key`` (or
+``LLM_RATE_LIMIT_SCOPE``, read by ``batchgen.llm.config.rate_limit_scope``) says the keys belong
+to different organisations: one budget per key.
+
+Learning. Each reply's ``x-ratelimit-*`` headers (200s and 429s alike) record the advertised
+limits; where nothing is advertised, a 429 lowers an inferred rate (AIMD, ``provider_limits``)
+and steady success raises it again. The limiter enforces, per budget, the smallest of the
+configured limit, the advertised one and the inferred one, and ``budget_table`` says which.
+
+Everything is kept in one Redis hash per budget, so every process and machine learns from
+every reply. Per reply this costs one pipelined round trip (count the success, record a
+changed limit, read the budget back); the budget is re-read at most once per ``REFRESH``
+otherwise. Redis away: the configured limits alone apply, as before.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import redis
+from django.conf import settings
+
+from batchgen.llm.limits import rules as limits
+from batchgen.llm.limits.rules import Aimd, AimdState, RateLimitHeaders
+from batchgen.state import shared
+
+__all__ = ["BudgetId", "Learner", "budget_for", "budget_table", "learner_for"]
+
+# Groq's x-ratelimit-limit-requests counts requests per day; OpenAI's per minute.
+REQUESTS_WINDOW = {"groq": limits.DAY}
+REFRESH = 1.0             # seconds a process trusts its copy of a budget
+TTL_SECONDS = 7 * 24 * 3600
+BUCKETS = 6               # successes are counted in MINUTE / BUCKETS slices
+
+
+@dataclass(frozen=True)
+class BudgetId:
+    """One budget as the provider counts it: (provider, model), or one key of it."""
+
+    provider: str
+    model: str
+    key: str = ""  # the key's fingerprint when keys are scoped apart, else ""
+
+    @property
+    def name(self) -> str:
+        return f"{self.provider}:{self.model}" + (f":key:{self.key}" if self.key else "")
+
+    @property
+    def scope(self) -> str:
+        return "key" if self.key else "account"
+
+
+def budget_for(provider: str, model: str, fingerprint: str, scope: str = "account") -> BudgetId:
+    """The budget a request on this key spends: the account's per model, or (scope "key")
+    the key's own."""
+    return BudgetId(provider, model, fingerprint if scope == "key" else "")
+
+
+def _hash_key(budget: BudgetId) -> str:
+    return shared.key("ratelimit", "learned", budget.name)
+
+
+def _bucket_key(budget: BudgetId, index: int) -> str:
+    return shared.key("ratelimit", "accepted", budget.name, index)
+
+
+@dataclass(frozen=True)
+class Learned:
+    """A budget's learned figures, as stored."""
+
+    advertised_rpm: int | None = None
+    advertised_tpm: int | None = None
+    aimd: AimdState = field(default_factory=AimdState)
+
+    @classmethod
+    def from_hash(cls, raw: Mapping[str, str]) -> Learned:
+        def number(name: str, kind: Callable[[str], Any] = float) -> Any:
+            return kind(raw[name]) if raw.get(name) not in (None, "") else None
+
+        rate = number("inferred_rpm")
+        aimd = AimdState(rate=rate, step=number("step") or 0.0,
+                         changed_at=number("changed_at") or 0.0,
+                         decreased_at=number("decreased_at") or float("-inf"))
+        return cls(number("advertised_rpm", int), number("advertised_tpm", int), aimd)
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What the limiter enforces for one budget now, and where each figure came from."""
+
+    rpm: int | None
+    rpm_source: str | None
+    tpm: int | None
+    tpm_source: str | None
+
+
+def combine(configured_rpm: int | None, configured_tpm: int | None,
+            learned: Learned) -> Limits:
+    rpm, rpm_source = limits.effective_limit(configured_rpm, learned.advertised_rpm,
+                                             learned.aimd.rate)
+    tpm, tpm_source = limits.effective_limit(configured_tpm, learned.advertised_tpm, None)
+    return Limits(rpm, rpm_source, tpm, tpm_source)
+
+
+def default_aimd() -> Aimd:
+    """Steps and cooldowns of a twelfth of a minute: a sawtooth between 0.8 and 1 of the
+    limit takes about 40 s to climb."""
+    return Aimd(interval=limits.MINUTE / 12, cooldown=limits.MINUTE / 12)
+
+
+class Learner:
+    """One process's view of one budget: learns from replies, answers the current limits.
+
+    ``clock`` is wall-clock time (every machine's AIMD timestamps must compare).
+    """
+
+    def __init__(self, budget: BudgetId, configured_rpm: int | None = None,
+                 configured_tpm: int | None = None, clock: Callable[[], float] = time.time,
+                 aimd: Aimd | None = None) -> None:
+        self.budget = budget
+        self.configured_rpm = configured_rpm
+        self.configured_tpm = configured_tpm
+        self.aimd = aimd or default_aimd()
+        self._clock = clock
+        self._hash = _hash_key(budget)
+        self._learned = Learned()
+        self._read_at = float("-inf")
+
+    def __repr__(self) -> str:
+        return f"<Learner {self.budget.name}>"
+
+    def limits(self) -> Limits:
+        """The limits to enforce now (re-read from Redis at most once per ``REFRESH``)."""
+        if self._clock() - self._read_at >= REFRESH:
+            raw = shared.attempt(lambda r: r.hgetall(self._hash), None, "rate-limit learning")
+            self._remember(raw)
+        return combine(self.configured_rpm, self.configured_tpm, self._learned)
+
+    def observe(self, headers: Mapping[str, str], status: int) -> RateLimitHeaders:
+        """Learn from one reply (any status): its advertised limits, a success, a 429.
+
+        Redis hears only news: a changed advertised limit, a success while no request limit
+        is known (counted, so that a first 429 can infer one from it), a 429, a due AIMD step.
+        Any other reply costs no round trip; ``limits`` re-reads the budget once a second.
+        """
+        parsed = limits.parse_headers(headers, REQUESTS_WINDOW.get(self.budget.provider,
+                                                                   limits.MINUTE))
+        now = self._clock()
+        changes = {name: value for name, value in (("advertised_rpm", parsed.rpm),
+                                                   ("advertised_tpm", parsed.tpm))
+                   if value is not None and value != getattr(self._learned, name)}
+        count = status < 400 and self._rpm_unknown()
+        if changes or count or self._read_at == float("-inf"):
+            raw = shared.attempt(lambda r: self._record(r, changes, count, now), None,
+                                 "rate-limit learning")
+            self._remember(raw)
+        if status == 429 and parsed.rpm is None:
+            # Nothing advertised: the 429 is all we know. With a limit in the headers, the
+            # limit itself is the lesson and the Retry-After pause the remedy.
+            self._change(lambda state, observed: self.aimd.on_429(
+                state, now, self._ceiling(), observed))
+        elif status < 400 and self._increase_due(now):
+            self._change(lambda state, observed: self.aimd.on_success(
+                state, now, self._ceiling()))
+        return parsed
+
+    def _record(self, r: redis.Redis, changes: dict[str, int], count: bool,
+                now: float) -> dict[str, str]:
+        pipe = r.pipeline(transaction=False)
+        pipe.hset(self._hash, mapping={**changes, **self._identity()})
+        pipe.expire(self._hash, TTL_SECONDS)
+        if count:
+            bucket = _bucket_key(self.budget, int(now // (limits.MINUTE / BUCKETS)))
+            pipe.incr(bucket)
+            pipe.expire(bucket, int(limits.MINUTE * 2) + 1)
+        pipe.hgetall(self._hash)
+        return pipe.execute()[-1]
+
+    def _identity(self) -> dict[str, str]:
+        return {"provider": self.budget.provider, "model": self.budget.model,
+                "key": self.budget.key}
+
+    def _remember(self, raw: Mapping[str, str] | None) -> None:
+        if raw is not None:
+            self._learned = Learned.from_hash(raw)
+            self._read_at = self._clock()
+
+    def _ceiling(self) -> float | None:
+        known = [v for v in (self.configured_rpm, self._learned.advertised_rpm) if v]
+        return float(min(known)) if known else None
+
+    def _rpm_unknown(self) -> bool:
+        return combine(self.configured_rpm, None, self._learned).rpm is None
+
+    def _increase_due(self, now: float) -> bool:
+        state = self._learned.aimd
+        return state.rate is not None and now - state.changed_at >= self.aimd.interval
+
+    def _change(self, change: Callable[[AimdState, float], AimdState]) -> None:
+        """Apply an AIMD step to the shared state, once even if many workers try at once."""
+        def transaction(pipe: redis.client.Pipeline) -> None:
+            learned = Learned.from_hash(pipe.hgetall(self._hash))
+            new = change(learned.aimd, self._accepted_last_minute(pipe))
+            if new == learned.aimd:
+                return
+            pipe.multi()
+            pipe.hset(self._hash, mapping={**_aimd_fields(new), **self._identity()})
+            pipe.expire(self._hash, TTL_SECONDS)
+
+        def run(r: redis.Redis) -> None:
+            # WATCH: a worker that loses the race re-reads and usually finds nothing to do.
+            r.transaction(transaction, self._hash)
+            self._remember(r.hgetall(self._hash))
+
+        shared.attempt(run, None, "rate-limit learning")
+
+    def _accepted_last_minute(self, pipe: redis.client.Pipeline) -> float:
+        now_index = int(self._clock() // (limits.MINUTE / BUCKETS))
+        keys = [_bucket_key(self.budget, now_index - i) for i in range(BUCKETS)]
+        return float(sum(int(value or 0) for value in pipe.mget(keys)))
+
+
+def _aimd_fields(state: AimdState) -> dict[str, str]:
+    return {"inferred_rpm": "" if state.rate is None else f"{state.rate:.3f}",
+            "step": f"{state.step:.3f}", "changed_at": f"{state.changed_at:.3f}",
+            "decreased_at": "" if state.decreased_at == float("-inf")
+            else f"{state.decreased_at:.3f}"}
+
+
+_learners: dict[tuple, Learner] = {}
+_learners_lock = threading.Lock()
+
+
+@shared.on_reset
+def forget_learners() -> None:
+    """Forget the process's learners (tests); what they learned stays in Redis."""
+    with _learners_lock:
+        _learners.clear()
+
+
+def learner_for(budget: BudgetId, configured_rpm: int | None,
+                configured_tpm: int | None) -> Learner:
+    """The process-wide learner of ``budget`` (a changed configuration gets a fresh one)."""
+    cache_key = (budget, configured_rpm, configured_tpm, settings.REDIS_URL)
+    with _learners_lock:
+        learner = _learners.get(cache_key)
+        if learner is None:
+            learner = _learners[cache_key] = Learner(budget, configured_rpm, configured_tpm)
+        return learner
+
+
+def budget_table(configured: Callable[[str], tuple[int | None, int | None]] | None = None
+                 ) -> list[dict]:
+    """Per budget any process has learned about: the limits enforced and where each came
+    from ("configured", "advertised" or "inferred"), for the dashboard and /metrics.
+
+    ``configured(provider)`` gives a provider's configured (rpm, tpm); by default the
+    settings' (``batchgen.llm.config.rate_limits``). [] while Redis is unreachable.
+    """
+    if configured is None:
+        from batchgen.llm import config  # here: the LLM layer imports this module
+
+        configured = config.rate_limits
+
+    def scan(r: redis.Redis) -> list[dict[str, str]]:
+        pattern = shared.key("ratelimit", "learned", "*")
+        return [raw for name in r.scan_iter(match=pattern, count=200)
+                if (raw := r.hgetall(name))]
+
+    rows = []
+    for raw in shared.attempt(scan, [], "rate-limit learning"):
+        provider = raw.get("provider", "?")
+        learned = Learned.from_hash(raw)
+        enforced = combine(*configured(provider), learned)
+        rows.append({"provider": provider, "model": raw.get("model", "?"),
+                     "scope": "key" if raw.get("key") else "account",
+                     "key": raw.get("key", ""),
+                     "rpm": enforced.rpm, "rpm_source": enforced.rpm_source,
+                     "tpm": enforced.tpm, "tpm_source": enforced.tpm_source,
+                     "advertised_rpm": learned.advertised_rpm,
+                     "advertised_tpm": learned.advertised_tpm,
+                     "inferred_rpm": None if learned.aimd.rate is None
+                     else round(learned.aimd.rate, 1)})
+    return sorted(rows, key=lambda row: (row["provider"], row["model"], row["key"]))

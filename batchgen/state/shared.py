@@ -1,0 +1,158 @@
+"""State shared by every process through Redis: one connection factory, one key prefix,
+one way to behave when Redis is away.
+
+The circuit breakers, rate limits, API-key flags, Telegram pacing, heartbeats and metrics all
+live in Redis so that any number of workers on any number of machines see one budget. Each of
+them is a few lines on top of this module:
+
+    from batchgen.state import shared
+    state = shared.attempt(lambda r: r.hgetall(shared.key("circuit", name)), default=None,
+                           what="circuit breaker")
+
+``attempt`` returns ``default`` while Redis is unreachable; each user decides what its default
+means (the breaker keeps per-process state, the limiter lets requests through, metrics drop
+samples). ``Script`` runs a Lua script atomically on whichever client ``attempt`` hands it, and
+``on_reset`` registers a process-wide cache built on top, so ``reset()`` forgets them all.
+
+An outage is remembered for ``RETRY_SECONDS`` per process, so a dead Redis costs one connect
+timeout every few seconds, not one per call, and is logged once when it starts and once when it
+ends.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import redis
+from django.conf import settings
+
+__all__ = ["PREFIX", "RETRY_SECONDS", "Script", "attempt", "available", "connection", "key",
+           "mark_down", "mark_up", "on_reset", "reset"]
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+PREFIX = "botplatform"
+RETRY_SECONDS = 5.0
+# Short timeouts: shared state is never worth stalling an LLM call or a send for long.
+CONNECT_TIMEOUT_S = 0.5
+SOCKET_TIMEOUT_S = 2.0
+
+_lock = threading.Lock()
+_clients: dict[tuple[str, int], redis.Redis] = {}
+_down_since: float | None = None
+_retry_at = 0.0
+_forgetters: list[Callable[[], None]] = []
+
+
+def connection(url: str | None = None) -> redis.Redis:
+    """The process's client for ``url`` (default ``settings.REDIS_URL``), strings decoded.
+
+    One client (one connection pool) per URL and process id: RQ forks a work-horse per job,
+    and a child must not share its parent's sockets.
+    """
+    url = url or settings.REDIS_URL
+    slot = (url, os.getpid())
+    client = _clients.get(slot)  # every breaker and limiter call comes here: no lock when known
+    if client is not None:
+        return client
+    with _lock:
+        client = _clients.get(slot)
+        if client is None:
+            client = redis.Redis.from_url(url, socket_connect_timeout=CONNECT_TIMEOUT_S,
+                                          socket_timeout=SOCKET_TIMEOUT_S,
+                                          decode_responses=True)
+            _clients[slot] = client
+        return client
+
+
+def key(*parts: object) -> str:
+    """``botplatform:<part>:<part>…``: the one prefix every shared key carries."""
+    return ":".join([PREFIX, *(str(part) for part in parts)])
+
+
+def available(clock: Callable[[], float] = time.monotonic) -> bool:
+    """False while an outage is remembered (for ``RETRY_SECONDS`` after the last failure)."""
+    return _down_since is None or clock() >= _retry_at
+
+
+def mark_down(exc: BaseException, what: str = "shared state",
+              clock: Callable[[], float] = time.monotonic) -> None:
+    """Remember an outage; the first failure of an outage is logged (the error's type only:
+    a connection error's text may carry the Redis URL and its password)."""
+    global _down_since, _retry_at
+    with _lock:
+        first = _down_since is None
+        now = clock()
+        if first:
+            _down_since = now
+        _retry_at = now + RETRY_SECONDS
+    if first:
+        log.warning("Redis unreachable (%s) for %s: running on per-process state, retrying "
+                    "every %.0fs", type(exc).__name__, what, RETRY_SECONDS)
+
+
+def mark_up(clock: Callable[[], float] = time.monotonic) -> None:
+    global _down_since
+    with _lock:
+        was_down, _down_since = _down_since, None
+    if was_down is not None:
+        log.info("Redis answers again after %.1fs: shared state resumed", clock() - was_down)
+
+
+def attempt(operation: Callable[[redis.Redis], T], default: T, what: str = "shared state") -> T:
+    """``operation(connection())``, or ``default`` while Redis is unreachable."""
+    if not available():
+        return default
+    try:
+        result = operation(connection())
+    except redis.RedisError as exc:
+        mark_down(exc, what)
+        return default
+    if _down_since is not None:
+        mark_up()
+    return result
+
+
+class Script:
+    """A Lua script run by its SHA on any client, loaded on first use on each server.
+
+    Not bound to a client (unlike redis-py's ``register_script``), so one module-level
+    instance serves every process and every ``connection()``.
+    """
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+        self.sha = hashlib.sha1(source.encode()).hexdigest()
+
+    def __call__(self, client: redis.Redis, keys: list[str], args: list[Any]) -> Any:
+        try:
+            return client.evalsha(self.sha, len(keys), *keys, *args)
+        except redis.exceptions.NoScriptError:
+            return client.eval(self.source, len(keys), *keys, *args)
+
+
+def on_reset(forget: Callable[[], None]) -> Callable[[], None]:
+    """Register a function that drops a process-wide cache kept on top of this module
+    (breakers, limiters, key rings); ``reset()`` calls it. Usable as a decorator."""
+    _forgetters.append(forget)
+    return forget
+
+
+def reset() -> None:
+    """Forget clients, outages and every cache registered with ``on_reset`` (tests, and
+    after settings.REDIS_URL changes). State kept in Redis itself is left alone."""
+    global _down_since, _retry_at
+    for forget in list(_forgetters):
+        forget()
+    with _lock:
+        for client in _clients.values():
+            client.close()
+        _clients.clear()
+        _down_since, _retry_at = None, 0.0

@@ -1,0 +1,106 @@
+"""Telegram pacing shared by every worker through Redis.
+
+Telegram counts per chat (about one message a second), per group (20 a minute) and per bot
+(about 30 a second), whichever process sends. So the budget lives in Redis, one schedule
+per chat, group and bot, and one Lua script books a send atomically: the earliest time
+at which all of its budgets have room, after which each budget's next slot moves on by its
+interval. The caller sleeps until its slot. Booking instead of polling spaces sends evenly and
+gives no thundering herd; Redis's own clock is used, so machines with skewed clocks agree.
+
+A group's 20 a minute is kept as one message every 3 s: no 60 s window can then hold more
+than 20, whoever counts it. A bot's 30 a second allows a burst of ``BOT_BURST`` first (GCRA:
+each key holds the budget's theoretical arrival time, and a send may be that much early).
+
+Redis away: each process paces its own sends with the per-process ``ChatPacer`` it was given
+(``shared.attempt``'s outage mode), which is what the platform did before.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from batchgen.state import shared
+
+__all__ = ["SharedPacer"]
+
+# KEYS: the budgets of this send; ARGV: each budget's interval in ms, then each one's
+# tolerance in ms (how far ahead of its schedule it may send: a burst), in KEYS order.
+# Each key holds the budget's theoretical arrival time (GCRA); with no tolerance that is
+# simply its next free slot.
+_BOOK = """
+local now = redis.call('TIME')
+local now_ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
+local n = #KEYS
+local slot = now_ms
+local tat = {}
+for i, key in ipairs(KEYS) do
+  tat[i] = tonumber(redis.call('GET', key) or '0')
+  local earliest = tat[i] - tonumber(ARGV[n + i])
+  if earliest > slot then slot = earliest end
+end
+for i, key in ipairs(KEYS) do
+  local next_tat = math.max(tat[i], slot) + tonumber(ARGV[i])
+  redis.call('SET', key, next_tat, 'PX', next_tat - now_ms + 1000)
+end
+return slot - now_ms
+"""
+
+# A bot may send this many at once before its 30 a second spacing applies: a batch's replies
+# to many chats then go out together instead of one every 33 ms. python-telegram-bot's
+# reference limiter (AIORateLimiter, aiolimiter) allows a burst of the whole 30.
+BOT_BURST = 10
+
+
+class SharedPacer:
+    """``wait(chat_id, bot)`` blocks until ``bot`` may message ``chat_id`` under the shared
+    budgets and returns the seconds waited. ``fallback`` (with the same limits) paces this
+    process alone while Redis is unreachable."""
+
+    def __init__(self, fallback: object, *, per_chat_interval: float = 1.0,
+                 group_per_minute: int | None = 20, bot_per_second: int | None = 30,
+                 sleep: Callable[[float], None] = time.sleep) -> None:
+        self.fallback = fallback
+        self.per_chat_interval = per_chat_interval
+        self.group_per_minute = group_per_minute
+        self.bot_per_second = bot_per_second
+        self._sleep = sleep
+
+    @classmethod
+    def like(cls, pacer: object, **options: object) -> SharedPacer:
+        """A shared pacer with the limits of a per-process ``ChatPacer``, which it falls
+        back on."""
+        return cls(pacer, per_chat_interval=pacer.per_chat_interval,
+                   group_per_minute=pacer.group_per_minute,
+                   bot_per_second=pacer.global_per_second, **options)
+
+    def budgets(self, chat_id: int, bot: str) -> list[tuple[str, int, int]]:
+        """(Redis key, interval in ms, burst tolerance in ms) of every budget a send from
+        ``bot`` to ``chat_id`` uses. Chats and groups get no burst: one a second, one every
+        3 s."""
+        found = [(shared.key("pace", "chat", chat_id), round(self.per_chat_interval * 1000), 0)]
+        if self.group_per_minute and chat_id < 0:  # Telegram's groups have negative ids
+            found.append((shared.key("pace", "group", chat_id),
+                          round(60_000 / self.group_per_minute), 0))
+        if self.bot_per_second and bot:
+            interval = round(1000 / self.bot_per_second)
+            found.append((shared.key("pace", "bot", bot), interval,
+                          interval * (BOT_BURST - 1)))
+        return found
+
+    def book(self, chat_id: int, bot: str = "") -> float | None:
+        """Book the next slot; seconds until it, or None while Redis is unreachable."""
+        budgets = self.budgets(chat_id, bot)
+        keys = [key for key, _, _ in budgets]
+        numbers = [ms for _, ms, _ in budgets] + [burst for _, _, burst in budgets]
+        wait_ms = shared.attempt(lambda r: r.eval(_BOOK, len(keys), *keys, *numbers),
+                                 default=None, what="telegram pacing")
+        return None if wait_ms is None else max(int(wait_ms), 0) / 1000
+
+    def wait(self, chat_id: int, bot: str = "") -> float:
+        delay = self.book(chat_id, bot)
+        if delay is None:
+            return self.fallback.wait(chat_id, bot)
+        if delay > 0:
+            self._sleep(delay)
+        return delay

@@ -1,0 +1,304 @@
+"""Every state change of a QueueItem: push, claim, recover, finish, retry, kill, and the
+batch route's hold (pending -> batched), claim of results (batched -> claimed) and return
+(batched -> pending).
+
+Claims are safe with several tick processes at once: on PostgreSQL the
+candidate rows are locked with ``SELECT … FOR UPDATE SKIP LOCKED``; on SQLite
+(which ignores ``select_for_update``) the project opens transactions with
+``BEGIN IMMEDIATE`` so claimers queue up behind one write lock. On both the
+update itself is a compare-and-set on ``status='pending'``, so an item can
+never be claimed into two batches whatever the database does.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Iterable
+from datetime import datetime, timedelta
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import Count, F, Q
+from django.utils import timezone
+
+from batchgen.models import BatchRun, Bot, Chat, ProviderBatch, QueueItem
+from batchgen.state import shared
+
+log = logging.getLogger(__name__)
+Status = QueueItem.Status
+
+
+NUDGE = shared.key("queue", "nudge")
+
+
+def push(bot: Bot, chat: Chat, priority: int = 0, recent_messages: Iterable[str] = (),
+         max_attempts: int | None = None, deliver_by: datetime | None = None) -> QueueItem:
+    """Queue 'bot should say something in chat' (``deliver_by``: when it may wait, the
+    latest time it should go out; None: urgent); sleeping tick loops wake once it commits."""
+    item = QueueItem.objects.create(
+        bot=bot, chat=chat, priority=priority, recent_messages=list(recent_messages),
+        max_attempts=max_attempts or settings.BATCH_MAX_ATTEMPTS, deliver_by=deliver_by,
+    )
+    transaction.on_commit(nudge)
+    return item
+
+
+def nudge() -> None:
+    """Tell the tick loops that work arrived (call it after pushing items in bulk), so a
+    backlog on an idle platform does not wait out the tick interval. At most one nudge is
+    kept: any number of pushes wake a loop once."""
+    def send(r) -> None:
+        r.pipeline().lpush(NUDGE, 1).ltrim(NUDGE, 0, 0).expire(NUDGE, 3600).execute()
+
+    shared.attempt(send, default=None, what="tick nudge")
+
+
+def _pop_nudge(timeout: float):
+    return lambda r: r.blpop([NUDGE], timeout=timeout)
+
+
+def wait_for_nudge(seconds: float, stop: threading.Event) -> bool:
+    """Sleep up to ``seconds``, waking early on a nudge or ``stop``; True when nudged.
+    Blocks in slices shorter than the shared client's socket timeout; while Redis is away
+    it simply sleeps."""
+    deadline = time.monotonic() + seconds
+    while not stop.is_set() and (left := deadline - time.monotonic()) > 0:
+        got = shared.attempt(_pop_nudge(min(left, 1.0)), default=False, what="tick nudge")
+        if got:
+            return True
+        if got is False:  # Redis away: sleep the rest
+            stop.wait(max(deadline - time.monotonic(), 0))
+    return False
+
+
+def _claimable(now: datetime, hold_after: datetime | None = None):
+    """Pending items due now; with ``hold_after``, not those the batch route keeps (a
+    deadline at or after it, never tried in a provider batch before)."""
+    pending = QueueItem.objects.filter(
+        Q(available_at__isnull=True) | Q(available_at__lte=now), status=Status.PENDING,
+    ).order_by("-priority", "created_at", "id")
+    if hold_after is not None:
+        pending = pending.exclude(_for_batch(hold_after))
+    return pending
+
+
+def _for_batch(hold_after: datetime) -> Q:
+    # One provider batch per item: one that came back without a reply goes the sync way.
+    return Q(deliver_by__gte=hold_after, provider_batch__isnull=True)
+
+
+def claim(limit: int, batch_run: BatchRun, lease_seconds: float | None = None,
+          ids: Iterable[int] | None = None, now: datetime | None = None,
+          hold_after: datetime | None = None) -> list[QueueItem]:
+    """Claim up to ``limit`` of the highest-priority pending items (oldest first)
+    into ``batch_run``, each with a lease; ``ids`` restricts the candidates; ``hold_after``
+    leaves the items the batch route keeps."""
+    now = now or timezone.now()
+    lease = timedelta(seconds=lease_seconds or settings.BATCH_LEASE_SECONDS)
+    with transaction.atomic():
+        # A run never takes an item back that it already tried (one it retried or deferred).
+        candidates = _claimable(now, hold_after).exclude(batch_run=batch_run)
+        if ids is not None:
+            candidates = candidates.filter(id__in=list(ids))
+        chosen = list(candidates.select_for_update(skip_locked=True)
+                      .values_list("id", flat=True)[:limit])
+        # Compare-and-set: only rows still pending change hands.
+        QueueItem.objects.filter(id__in=chosen, status=Status.PENDING).update(
+            status=Status.CLAIMED, batch_run=batch_run, lease_expires_at=now + lease,
+            updated_at=now,
+        )
+    # Attempts are counted when a generation or a send really ran (finish, retry_later),
+    # so a claim that expires, or is released unused, costs nothing.
+    return list(claimed_items(batch_run).filter(id__in=chosen))
+
+
+def has_claimable(now: datetime | None = None, hold_after: datetime | None = None) -> bool:
+    return _claimable(now or timezone.now(), hold_after).exists()
+
+
+def has_for_batch(hold_after: datetime, now: datetime | None = None) -> bool:
+    return _claimable(now or timezone.now()).filter(_for_batch(hold_after)).exists()
+
+
+def hold_for_batch(provider_batch: ProviderBatch, limit: int, hold_after: datetime,
+                   now: datetime | None = None) -> list[QueueItem]:
+    """Move up to ``limit`` pending items whose deadline is at or after ``hold_after`` into
+    ``provider_batch`` (status ``batched``): no sync run claims them while it is open."""
+    now = now or timezone.now()
+    with transaction.atomic():
+        chosen = list(_claimable(now).filter(_for_batch(hold_after))
+                      .select_for_update(skip_locked=True).values_list("id", flat=True)[:limit])
+        QueueItem.objects.filter(id__in=chosen, status=Status.PENDING).update(
+            status=Status.BATCHED, provider_batch=provider_batch, updated_at=now)
+    return list(QueueItem.objects.filter(id__in=chosen, status=Status.BATCHED,
+                                         provider_batch=provider_batch)
+                .select_related("bot", "chat").order_by("id"))
+
+
+def claim_from_batch(provider_batch: ProviderBatch, batch_run: BatchRun, ids: Iterable[int],
+                     now: datetime | None = None) -> list[QueueItem]:
+    """Claim items still waiting on ``provider_batch`` into ``batch_run`` to store their
+    results. Compare-and-set on ``batched``: a result fetched twice (a re-poll, two ticks)
+    finds its item already taken and is stored once."""
+    now = now or timezone.now()
+    ids = list(ids)
+    lease = timedelta(seconds=settings.BATCH_LEASE_SECONDS)
+    QueueItem.objects.filter(id__in=ids, status=Status.BATCHED,
+                             provider_batch=provider_batch).update(
+        status=Status.CLAIMED, batch_run=batch_run, lease_expires_at=now + lease, updated_at=now)
+    return list(claimed_items(batch_run).filter(id__in=ids))
+
+
+def unbatch(provider_batch: ProviderBatch | None, reason: str, ids: Iterable[int] | None = None,
+            due_before: datetime | None = None, now: datetime | None = None) -> int:
+    """Items waiting on a provider batch back to the sync path, no attempt spent: those of
+    ``provider_batch`` (all, or ``ids``), or of any batch whose deadline is before
+    ``due_before``. A result that arrives for them later is ignored."""
+    now = now or timezone.now()
+    waiting = QueueItem.objects.filter(status=Status.BATCHED)
+    if provider_batch is not None:
+        waiting = waiting.filter(provider_batch=provider_batch)
+    if ids is not None:
+        waiting = waiting.filter(id__in=list(ids))
+    if due_before is not None:
+        waiting = waiting.filter(deliver_by__lt=due_before)
+    return waiting.update(status=Status.PENDING, available_at=None, last_error=reason[:2000],
+                          updated_at=now)
+
+
+def renew(batch_run: BatchRun, lease_seconds: float | None = None,
+          now: datetime | None = None) -> int:
+    """Extend the leases of every item ``batch_run`` still holds (the run's heartbeat), so
+    recovery never takes items from a healthy run however long it drains."""
+    now = now or timezone.now()
+    lease = timedelta(seconds=lease_seconds or settings.BATCH_LEASE_SECONDS)
+    return QueueItem.objects.filter(batch_run=batch_run, status=Status.CLAIMED).update(
+        lease_expires_at=now + lease)
+
+
+def release(batch_run: BatchRun, reason: str, now: datetime | None = None,
+            ids: Iterable[int] | None = None) -> int:
+    """Return the items ``batch_run`` holds (all, or those in ``ids``) to the queue at once,
+    no attempt spent (its job could not be enqueued, or the run stopped before generating
+    them)."""
+    now = now or timezone.now()
+    held = QueueItem.objects.filter(batch_run=batch_run, status=Status.CLAIMED)
+    if ids is not None:
+        held = held.filter(id__in=list(ids))
+    return held.update(
+        status=Status.PENDING, lease_expires_at=None, last_error=reason[:2000], updated_at=now)
+
+
+def claimed_items(batch_run: BatchRun):
+    """The items this batch still holds (a lease that expired and was re-claimed is gone)."""
+    return (QueueItem.objects.filter(batch_run=batch_run, status=Status.CLAIMED)
+            .select_related("bot", "chat").order_by("-priority", "created_at", "id"))
+
+
+def pop_highest_priority(batch_run: BatchRun) -> QueueItem | None:
+    """Claim the single best pending item (the `pop_highest_priority` of docs/compat.md)."""
+    items = claim(1, batch_run)
+    return items[0] if items else None
+
+
+def recover_expired(now: datetime | None = None) -> int:
+    """Return items whose lease expired (their worker died) to the queue.
+
+    Safe against double sends: the pipeline looks at an item's outbox row
+    before generating, so an item whose message was sent or was being sent is
+    finished, not sent again.
+
+    An expiry is a crash, not an attempt: a healthy run renews its leases. An item whose
+    worker stopped ``BATCH_MAX_CRASHES`` times (a reply that kills the process, say) ends
+    dead instead of taking down one worker after another.
+    """
+    now = now or timezone.now()
+    expired = QueueItem.objects.filter(status=Status.CLAIMED, lease_expires_at__lt=now)
+    limit = settings.BATCH_MAX_CRASHES
+    for crashes in expired.filter(crashes__gte=limit - 1).values_list("crashes", flat=True) \
+            .distinct():
+        expired.filter(crashes=crashes).update(
+            status=Status.DEAD, crashes=crashes + 1, finished_at=now, lease_expires_at=None,
+            last_error=f"crashed the worker {crashes + 1} times", updated_at=now)
+    count = expired.update(status=Status.PENDING, lease_expires_at=None, available_at=None,
+                           crashes=F("crashes") + 1,
+                           last_error="lease expired: the worker did not finish",
+                           updated_at=now)
+    if count:
+        log.warning("returned %d items with expired leases to the queue", count)
+    return count
+
+
+def _held(item: QueueItem, batch_run_id: int | None):
+    # Only the batch that holds the claim may change the item.
+    return QueueItem.objects.filter(id=item.id, status=Status.CLAIMED, batch_run_id=batch_run_id)
+
+
+def finish(item: QueueItem, now: datetime | None = None) -> bool:
+    now = now or timezone.now()
+    return bool(_held(item, item.batch_run_id).update(
+        status=Status.DONE, finished_at=now, lease_expires_at=None, last_error="",
+        attempts=F("attempts") + 1, updated_at=now))
+
+
+def finish_many(items: Iterable[QueueItem], now: datetime | None = None) -> int:
+    """``finish`` for a group of items of one batch, in one statement."""
+    items = list(items)
+    if not items:
+        return 0
+    now = now or timezone.now()
+    return QueueItem.objects.filter(
+        id__in=[item.id for item in items], status=Status.CLAIMED,
+        batch_run_id=items[0].batch_run_id,
+    ).update(status=Status.DONE, finished_at=now, lease_expires_at=None, last_error="",
+             attempts=F("attempts") + 1, updated_at=now)
+
+
+def kill(item: QueueItem, reason: str, now: datetime | None = None,
+         attempted: bool = False) -> bool:
+    """Mark dead for good, with the reason (never silently dropped); ``attempted``: a
+    generation or send really ran and failed for good."""
+    now = now or timezone.now()
+    return bool(_held(item, item.batch_run_id).update(
+        status=Status.DEAD, finished_at=now, lease_expires_at=None, last_error=reason[:2000],
+        attempts=F("attempts") + int(attempted), updated_at=now))
+
+
+def retry_later(item: QueueItem, reason: str, now: datetime | None = None) -> str:
+    """A failed attempt: back to the queue with exponential back-off, or dead
+    after ``max_attempts``. Returns the new status."""
+    now = now or timezone.now()
+    attempts = item.attempts + 1
+    if attempts >= item.max_attempts:
+        kill(item, f"gave up after {attempts} attempts: {reason}", now, attempted=True)
+        return Status.DEAD
+    delay = settings.BATCH_RETRY_BACKOFF_SECONDS * 2 ** (attempts - 1)
+    _held(item, item.batch_run_id).update(
+        status=Status.PENDING, available_at=now + timedelta(seconds=delay), attempts=attempts,
+        lease_expires_at=None, last_error=reason[:2000], updated_at=now)
+    return Status.PENDING
+
+
+def defer(item: QueueItem, reason: str, delay_s: float, now: datetime | None = None) -> str:
+    """Back to the queue until the server said to come back, without spending an attempt
+    (a 429's retry_after, an open circuit, a rate limit with no room in time). A wait longer
+    than ``BATCH_MAX_DEFER_SECONDS`` ends the item dead with the reason instead. Returns the
+    new status."""
+    now = now or timezone.now()
+    ceiling = settings.BATCH_MAX_DEFER_SECONDS
+    if not delay_s <= ceiling:  # also refuses nan
+        kill(item, f"asked to wait {delay_s:.0f}s, more than BATCH_MAX_DEFER_SECONDS "
+                   f"({ceiling:.0f}s): {reason}", now)
+        return Status.DEAD
+    _held(item, item.batch_run_id).update(
+        status=Status.PENDING, available_at=now + timedelta(seconds=max(delay_s, 0.0)),
+        lease_expires_at=None, last_error=reason[:2000], updated_at=now)
+    return Status.PENDING
+
+
+def depth_by_status() -> dict[str, int]:
+    """How many items are in each status (every status listed, zeros included)."""
+    counts = dict(QueueItem.objects.values_list("status").annotate(n=Count("id")))
+    return {status: counts.get(status, 0) for status in Status.values}
