@@ -18,15 +18,34 @@ def pacer(**options) -> tuple[SharedPacer, list[float]]:
     return SharedPacer.like(ChatPacer(), sleep=slept.append, **options), slept
 
 
-def test_two_workers_sending_to_one_group_share_its_20_a_minute(redis_url) -> None:
+def test_two_workers_sending_for_one_bot_to_one_group_share_its_20_a_minute(redis_url) -> None:
     shared.reset()
     first, _ = pacer()
     second, _ = pacer()  # another process: nothing shared but Redis
-    waits = [(first if n % 2 else second).book(-100777, bot=f"bot{n % 2}") for n in range(6)]
-    # One slot every 3 s in the group, whichever worker books it.
+    waits = [(first if n % 2 else second).book(-100777, bot="bot0") for n in range(6)]
+    # One slot every 3 s for the bot in the group, whichever worker books it.
     assert waits[0] == pytest.approx(0, abs=0.05)
     for earlier, later in zip(waits, waits[1:], strict=False):
         assert later - earlier == pytest.approx(3.0, abs=0.05)
+
+
+def test_two_bots_in_one_group_each_get_20_a_minute(redis_url) -> None:
+    # Telegram counts per bot token: a second bot in the group has a budget of its own.
+    shared.reset()
+    first, _ = pacer()
+    second, _ = pacer()
+    alpha = [first.book(-100888, bot="alpha") for _ in range(3)]
+    beta = [second.book(-100888, bot="beta") for _ in range(3)]
+    assert alpha == pytest.approx([0.0, 3.0, 6.0], abs=0.05)
+    assert beta == pytest.approx([0.0, 3.0, 6.0], abs=0.05)
+
+
+def test_one_bot_in_two_chats_is_paced_per_chat_not_across_them(redis_url) -> None:
+    shared.reset()
+    one, _ = pacer()
+    assert one.book(-100901, bot="alpha") == pytest.approx(0, abs=0.05)
+    assert one.book(-100902, bot="alpha") == pytest.approx(0, abs=0.05)
+    assert one.book(-100901, bot="alpha") == pytest.approx(3.0, abs=0.05)
 
 
 def test_private_chats_are_paced_per_chat_and_the_bot_per_its_30_a_second(redis_url) -> None:
@@ -66,11 +85,12 @@ with TelegramSender() as sender:
 
 
 @pytest.mark.django_db
-def test_two_worker_processes_stay_under_20_a_minute_in_one_group_at_telegram(
+def test_two_worker_processes_keep_one_bot_under_20_a_minute_in_one_group_at_telegram(
         redis_url, telegram_env, settings) -> None:
     env = process_env(settings)
-    procs = [subprocess.Popen([sys.executable, "-c", SEND_FOUR, f"{100 + n}:TOKEN{'x' * 30}"],
-                              cwd=ROOT, env=env) for n in range(2)]
+    token = f"100:TOKEN{'x' * 30}"  # one bot, sending from two processes
+    procs = [subprocess.Popen([sys.executable, "-c", SEND_FOUR, token], cwd=ROOT, env=env)
+             for _ in range(2)]
     assert [proc.wait(timeout=120) for proc in procs] == [0, 0]
     times = sorted(m["time"] for m in telegram_env.messages())
     assert len(times) == 8

@@ -167,9 +167,9 @@ def _last_part_cut(part: str) -> tuple[str, str]:
 class ChatPacer:
     """Blocks before each send so it stays under Telegram's limits; thread-safe.
 
-    About one message a second per chat, ``group_per_minute`` per group chat (chat_id < 0),
-    ``global_per_second`` per bot (Telegram's broadcast limit is per bot token, so fifty bots
-    in one batch do not share it). This is the per-process pacing that
+    Per bot, as Telegram counts: about one message a second in a chat, ``group_per_minute``
+    in a group chat (chat_id < 0), ``global_per_second`` in all (each bot token has its own
+    limits, so fifty bots in one batch do not share them). This is the per-process pacing that
     ``batchgen.telegram.pacing.SharedPacer``
     falls back to while Redis is away; with Redis every worker
     on every machine books one shared budget there. No lock is held while sleeping.
@@ -190,8 +190,8 @@ class ChatPacer:
         self._clock = clock
         self._sleep = sleep
         self._lock = threading.Lock()
-        self._last_send: dict[int, float] = {}
-        self._group_sends: dict[int, deque[float]] = {}
+        self._last_send: dict[tuple[str, int], float] = {}
+        self._group_sends: dict[tuple[str, int], deque[float]] = {}
         self._recent_sends: dict[str, deque[float]] = {}
 
     def wait(self, chat_id: int, bot: str = "") -> float:
@@ -209,8 +209,8 @@ class ChatPacer:
             waited += delay
 
     def _delay(self, chat_id: int, bot: str, now: float) -> float:
-        delays = [self._last_send.get(chat_id, -math.inf) + self.per_chat_interval - now]
-        group = self._group_sends.get(chat_id)
+        delays = [self._last_send.get((bot, chat_id), -math.inf) + self.per_chat_interval - now]
+        group = self._group_sends.get((bot, chat_id))
         if self.group_per_minute and group is not None:
             while group and group[0] <= now - 60.0:
                 group.popleft()
@@ -229,9 +229,9 @@ class ChatPacer:
             for chat in idle:
                 self._last_send.pop(chat, None)
                 self._group_sends.pop(chat, None)
-        self._last_send[chat_id] = now
+        self._last_send[(bot, chat_id)] = now
         if chat_id < 0:
-            self._group_sends.setdefault(chat_id, deque()).append(now)
+            self._group_sends.setdefault((bot, chat_id), deque()).append(now)
         self._recent_sends[bot].append(now)
 
 

@@ -1,18 +1,11 @@
-"""Telegram pacing shared by every worker through Redis.
-
-Telegram counts per chat (about one message a second), per group (20 a minute) and per bot
-(about 30 a second), whichever process sends. So the budget lives in Redis, one schedule
-per chat, group and bot, and one Lua script books a send atomically: the earliest time
-at which all of its budgets have room, after which each budget's next slot moves on by its
-interval. The caller sleeps until its slot. Booking instead of polling spaces sends evenly and
-gives no thundering herd; Redis's own clock is used, so machines with skewed clocks agree.
-
-A group's 20 a minute is kept as one message every 3 s: no 60 s window can then hold more
-than 20, whoever counts it. A bot's 30 a second allows a burst of ``BOT_BURST`` first (GCRA:
-each key holds the budget's theoretical arrival time, and a send may be that much early).
-
-Redis away: each process paces its own sends with the per-process ``ChatPacer`` it was given
-(``shared.attempt``'s outage mode), which is what the platform did before.
+"""Telegram pacing shared by every worker through Redis, counted as Telegram counts it: per
+bot token. A bot may post about one message a second in a chat, 20 a minute in a group, and
+about 30 a second overall (core.telegram.org/bots/faq, "My bot is hitting limits, how do I
+avoid this?"); three bots in one group therefore have three budgets of 20 a minute. One Lua
+script books a send atomically: the earliest time at which all its budgets have room. A
+group's 20 a minute is one message every 3 s, so no 60 s window holds more than 20; a bot's
+30 a second allows a burst of ``BOT_BURST`` first (GCRA). While Redis is away each process
+paces its own sends with the ``ChatPacer`` it was given.
 """
 
 from __future__ import annotations
@@ -22,7 +15,20 @@ from collections.abc import Callable
 
 from batchgen.state import shared
 
-__all__ = ["SharedPacer"]
+__all__ = ["GROUP_PER_MINUTE", "PER_CHAT_INTERVAL_S", "SharedPacer", "slot_interval"]
+
+# Telegram's limits per bot (core.telegram.org/bots/faq): about one message a second in a
+# chat, 20 a minute in a group (negative chat ids), about 30 a second in all.
+PER_CHAT_INTERVAL_S = 1.0
+GROUP_PER_MINUTE = 20
+BOT_PER_SECOND = 30
+
+
+def slot_interval(chat_id: int) -> float:
+    """Seconds between two posts of one bot in the chat ``chat_id`` (a Telegram chat id)."""
+    if chat_id < 0:
+        return max(PER_CHAT_INTERVAL_S, 60.0 / GROUP_PER_MINUTE)
+    return PER_CHAT_INTERVAL_S
 
 # KEYS: the budgets of this send; ARGV: each budget's interval in ms, then each one's
 # tolerance in ms (how far ahead of its schedule it may send: a burst), in KEYS order.
@@ -76,11 +82,12 @@ class SharedPacer:
 
     def budgets(self, chat_id: int, bot: str) -> list[tuple[str, int, int]]:
         """(Redis key, interval in ms, burst tolerance in ms) of every budget a send from
-        ``bot`` to ``chat_id`` uses. Chats and groups get no burst: one a second, one every
-        3 s."""
-        found = [(shared.key("pace", "chat", chat_id), round(self.per_chat_interval * 1000), 0)]
+        ``bot`` to ``chat_id`` uses, each the bot's own. Chats and groups get no burst: one a
+        second, one every 3 s."""
+        found = [(shared.key("pace", "chat", bot, chat_id),
+                  round(self.per_chat_interval * 1000), 0)]
         if self.group_per_minute and chat_id < 0:  # Telegram's groups have negative ids
-            found.append((shared.key("pace", "group", chat_id),
+            found.append((shared.key("pace", "group", bot, chat_id),
                           round(60_000 / self.group_per_minute), 0))
         if self.bot_per_second and bot:
             interval = round(1000 / self.bot_per_second)
