@@ -222,6 +222,14 @@ BATCH_RETRY_BACKOFF_SECONDS = env_float("BATCH_RETRY_BACKOFF_SECONDS", 30.0, min
 # the admin apply within BATCH_DRAIN_MAX_SECONDS.
 BATCH_DRAIN_MAX_ITEMS = env_int("BATCH_DRAIN_MAX_ITEMS", 1000, minimum=1)
 BATCH_DRAIN_MAX_SECONDS = env_float("BATCH_DRAIN_MAX_SECONDS", 120.0, minimum=1.0)
+# Chat-aware delivery: an item is claimed only when its bot may post in its chat within this
+# many seconds (about one LLM latency), so its reply is written just before it can go out.
+DELIVERY_CLAIM_HORIZON_SECONDS = env_float("DELIVERY_CLAIM_HORIZON_SECONDS", 3.0,
+                                           minimum=0.0, maximum=3600.0)
+# A run whose remaining work is all waiting for posting slots waits up to this long for the
+# next one instead of ending (a backlog bound by Telegram drains at its pace, not the tick's).
+DELIVERY_SLOT_WAIT_SECONDS = env_float("DELIVERY_SLOT_WAIT_SECONDS", 15.0, minimum=0.0,
+                                       maximum=600.0)
 # An item whose worker stopped this many times while holding it ends dead.
 BATCH_MAX_CRASHES = env_int("BATCH_MAX_CRASHES", 3, minimum=1, maximum=100)
 # Longest wait a server may ask for (Telegram retry_after, LLM Retry-After, an open breaker)

@@ -86,3 +86,59 @@ def test_sent_at_is_when_the_send_finished_not_when_it_was_recorded(pipeline_env
         delivery.settle()
     message = Message.objects.get(queue_item=item)
     assert message.status == "sent" and message.sent_at <= finished
+
+
+class SlotBookingSender:
+    """A sender whose slots are ``delay`` seconds away; it notes the message's status in the
+    database at the moment each HTTP call would start."""
+
+    def __init__(self, delay: float) -> None:
+        self.delay, self.seen = delay, []
+
+    def book(self, token: str, chat_id: int) -> float:
+        return self.delay
+
+    def send(self, token: str, chat_id: int, text: str, **options) -> SendResult:
+        self.seen.append((text, Message.objects.get(text=text).status, options["paced"]))
+        return SendResult("sent", [len(self.seen)], 1, parts_total=1)
+
+
+def test_a_reply_stays_pending_until_its_slot_and_is_sending_only_once_the_call_starts(
+        monkeypatch) -> None:
+    from django.db import transaction
+
+    fake = SlotBookingSender(delay=5.0)
+    monkeypatch.setattr(outbox, "sender", lambda: fake)
+    item, _, run = claimed_with_message()
+    Message.objects.filter(queue_item=item).delete()
+    now = [100.0]
+    with outbox.Delivery(run, clock=lambda: now[0]) as delivery:
+        with transaction.atomic():
+            delivery.send_new([outbox.Draft(item, "prompt", "hello", "openai", "m")])
+        assert delivery.settle() is True  # waiting for its slot
+        assert Message.objects.get(queue_item=item).status == "pending"  # resendable as is
+        assert fake.seen == [] and delivery.next_due_in() == 5.0
+        now[0] += 5.0
+        delivery.settle(block=True)
+    assert fake.seen == [("hello", "sending", True)]  # booked: the thread does not wait again
+    assert Message.objects.get(queue_item=item).status == "sent"
+
+
+def test_a_reply_waiting_for_its_slot_when_its_worker_died_is_sent_by_the_next_run(
+        pipeline_env) -> None:
+    fake_llm, fake_telegram = pipeline_env
+    item, message, _ = claimed_with_message("the saved reply")
+    Message.objects.filter(id=message.id).update(status="pending")  # waiting for its slot
+    # The worker was killed: its lease runs out and recovery returns the item.
+    QueueItem.objects.filter(id=item.id).update(
+        lease_expires_at=timezone.now() - timedelta(seconds=1))
+    assert queue.recover_expired() == 1
+    item.refresh_from_db()
+    assert (item.status, item.crashes) == ("pending", 0)  # a debt, not a crash
+
+    scheduler.tick(sync=True)
+
+    item.refresh_from_db()
+    assert item.status == "done"
+    assert [m["text"] for m in fake_telegram.messages()] == ["the saved reply"]
+    assert fake_llm.stats()["total"] == 0  # sent as it was, never generated again

@@ -7,7 +7,7 @@ import pytest
 from django.db import connections
 from django.utils import timezone
 
-from batchgen.models import BatchRun, QueueItem
+from batchgen.models import BatchRun, Chat, QueueItem
 from batchgen.work import queue
 from tests.factories import make_bot, make_chat, make_item, make_run
 
@@ -15,11 +15,11 @@ pytestmark = pytest.mark.django_db
 
 
 def test_it_claims_highest_priority_first_then_oldest() -> None:
-    bot, chat = make_bot(), make_chat()
-    low = make_item(bot, chat, priority=0)
-    high_old = make_item(bot, chat, priority=5)
-    high_new = make_item(bot, chat, priority=5)
-    mid = make_item(bot, chat, priority=3)
+    bot = make_bot()
+    low = make_item(bot, make_chat(), priority=0)
+    high_old = make_item(bot, make_chat(), priority=5)
+    high_new = make_item(bot, make_chat(), priority=5)
+    mid = make_item(bot, make_chat(), priority=3)
     claimed = queue.claim(3, make_run())
     assert [i.id for i in claimed] == [high_old.id, high_new.id, mid.id]
     low.refresh_from_db()
@@ -173,9 +173,10 @@ def _claim_in_child(rounds: int, out: multiprocessing.Queue) -> None:
 @pytest.mark.postgres
 @pytest.mark.django_db(transaction=True)
 def test_concurrent_claimers_on_postgres_never_share_an_item() -> None:
-    bot, chat = make_bot(), make_chat()
+    bot = make_bot()
+    chats = Chat.objects.bulk_create(Chat(telegram_chat_id=-100_000 - i) for i in range(300))
     QueueItem.objects.bulk_create(QueueItem(bot=bot, chat=chat, priority=i % 4)
-                                  for i in range(300))
+                                  for i, chat in enumerate(chats))
     connections.close_all()
     ctx = multiprocessing.get_context("fork")
     out = ctx.Queue()
@@ -187,3 +188,35 @@ def test_concurrent_claimers_on_postgres_never_share_an_item() -> None:
         child.join(timeout=30)
     assert len(claimed) == len(set(claimed)) == 300
     assert QueueItem.objects.filter(status="claimed").count() == 300
+
+
+def test_a_claim_takes_one_item_per_bot_and_chat_and_reserves_its_next_slot(settings) -> None:
+    settings.DELIVERY_CLAIM_HORIZON_SECONDS = 2.0
+    bot, other = make_bot(), make_bot()
+    group = make_chat(telegram_chat_id=-100500)
+    first, second = make_item(bot, group), make_item(bot, group)
+    theirs = make_item(other, group)  # another bot: a budget of its own
+    now = timezone.now()
+
+    claimed = queue.claim(10, make_run(), now=now)
+
+    assert sorted(i.id for i in claimed) == sorted([first.id, theirs.id])
+    # The bot's next post in the group is 3 s away (20 a minute): beyond the horizon.
+    assert queue.claim(10, make_run(), now=now + timedelta(seconds=0.5)) == []
+    assert not queue.has_claimable(now=now + timedelta(seconds=0.5))
+    assert queue.next_slot(now=now) == now + timedelta(seconds=1.0)
+    # Once the slot is within the horizon, the second item is claimed.
+    later = queue.claim(10, make_run(), now=now + timedelta(seconds=1.0))
+    assert [i.id for i in later] == [second.id]
+
+
+def test_a_private_chat_takes_a_reply_a_second(settings) -> None:
+    settings.DELIVERY_CLAIM_HORIZON_SECONDS = 3.0
+    bot, chat = make_bot(), make_chat(telegram_chat_id=4242)
+    items = [make_item(bot, chat) for _ in range(3)]
+    now = timezone.now()
+    taken = [queue.claim(10, make_run(), now=now + timedelta(seconds=s)) for s in (0, 0, 0)]
+    # 1 s apart: with a 3 s horizon the first claims take what the next 3 s can post, one
+    # per call; the 4th second's slot waits.
+    assert [len(t) for t in taken] == [1, 1, 1]
+    assert sorted(i.id for t in taken for i in t) == sorted(i.id for i in items)

@@ -77,7 +77,7 @@ def test_a_run_whose_job_cannot_be_enqueued_holds_nothing_and_spends_nothing(
 
 def test_a_claimed_run_whose_job_cannot_be_enqueued_is_released_at_once(
         pipeline_env, monkeypatch) -> None:
-    from batchgen.delivery import runs
+    from batchgen.delivery import runs, workers
     from batchgen.work import queue
 
     item = make_item()
@@ -87,7 +87,7 @@ def test_a_claimed_run_whose_job_cannot_be_enqueued_is_released_at_once(
     def refuse(run: BatchRun) -> None:
         raise redis.ConnectionError("Redis is away")
 
-    monkeypatch.setattr(jobs, "enqueue", refuse)
+    monkeypatch.setattr(workers, "enqueue", refuse)
     with pytest.raises(redis.ConnectionError):
         scheduler.enqueue(run)
     item.refresh_from_db()

@@ -94,8 +94,9 @@ class Drain:
     """Claims, generates, saves and sends for one run until it runs dry or hits its bound."""
 
     def __init__(self, run: BatchRun, delivery: outbox.Delivery,
-                 clock: Callable[[], float] = time.monotonic) -> None:
-        self.run, self.delivery, self._clock = run, delivery, clock
+                 clock: Callable[[], float] = time.monotonic,
+                 sleep: Callable[[float], None] = time.sleep) -> None:
+        self.run, self.delivery, self._clock, self._sleep = run, delivery, clock, sleep
         self.target = max(run.workers, 1)
         self.refills = run.mode != Mode.MULTI_BOT
         self.deadline = clock() + settings.BATCH_DRAIN_MAX_SECONDS
@@ -108,6 +109,7 @@ class Drain:
         self.prefetch = max(1, self.target // 4)
         self._ready: deque[QueueItem] = deque()
         self._dry_until = 0.0  # the queue was found dry: no claim before then
+        self._slot_wake = 0.0  # when the next posting slot comes near (nothing in flight)
         self._in_flight: dict[Future[GenerationResult], Work] = {}
         self._submit = _submitter(run)
         # Items whose deadline leaves room wait for the provider batch route, when it is on.
@@ -118,12 +120,21 @@ class Drain:
         self._refill()
         unsaved: Results = []
         save_by = settle_by = self._clock()
-        while self._in_flight or unsaved:
+        while self._in_flight or unsaved or self._slot_near():
             wait_s = self.heartbeat.interval
             if unsaved:
                 wait_s = max(0.0, min(wait_s, save_by - self._clock()))
-            done = wait(list(self._in_flight), timeout=wait_s,
-                        return_when=FIRST_COMPLETED).done if self._in_flight else set()
+            elif not self._in_flight:  # all that is left waits for its posting slot
+                wait_s = max(0.0, min(wait_s, self._slot_wake - self._clock()))
+            due = self.delivery.next_due_in()
+            if due is not None:
+                wait_s = min(wait_s, due)
+            done: set[Future[GenerationResult]] = set()
+            if self._in_flight:
+                done = wait(list(self._in_flight), timeout=wait_s,
+                            return_when=FIRST_COMPLETED).done
+            elif not unsaved:
+                self._sleep(wait_s)
             if done:
                 group = [(self._in_flight.pop(f), _outcome(f)) for f in done]
                 self._note_circuit(group)
@@ -131,16 +142,34 @@ class Drain:
                 if not unsaved:
                     save_by = self._clock() + GROUP_WITHIN_S
                 unsaved.extend(group)
+            elif not self._in_flight and not unsaved and self._clock() >= self._slot_wake:
+                self._dry_until = 0.0  # a posting slot came near: claim again now
+                self._refill()
             if unsaved and (self._clock() >= save_by or not self._in_flight):
-                # Replies are saved, and their sends started, a group at a time.
+                # Replies are saved, and their slots booked, a group at a time.
                 self._save(unsaved)
                 unsaved = []
-            if self._clock() >= settle_by:
-                reconnecting(self.delivery.settle)  # the sends that finished meanwhile
+            if self._clock() >= settle_by or self.delivery.next_due_in() == 0.0:
+                reconnecting(self.delivery.settle)  # sends due, and those that finished
                 settle_by = self._clock() + GROUP_WITHIN_S
             reconnecting(self.heartbeat.beat)
         while reconnecting(lambda: self.delivery.settle(timeout=self.heartbeat.interval)):
             reconnecting(self.heartbeat.beat)
+
+    def _slot_near(self) -> bool:
+        """Nothing in flight: is there work waiting for a posting slot that comes soon enough
+        to wait for here, rather than end the run and leave it to the next tick?"""
+        if not self.refills or self.stopped:
+            return False
+        at = reconnecting(lambda: queue.next_slot(hold_after=self.hold_after, batch_run=self.run))
+        if at is None:
+            return False
+        seconds = max(0.0, (at - timezone.now()).total_seconds())
+        if seconds > settings.DELIVERY_SLOT_WAIT_SECONDS or \
+                self._clock() + seconds >= self.deadline:
+            return False
+        self._slot_wake = self._clock() + seconds
+        return True
 
     def _refill(self) -> None:
         if self.stopped.startswith("the provider") and self._ready:
@@ -271,9 +300,9 @@ def prepare_claimed(item: QueueItem) -> Work | None:
 
 def prepare(item: QueueItem) -> Work:
     """The prompt for an item whose bot and chat exist."""
-    # The lines taken when the item was queued (a reply sees what it answers), else the
-    # chat's history as it is now.
-    recent = [str(m) for m in item.recent_messages or []] or history.recent_messages(item.chat)
+    # The chat's history as it is now, so a reply claimed just before its posting slot
+    # answers everything said so far (replies coalesce); else the lines given at push time.
+    recent = history.recent_messages(item.chat) or [str(m) for m in item.recent_messages or []]
     fitted = build_user_prompt(bot_name=item.bot.name, persona=item.bot.persona,
                                chat_title=item.chat.title, recent_messages=recent)
     return Work(item=item, prompt=storable(fitted.text), fitted=fitted,
@@ -283,8 +312,8 @@ def prepare(item: QueueItem) -> Work:
 
 def save(run: BatchRun, group: Results, delivery: outbox.Delivery, route: str = "sync") -> None:
     """Record a group of finished generations in one transaction; the replies are
-    committed as ``sending`` and go out after the commit. ``route``: "batch" for results
-    of a provider batch (billed at the batch price)."""
+    committed as ``pending`` and each goes out when its posting slot comes, after the
+    commit. ``route``: "batch" for results of a provider batch (billed at the batch price)."""
     drafts = []
     with transaction.atomic():
         generations = [_generation(run, entry, result) for entry, result in group]

@@ -298,6 +298,25 @@ class QueueItem(models.Model):
         return f"#{self.pk} {self.bot or '(no bot)'} → {self.chat or '(no chat)'} [{self.status}]"
 
 
+class PostingSlot(models.Model):
+    """When a bot may next post in a chat, as the claim reserves it (batchgen.work.queue).
+
+    Telegram counts per bot and chat, so the chat is the unit of capacity: an item is claimed
+    only when its bot's slot in its chat is within the claim horizon, and the claim moves
+    the slot on by one posting interval. Replies are then generated just in time."""
+
+    bot = models.ForeignKey(Bot, on_delete=models.CASCADE, related_name="+")
+    chat = models.ForeignKey(Chat, on_delete=models.CASCADE, related_name="+")
+    next_at = models.DateTimeField()
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["bot", "chat"],
+                                               name="one_posting_slot_per_bot_and_chat")]
+
+    def __str__(self) -> str:
+        return f"bot {self.bot_id} in chat {self.chat_id} from {self.next_at:%H:%M:%S}"
+
+
 class BatchRun(models.Model):
     class Mode(models.TextChoices):
         SINGLE = "single"

@@ -328,6 +328,13 @@ class TelegramSender:
     def close(self) -> None:
         self._client.close()
 
+    def book(self, token: str, chat_id: int) -> float | None:
+        """Book the bot's next slot in ``chat_id`` in the shared pacing budgets: seconds until
+        it, or None when nothing was booked (Redis away, or a per-process pacer): the send
+        then paces itself."""
+        book = getattr(self._pacer, "book", None)
+        return None if book is None else book(chat_id, _bot_id(token))
+
     def send(
         self,
         token: str,
@@ -336,8 +343,10 @@ class TelegramSender:
         *,
         on_part_sent: Callable[[int, int], None] | None = None,
         start_part: int = 0,
+        paced: bool = False,
     ) -> SendResult:
         """Send ``text`` (split if long) from parts ``start_part`` on; stop at the first failure.
+        ``paced``: the caller booked the slot of the first request (``book``) and waited for it.
 
         ``on_part_sent(part_index, message_id)`` runs after each accepted part so the caller
         can persist progress before the next part goes. Text longer than ``TELEGRAM_MAX_PARTS``
@@ -350,7 +359,8 @@ class TelegramSender:
             return SendResult("failed", error="message text is empty")
         sent_ids: list[int] = []
         for index in range(start_part, len(parts)):
-            outcome = self._send_part(token, chat_id, parts[index])
+            outcome = self._send_part(token, chat_id, parts[index],
+                                      paced=paced and index == start_part)
             if outcome.message_id is None:
                 return SendResult(
                     outcome.status, sent_ids, index, outcome.error, outcome.retryable,
@@ -362,10 +372,11 @@ class TelegramSender:
         return SendResult("sent", sent_ids, len(parts), "", False, len(parts),
                           cut_chars=fitted.cut_chars)
 
-    def _send_part(self, token: str, chat_id: int, text: str) -> _PartOutcome:
+    def _send_part(self, token: str, chat_id: int, text: str,
+                   paced: bool = False) -> _PartOutcome:
         rate_limited = 0
         while True:
-            outcome = self._post(token, chat_id, text)
+            outcome = self._post(token, chat_id, text, paced=paced and not rate_limited)
             if outcome.wait is None:
                 return outcome
             rate_limited += 1
@@ -378,14 +389,15 @@ class TelegramSender:
             logger.info("telegram 429 for chat %s: waiting %ss", chat_id, outcome.wait)
             self._sleep(outcome.wait)
 
-    def _post(self, token: str, chat_id: int, text: str) -> _PartOutcome:
-        """One request, retried only while it certainly never left this machine."""
+    def _post(self, token: str, chat_id: int, text: str, paced: bool = False) -> _PartOutcome:
+        """One request, retried only while it certainly never left this machine. ``paced``:
+        the first try's slot is booked already."""
         url = f"{self._base_url}/bot{token}/sendMessage"
         payload = {"chat_id": chat_id, "text": text,
                    "link_preview_options": {"is_disabled": True}}
         for attempt in range(self.max_connect_retries + 1):
-            # The bot id (before the colon) is public; the rest of the token is not.
-            self._pacer.wait(chat_id, token.split(":", 1)[0])
+            if not (paced and attempt == 0):
+                self._pacer.wait(chat_id, _bot_id(token))
             try:
                 return self._interpret(self._client.post(url, json=payload))
             except _NOT_SENT as exc:
@@ -429,6 +441,11 @@ class TelegramSender:
                             migrate_to_chat_id=_migrate_to(body),
                             chat_gone=status == 403 or (status == 400 and any(
                                 reason in description.lower() for reason in _CHAT_GONE_400)))
+
+
+def _bot_id(token: str) -> str:
+    # The bot id (before the colon) is public; the rest of the token is not.
+    return token.split(":", 1)[0]
 
 
 def _describe(exc: Exception, token: str) -> str:

@@ -1,21 +1,21 @@
 """Every state change of a Message (the outbox), and the one place that calls Telegram.
 
-Telegram's sendMessage has no idempotency key, so "sent at most once" is kept
-here: a message is committed as ``sending`` before its HTTP call starts, and
-anything found still ``sending`` later (its worker died mid-call) becomes
-``send_unknown`` for an operator to look at — never an automatic resend.
-
-Sends run on a small thread pool (threads do HTTP only); the caller's thread
-does every database write, a group of messages per transaction, so a batch
-whose replies arrive together costs a few commits rather than several each.
-A long text goes out as several parts in one send: a worker that dies between
-two parts leaves the message ``sending``, so it too ends ``send_unknown``.
+Telegram's sendMessage has no idempotency key, so "sent at most once" is kept here. A reply
+is saved ``pending`` with its text, and stays so while it waits for its pacing slot: a worker
+that dies then leaves a debt the next run pays (recovery returns the item, the saved text is
+sent, nothing is generated again). When the slot comes, the caller's thread commits the
+message ``sending`` and only then starts the HTTP call; anything found still ``sending``
+later (its worker died mid-call) becomes ``send_unknown`` for an operator — never an
+automatic resend. Threads do HTTP only; the caller's thread does every database write.
 """
 
 from __future__ import annotations
 
+import heapq
+import itertools
 import logging
-from collections.abc import Iterable
+import time
+from collections.abc import Callable, Iterable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from datetime import datetime
@@ -53,15 +53,21 @@ class Draft:
 
 
 class Delivery:
-    """Sends one batch's messages in parallel and settles them on the caller's thread."""
+    """Sends one run's messages, each when its pacing slot comes, and settles them on the
+    caller's thread."""
 
-    def __init__(self, batch_run: BatchRun) -> None:
+    def __init__(self, batch_run: BatchRun,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.batch_run = batch_run
+        self._clock = clock
         self._pool = ThreadPoolExecutor(SEND_THREADS, thread_name_prefix="telegram-send")
         self._in_flight: dict[Future[SendResult], tuple[Message, QueueItem]] = {}
         # When each send finished (set on the send thread), so ``sent_at`` is that moment
         # however long after it the caller gets round to settling.
         self._finished_at: dict[Future[SendResult], datetime] = {}
+        # Saved replies waiting for their booked slot: (due, seq, message, item, booked).
+        self._waiting: list[tuple[float, int, Message, QueueItem, bool]] = []
+        self._seq = itertools.count()
 
     def __enter__(self) -> Delivery:
         return self
@@ -74,70 +80,102 @@ class Delivery:
             self._pool.shutdown(wait=True)
 
     def send_new(self, drafts: Iterable[Draft]) -> None:
-        """Save the drafts as ``sending`` messages; they go out once the caller's
-        transaction commits (``on_commit``), never before."""
+        """Save the drafts as ``pending`` messages; their slots are booked once the caller's
+        transaction commits (``on_commit``), and each goes out when its slot comes."""
         drafts = list(drafts)
         messages = Message.objects.bulk_create(
             Message(queue_item=d.item, bot=d.item.bot, chat=d.item.chat,
                     batch_run=self.batch_run, prompt=d.prompt, text=d.text,
                     cut_chars=d.cut_chars,
-                    provider=d.provider, model=d.model, status=Status.SENDING)
+                    provider=d.provider, model=d.model, status=Status.PENDING)
             for d in drafts)
-        self._start_on_commit([(m, d.item) for m, d in zip(messages, drafts, strict=True)])
+        self._book_on_commit([(m, d.item) for m, d in zip(messages, drafts, strict=True)])
 
     def send_saved(self, message: Message, item: QueueItem) -> None:
-        """Send a message saved earlier as ``pending`` (a retry after a sure failure)."""
+        """Send a message saved earlier and still ``pending`` (a retry after a sure failure,
+        or a reply whose worker died while it waited for its slot)."""
         if Message.objects.filter(id=message.id, status=Status.PENDING).update(
-                status=Status.SENDING, batch_run=self.batch_run):
-            self._start_on_commit([(message, item)])
+                batch_run=self.batch_run):
+            self._book_on_commit([(message, item)])
 
-    def _start_on_commit(self, pairs: list[tuple[Message, QueueItem]]) -> None:
-        def start() -> None:
+    def _book_on_commit(self, pairs: list[tuple[Message, QueueItem]]) -> None:
+        def book() -> None:
             for message, item in pairs:
                 reason = undeliverable(item)
                 if reason:  # deleted since the reply was saved: nothing to send with
                     _give_up(message, item, reason)
                     continue
-                future = self._pool.submit(sender().send, item.bot.telegram_token,
-                                           item.chat.telegram_chat_id, message.text,
-                                           start_part=message.parts_sent)
-                self._in_flight[future] = (message, item)
-                future.add_done_callback(self._stamp)
+                delay = sender().book(item.bot.telegram_token, item.chat.telegram_chat_id)
+                heapq.heappush(self._waiting, (self._clock() + (delay or 0.0),
+                                               next(self._seq), message, item, delay is not None))
+            self.pump()
 
-        transaction.on_commit(start)
+        transaction.on_commit(book)
+
+    def next_due_in(self) -> float | None:
+        """Seconds until the next waiting reply's slot; None when none waits."""
+        return max(0.0, self._waiting[0][0] - self._clock()) if self._waiting else None
+
+    def pump(self) -> int:
+        """Start the sends whose slot has come: each is committed ``sending`` (compare-and-set
+        on ``pending``) right before its HTTP call starts. Returns how many started."""
+        started = 0
+        while self._waiting and self._waiting[0][0] <= self._clock():
+            _, _, message, item, booked = heapq.heappop(self._waiting)
+            if not Message.objects.filter(id=message.id, status=Status.PENDING).update(
+                    status=Status.SENDING, batch_run=self.batch_run):
+                continue  # another run sent it (this one's lease had expired)
+            # ``booked``: the slot is ours already; else (Redis away) the thread paces itself.
+            future = self._pool.submit(sender().send, item.bot.telegram_token,
+                                       item.chat.telegram_chat_id, message.text,
+                                       start_part=message.parts_sent, paced=booked)
+            self._in_flight[future] = (message, item)
+            future.add_done_callback(self._stamp)
+            started += 1
+        return started
 
     def _stamp(self, future: Future[SendResult]) -> None:
         self._finished_at[future] = timezone.now()
 
     def settle(self, block: bool = False, timeout: float | None = None) -> bool:
-        """Record the sends that have finished (all of them with ``block``; with ``timeout``,
-        those that finish within it). Returns whether sends are still in flight.
+        """Start the sends whose slot came and record those that finished (all of them,
+        waiting ones included, with ``block``; with ``timeout``, those that finish within
+        it). Returns whether sends are still in flight or waiting for their slot.
 
         Futures leave the in-flight map only once their outcome is committed, so a caller
         whose database connection died can call again on a fresh one."""
-        while self._in_flight:
-            done = [f for f in self._in_flight if f.done()]
-            if not done and (block or timeout):
-                done = list(wait(list(self._in_flight), timeout=None if block else timeout,
-                                 return_when=FIRST_COMPLETED).done)
-            if not done:
+        deadline = None if block else self._clock() + (timeout or 0.0)
+        while True:
+            self.pump()
+            self._record([f for f in self._in_flight if f.done()])
+            if not self._in_flight and not self._waiting:
+                return False
+            left = None if deadline is None else deadline - self._clock()
+            if left is not None and left <= 0:
                 return True
-            finished = [(*self._in_flight[f], f.result()) for f in done]
-            with transaction.atomic():
-                _settle_sent([(*entry, self._finished_at.get(future))
-                              for future, entry in zip(done, finished, strict=True)
-                              if entry[2].status == "sent"])
-                for message, item, result in finished:
-                    if result.status != "sent":
-                        _settle_unsent(message, item, result)
-            for future in done:
-                del self._in_flight[future]
-                self._finished_at.pop(future, None)
-            for _, _, result in finished:
-                metrics.observe_send(result.status)
-            if not block:
-                return bool(self._in_flight)
-        return False
+            limits = [x for x in (left, self.next_due_in()) if x is not None]
+            limit = min(limits) if limits else None
+            if self._in_flight:
+                wait(list(self._in_flight), timeout=limit, return_when=FIRST_COMPLETED)
+            elif limit:
+                time.sleep(limit)
+
+    def _record(self, done: list[Future[SendResult]]) -> None:
+        if not done:
+            return
+        finished = [(*self._in_flight[f], f.result()) for f in done]
+        with transaction.atomic():
+            _settle_sent([(*entry, self._finished_at.get(future))
+                          for future, entry in zip(done, finished, strict=True)
+                          if entry[2].status == "sent"])
+            for message, item, result in finished:
+                if result.status != "sent":
+                    _settle_unsent(message, item, result)
+        for future in done:
+            del self._in_flight[future]
+            self._finished_at.pop(future, None)
+        for _, _, result in finished:
+            metrics.observe_send(result.status)
 
 
 def _progress(message: Message, result: SendResult) -> Message:

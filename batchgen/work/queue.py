@@ -20,11 +20,12 @@ from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Count, F, Q
+from django.db.models import Count, Exists, F, Min, OuterRef, Q
 from django.utils import timezone
 
-from batchgen.models import BatchRun, Bot, Chat, ProviderBatch, QueueItem
+from batchgen.models import BatchRun, Bot, Chat, Message, PostingSlot, ProviderBatch, QueueItem
 from batchgen.state import shared
+from batchgen.telegram.pacing import slot_interval
 
 log = logging.getLogger(__name__)
 Status = QueueItem.Status
@@ -89,12 +90,25 @@ def _for_batch(hold_after: datetime) -> Q:
     return Q(deliver_by__gte=hold_after, provider_batch__isnull=True)
 
 
+def _paced_out(now: datetime) -> Q:
+    """Items whose bot cannot post in their chat within the claim horizon: they stay
+    pending, cost nothing, and are claimed as their slot nears."""
+    horizon = now + timedelta(seconds=settings.DELIVERY_CLAIM_HORIZON_SECONDS)
+    return Q(Exists(PostingSlot.objects.filter(bot_id=OuterRef("bot_id"),
+                                               chat_id=OuterRef("chat_id"),
+                                               next_at__gt=horizon)))
+
+
 def claim(limit: int, batch_run: BatchRun, lease_seconds: float | None = None,
           ids: Iterable[int] | None = None, now: datetime | None = None,
           hold_after: datetime | None = None) -> list[QueueItem]:
     """Claim up to ``limit`` of the highest-priority pending items (oldest first)
     into ``batch_run``, each with a lease; ``ids`` restricts the candidates; ``hold_after``
-    leaves the items the batch route keeps."""
+    leaves the items the batch route keeps.
+
+    Without ``ids``, only items whose bot can post in their chat within the claim horizon
+    are taken, one per bot and chat per call, and each claim reserves that bot's next slot
+    there: a reply is generated just before it can be posted, not minutes ahead."""
     now = now or timezone.now()
     lease = timedelta(seconds=lease_seconds or settings.BATCH_LEASE_SECONDS)
     with transaction.atomic():
@@ -102,20 +116,74 @@ def claim(limit: int, batch_run: BatchRun, lease_seconds: float | None = None,
         candidates = _claimable(now, hold_after).exclude(batch_run=batch_run)
         if ids is not None:
             candidates = candidates.filter(id__in=list(ids))
-        chosen = list(candidates.select_for_update(skip_locked=True)
-                      .values_list("id", flat=True)[:limit])
+        else:
+            candidates = candidates.exclude(_paced_out(now))
+        # of=self: the join to the chat (nullable) must not be locked. A few rows more than
+        # asked for, since a bot's second item in a chat waits for its next slot.
+        rows = list(candidates.select_for_update(skip_locked=True, of=("self",))
+                    .values_list("id", "bot_id", "chat_id", "chat__telegram_chat_id")
+                    [:limit if ids is not None else limit * 4])
+        if ids is None:
+            rows = _one_per_bot_and_chat(rows, limit)
+        chosen = [row[0] for row in rows]
         # Compare-and-set: only rows still pending change hands.
         QueueItem.objects.filter(id__in=chosen, status=Status.PENDING).update(
             status=Status.CLAIMED, batch_run=batch_run, lease_expires_at=now + lease,
             updated_at=now,
         )
+        if ids is None:
+            _reserve_slots(rows, now)
     # Attempts are counted when a generation or a send really ran (finish, retry_later),
     # so a claim that expires, or is released unused, costs nothing.
     return list(claimed_items(batch_run).filter(id__in=chosen))
 
 
+def _one_per_bot_and_chat(rows: list[tuple], limit: int) -> list[tuple]:
+    seen: set[tuple[int, int]] = set()
+    chosen = []
+    for row in rows:
+        if (row[1], row[2]) not in seen:
+            seen.add((row[1], row[2]))
+            chosen.append(row)
+    return chosen[:limit]
+
+
+def _reserve_slots(rows: list[tuple], now: datetime) -> None:
+    """Move each claimed item's bot-and-chat slot on by one posting interval (two queries)."""
+    rows = [row for row in rows if row[1] is not None and row[2] is not None]
+    if not rows:
+        return
+    current = {(bot, chat): at for bot, chat, at in PostingSlot.objects.filter(
+        bot_id__in={row[1] for row in rows}, chat_id__in={row[2] for row in rows},
+    ).values_list("bot_id", "chat_id", "next_at")}
+    slots = [PostingSlot(bot_id=bot, chat_id=chat, next_at=max(
+        current.get((bot, chat), now), now) + timedelta(seconds=slot_interval(tg_chat or 0)))
+        for _, bot, chat, tg_chat in sorted(rows, key=lambda row: (row[1], row[2]))]
+    # In one order everywhere, so two claimers upserting the same slots cannot deadlock.
+    PostingSlot.objects.bulk_create(slots, update_conflicts=True,
+                                    unique_fields=["bot", "chat"], update_fields=["next_at"])
+
+
 def has_claimable(now: datetime | None = None, hold_after: datetime | None = None) -> bool:
-    return _claimable(now or timezone.now(), hold_after).exists()
+    """Is there an item a run could claim now (due, and its bot's slot in its chat near)?"""
+    now = now or timezone.now()
+    return _claimable(now, hold_after).exclude(_paced_out(now)).exists()
+
+
+def next_slot(now: datetime | None = None, hold_after: datetime | None = None,
+              batch_run: BatchRun | None = None) -> datetime | None:
+    """When the earliest pending item that waits for its posting slot becomes claimable
+    (None when nothing waits for a slot); ``batch_run``: not counting the items it tried."""
+    now = now or timezone.now()
+    waiting = _claimable(now, hold_after).filter(bot_id=OuterRef("bot_id"),
+                                                 chat_id=OuterRef("chat_id"))
+    if batch_run is not None:
+        waiting = waiting.exclude(batch_run=batch_run)
+    soonest = PostingSlot.objects.filter(Exists(waiting)).aggregate(
+        soonest=Min("next_at"))["soonest"]
+    if soonest is None:
+        return None
+    return soonest - timedelta(seconds=settings.DELIVERY_CLAIM_HORIZON_SECONDS)
 
 
 def has_for_batch(hold_after: datetime, now: datetime | None = None) -> bool:
@@ -216,6 +284,14 @@ def recover_expired(now: datetime | None = None) -> int:
     """
     now = now or timezone.now()
     expired = QueueItem.objects.filter(status=Status.CLAIMED, lease_expires_at__lt=now)
+    # A reply saved and waiting for its posting slot is a debt, not a crash's cause: it goes
+    # back as it is (no crash counted) and the next run sends the saved text.
+    waiting = Exists(Message.objects.filter(queue_item=OuterRef("pk"),
+                                            status=Message.Status.PENDING))
+    owed = expired.filter(waiting).update(
+        status=Status.PENDING, lease_expires_at=None, available_at=None,
+        last_error="lease expired while its reply waited for its slot: it will be sent",
+        updated_at=now)
     limit = settings.BATCH_MAX_CRASHES
     for crashes in expired.filter(crashes__gte=limit - 1).values_list("crashes", flat=True) \
             .distinct():
@@ -226,9 +302,10 @@ def recover_expired(now: datetime | None = None) -> int:
                            crashes=F("crashes") + 1,
                            last_error="lease expired: the worker did not finish",
                            updated_at=now)
-    if count:
-        log.warning("returned %d items with expired leases to the queue", count)
-    return count
+    if count + owed:
+        log.warning("returned %d items with expired leases to the queue (%d with a saved "
+                    "reply)", count + owed, owed)
+    return count + owed
 
 
 def _held(item: QueueItem, batch_run_id: int | None):
