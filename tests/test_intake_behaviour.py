@@ -258,3 +258,46 @@ def test_a_burst_of_messages_costs_the_producer_a_few_queries_not_two_each() -> 
     assert not ChatMessage.objects.filter(produced=False).exists()  # each looked at once
     # The members of each chat once, every message marked in one statement.
     assert len(queries.captured_queries) < 50 / 5
+
+
+def test_a_burst_queues_one_reply_per_bot_until_it_is_claimed() -> None:
+    alpha, beta = make_intake_bot(), make_intake_bot()
+    chat = group(alpha, beta)
+    for n in range(50):
+        heard(chat, f"message {n}")
+
+    assert produce() == 2  # one waiting reply per bot answers all 50
+    assert sorted(pending(chat).values_list("bot_id", flat=True)) == sorted([alpha.id, beta.id])
+
+    heard(chat, "and another")
+    assert produce() == 0  # folded into the replies still waiting
+    queue.claim(10, make_run())
+    heard(chat, "after the claim")
+    assert produce() == 2  # the claimed replies were written already: new ones wait
+
+
+def test_a_mention_raises_the_waiting_reply_instead_of_adding_one() -> None:
+    alpha, beta = make_intake_bot(), make_intake_bot()
+    chat = group(alpha, beta)
+    heard(chat, "hello")
+    produce()
+    heard(chat, "@alpha what do you think?", addressed=alpha)
+
+    assert produce() == 0
+    waiting = {i.bot_id: i.priority for i in pending(chat)}
+    assert waiting[alpha.id] == MENTION_PRIORITY and waiting[beta.id] < MENTION_PRIORITY
+
+
+def test_a_claimed_reply_is_written_from_the_history_at_claim_time() -> None:
+    from batchgen.delivery import drain
+
+    alpha = make_intake_bot()
+    chat = group(alpha)
+    heard(chat, "first question")
+    produce()
+    heard(chat, "second question")
+    produce()
+    [item] = queue.claim(1, make_run())
+
+    prompt = drain.prepare(item).prompt
+    assert "first question" in prompt and "second question" in prompt

@@ -2,6 +2,10 @@
 
 - A person writes: every member bot that replies to humans gets an item; a message that
   mentions a bot or replies to one of its messages gets that bot's reply only, at the top.
+  Replies coalesce: while a bot has an unclaimed reply waiting in a chat, more messages
+  there queue nothing more for it (that reply is written from the chat's history when it is
+  claimed, so it answers them all); a mention raises its priority instead. A burst of N
+  messages therefore costs one LLM call per reply the chat can take, not N per bot.
 - A platform bot's message ends the chat: another member bot answers it, until the chat's
   ``max_bot_turns`` bot messages in a row (the human's replies count as turns).
 - Cadence: a member bot posts every N minutes ± jitter, outside the chat's quiet hours.
@@ -60,10 +64,10 @@ def _members(chat: Chat) -> list[Membership]:
 
 
 def _queue(key: str, kind: str, bot: Bot, chat: Chat, priority: int,
-           deliver_by: datetime | None = None) -> bool:
+           deliver_by: datetime | None = None) -> QueueItem | None:
     """One item for ``key``, unless it exists; the unique key settles concurrent producers."""
     if Trigger.objects.filter(key=key).exists():
-        return False
+        return None
     try:
         with transaction.atomic():
             trigger = Trigger.objects.create(key=key, kind=kind, bot=bot, chat=chat)
@@ -71,8 +75,20 @@ def _queue(key: str, kind: str, bot: Bot, chat: Chat, priority: int,
                               recent_messages=history.recent_messages(chat))
             Trigger.objects.filter(id=trigger.id).update(queue_item=item)
     except IntegrityError:
-        return False  # another producer queued it first
-    return True
+        return None  # another producer queued it first
+    return item
+
+
+# A bot's unclaimed replies in one chat: bot id -> (item id, priority).
+OpenReplies = dict[int, tuple[int, int]]
+
+
+def _open_replies(chat_id: int) -> OpenReplies:
+    """The replies to people waiting unclaimed in the chat, by bot (one query)."""
+    rows = QueueItem.objects.filter(chat_id=chat_id, status=QueueItem.Status.PENDING,
+                                    trigger__kind__in=["reply", "mention"]) \
+        .values_list("bot_id", "id", "priority")
+    return {bot_id: (item_id, priority) for bot_id, item_id, priority in rows}
 
 
 def _replies(now: datetime) -> int:
@@ -80,26 +96,46 @@ def _replies(now: datetime) -> int:
     pending = list(ChatMessage.objects.filter(produced=False)
                    .select_related("chat", "addressed_bot").order_by("sent_at", "id")[:_BATCH])
     members: dict[int, list[Membership]] = {}  # a burst of messages shares few chats
+    open_replies: dict[int, OpenReplies] = {}
     for message in pending:
         fresh = message.sent_at >= now - _ANSWER_WINDOW
         if message.from_human and message.chat.is_active and fresh:
             if message.chat_id not in members:
                 members[message.chat_id] = _members(message.chat)
-            queued += _reply_to(message, members[message.chat_id])
+                open_replies[message.chat_id] = _open_replies(message.chat_id)
+            queued += _reply_to(message, members[message.chat_id],
+                                open_replies[message.chat_id])
     # Marked after: if queueing fails half way, the next tick looks again, and the trigger
     # keys keep the replies already queued from being queued twice.
     ChatMessage.objects.filter(id__in=[m.id for m in pending]).update(produced=True)
     return queued
 
 
-def _reply_to(message: ChatMessage, members: list[Membership]) -> int:
+def _reply_to(message: ChatMessage, members: list[Membership], open_replies: OpenReplies
+              ) -> int:
     addressed = [m for m in members if m.bot_id == message.addressed_bot_id]
     if addressed:
-        bot = addressed[0].bot
-        return int(_queue(f"mention:{message.id}:{bot.id}", "mention", bot, message.chat,
-                          MENTION_PRIORITY))
-    return sum(_queue(f"reply:{message.id}:{m.bot_id}", "reply", m.bot, message.chat,
-                      REPLY_PRIORITY) for m in members if m.replies_to_humans)
+        return _reply_once(message, addressed[0].bot, "mention", MENTION_PRIORITY,
+                           open_replies)
+    return sum(_reply_once(message, m.bot, "reply", REPLY_PRIORITY, open_replies)
+               for m in members if m.replies_to_humans)
+
+
+def _reply_once(message: ChatMessage, bot: Bot, kind: str, priority: int,
+                open_replies: OpenReplies) -> int:
+    """Queue ``bot``'s reply, or fold the message into the reply it has waiting there."""
+    waiting = open_replies.get(bot.id)
+    if waiting is not None:
+        item_id, had = waiting
+        if priority > had:  # a mention jumps ahead by raising the waiting reply
+            QueueItem.objects.filter(id=item_id, status=QueueItem.Status.PENDING,
+                                     priority__lt=priority).update(priority=priority)
+            open_replies[bot.id] = (item_id, priority)
+        return 0
+    item = _queue(f"{kind}:{message.id}:{bot.id}", kind, bot, message.chat, priority)
+    if item is not None:
+        open_replies[bot.id] = (item.id, priority)
+    return int(item is not None)
 
 
 def _answers(now: datetime) -> int:
@@ -136,7 +172,8 @@ def _answer_in(chat: Chat) -> int:
     if not others:
         return 0
     responder = others[last.message_id % len(others)].bot
-    return int(_queue(f"answer:{last.message_id}", "answer", responder, chat, ANSWER_PRIORITY))
+    return int(_queue(f"answer:{last.message_id}", "answer", responder, chat,
+                      ANSWER_PRIORITY) is not None)
 
 
 def _cadence(now: datetime) -> int:
@@ -164,7 +201,7 @@ def _post_on_cadence(membership: Membership, now: datetime) -> int:
     wait_s = min(settings.BATCH_ROUTE_CADENCE_DEADLINE_SECONDS,
                  (membership.cadence_minutes or 0) * 60.0)
     queued = _queue(key, "cadence", membership.bot, membership.chat, CADENCE_PRIORITY,
-                    deliver_by=max(now, slot) + timedelta(seconds=wait_s))
+                    deliver_by=max(now, slot) + timedelta(seconds=wait_s)) is not None
     jitter = membership.jitter_minutes * random.Random(key).uniform(-1.0, 1.0)
     minutes = max(1.0, (membership.cadence_minutes or 0) + jitter)
     Membership.objects.filter(id=membership.id, next_post_at=slot).update(
