@@ -350,3 +350,42 @@ def test_a_redis_outage_under_a_tick_loop_and_a_worker_then_every_item_is_sent_o
     assert all("outcome unknown" in item.last_error
                for item in QueueItem.objects.filter(status="dead")), statuses
     print(f"after a 5 s Redis outage: {statuses}, {len(workers)} worker start(s)")
+
+
+@pytest.mark.postgres
+def test_a_work_horse_killed_while_replies_wait_for_a_groups_slots_loses_none(
+        pipeline_env, settings) -> None:
+    # Six bots in one supergroup, five items each: Telegram lets each bot post once every
+    # 3 s there, so most replies wait for their slot. The work-horse dies mid-drain.
+    _, fake_telegram = pipeline_env
+    group = make_chat(telegram_chat_id=-1009990001)
+    bots = [make_bot() for _ in range(6)]
+    items = [make_item(bot, group) for bot in bots for _ in range(5)]
+    set_batch_mode(30)
+    env = process_env(settings)
+    worker = start(env, "rqworker", "default")
+    tick = start(env, "tick", "--loop", "--interval", "0.5")
+    try:
+        wait_for(lambda: len(fake_telegram.messages()) >= 8, 90, "the first sends")
+        kill_hard(worker)  # the worker and its work-horse (a session of its own)
+        # The lease runs out; recovery hands the items to the next worker.
+        QueueItem.objects.filter(status="claimed").update(lease_expires_at="2000-01-01T00:00Z")
+        worker = start(env, "rqworker", "default")
+        wait_for(lambda: not QueueItem.objects.filter(status__in=["pending", "claimed"])
+                 .exists(), 180, "every item settled")
+    finally:
+        stop(tick)
+        stop(worker)
+
+    outcomes = Counter(
+        (item.status, Message.objects.filter(queue_item=item).values_list("status", flat=True)
+         .first()) for item in QueueItem.objects.all())
+    assert set(outcomes) <= {("done", "sent"), ("dead", "send_unknown")}, outcomes
+    assert outcomes[("dead", "send_unknown")] <= 1  # only a request in flight at the kill
+    assert outcomes[("done", "sent")] + outcomes[("dead", "send_unknown")] == len(items)
+    delivered = Counter(m["token"] for m in fake_telegram.messages())
+    # Exactly once: each bot's messages at Telegram are its items sent (or one unknown).
+    sent = Counter(Message.objects.filter(status="sent").values_list("bot__telegram_token",
+                                                                     flat=True))
+    assert sum(delivered.values()) - sum(sent.values()) <= outcomes[("dead", "send_unknown")]
+    assert all(delivered[token] >= count for token, count in sent.items())
