@@ -7,7 +7,6 @@ Every function here runs a fixed number of queries, whatever the number of rows.
 
 from __future__ import annotations
 
-import statistics
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from decimal import Decimal
@@ -29,7 +28,7 @@ from batchgen.work import queue
 
 PAGE_SIZE = 25
 BREAKERS = ("openai_api", "gemini_api", "groq_api")
-RECENT_BATCHES = 40  # charts and the median throughput look at this many batches
+RECENT_BATCHES = 40  # the per-batch charts look at this many batches
 COST_DAYS = 14
 
 
@@ -104,7 +103,6 @@ class Overview:
     messages_sent: int
     generations: int
     success_rate: float | None
-    throughput_by_mode: dict[str, float]
     tokens: int
     cost: Decimal | None
     unpriced_batches: int
@@ -156,7 +154,6 @@ def overview(window: Window | None = None, now: datetime | None = None) -> Overv
         messages_sent=sent,
         generations=gens["total"],
         success_rate=gens["ok"] / gens["total"] if gens["total"] else None,
-        throughput_by_mode=median_throughput_by_mode(window),
         tokens=(runs["prompt"] or 0) + (runs["completion"] or 0),
         cost=runs["cost"],  # None when no batch in the window has a known cost
         unpriced_batches=runs["unpriced"],
@@ -168,19 +165,6 @@ def overview(window: Window | None = None, now: datetime | None = None) -> Overv
         keys=key_states(),
         budgets=learned.budget_table(),  # [] while Redis is away
     )
-
-
-def median_throughput_by_mode(window: Window) -> dict[str, float]:
-    """Median msg/s of each mode's latest batches (one query): a batch of 50 and a
-    single send are different things, and one median over both described neither."""
-    modes = BatchRun.Mode.values
-    rows = (window.runs().filter(throughput__isnull=False)
-            .values_list("mode", "throughput")[:RECENT_BATCHES * len(modes)])
-    by_mode: dict[str, list[float]] = {}
-    for mode, value in rows:
-        if len(by_mode.setdefault(mode, [])) < RECENT_BATCHES:
-            by_mode[mode].append(value)
-    return {mode: statistics.median(by_mode[mode]) for mode in modes if by_mode.get(mode)}
 
 
 def provider_configured(provider: str) -> bool:
