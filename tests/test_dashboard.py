@@ -121,12 +121,16 @@ def test_cards_follow_the_filters_and_say_which_window_they_cover() -> None:
 
 
 def test_charts_follow_the_filters() -> None:
-    make_batch(provider="groq", throughput=111.0)
-    make_batch(provider="openai", throughput=222.0)
+    groq = make_batch(provider="groq")
+    for _ in range(3):
+        make_message(make_generation(groq))
+    openai = make_batch(provider="openai")
+    for _ in range(7):
+        make_message(make_generation(openai))
 
     drawn = queries.build_charts(queries.Window(provider="groq"))
 
-    assert "111 msg/s" in drawn["throughput"] and "222" not in drawn["throughput"]
+    assert "sent: 3 sent" in drawn["sent"] and "7 sent" not in drawn["sent"]
     assert drawn["window"].endswith("· groq")
 
 
@@ -247,11 +251,11 @@ def test_detail_redacts_any_stored_secret(settings) -> None:
 
 
 def test_charts_are_empty_without_batches_and_drawn_with_them() -> None:
-    names = ("throughput", "latency", "outcomes", "cost")
+    names = ("sent", "latency", "outcomes", "cost")
     empty = queries.build_charts()
     assert all("No data yet" in empty[name] for name in names)
 
-    make_batch(cost_usd=Decimal("0.25"))
+    make_message(make_generation(make_batch(cost_usd=Decimal("0.25"))))
     make_batch(cost_usd=None, failures=1)
 
     drawn = queries.build_charts()

@@ -22,6 +22,7 @@ from django.utils import timezone
 from django.utils.safestring import SafeString
 
 from batchgen.dashboard import charts
+from batchgen.dashboard.sent_chart import sent_per_minute_chart
 from batchgen.llm.limits import learned
 from batchgen.models import BatchRun, Generation, Message, Setting
 from batchgen.work import queue
@@ -229,26 +230,25 @@ def _settings_admin_url() -> str | None:
 
 # --- Charts ------------------------------------------------------------------
 
-CHART_FIELDS = ("id", "created_at", "size", "throughput", "latency_mean_s", "latency_p95_s",
-                "successes", "failures")
+CHART_FIELDS = ("id", "created_at", "size", "latency_mean_s", "latency_p95_s", "successes",
+                "failures")
 BATCH_AXIS = "batch (oldest → newest)"
 
 
 def build_charts(window: Window | None = None, now: datetime | None = None) -> dict[str, Any]:
-    """The four dashboard charts, from the window's latest batches (two queries).
+    """The four dashboard charts (four queries at most): messages sent per minute over
+    time, then the window's latest batches.
 
-    Runs range from one item to thousands, so no chart plots a raw count per batch:
-    throughput is on a log axis, latency is per item, outcomes are shares of the batch.
+    Runs refill and range from one item to thousands, so no chart plots a raw figure per
+    batch: throughput is a time series, latency is per item, outcomes are shares of the batch.
     """
     window = window or Window()
     rows = list(window.runs().values(*CHART_FIELDS)[:RECENT_BATCHES])[::-1]
     labels = [f"#{r['id']} {timezone.localtime(r['created_at']):%H:%M}" for r in rows]
     return {
         "window": window.label(f"latest {RECENT_BATCHES} batches", now),
-        "throughput": charts.line_chart(
-            "Throughput per batch", labels,
-            [charts.Series("throughput", [r["throughput"] for r in rows])],
-            x_label=BATCH_AXIS, y_label="messages / s (log)", unit=" msg/s", log=True),
+        "sent": sent_per_minute_chart(window.run_filters("batch_run__"),
+                                      window.span(now) if window.has_dates else None, now),
         "latency": charts.line_chart(
             "Latency per item (mean and p95)", labels,
             [charts.Series("mean", [r["latency_mean_s"] for r in rows], "s1"),
