@@ -29,6 +29,13 @@ BATCH_BUCKETS = (0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0)
 REQUEST_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0)
 LIMITER_WAIT_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0)
 
+# Why work was held back (DESIGN.md §7, "Say what binds"): Telegram pacing, the LLM rate
+# budget, a cap, the run's in-flight slots, or nothing to do.
+HOLD_REASONS = ("pacing", "rate_budget", "cap", "slots", "idle")
+HELD_BUCKET_SECONDS = 60  # one bucket a minute; the dashboard sums the last 10
+HELD_TTL_SECONDS = 15 * 60
+HELD_CHATS_KEPT = 100  # most-paced chats kept per minute: the rest is trimmed, so it stays small
+
 
 class _Spec:
     """One metric's name, kind, help text, label names and (histograms) buckets."""
@@ -81,6 +88,9 @@ SPECS = {
         _Spec("llm_key_disabled_total", "counter",
               "API keys taken out of rotation after a 401, per key fingerprint.",
               ("provider", "key")),
+        _Spec("batchgen_held_seconds_total", "counter",
+              "Seconds of work held back, by what held it: pacing (Telegram), rate_budget "
+              "(LLM), cap, slots (in flight) or idle (nothing to do).", ("reason",)),
     )
 }
 
@@ -118,8 +128,14 @@ def _apply(client: redis.Redis, commands: list[tuple[str, str, str, float]]) -> 
     for op, key, field, amount in commands:
         if op == "int":
             pipe.hincrby(key, field, int(amount))
-        else:
+        elif op == "float":
             pipe.hincrbyfloat(key, field, float(amount))
+        elif op == "zincr":
+            pipe.zincrby(key, float(amount), field)
+        elif op == "ztrim":  # keep the ``amount`` highest scores
+            pipe.zremrangebyrank(key, 0, -int(amount) - 1)
+        elif op == "expire":
+            pipe.expire(key, int(amount))
     pipe.execute()
 
 
@@ -237,6 +253,60 @@ def observe_failover(primary: str, provider: str, outcome: str) -> None:
 def observe_key_disabled(provider: str, key: str) -> None:
     """Record an API key (by fingerprint) taken out of rotation after a 401."""
     _write(_counter_ops("llm_key_disabled_total", (str(provider), str(key)), 1))
+
+
+def held_key(minute: int) -> str:
+    """The hash of one minute's held seconds, one field per reason."""
+    return shared.key("held", minute)
+
+
+def held_chats_key(minute: int) -> str:
+    """The sorted set of one minute's pacing seconds, one member per Telegram chat id."""
+    return shared.key("held", "chats", minute)
+
+
+def held_minutes(seconds: float, now: float) -> list[tuple[int, float]]:
+    """(minute, seconds) of the interval [now - seconds, now], cut at minute boundaries.
+
+    A 90 s wait counts in the minutes it lasted, so no minute holds more than 60 s of one
+    wait; what lies beyond the buckets' lifetime is left out (it would expire unread).
+    """
+    start, parts = max(now - seconds, now - HELD_TTL_SECONDS), []
+    minute = int(now // HELD_BUCKET_SECONDS)
+    while start < now:
+        begin = max(minute * HELD_BUCKET_SECONDS, start)
+        if now > begin:
+            parts.append((minute, now - begin))
+        now, minute = begin, minute - 1
+    return parts
+
+
+def _held_ops(reason: str, seconds: float, chat: str, now: float) -> list:
+    ops = _counter_ops("batchgen_held_seconds_total", (reason,), seconds)
+    for minute, part in held_minutes(seconds, now):
+        ops += [("float", held_key(minute), reason, part),
+                ("expire", held_key(minute), "", HELD_TTL_SECONDS)]
+        if reason == "pacing" and chat:
+            chats = held_chats_key(minute)
+            ops += [("zincr", chats, chat, part), ("ztrim", chats, "", HELD_CHATS_KEPT),
+                    ("expire", chats, "", HELD_TTL_SECONDS)]
+    return ops
+
+
+@_never_raises
+def observe_held(reason: str, seconds: float, chat: str = "", *,
+                 now: float | None = None) -> None:
+    """Record ``seconds`` of work held back for ``reason`` (one of ``HOLD_REASONS``),
+    ending at ``now`` (default: the wall clock); for ``pacing``, ``chat`` is the Telegram
+    chat id that waited. Kept in per-minute buckets for ``HELD_TTL_SECONDS`` (the dashboard's
+    "what limits throughput now" sums the last 10) and in ``batchgen_held_seconds_total``.
+    One Redis round trip."""
+    if reason not in HOLD_REASONS:
+        raise ValueError(f"unknown hold reason {reason!r}: one of {', '.join(HOLD_REASONS)}")
+    seconds = float(seconds)
+    if not seconds > 0 or seconds == float("inf"):  # also refuses NaN
+        return
+    _write(_held_ops(reason, seconds, str(chat or ""), time.time() if now is None else now))
 
 
 class _DocumentCounter:

@@ -14,7 +14,7 @@ from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.http import require_GET
 
-from batchgen.dashboard import health, queries, run_detail
+from batchgen.dashboard import binds, health, queries, run_detail
 from batchgen.dashboard.cost_report import cost_report
 
 REFRESH_SECONDS = 10
@@ -39,6 +39,7 @@ def _live_context(request: HttpRequest) -> dict[str, Any]:
     return {"overview": queries.overview(found.window),
             "charts": queries.build_charts(found.window),
             "costs": cost_report(found.window),
+            "binds": binds.what_binds(),
             "history": found, "refresh_seconds": REFRESH_SECONDS,
             **health.dashboard_context(),
             "time_zone": timezone.get_current_timezone_name()}

@@ -23,7 +23,7 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic"
                  "--disable-component-update", "--disable-sync"]
 RESULTS_DIR = Path(__file__).resolve().parent.parent / "test-results"
 TIMEOUT_MS = 10_000
-CHART_NAMES = ("throughput", "latency", "outcomes", "cost")
+CHART_NAMES = ("sent", "latency", "outcomes", "cost")
 
 
 def _no_chromium(reason: str) -> None:

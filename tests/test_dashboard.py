@@ -89,16 +89,15 @@ def test_overview_cost_is_none_not_zero_when_no_price_is_known() -> None:
     assert result.tokens == 140
 
 
-def test_overview_sums_known_costs_and_medians_throughput_per_mode() -> None:
-    for throughput in (1.0, 3.0, 10.0):
-        make_batch(throughput=throughput, cost_usd=Decimal("0.5"))
-    for throughput in (0.4, 0.6):
-        make_batch(mode="single", size=1, throughput=throughput, cost_usd=Decimal("0.5"))
+def test_overview_sums_known_costs_of_both_modes() -> None:
+    for _ in range(3):
+        make_batch(cost_usd=Decimal("0.5"))
+    for _ in range(2):
+        make_batch(mode="single", size=1, cost_usd=Decimal("0.5"))
 
     result = queries.overview()
 
     assert result.cost == Decimal("2.5")
-    assert result.throughput_by_mode == {"single": 0.5, "batch": 3.0}
 
 
 def test_cards_follow_the_filters_and_say_which_window_they_cover() -> None:
@@ -117,17 +116,21 @@ def test_cards_follow_the_filters_and_say_which_window_they_cover() -> None:
 
     assert (today.messages_sent, today.cost) == (1, Decimal("0.002"))
     assert today.window.startswith("today, ") and today.window.endswith("(UTC) · groq")
-    assert (span.cost, span.throughput_by_mode) == (Decimal("7.002"), {"batch": 6.5})
+    assert span.cost == Decimal("7.002")
     assert span.window.endswith(" to now (UTC) · groq")
 
 
 def test_charts_follow_the_filters() -> None:
-    make_batch(provider="groq", throughput=111.0)
-    make_batch(provider="openai", throughput=222.0)
+    groq = make_batch(provider="groq")
+    for _ in range(3):
+        make_message(make_generation(groq))
+    openai = make_batch(provider="openai")
+    for _ in range(7):
+        make_message(make_generation(openai))
 
     drawn = queries.build_charts(queries.Window(provider="groq"))
 
-    assert "111 msg/s" in drawn["throughput"] and "222" not in drawn["throughput"]
+    assert "sent: 3 sent" in drawn["sent"] and "7 sent" not in drawn["sent"]
     assert drawn["window"].endswith("· groq")
 
 
@@ -248,11 +251,11 @@ def test_detail_redacts_any_stored_secret(settings) -> None:
 
 
 def test_charts_are_empty_without_batches_and_drawn_with_them() -> None:
-    names = ("throughput", "latency", "outcomes", "cost")
+    names = ("sent", "latency", "outcomes", "cost")
     empty = queries.build_charts()
     assert all("No data yet" in empty[name] for name in names)
 
-    make_batch(cost_usd=Decimal("0.25"))
+    make_message(make_generation(make_batch(cost_usd=Decimal("0.25"))))
     make_batch(cost_usd=None, failures=1)
 
     drawn = queries.build_charts()

@@ -7,7 +7,6 @@ Every function here runs a fixed number of queries, whatever the number of rows.
 
 from __future__ import annotations
 
-import statistics
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from decimal import Decimal
@@ -23,13 +22,14 @@ from django.utils import timezone
 from django.utils.safestring import SafeString
 
 from batchgen.dashboard import charts
+from batchgen.dashboard.sent_chart import sent_per_minute_chart
 from batchgen.llm.limits import learned
 from batchgen.models import BatchRun, Generation, Message, Setting
 from batchgen.work import queue
 
 PAGE_SIZE = 25
 BREAKERS = ("openai_api", "gemini_api", "groq_api")
-RECENT_BATCHES = 40  # charts and the median throughput look at this many batches
+RECENT_BATCHES = 40  # the per-batch charts look at this many batches
 COST_DAYS = 14
 
 
@@ -104,7 +104,6 @@ class Overview:
     messages_sent: int
     generations: int
     success_rate: float | None
-    throughput_by_mode: dict[str, float]
     tokens: int
     cost: Decimal | None
     unpriced_batches: int
@@ -156,7 +155,6 @@ def overview(window: Window | None = None, now: datetime | None = None) -> Overv
         messages_sent=sent,
         generations=gens["total"],
         success_rate=gens["ok"] / gens["total"] if gens["total"] else None,
-        throughput_by_mode=median_throughput_by_mode(window),
         tokens=(runs["prompt"] or 0) + (runs["completion"] or 0),
         cost=runs["cost"],  # None when no batch in the window has a known cost
         unpriced_batches=runs["unpriced"],
@@ -168,19 +166,6 @@ def overview(window: Window | None = None, now: datetime | None = None) -> Overv
         keys=key_states(),
         budgets=learned.budget_table(),  # [] while Redis is away
     )
-
-
-def median_throughput_by_mode(window: Window) -> dict[str, float]:
-    """Median msg/s of each mode's latest batches (one query): a batch of 50 and a
-    single send are different things, and one median over both described neither."""
-    modes = BatchRun.Mode.values
-    rows = (window.runs().filter(throughput__isnull=False)
-            .values_list("mode", "throughput")[:RECENT_BATCHES * len(modes)])
-    by_mode: dict[str, list[float]] = {}
-    for mode, value in rows:
-        if len(by_mode.setdefault(mode, [])) < RECENT_BATCHES:
-            by_mode[mode].append(value)
-    return {mode: statistics.median(by_mode[mode]) for mode in modes if by_mode.get(mode)}
 
 
 def provider_configured(provider: str) -> bool:
@@ -245,26 +230,25 @@ def _settings_admin_url() -> str | None:
 
 # --- Charts ------------------------------------------------------------------
 
-CHART_FIELDS = ("id", "created_at", "size", "throughput", "latency_mean_s", "latency_p95_s",
-                "successes", "failures")
+CHART_FIELDS = ("id", "created_at", "size", "latency_mean_s", "latency_p95_s", "successes",
+                "failures")
 BATCH_AXIS = "batch (oldest → newest)"
 
 
 def build_charts(window: Window | None = None, now: datetime | None = None) -> dict[str, Any]:
-    """The four dashboard charts, from the window's latest batches (two queries).
+    """The four dashboard charts (four queries at most): messages sent per minute over
+    time, then the window's latest batches.
 
-    Runs range from one item to thousands, so no chart plots a raw count per batch:
-    throughput is on a log axis, latency is per item, outcomes are shares of the batch.
+    Runs refill and range from one item to thousands, so no chart plots a raw figure per
+    batch: throughput is a time series, latency is per item, outcomes are shares of the batch.
     """
     window = window or Window()
     rows = list(window.runs().values(*CHART_FIELDS)[:RECENT_BATCHES])[::-1]
     labels = [f"#{r['id']} {timezone.localtime(r['created_at']):%H:%M}" for r in rows]
     return {
         "window": window.label(f"latest {RECENT_BATCHES} batches", now),
-        "throughput": charts.line_chart(
-            "Throughput per batch", labels,
-            [charts.Series("throughput", [r["throughput"] for r in rows])],
-            x_label=BATCH_AXIS, y_label="messages / s (log)", unit=" msg/s", log=True),
+        "sent": sent_per_minute_chart(window.run_filters("batch_run__"),
+                                      window.span(now) if window.has_dates else None, now),
         "latency": charts.line_chart(
             "Latency per item (mean and p95)", labels,
             [charts.Series("mean", [r["latency_mean_s"] for r in rows], "s1"),

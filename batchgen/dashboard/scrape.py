@@ -24,6 +24,7 @@ from prometheus_client.core import (
 )
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
+from batchgen.dashboard.binds import held_families
 from batchgen.llm.config import breaker_names
 from batchgen.metrics import CIRCUIT_STATE_VALUES, SPECS, _Spec
 from batchgen.state import shared
@@ -49,6 +50,7 @@ class RedisMetricsCollector:
                 yield _histogram_family(spec, samples)
         yield from _queue_gauge()
         yield _circuit_gauge()
+        yield from held_families()
 
     def _read_redis(self) -> dict[str, dict[str, str]] | None:
         # None while Redis is unreachable: the scrape still serves the DB gauges.
