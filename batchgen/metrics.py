@@ -226,8 +226,12 @@ def observe_send(outcome: str) -> None:
 
 @_never_raises
 def observe_limiter_wait(provider: str, seconds: float) -> None:
-    """Record one wait on the rate limiter (called only when it was > 0)."""
-    _write(_histogram_ops("llm_ratelimit_wait_seconds", (str(provider),), seconds))
+    """Record one wait on the rate limiter (called only when it was > 0); it is also time
+    the rate budget held work back ("what binds"). One round trip."""
+    ops = _histogram_ops("llm_ratelimit_wait_seconds", (str(provider),), seconds)
+    if 0 < seconds < float("inf"):
+        ops += _held_ops("rate_budget", float(seconds), "", time.time())
+    _write(ops)
 
 
 @_never_raises

@@ -80,6 +80,37 @@ class Heartbeat:
         return True
 
 
+class HeldTime:
+    """Why a run's slots are not all busy, timed for "what limits throughput now"
+    (``metrics.observe_held``): ``slots`` while claimed work waits for a free slot,
+    ``pacing`` while pending work waits for its chat's posting slot, ``idle`` while the
+    queue is empty. Flushed about once a second, in one round trip."""
+
+    FLUSH_S = 1.0
+
+    def __init__(self, clock: Callable[[], float]) -> None:
+        self._clock = clock
+        self._since = clock()
+        self._reason = ""
+        self._held: Counter[str] = Counter()
+        self._flush_at = self._since + self.FLUSH_S
+
+    def now_held_by(self, reason: str) -> None:
+        now = self._clock()
+        if self._reason:
+            self._held[self._reason] += now - self._since
+        self._since, self._reason = now, reason
+        if now >= self._flush_at:
+            self.flush()
+
+    def flush(self) -> None:
+        with metrics.batched():
+            for reason, seconds in self._held.items():
+                metrics.observe_held(reason, seconds)
+        self._held.clear()
+        self._flush_at = self._clock() + self.FLUSH_S
+
+
 def reconnecting(operation: Callable[[], object]) -> object:
     """Run a database step; if the connection died (killed backend, failover), drop it and
     run the step once more on a fresh one."""
@@ -110,6 +141,8 @@ class Drain:
         self._ready: deque[QueueItem] = deque()
         self._dry_until = 0.0  # the queue was found dry: no claim before then
         self._slot_wake = 0.0  # when the next posting slot comes near (nothing in flight)
+        self.held = HeldTime(clock)
+        self._short = ""  # why the last claim came back short: "pacing" or "idle"
         self._in_flight: dict[Future[GenerationResult], Work] = {}
         self._submit = _submitter(run)
         # Items whose deadline leaves room wait for the provider batch route, when it is on.
@@ -153,8 +186,17 @@ class Drain:
                 reconnecting(self.delivery.settle)  # sends due, and those that finished
                 settle_by = self._clock() + GROUP_WITHIN_S
             reconnecting(self.heartbeat.beat)
+            self.held.now_held_by(self._holding())
+        self.held.now_held_by("")
+        self.held.flush()
         while reconnecting(lambda: self.delivery.settle(timeout=self.heartbeat.interval)):
             reconnecting(self.heartbeat.beat)
+
+    def _holding(self) -> str:
+        """What keeps this run from more work in flight right now ("" when nothing does)."""
+        if len(self._in_flight) >= self.target:
+            return "slots" if self._ready else ""
+        return self._short
 
     def _slot_near(self) -> bool:
         """Nothing in flight: is there work waiting for a posting slot that comes soon enough
@@ -196,8 +238,12 @@ class Drain:
         if self._clock() < self._dry_until:
             return False  # found dry a moment ago: do not ask again on every finished reply
         self._take(reconnecting(lambda: queue.claim(room, self.run, hold_after=self.hold_after)))
+        self._short = ""
         if not self._ready:  # dry for now; a finish after DRY_RECHECK_S tries again
             self._dry_until = self._clock() + DRY_RECHECK_S
+            waiting = reconnecting(lambda: queue.next_slot(hold_after=self.hold_after,
+                                                           batch_run=self.run))
+            self._short = "idle" if waiting is None else "pacing"
         return bool(self._ready)
 
     def _take(self, items: list[QueueItem]) -> None:

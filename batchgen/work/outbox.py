@@ -106,6 +106,8 @@ class Delivery:
                     _give_up(message, item, reason)
                     continue
                 delay = sender().book(item.bot.telegram_token, item.chat.telegram_chat_id)
+                if delay:  # a reply written ahead of its slot: pacing held it
+                    metrics.observe_held("pacing", delay, chat=str(item.chat.telegram_chat_id))
                 heapq.heappush(self._waiting, (self._clock() + (delay or 0.0),
                                                next(self._seq), message, item, delay is not None))
             self.pump()
