@@ -243,7 +243,8 @@ class Drain:
             self._dry_until = self._clock() + DRY_RECHECK_S
             waiting = reconnecting(lambda: queue.next_slot(hold_after=self.hold_after,
                                                            batch_run=self.run))
-            self._short = "idle" if waiting is None else "pacing"
+            self._short = "pacing" if waiting is not None else (
+                "cap" if reconnecting(queue.has_capped) else "idle")
         return bool(self._ready)
 
     def _take(self, items: list[QueueItem]) -> None:

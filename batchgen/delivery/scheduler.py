@@ -19,7 +19,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from batchgen.conversations import behaviour, updates
-from batchgen.delivery import batch_route, routes, runs, workers
+from batchgen.delivery import batch_route, caps, routes, runs, workers
 from batchgen.llm import config as llm_config
 from batchgen.models import MAX_BATCH_SIZE, BatchRun, Bot, Chat
 from batchgen.state import heartbeats
@@ -67,6 +67,7 @@ def tick(sync: bool = False) -> TickSummary:
     processed = updates.process_pending().total()  # what people said, before producing
     produced = behaviour.produce()  # before claiming, so a reply to a person goes first
     counts = {"produced": produced, "processed": processed}
+    caps.apply()  # before the batch route and the claims: what a cap binds waits or is skipped
     _batch_route_step()
     if not queue.has_claimable(hold_after=routes.hold_after()):
         return TickSummary(recovered, **counts)

@@ -42,6 +42,12 @@ class Bot(models.Model):
     # getUpdates' offset, kept here so a restarted poller neither loses nor repeats updates.
     update_offset = models.BigIntegerField(default=0, editable=False)
     webhook_secret = models.CharField(max_length=64, blank=True, default="", editable=False)
+    daily_spend_cap_usd = models.DecimalField(
+        max_digits=10, decimal_places=4, null=True, blank=True,
+        help_text="LLM spend a day (UTC) across its chats; empty: the platform default "
+                  "(Settings: bot_daily_spend_cap_usd); 0: no cap.")
+    cap_reason = models.CharField(max_length=200, blank=True, default="", editable=False,
+                                  help_text="Set while a cap binds (batchgen.delivery.caps).")
 
     class Meta:
         ordering = ["name"]
@@ -81,6 +87,16 @@ class Chat(models.Model):
     quiet_end = models.TimeField(null=True, blank=True, help_text="…until here (local time).")
     max_bot_turns = models.PositiveIntegerField(
         default=3, help_text="Bot messages in a row without a human before the bots stop.")
+    max_messages_per_hour = models.PositiveIntegerField(
+        null=True, blank=True,
+        help_text="Bot messages an hour here, all bots together; empty: the platform default "
+                  "(Settings: chat_messages_per_hour); 0: no cap.")
+    daily_spend_cap_usd = models.DecimalField(
+        max_digits=10, decimal_places=4, null=True, blank=True,
+        help_text="LLM spend a day (UTC) for this chat; empty: the platform default "
+                  "(Settings: chat_daily_spend_cap_usd); 0: no cap.")
+    cap_reason = models.CharField(max_length=200, blank=True, default="", editable=False,
+                                  help_text="Set while a cap binds (batchgen.delivery.caps).")
 
     class Meta:
         ordering = ["title", "telegram_chat_id"]
@@ -172,11 +188,26 @@ def _validate_providers(value: Any) -> list[str]:
     return sorted(set(value))
 
 
+def _validate_count(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValidationError("must be a whole number, 0 or more (0: no cap)")
+    return value
+
+
+def _validate_usd(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value < 1e9:
+        raise ValidationError("must be a number of US dollars, 0 or more (0: no cap)")
+    return float(value)
+
+
 @dataclass(frozen=True)
 class BatchSettings:
     batch_mode_enabled: bool = False
     batch_size: int = 1
     batch_route_providers: list[str] = field(default_factory=list)
+    chat_messages_per_hour: int = 0
+    chat_daily_spend_cap_usd: float = 0.0
+    bot_daily_spend_cap_usd: float = 0.0
 
     @property
     def claim_size(self) -> int:
@@ -187,8 +218,12 @@ class Setting(models.Model):
     """One admin-editable value; ``Setting.load()`` is read afresh on every tick."""
 
     RULES = {"batch_mode_enabled": _validate_bool, "batch_size": _validate_batch_size,
-             "batch_route_providers": _validate_providers}
-    DEFAULTS = {"batch_mode_enabled": False, "batch_size": 1, "batch_route_providers": []}
+             "batch_route_providers": _validate_providers,
+             "chat_messages_per_hour": _validate_count,
+             "chat_daily_spend_cap_usd": _validate_usd, "bot_daily_spend_cap_usd": _validate_usd}
+    DEFAULTS = {"batch_mode_enabled": False, "batch_size": 1, "batch_route_providers": [],
+                "chat_messages_per_hour": 0, "chat_daily_spend_cap_usd": 0.0,
+                "bot_daily_spend_cap_usd": 0.0}
     HELP = {
         "batch_mode_enabled": "true: each run keeps batch_size prompts in flight at once, "
                               "claiming the next item as each reply finishes. false: one item "
@@ -200,6 +235,10 @@ class Setting(models.Model):
         "batch_route_providers": "Providers whose Batch API (half price, results later) takes "
                                  "work that can wait, e.g. [\"openai\"]; [] sends everything "
                                  "synchronously.",
+        "chat_messages_per_hour": "Default cap on bot messages an hour in one chat, all bots "
+                                  "together (a chat may set its own); 0: no cap.",
+        "chat_daily_spend_cap_usd": "Default LLM spend cap a day (UTC) per chat; 0: no cap.",
+        "bot_daily_spend_cap_usd": "Default LLM spend cap a day (UTC) per bot; 0: no cap.",
     }
 
     key = models.CharField(max_length=64, unique=True,

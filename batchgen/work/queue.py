@@ -117,7 +117,7 @@ def claim(limit: int, batch_run: BatchRun, lease_seconds: float | None = None,
         if ids is not None:
             candidates = candidates.filter(id__in=list(ids))
         else:
-            candidates = candidates.exclude(_paced_out(now))
+            candidates = candidates.exclude(_paced_out(now)).exclude(_capped())
         # of=self: the join to the chat (nullable) must not be locked. A few rows more than
         # asked for, since a bot's second item in a chat waits for its next slot.
         rows = list(candidates.select_for_update(skip_locked=True, of=("self",))
@@ -165,9 +165,37 @@ def _reserve_slots(rows: list[tuple], now: datetime) -> None:
 
 
 def has_claimable(now: datetime | None = None, hold_after: datetime | None = None) -> bool:
-    """Is there an item a run could claim now (due, and its bot's slot in its chat near)?"""
+    """Is there an item a run could claim now (due, not capped, and its bot's slot in its
+    chat near)?"""
     now = now or timezone.now()
-    return _claimable(now, hold_after).exclude(_paced_out(now)).exists()
+    return _claimable(now, hold_after).exclude(_paced_out(now)).exclude(_capped()).exists()
+
+
+def _capped() -> Q:
+    """Items of a chat or bot a cap binds (batchgen.delivery.caps marks them)."""
+    return Q(chat__cap_reason__gt="") | Q(bot__cap_reason__gt="")
+
+
+def has_capped(now: datetime | None = None) -> bool:
+    """Is pending work held back by a cap?"""
+    return _claimable(now or timezone.now()).filter(_capped()).exists()
+
+
+def hold_for_cap(which: Q, reason: str, skip_cadence: bool,
+                 now: datetime | None = None) -> int:
+    """A cap binds the pending items ``which`` selects: cadence posts end dead with the
+    reason when ``skip_cadence``; the others (replies) stay pending and say why. Returns
+    how many were skipped."""
+    now = now or timezone.now()
+    pending = QueueItem.objects.filter(which, status=Status.PENDING)
+    skipped = 0
+    if skip_cadence:
+        skipped = pending.filter(trigger__kind="cadence").update(
+            status=Status.DEAD, finished_at=now, last_error=f"skipped: {reason}"[:2000],
+            updated_at=now)
+    pending.exclude(last_error=f"held: {reason}").update(last_error=f"held: {reason}"[:2000],
+                                                        updated_at=now)
+    return skipped
 
 
 def next_slot(now: datetime | None = None, hold_after: datetime | None = None,
