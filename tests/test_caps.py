@@ -103,3 +103,13 @@ def test_no_cap_set_costs_no_spend_query(django_assert_max_num_queries) -> None:
     make_item()
     with django_assert_max_num_queries(6):
         assert caps.apply() == caps.CapSummary()
+
+
+def test_the_dashboard_names_the_cap_that_binds_per_chat() -> None:
+    from batchgen.dashboard.binds import what_binds
+
+    bot, chat = make_bot(), make_chat(title="Traders", max_messages_per_hour=1)
+    sent(bot, chat, 1)
+    caps.apply()
+
+    assert ("Traders", "chat cap: 1 bot messages an hour reached") in what_binds().capped

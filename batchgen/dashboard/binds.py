@@ -16,7 +16,7 @@ import redis
 from prometheus_client.core import GaugeMetricFamily, Metric
 
 from batchgen.metrics import HELD_BUCKET_SECONDS, HOLD_REASONS, held_chats_key, held_key
-from batchgen.models import Chat
+from batchgen.models import Bot, Chat
 from batchgen.state import shared
 
 WINDOW_MINUTES = 10
@@ -59,6 +59,7 @@ class Binds:
     holds: list[Hold] = field(default_factory=list)
     chats: list[PacedChat] = field(default_factory=list)
     minutes: int = WINDOW_MINUTES
+    capped: list[tuple[str, str]] = field(default_factory=list)  # (chat or bot, which cap)
 
     @property
     def total_seconds(self) -> float:
@@ -99,15 +100,26 @@ def read_held(now: float | None = None, minutes: int = WINDOW_MINUTES
 
 
 def what_binds(now: float | None = None) -> Binds:
-    """The "what limits throughput now" card (one Redis round trip, one query)."""
+    """The "what limits throughput now" card (one Redis round trip, three queries)."""
     held = read_held(now)
+    capped = _capped()
     if held is None:
-        return Binds(available=False)
+        return Binds(available=False, capped=capped)
     reasons, chats = held
     total = sum(reasons.values())
     holds = [Hold(reason, LABELS[reason], seconds, seconds / total if total else 0.0)
              for reason, seconds in reasons.items()]
-    return Binds(available=True, holds=holds, chats=_titled(_top(chats, TOP_CHATS)))
+    return Binds(available=True, holds=holds, chats=_titled(_top(chats, TOP_CHATS)),
+                 capped=capped)
+
+
+def _capped() -> list[tuple[str, str]]:
+    """The chats and bots a cap binds now, and which cap (batchgen.delivery.caps)."""
+    chats = Chat.objects.exclude(cap_reason="").values_list("title", "telegram_chat_id",
+                                                             "cap_reason")[:TOP_CHATS]
+    bots = Bot.objects.exclude(cap_reason="").values_list("name", "cap_reason")[:TOP_CHATS]
+    return ([(title or str(chat_id), reason) for title, chat_id, reason in chats]
+            + [(f"bot {name}", reason) for name, reason in bots])
 
 
 def _top(chats: dict[str, float], n: int) -> list[tuple[str, float]]:
