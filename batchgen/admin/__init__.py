@@ -116,7 +116,7 @@ class BotAdmin(admin.ModelAdmin):
     list_display = ["name", "username", "is_active", "persona_excerpt", "created_at"]
     list_filter = ["is_active"]
     search_fields = ["name", "username", "persona"]
-    readonly_fields = ["username"]
+    readonly_fields = ["username", "cap_reason"]
     actions = ["use_webhook", "use_polling"]
 
     @admin.action(description="Receive updates by webhook (setWebhook)")
@@ -148,7 +148,8 @@ class BotAdmin(admin.ModelAdmin):
 
 @admin.register(Chat)
 class ChatAdmin(admin.ModelAdmin):
-    list_display = ["title", "telegram_chat_id", "created_at"]
+    list_display = ["title", "telegram_chat_id", "cap_reason", "created_at"]
+    readonly_fields = ["cap_reason"]
     search_fields = ["title", "telegram_chat_id"]
     actions = ["all_bots_reply"]
 

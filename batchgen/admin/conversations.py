@@ -27,8 +27,9 @@ class ChatBehaviourAdmin(admin.ModelAdmin):
     list_filter = ["is_active", "chat_type"]
     search_fields = ["title", "telegram_chat_id"]
     fields = ["title", "telegram_chat_id", "chat_type", "is_active", "time_zone",
-              "quiet_start", "quiet_end", "max_bot_turns"]
-    readonly_fields = ["telegram_chat_id", "chat_type"]
+              "quiet_start", "quiet_end", "max_bot_turns", "max_messages_per_hour",
+              "daily_spend_cap_usd", "cap_reason"]
+    readonly_fields = ["telegram_chat_id", "chat_type", "cap_reason"]
     inlines = [MembershipInline]
 
     def has_add_permission(self, request) -> bool:
