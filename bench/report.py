@@ -190,6 +190,32 @@ def section_drain(data: dict[str, Any]) -> list[str]:
     return lines
 
 
+def section_chats(data: dict[str, Any]) -> list[str]:
+    multi, fresh, burst, kill = (data["multibot"], data["freshness"], data["burst"],
+                                 data["kill"])
+    return [f"### Chats: chat-aware delivery where Telegram's pacing binds (real `tick --loop` "
+            f"and `rqworker`s, LLM latency {data['latency_s']:.2f} s)", "",
+            "| Scenario | Figure | Target | Result |", "|---|---|---|---|",
+            f"| 3 bots in one group, {multi['items_per_bot']} items each | "
+            f"{multi['group_per_minute']:.1f} msgs/min (per bot "
+            f"{', '.join(f'{r:.1f}' for r in multi['per_bot_per_minute'])}) | "
+            f"{multi['telegram_allows']} (3 × 20) | ratio {multi['ratio']:.2f} |",
+            f"| freshness, {fresh['items']} items, {fresh['groups']} groups × "
+            f"{fresh['bots_per_group']} bots | sent − generated p50 {fresh['p50_s']:.2f} s, "
+            f"p95 **{fresh['p95_s']:.2f} s** | ≤ {fresh['target_s']:.2f} s | "
+            f"{'met' if fresh['met'] else 'MISSED'} |",
+            f"| burst: {burst['messages']} human messages in {burst['seconds']:.0f} s, 3 bots | "
+            f"**{burst['llm_calls']} LLM calls**, {burst['replies_sent']} replies | ≤ "
+            f"{burst['capacity_plus_3']} (what the group can take + 3) | "
+            f"{'met' if burst['met'] else 'MISSED'}; every bot replied: "
+            f"{'yes' if burst['every_bot_replied'] else 'no'} |",
+            f"| work-horse killed mid-drain, {kill['items']} items, 5 bots, one group | "
+            f"{kill['delivered_once']} delivered once, {kill['lost']} lost, "
+            f"{kill['sent_twice']} sent twice, {kill['send_unknown']} send_unknown | "
+            f"0 lost, 0 twice, unknown ≤ in flight | done "
+            f"{kill['seconds_after_restart']:.0f} s after the restart (lease 10 s) |"]
+
+
 def markdown(results: dict[str, Any]) -> str:
     meta = results["meta"]
     lines = [f"## Benchmark ({meta['finished_at']})", "", f"Machine: {meta['machine']}. "
@@ -198,6 +224,7 @@ def markdown(results: dict[str, Any]) -> str:
                         ("scaling", section_scaling), ("tails", section_tails),
                         ("ratelimit", section_ratelimit), ("scopes", section_scopes),
                         ("pipeline", section_pipeline), ("drain", section_drain),
+                        ("chats", section_chats),
                         ("cost", section_cost), ("cache", section_cache)):
         if key in results:
             lines += render(results[key]) + [""]

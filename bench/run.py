@@ -33,6 +33,7 @@ from typing import Any
 
 from bench import (
     cache_section,
+    chat_section,
     cost_section,
     drain_section,
     harness,
@@ -44,7 +45,7 @@ from bench import (
 
 RESULTS = harness.ROOT / "bench" / "results"
 SECTIONS = ("document", "targets", "scaling", "tails", "ratelimit", "scopes", "pipeline",
-            "drain", "cost", "cache")
+            "drain", "chats", "cost", "cache")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -122,6 +123,7 @@ def run_sections(args: argparse.Namespace, services: harness.Services,
             services, sizes["drain_items"], sizes["drain_latency"], sizes["drain_sigma"],
             sizes["drain_batch"], sizes["drain_interval"], sizes["drain_lockstep_items"],
             sizes["drain_rpm"]),
+        "chats": lambda: chat_section.chats(services, sizes["targets_latency"], args.quick),
         "cost": lambda: cost(services, args.quick),
         "cache": lambda: cache_section.cache_section(services, 200 if args.quick else 400, 8),
     }
