@@ -93,9 +93,10 @@ class SlotBookingSender:
     database at the moment each HTTP call would start."""
 
     def __init__(self, delay: float) -> None:
-        self.delay, self.seen = delay, []
+        self.delay, self.seen, self.booked = delay, [], 0
 
     def book(self, token: str, chat_id: int) -> float:
+        self.booked += 1
         return self.delay
 
     def send(self, token: str, chat_id: int, text: str, **options) -> SendResult:
@@ -110,6 +111,7 @@ def test_a_reply_stays_pending_until_its_slot_and_is_sending_only_once_the_call_
     fake = SlotBookingSender(delay=5.0)
     monkeypatch.setattr(outbox, "sender", lambda: fake)
     item, _, run = claimed_with_message()
+    # No slot booked as its generation started (Redis was away then): booked on saving.
     Message.objects.filter(queue_item=item).delete()
     now = [100.0]
     with outbox.Delivery(run, clock=lambda: now[0]) as delivery:
@@ -142,3 +144,21 @@ def test_a_reply_waiting_for_its_slot_when_its_worker_died_is_sent_by_the_next_r
     assert item.status == "done"
     assert [m["text"] for m in fake_telegram.messages()] == ["the saved reply"]
     assert fake_llm.stats()["total"] == 0  # sent as it was, never generated again
+
+
+def test_the_slot_booked_as_generation_starts_is_the_one_the_reply_goes_out_at(
+        monkeypatch, redis_url) -> None:
+    import time
+
+    from django.db import transaction
+
+    fake = SlotBookingSender(delay=99.0)
+    monkeypatch.setattr(outbox, "sender", lambda: fake)
+    item, _, run = claimed_with_message()
+    queue.book_posting_slots([item])
+    assert abs(item.slot_at - time.time()) < 1.0  # the bot's next slot in the chat: now
+    Message.objects.filter(queue_item=item).delete()
+    with outbox.Delivery(run) as delivery:
+        with transaction.atomic():
+            delivery.send_new([outbox.Draft(item, "prompt", "hello", "openai", "m")])
+    assert fake.booked == 0 and fake.seen == [("hello", "sending", True)]

@@ -142,6 +142,9 @@ class Drain:
         self._dry_until = 0.0  # the queue was found dry: no claim before then
         self._slot_wake = 0.0  # when the next posting slot comes near (nothing in flight)
         self.held = HeldTime(clock)
+        # The mean generation latency seen so far (moving average): the claim's horizon, so
+        # an item is claimed about one generation before its posting slot.
+        self.latency = min(1.0, settings.DELIVERY_CLAIM_HORIZON_SECONDS)
         self._short = ""  # why the last claim came back short: "pacing" or "idle"
         self._in_flight: dict[Future[GenerationResult], Work] = {}
         self._submit = _submitter(run)
@@ -171,6 +174,7 @@ class Drain:
             if done:
                 group = [(self._in_flight.pop(f), _outcome(f)) for f in done]
                 self._note_circuit(group)
+                self._note_latency(group)
                 self._refill()  # the freed slots first: the provider waits on nothing else
                 if not unsaved:
                     save_by = self._clock() + GROUP_WITHIN_S
@@ -203,7 +207,8 @@ class Drain:
         to wait for here, rather than end the run and leave it to the next tick?"""
         if not self.refills or self.stopped:
             return False
-        at = reconnecting(lambda: queue.next_slot(hold_after=self.hold_after, batch_run=self.run))
+        at = reconnecting(lambda: queue.next_slot(hold_after=self.hold_after, batch_run=self.run,
+                                                  horizon_s=self.latency))
         if at is None:
             return False
         seconds = max(0.0, (at - timezone.now()).total_seconds())
@@ -237,12 +242,14 @@ class Drain:
             return False
         if self._clock() < self._dry_until:
             return False  # found dry a moment ago: do not ask again on every finished reply
-        self._take(reconnecting(lambda: queue.claim(room, self.run, hold_after=self.hold_after)))
+        self._take(reconnecting(lambda: queue.claim(room, self.run, hold_after=self.hold_after,
+                                                    lead_s=self.latency)))
         self._short = ""
         if not self._ready:  # dry for now; a finish after DRY_RECHECK_S tries again
             self._dry_until = self._clock() + DRY_RECHECK_S
             waiting = reconnecting(lambda: queue.next_slot(hold_after=self.hold_after,
-                                                           batch_run=self.run))
+                                                           batch_run=self.run,
+                                                           horizon_s=self.latency))
             self._short = "pacing" if waiting is not None else (
                 "cap" if reconnecting(queue.has_capped) else "idle")
         return bool(self._ready)
@@ -261,12 +268,21 @@ class Drain:
             if work is None:
                 self.unusable["invalid_item"] += 1
             else:
+                if self.refills:  # its slot, booked as its reply starts (not while it waited)
+                    queue.book_posting_slots([item])
                 self._in_flight[self._submit(work)] = work
         except Exception as exc:  # one unusable item must not stop the run
             log.exception("item %s could not be started", item.id)
             reason = f"could not build or submit its prompt: {_describe(exc)}"
             reconnecting(lambda: queue.kill(item, reason))
             self.unusable["invalid_item"] += 1
+
+    def _note_latency(self, group: Results) -> None:
+        for _, result in group:
+            if result.ok and result.latency_s is not None:
+                self.latency += 0.2 * (min(result.latency_s,
+                                           settings.DELIVERY_CLAIM_HORIZON_SECONDS)
+                                       - self.latency)
 
     def _note_circuit(self, group: Results) -> None:
         if any(result.error_kind == llm_errors.CIRCUIT_OPEN for _, result in group):

@@ -35,6 +35,8 @@ CHATS = [
     (-1001000000008, "Emtia Masasi"),
     (-1001000000009, "Faiz ve Enflasyon"),
     (-1001000000010, "Gece Borsasi"),
+    # Private chats: one person and one bot (Telegram lets a bot post about once a second).
+    *[(5_100_000_000 + n, f"Ozel sohbet {n + 1}") for n in range(20)],
 ]
 RECENT = [
     "BIST100 hakkinda ne dusunuyorsun?",
@@ -53,7 +55,7 @@ class DemoSummary:
 
 
 @transaction.atomic
-def load_demo_data(items_per_chat: int = 3) -> DemoSummary:
+def load_demo_data(items_per_chat: int = 1) -> DemoSummary:
     bots, bots_created = _get_or_create_all(
         Bot, [{"name": n, "defaults": {"persona": p, "telegram_token": _demo_token(i)}}
               for i, (n, p) in enumerate(BOTS)])

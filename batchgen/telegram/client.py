@@ -239,6 +239,14 @@ class ChatPacer:
 _process_pacer = SharedPacer.like(ChatPacer())
 
 
+def book_slots(sends: list[tuple[str, int]]) -> list[float] | None:
+    """Book each (token, chat id)'s next posting slot in the shared budgets, in one round
+    trip: the wall-clock time of each slot, or None while Redis is away."""
+    waits = _process_pacer.book_many([(chat_id, _bot_id(token)) for token, chat_id in sends])
+    now = time.time()
+    return None if waits is None else [now + wait for wait in waits]
+
+
 # --- sending ------------------------------------------------------------------
 
 

@@ -104,6 +104,22 @@ class SharedPacer:
                                  default=None, what="telegram pacing")
         return None if wait_ms is None else max(int(wait_ms), 0) / 1000
 
+    def book_many(self, sends: list[tuple[int, str]]) -> list[float] | None:
+        """Book the next slot of each (chat id, bot) in one round trip, in order; seconds
+        until each, or None while Redis is unreachable."""
+        def book_all(r: object) -> list[int]:
+            pipe = r.pipeline(transaction=False)  # type: ignore[attr-defined]
+            for chat_id, bot in sends:
+                budgets = self.budgets(chat_id, bot)
+                pipe.eval(_BOOK, len(budgets), *[key for key, _, _ in budgets],
+                          *[ms for _, ms, _ in budgets], *[burst for _, _, burst in budgets])
+            return pipe.execute()
+
+        if not sends:
+            return []
+        waits = shared.attempt(book_all, default=None, what="telegram pacing")
+        return None if waits is None else [max(int(ms), 0) / 1000 for ms in waits]
+
     def wait(self, chat_id: int, bot: str = "") -> float:
         delay = self.book(chat_id, bot)
         if delay is None:

@@ -105,7 +105,9 @@ class Delivery:
                 if reason:  # deleted since the reply was saved: nothing to send with
                     _give_up(message, item, reason)
                     continue
-                delay = sender().book(item.bot.telegram_token, item.chat.telegram_chat_id)
+                delay = _booked(item)
+                if delay is None:
+                    delay = sender().book(item.bot.telegram_token, item.chat.telegram_chat_id)
                 if delay:  # a reply written ahead of its slot: pacing held it
                     metrics.observe_held("pacing", delay, chat=str(item.chat.telegram_chat_id))
                 heapq.heappush(self._waiting, (self._clock() + (delay or 0.0),
@@ -178,6 +180,13 @@ class Delivery:
             self._finished_at.pop(future, None)
         for _, _, result in finished:
             metrics.observe_send(result.status)
+
+
+def _booked(item: QueueItem) -> float | None:
+    """Seconds until the slot booked for ``item`` as its generation started (``slot_at``; 0
+    when the reply is ready after it: it goes at once), or None when none was booked."""
+    slot_at = getattr(item, "slot_at", None)
+    return None if slot_at is None else max(0.0, slot_at - time.time())
 
 
 def _progress(message: Message, result: SendResult) -> Message:

@@ -25,6 +25,7 @@ from django.utils import timezone
 
 from batchgen.models import BatchRun, Bot, Chat, Message, PostingSlot, ProviderBatch, QueueItem
 from batchgen.state import shared
+from batchgen.telegram.client import book_slots
 from batchgen.telegram.pacing import slot_interval
 
 log = logging.getLogger(__name__)
@@ -90,10 +91,12 @@ def _for_batch(hold_after: datetime) -> Q:
     return Q(deliver_by__gte=hold_after, provider_batch__isnull=True)
 
 
-def _paced_out(now: datetime) -> Q:
-    """Items whose bot cannot post in their chat within the claim horizon: they stay
-    pending, cost nothing, and are claimed as their slot nears."""
-    horizon = now + timedelta(seconds=settings.DELIVERY_CLAIM_HORIZON_SECONDS)
+def _paced_out(now: datetime, horizon_s: float | None = None) -> Q:
+    """Items whose bot cannot post in their chat within the claim horizon (at most
+    ``DELIVERY_CLAIM_HORIZON_SECONDS``): they stay pending, cost nothing, and are claimed as
+    their slot nears."""
+    limit = settings.DELIVERY_CLAIM_HORIZON_SECONDS
+    horizon = now + timedelta(seconds=limit if horizon_s is None else min(horizon_s, limit))
     return Q(Exists(PostingSlot.objects.filter(bot_id=OuterRef("bot_id"),
                                                chat_id=OuterRef("chat_id"),
                                                next_at__gt=horizon)))
@@ -101,14 +104,15 @@ def _paced_out(now: datetime) -> Q:
 
 def claim(limit: int, batch_run: BatchRun, lease_seconds: float | None = None,
           ids: Iterable[int] | None = None, now: datetime | None = None,
-          hold_after: datetime | None = None) -> list[QueueItem]:
+          hold_after: datetime | None = None, lead_s: float = 0.0) -> list[QueueItem]:
     """Claim up to ``limit`` of the highest-priority pending items (oldest first)
     into ``batch_run``, each with a lease; ``ids`` restricts the candidates; ``hold_after``
     leaves the items the batch route keeps.
 
     Without ``ids``, only items whose bot can post in their chat within the claim horizon
     are taken, one per bot and chat per call, and each claim reserves that bot's next slot
-    there: a reply is generated just before it can be posted, not minutes ahead."""
+    there: a reply is generated just before it can be posted, not minutes ahead. ``lead_s``
+    (about one generation, as the run measures it) narrows the horizon."""
     now = now or timezone.now()
     lease = timedelta(seconds=lease_seconds or settings.BATCH_LEASE_SECONDS)
     with transaction.atomic():
@@ -117,7 +121,7 @@ def claim(limit: int, batch_run: BatchRun, lease_seconds: float | None = None,
         if ids is not None:
             candidates = candidates.filter(id__in=list(ids))
         else:
-            candidates = candidates.exclude(_paced_out(now)).exclude(_capped())
+            candidates = candidates.exclude(_paced_out(now, lead_s or None)).exclude(_capped())
         # of=self: the join to the chat (nullable) must not be locked. A few rows more than
         # asked for, since a bot's second item in a chat waits for its next slot.
         rows = list(candidates.select_for_update(skip_locked=True, of=("self",))
@@ -136,6 +140,18 @@ def claim(limit: int, batch_run: BatchRun, lease_seconds: float | None = None,
     # Attempts are counted when a generation or a send really ran (finish, retry_later),
     # so a claim that expires, or is released unused, costs nothing.
     return list(claimed_items(batch_run).filter(id__in=chosen))
+
+
+def book_posting_slots(items: list[QueueItem]) -> None:
+    """Book each item's next Telegram slot in one round trip (``item.slot_at``, wall clock),
+    as its generation starts: the reply goes out at that slot, or at once if it is ready
+    after it, so the claim's reservation and the real send are one schedule, not two that
+    drift apart. Without Redis nothing is booked and the send books its slot itself."""
+    sendable = [item for item in items if item.bot is not None and item.chat is not None]
+    slots = book_slots([(item.bot.telegram_token, item.chat.telegram_chat_id)
+                        for item in sendable])
+    for item, slot_at in zip(sendable, slots or [], strict=False):
+        item.slot_at = slot_at
 
 
 def _one_per_bot_and_chat(rows: list[tuple], limit: int) -> list[tuple]:
@@ -199,9 +215,11 @@ def hold_for_cap(which: Q, reason: str, skip_cadence: bool,
 
 
 def next_slot(now: datetime | None = None, hold_after: datetime | None = None,
-              batch_run: BatchRun | None = None) -> datetime | None:
+              batch_run: BatchRun | None = None, horizon_s: float | None = None
+              ) -> datetime | None:
     """When the earliest pending item that waits for its posting slot becomes claimable
-    (None when nothing waits for a slot); ``batch_run``: not counting the items it tried."""
+    with the horizon ``horizon_s`` (None when nothing waits for a slot); ``batch_run``: not
+    counting the items it tried."""
     now = now or timezone.now()
     waiting = _claimable(now, hold_after).filter(bot_id=OuterRef("bot_id"),
                                                  chat_id=OuterRef("chat_id"))
@@ -211,7 +229,8 @@ def next_slot(now: datetime | None = None, hold_after: datetime | None = None,
         soonest=Min("next_at"))["soonest"]
     if soonest is None:
         return None
-    return soonest - timedelta(seconds=settings.DELIVERY_CLAIM_HORIZON_SECONDS)
+    limit = settings.DELIVERY_CLAIM_HORIZON_SECONDS
+    return soonest - timedelta(seconds=limit if horizon_s is None else min(horizon_s, limit))
 
 
 def has_for_batch(hold_after: datetime, now: datetime | None = None) -> bool:

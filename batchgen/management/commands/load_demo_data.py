@@ -11,7 +11,7 @@ class Command(BaseCommand):
     help = __doc__
 
     def add_arguments(self, parser: CommandParser) -> None:
-        parser.add_argument("--items-per-chat", type=int, default=3)
+        parser.add_argument("--items-per-chat", type=int, default=1)
 
     def handle(self, *args, items_per_chat: int, **options) -> None:
         summary = load_demo_data(items_per_chat)
