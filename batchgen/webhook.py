@@ -5,7 +5,6 @@ answer before it sends that bot's next update); tick processes what it kept."""
 
 from __future__ import annotations
 
-import hmac
 import json
 import logging
 
@@ -15,6 +14,7 @@ from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
 
 from batchgen.conversations import updates
+from batchgen.models.secrets import webhook_secret_matches
 from batchgen.work import queue
 
 log = logging.getLogger(__name__)
@@ -23,12 +23,12 @@ log = logging.getLogger(__name__)
 @csrf_exempt
 @require_POST
 def webhook(request: HttpRequest, bot_id: int) -> HttpResponse:
-    secret = updates.webhook_secret(bot_id)
-    if secret is None:
+    digest = updates.webhook_secret(bot_id)
+    if digest is None:
         log.warning("webhook: update for unknown or inactive bot %s refused", bot_id)
         return JsonResponse({"ok": False, "error": "unknown bot"}, status=404)
     given = request.headers.get("X-Telegram-Bot-Api-Secret-Token", "")
-    if not secret or not hmac.compare_digest(given, secret):
+    if not webhook_secret_matches(given, digest):
         log.warning("webhook: bot %s: wrong or missing secret token, refused", bot_id)
         return JsonResponse({"ok": False, "error": "wrong secret token"}, status=403)
     try:

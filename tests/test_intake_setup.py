@@ -9,8 +9,10 @@ from django.urls import reverse
 from django.utils import timezone
 
 from batchgen.conversations.setup import enable_webhook
+from batchgen.fakes.telegram_intake import INTAKE
 from batchgen.models import Bot
 from batchgen.models.conversations import ChatMessage, Membership
+from batchgen.models.secrets import webhook_digest
 from tests.factories import make_chat
 from tests.intake_support import make_intake_bot
 
@@ -78,8 +80,10 @@ def test_enabling_the_webhook_registers_url_and_a_fresh_secret(telegram_env) -> 
     bot = make_intake_bot()
     url = enable_webhook(bot, "https://bots.example.invalid")
     assert url == f"https://bots.example.invalid/telegram/webhook/{bot.id}/"
-    secret = Bot.objects.get(id=bot.id).webhook_secret
+    secret = telegram_env.server.app[INTAKE].webhooks[bot.telegram_token][1]
     assert len(secret) >= 32
+    # Only its HMAC is stored: the database cannot give the secret away.
+    assert Bot.objects.get(id=bot.id).webhook_secret == webhook_digest(secret) != secret
     conflict = httpx.post(f"{telegram_env.base_url}/bot{bot.telegram_token}/getUpdates")
     assert conflict.status_code == 409  # Telegram refuses polling while a webhook is set
 

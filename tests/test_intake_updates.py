@@ -15,6 +15,7 @@ from django.urls import reverse
 from batchgen.conversations.updates import process_pending
 from batchgen.models import Bot, Chat
 from batchgen.models.conversations import ChatMessage, Membership, ProcessedUpdate
+from batchgen.models.secrets import webhook_digest
 from tests.concurrency import at_once
 from tests.intake_support import make_intake_bot, text_message, update
 
@@ -24,7 +25,7 @@ SECRET = "s3cret-webhook-token"
 
 
 def hooked_bot(**fields) -> Bot:
-    return make_intake_bot(webhook_secret=SECRET, **fields)
+    return make_intake_bot(webhook_secret=webhook_digest(SECRET), **fields)
 
 
 def post(bot_id: int, body: object, secret: str | None = SECRET, raw: bytes | None = None):

@@ -20,6 +20,7 @@ from django.utils.html import format_html_join
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_POST
 
+from batchgen.admin.protected import ProtectedAdmin
 from batchgen.dashboard import run_detail
 from batchgen.models import (
     BatchRun,
@@ -60,7 +61,7 @@ def batch(obj: QueueItem | Generation | Message) -> str:
     return f"#{obj.batch_run_id}" if obj.batch_run_id else "—"
 
 
-class DerivedAdmin(admin.ModelAdmin):
+class DerivedAdmin(ProtectedAdmin):
     """Records the pipeline writes: never added by hand."""
 
     def has_add_permission(self, request: HttpRequest) -> bool:
@@ -111,7 +112,7 @@ class BotForm(forms.ModelForm):
 
 
 @admin.register(Bot)
-class BotAdmin(admin.ModelAdmin):
+class BotAdmin(ProtectedAdmin):
     form = BotForm
     list_display = ["name", "username", "is_active", "persona_excerpt", "created_at"]
     list_filter = ["is_active"]
@@ -147,7 +148,7 @@ class BotAdmin(admin.ModelAdmin):
 
 
 @admin.register(Chat)
-class ChatAdmin(admin.ModelAdmin):
+class ChatAdmin(ProtectedAdmin):
     list_display = ["title", "telegram_chat_id", "created_at"]
     search_fields = ["title", "telegram_chat_id"]
     actions = ["all_bots_reply"]
@@ -210,7 +211,7 @@ def _safe_next(request: HttpRequest) -> str:
 
 
 @admin.register(Setting)
-class SettingAdmin(admin.ModelAdmin):
+class SettingAdmin(ProtectedAdmin):
     form = SettingForm
     list_display = ["key", "shown_value", "updated"]
     change_list_template = "admin/batchgen/setting/change_list.html"
@@ -259,7 +260,7 @@ class QueueItemAddForm(forms.ModelForm):
 
 
 @admin.register(QueueItem)
-class QueueItemAdmin(admin.ModelAdmin):
+class QueueItemAdmin(ProtectedAdmin):
     list_display = ["id", "bot", "chat", "priority", "status", "attempts", "available",
                     "lease_expires", batch, "created"]
     # Bots and chats number in thousands: a sidebar listing each one made the
