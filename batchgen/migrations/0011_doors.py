@@ -1,7 +1,8 @@
-# Bot tokens encrypted at rest, webhook secrets kept as their HMAC (batchgen/models/secrets.py).
+# Bot tokens encrypted at rest, webhook secrets kept as their HMAC (batchgen/models/secrets.py),
+# and ProcessedUpdate.note (what intake replaced to keep an update, or why it could not).
 # Raw SQL in the data step: the model's field would try to decrypt the plaintext rows.
 
-from django.db import migrations
+from django.db import migrations, models
 
 import batchgen.models.secrets
 
@@ -43,6 +44,11 @@ class Migration(migrations.Migration):
     ]
 
     operations = [
+        migrations.AddField(
+            model_name='processedupdate',
+            name='note',
+            field=models.CharField(blank=True, default='', help_text='What intake changed to keep it (characters replaced), or why it could not.', max_length=200),
+        ),
         migrations.AlterField(
             model_name='bot',
             name='telegram_token',

@@ -57,7 +57,7 @@ class BotApi:
                               ) from None
         try:
             body = response.json()
-        except ValueError:
+        except (ValueError, RecursionError):  # not JSON, or nested past the parser's stack
             body = None
         if not isinstance(body, dict):
             raise BotApiError(f"{method}: HTTP {response.status_code} without a JSON body",
