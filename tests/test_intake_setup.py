@@ -42,12 +42,14 @@ def test_saving_a_bot_checks_the_token_with_getme_and_stores_the_username(
                                                                  "Speak in haiku.")
 
 
-@pytest.mark.parametrize("token", ["not-a-token", "424242:REVOKED-abcdefgh"])
+@pytest.mark.parametrize(("token", "reason"), [
+    ("not-a-token", "telegram_token must look like 123456:ABC-DEF1234ghIkl"),  # never sent
+    ("424242:REVOKED-abcdefgh", "Telegram refused this token: getMe: Unauthorized")])
 def test_a_wrong_token_is_refused_with_telegrams_reason(staff_client, telegram_env,
-                                                        token) -> None:
+                                                        token, reason) -> None:
     httpx.post(f"{telegram_env.base_url}/_bots", json={"revoke": "424242:REVOKED-abcdefgh"})
     page = add_bot(staff_client, token).content.decode()
-    assert "Telegram refused this token: getMe: Unauthorized" in page
+    assert reason in page
     assert token not in page and not Bot.objects.exists()
 
 

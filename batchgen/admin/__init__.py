@@ -21,6 +21,8 @@ from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_POST
 
 from batchgen.admin.protected import ProtectedAdmin
+from batchgen.core.bot_tokens import token_problem
+from batchgen.core.json_input import JsonRefused, NotJson, parse
 from batchgen.dashboard import run_detail
 from batchgen.models import (
     BatchRun,
@@ -88,6 +90,9 @@ class BotForm(forms.ModelForm):
     def clean_telegram_token(self) -> str:
         token = self.cleaned_data["telegram_token"]
         if token:
+            # Checked before getMe: the token goes into the request's URL.
+            if problem := token_problem(token):
+                raise forms.ValidationError(f"telegram_token {problem}")
             return token
         if self.instance.pk:
             return Bot.objects.only("telegram_token").get(pk=self.instance.pk).telegram_token
@@ -168,6 +173,12 @@ class ChatAdmin(ProtectedAdmin):
                 messages.success(request, f"{chat}: batch {run.id} queued with {run.size} bots.")
 
 
+# A setting is a flag, a number or a short list: anything larger or deeper is not one, and a
+# value nested thousands deep made the parser overflow its stack (a 500).
+SETTING_MAX_CHARS = 10_000
+SETTING_MAX_DEPTH = 16
+
+
 class SettingForm(forms.ModelForm):
     value = forms.CharField(help_text="JSON: true / false for batch_mode_enabled, "
                                       "an integer 1..50 for batch_size, a list such as "
@@ -196,10 +207,12 @@ class SettingForm(forms.ModelForm):
     def clean_value(self) -> object:
         raw = self.cleaned_data["value"].strip()
         try:
-            return json.loads(raw)
-        except json.JSONDecodeError:
+            return parse(raw, max_bytes=SETTING_MAX_CHARS, max_depth=SETTING_MAX_DEPTH)
+        except NotJson:
             # Bare words such as maybe are kept as strings so the per-key rule names them.
             return raw
+        except JsonRefused as exc:
+            raise forms.ValidationError(f"value {exc}") from None
 
 
 def _safe_next(request: HttpRequest) -> str:
