@@ -58,6 +58,8 @@ def test_gunicorn_serves_the_site_with_static_files_and_protected_metrics(
     finally:
         output = stop(server)
     assert "Traceback" not in output, output
+    # No access log with DEBUG off (ACCESS_LOG unset): a request writes no line.
+    assert '"GET /admin/login/ HTTP/1.1" 200' not in output, output
 
 
 def gunicorn(port: int, workers: int) -> list[str]:
