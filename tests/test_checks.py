@@ -130,3 +130,11 @@ def test_with_debug_on_a_development_key_is_derived_so_nothing_needs_configuring
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=environ,
                          capture_output=True, text=True, timeout=60)
     assert out.stdout.strip() == "1", out.stderr
+
+
+def test_the_env_example_field_key_placeholder_is_refused_in_one_line() -> None:
+    done = manage("check", DEBUG="false", SECRET_KEY=GOOD_SECRET, METRICS_TOKEN=GOOD_TOKEN,
+                  DATABASE_URL="", FIELD_ENCRYPTION_KEYS=env_example()["FIELD_ENCRYPTION_KEYS"])
+    assert done.returncode != 0
+    assert done.stderr.strip().startswith("configuration error: FIELD_ENCRYPTION_KEYS: key 1 of "
+                                          "1 is not a Fernet key")
