@@ -19,8 +19,9 @@ from batchgen.core.text import storable
 __all__ = ["JsonRefused", "NotJson", "parse", "shape_problem", "storable_json"]
 
 # Serialised with ensure_ascii=False, a value that needs cleaning shows an escaped C0 control
-# (json.dumps escapes them; \n, \r and \t are kept by storable) or a raw lone surrogate.
-_NEEDS_CLEANING = re.compile(r"\\u00(?:0[0-8bcef]|1[0-9a-f])|[\ud800-\udfff]")
+# (json.dumps writes \b and \f short, the others as \u00XX; \n, \r and \t are kept by
+# storable) or a raw lone surrogate. A false alarm (a literal backslash-b) only costs the walk.
+_NEEDS_CLEANING = re.compile(r"\\(?:[bf]|u00(?:0[0-8bcef]|1[0-9a-f]))|[\ud800-\udfff]")
 
 
 class JsonRefused(ValueError):

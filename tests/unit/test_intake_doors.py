@@ -173,3 +173,6 @@ def test_storable_json_leaves_clean_values_alone_and_counts_what_it_replaced() -
     assert storable_json(clean) == (clean, 0) and storable_json(clean)[0] is clean
     assert storable_json({"a\x00": ["\ud83d", "ok", "\x07"]}) == (
         {"a\ufffd": ["\ufffd", "ok", "\ufffd"]}, 3)
+    # json.dumps writes these two short (\b, \f), not as \u00XX: cleaned all the same.
+    assert storable_json(["x\x08y", "\x0c"]) == (["x\ufffdy", "\ufffd"], 2)
+    assert storable_json(["C:\\bin"]) == (["C:\\bin"], 0)
