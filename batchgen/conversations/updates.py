@@ -61,7 +61,7 @@ def webhook_secret(bot_id: int) -> str | None:
 
 def accept(bot_id: int, update: Any) -> str:
     """Keep ``update`` for the processor: accepted, duplicate (a redelivery), malformed (no
-    integer update_id to deduplicate on, so nothing is kept; or past a size limit, kept
+    integer update_id to deduplicate on, so nothing is kept; or nested past the limit, kept
     without its payload), or failed (the database refused it even cleaned: kept, without its
     payload, with the reason). Strings are made storable first: NUL and lone surrogates,
     which PostgreSQL refuses, are replaced, and the row's note says how many."""
