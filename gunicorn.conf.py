@@ -18,7 +18,23 @@ import sys
 import tempfile
 
 wsgi_app = "botplatform.wsgi"
-accesslog = "-"
+
+
+def _access_log() -> str | None:
+    """A line per request on stdout when ACCESS_LOG is true; by default only with DEBUG on.
+    In production a scan or a webhook flood filled the logs (a proxy in front logs requests
+    anyway)."""
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # for the `gunicorn` script
+    from botplatform.env import env_bool
+
+    return "-" if env_bool("ACCESS_LOG", env_bool("DEBUG", True)) else None
+
+
+try:
+    accesslog = _access_log()
+except Exception as exc:  # ImproperlyConfigured: one line, as on_starting prints them
+    print(f"configuration error: {exc}", file=sys.stderr, flush=True)
+    sys.exit(1)
 
 
 def _multiprocess_dir() -> str:

@@ -33,6 +33,7 @@ API_KEY = "bench-key-offline"
 # With DEBUG off the deploy checks refuse short or placeholder secrets, as in production.
 BENCH_SECRET_KEY = "bench-only-secret-key-" + "x" * 40
 BENCH_METRICS_TOKEN = "bench-only-metrics-token"
+BENCH_FIELD_KEY = "YmVuY2gtb25seS1maWVsZC1lbmNyeXB0aW9uLWtleSE="  # a Fernet key, bench only
 _FAKE_LLM = ("from batchgen.fakes.llm_app import run; import sys; "
              "run(port=int(sys.argv[1]))")
 _FAKE_TELEGRAM = ("from aiohttp import web; import sys; "
@@ -76,7 +77,7 @@ class Services:
         env.update(
             DJANGO_SETTINGS_MODULE="botplatform.settings", DEBUG="false",
             SECRET_KEY=BENCH_SECRET_KEY, METRICS_TOKEN=BENCH_METRICS_TOKEN,
-            ALLOWED_HOSTS="127.0.0.1",
+            FIELD_ENCRYPTION_KEYS=BENCH_FIELD_KEY, ALLOWED_HOSTS="127.0.0.1",
             DATABASE_URL=self.database_url, REDIS_URL=self.redis_url,
             LLM_PROVIDER="openai", LLM_MODEL="gpt-4o-mini", OPENAI_API_KEY=API_KEY,
             OPENAI_BASE_URL=f"{self.llm_url}/v1", TELEGRAM_API_BASE_URL=self.telegram_url,

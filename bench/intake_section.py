@@ -49,7 +49,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from batchgen.fakes.ports import free_port, wait_for_port  # noqa: E402  (no Django inside)
-from bench.harness import BENCH_METRICS_TOKEN, BENCH_SECRET_KEY  # noqa: E402
+from bench.harness import BENCH_FIELD_KEY, BENCH_METRICS_TOKEN, BENCH_SECRET_KEY  # noqa: E402
 
 T = TypeVar("T")
 SECRET = "bench-webhook-secret"
@@ -75,7 +75,7 @@ def environment() -> dict[str, str]:
     env = dict(os.environ)
     env.update(DJANGO_SETTINGS_MODULE="botplatform.settings", DEBUG="false",
                SECRET_KEY=BENCH_SECRET_KEY, METRICS_TOKEN=BENCH_METRICS_TOKEN,
-               ALLOWED_HOSTS="127.0.0.1",
+               FIELD_ENCRYPTION_KEYS=BENCH_FIELD_KEY, ALLOWED_HOSTS="127.0.0.1",
                SECURE_SSL_REDIRECT="false", LOG_LEVEL="ERROR", PYTHONUNBUFFERED="1")
     return env
 
@@ -84,6 +84,7 @@ def prepare(bots: int) -> list[int]:
     """Fresh bench bots with a webhook secret; earlier bench rows removed."""
     from batchgen.models import Bot, Chat
     from batchgen.models.conversations import ProcessedUpdate
+    from batchgen.models.secrets import webhook_digest
 
     Bot.objects.filter(name__startswith=PREFIX).delete()
     Chat.objects.filter(title__startswith=PREFIX).delete()
@@ -92,7 +93,7 @@ def prepare(bots: int) -> list[int]:
         raise SystemExit("bench.intake_section: this database has pending updates of "
                          "something else; use a fresh one")
     return [Bot.objects.create(name=f"{PREFIX}{n}", telegram_token=f"{900000 + n}:BENCH{n}",
-                               webhook_secret=SECRET).id for n in range(bots)]
+                               webhook_secret=webhook_digest(SECRET)).id for n in range(bots)]
 
 
 def quiet_chats(posts: list[tuple[int, dict]]) -> None:

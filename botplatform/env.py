@@ -107,6 +107,34 @@ def env_url(name: str, default: str) -> str:
     return value
 
 
+def env_fernet_keys(name: str, debug: bool, secret_key: str) -> list[str]:
+    """Comma-separated Fernet keys, the first one used to encrypt. Required with DEBUG off;
+    under DEBUG, unset means one development key derived from SECRET_KEY, so tests and the
+    demo need no configuration (and their tokens are no secret)."""
+    import base64
+    import hashlib
+
+    from cryptography.fernet import Fernet
+
+    keys = env_list(name)
+    if not keys and not debug:
+        raise ImproperlyConfigured(
+            f"{name} must be set when DEBUG is off: it encrypts the bot tokens "
+            "(python -c 'from cryptography.fernet import Fernet; "
+            "print(Fernet.generate_key().decode())')")
+    if not keys:
+        digest = hashlib.sha256(b"botplatform development field key\0" + secret_key.encode())
+        return [base64.urlsafe_b64encode(digest.digest()).decode()]
+    for number, key in enumerate(keys, 1):
+        try:
+            Fernet(key)
+        except ValueError:
+            raise ImproperlyConfigured(
+                f"{name}: key {number} of {len(keys)} is not a Fernet key (32 url-safe "
+                "base64-encoded bytes, as Fernet.generate_key() gives)") from None
+    return keys
+
+
 def proxy_ssl_header(name: str) -> tuple[str, str] | None:
     """``X-Forwarded-Proto`` -> ``("HTTP_X_FORWARDED_PROTO", "https")``; unset -> None."""
     value = _raw(name)

@@ -46,5 +46,8 @@ def logging_config(log_format: str, level: str) -> dict[str, Any]:
         "loggers": {
             "batchgen": {"level": level},
             "rq": {"level": "INFO"},
+            # A 4xx is a WARNING here: with LOG_LEVEL=ERROR a scan or a flood of refused
+            # webhook posts wrote a line per request. 5xx answers are ERRORs, always kept.
+            "django.request": {"level": level},
         },
     }

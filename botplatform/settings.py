@@ -17,6 +17,7 @@ from django.core.exceptions import ImproperlyConfigured
 from botplatform.env import (
     env_bool,
     env_choice,
+    env_fernet_keys,
     env_float,
     env_int,
     env_list,
@@ -35,6 +36,10 @@ _DEV_SECRET_KEY = "dev-only-insecure-secret-key-change-me-in-production-01234567
 SECRET_KEY = env_str("SECRET_KEY", _DEV_SECRET_KEY if DEBUG else "")
 if not SECRET_KEY:
     raise ImproperlyConfigured("SECRET_KEY must be set when DEBUG is off")
+
+# Bot tokens are encrypted at rest with these (comma-separated Fernet keys, the first one
+# encrypts; batchgen/models/secrets.py). Required with DEBUG off.
+FIELD_ENCRYPTION_KEYS = env_fernet_keys("FIELD_ENCRYPTION_KEYS", DEBUG, SECRET_KEY)
 
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["127.0.0.1", "localhost", "[::1]", "testserver"])
 

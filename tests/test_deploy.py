@@ -17,6 +17,7 @@ from tests.processes import ROOT, database_url, stop, wait_for
 pytestmark = pytest.mark.django_db(transaction=True)
 
 SECRET = "production-secret-key-for-the-deploy-test-0123456789-abcdefghijklmnop"
+FIELD_KEY = "kJ8n3Qm2Zp7Yw4Xv1Ls6Tr9Ub0Nc5Hd2Fg8Ej3Ai4Ok="  # a Fernet key, for these tests only
 
 
 def production_env(settings, static_root: Path) -> dict[str, str]:
@@ -24,7 +25,8 @@ def production_env(settings, static_root: Path) -> dict[str, str]:
     env.update(DJANGO_SETTINGS_MODULE="botplatform.settings", DEBUG="false",
                SECRET_KEY=SECRET, ALLOWED_HOSTS="127.0.0.1", SECURE_SSL_REDIRECT="false",
                METRICS_TOKEN="deploy-metrics-token", DATABASE_URL=database_url(),
-               REDIS_URL=settings.REDIS_URL, STATIC_ROOT=str(static_root))
+               REDIS_URL=settings.REDIS_URL, STATIC_ROOT=str(static_root),
+               FIELD_ENCRYPTION_KEYS=FIELD_KEY)
     return env
 
 
@@ -56,6 +58,8 @@ def test_gunicorn_serves_the_site_with_static_files_and_protected_metrics(
     finally:
         output = stop(server)
     assert "Traceback" not in output, output
+    # No access log with DEBUG off (ACCESS_LOG unset): a request writes no line.
+    assert '"GET /admin/login/ HTTP/1.1" 200' not in output, output
 
 
 def gunicorn(port: int, workers: int) -> list[str]:

@@ -9,8 +9,10 @@ from django.urls import reverse
 from django.utils import timezone
 
 from batchgen.conversations.setup import enable_webhook
+from batchgen.fakes.telegram_intake import INTAKE
 from batchgen.models import Bot
 from batchgen.models.conversations import ChatMessage, Membership
+from batchgen.models.secrets import webhook_digest
 from tests.factories import make_chat
 from tests.intake_support import make_intake_bot
 
@@ -40,12 +42,14 @@ def test_saving_a_bot_checks_the_token_with_getme_and_stores_the_username(
                                                                  "Speak in haiku.")
 
 
-@pytest.mark.parametrize("token", ["not-a-token", "424242:REVOKED-abcdefgh"])
+@pytest.mark.parametrize(("token", "reason"), [
+    ("not-a-token", "telegram_token must look like 123456:ABC-DEF1234ghIkl"),  # never sent
+    ("424242:REVOKED-abcdefgh", "Telegram refused this token: getMe: Unauthorized")])
 def test_a_wrong_token_is_refused_with_telegrams_reason(staff_client, telegram_env,
-                                                        token) -> None:
+                                                        token, reason) -> None:
     httpx.post(f"{telegram_env.base_url}/_bots", json={"revoke": "424242:REVOKED-abcdefgh"})
     page = add_bot(staff_client, token).content.decode()
-    assert "Telegram refused this token: getMe: Unauthorized" in page
+    assert reason in page
     assert token not in page and not Bot.objects.exists()
 
 
@@ -78,8 +82,10 @@ def test_enabling_the_webhook_registers_url_and_a_fresh_secret(telegram_env) -> 
     bot = make_intake_bot()
     url = enable_webhook(bot, "https://bots.example.invalid")
     assert url == f"https://bots.example.invalid/telegram/webhook/{bot.id}/"
-    secret = Bot.objects.get(id=bot.id).webhook_secret
+    secret = telegram_env.server.app[INTAKE].webhooks[bot.telegram_token][1]
     assert len(secret) >= 32
+    # Only its HMAC is stored: the database cannot give the secret away.
+    assert Bot.objects.get(id=bot.id).webhook_secret == webhook_digest(secret) != secret
     conflict = httpx.post(f"{telegram_env.base_url}/bot{bot.telegram_token}/getUpdates")
     assert conflict.status_code == 409  # Telegram refuses polling while a webhook is set
 

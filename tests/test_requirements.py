@@ -17,7 +17,7 @@ IMPORT_NAMES = {"django": "django", "django-rq": "django_rq", "dj-database-url":
 # psycopg for DATABASE_URL=postgres://, and gunicorn is the web command.
 LOADED_BY_NAME = {"psycopg": "postgres://", "gunicorn": "gunicorn botplatform.wsgi"}
 DEV_TOOLS = {"pytest", "pytest-django", "pytest-playwright", "playwright", "ruff", "matplotlib",
-             "aiohttp", "fakeredis", "pyyaml"}
+             "aiohttp", "fakeredis", "pyyaml", "hypothesis"}
 
 
 def pinned(path: Path) -> dict[str, str]:

@@ -46,7 +46,8 @@ def run_deploy_check(**env: str) -> subprocess.CompletedProcess:
 def production_env(**overrides: str) -> dict[str, str]:
     return {"DEBUG": "false", "SECRET_KEY": PROD_SECRET_KEY,
             "ALLOWED_HOSTS": "bots.example.com", "CSRF_TRUSTED_ORIGINS": "https://bots.example.com",
-            "METRICS_TOKEN": "metrics-token-for-the-deploy-check", **overrides}
+            "METRICS_TOKEN": "metrics-token-for-the-deploy-check",
+            "FIELD_ENCRYPTION_KEYS": "kJ8n3Qm2Zp7Yw4Xv1Ls6Tr9Ub0Nc5Hd2Fg8Ej3Ai4Ok=", **overrides}
 
 
 def test_deploy_check_passes_in_a_production_environment() -> None:

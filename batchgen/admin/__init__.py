@@ -20,6 +20,9 @@ from django.utils.html import format_html_join
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_POST
 
+from batchgen.admin.protected import ProtectedAdmin
+from batchgen.core.bot_tokens import token_problem
+from batchgen.core.json_input import JsonRefused, NotJson, parse
 from batchgen.dashboard import run_detail
 from batchgen.models import (
     BatchRun,
@@ -60,7 +63,7 @@ def batch(obj: QueueItem | Generation | Message) -> str:
     return f"#{obj.batch_run_id}" if obj.batch_run_id else "—"
 
 
-class DerivedAdmin(admin.ModelAdmin):
+class DerivedAdmin(ProtectedAdmin):
     """Records the pipeline writes: never added by hand."""
 
     def has_add_permission(self, request: HttpRequest) -> bool:
@@ -87,6 +90,9 @@ class BotForm(forms.ModelForm):
     def clean_telegram_token(self) -> str:
         token = self.cleaned_data["telegram_token"]
         if token:
+            # Checked before getMe: the token goes into the request's URL.
+            if problem := token_problem(token):
+                raise forms.ValidationError(f"telegram_token {problem}")
             return token
         if self.instance.pk:
             return Bot.objects.only("telegram_token").get(pk=self.instance.pk).telegram_token
@@ -111,7 +117,7 @@ class BotForm(forms.ModelForm):
 
 
 @admin.register(Bot)
-class BotAdmin(admin.ModelAdmin):
+class BotAdmin(ProtectedAdmin):
     form = BotForm
     list_display = ["name", "username", "is_active", "persona_excerpt", "created_at"]
     list_filter = ["is_active"]
@@ -147,7 +153,7 @@ class BotAdmin(admin.ModelAdmin):
 
 
 @admin.register(Chat)
-class ChatAdmin(admin.ModelAdmin):
+class ChatAdmin(ProtectedAdmin):
     list_display = ["title", "telegram_chat_id", "cap_reason", "created_at"]
     readonly_fields = ["cap_reason"]
     search_fields = ["title", "telegram_chat_id"]
@@ -166,6 +172,12 @@ class ChatAdmin(admin.ModelAdmin):
                 messages.error(request, f"{chat}: {exc}")
             else:
                 messages.success(request, f"{chat}: batch {run.id} queued with {run.size} bots.")
+
+
+# A setting is a flag, a number or a short list: anything larger or deeper is not one, and a
+# value nested thousands deep made the parser overflow its stack (a 500).
+SETTING_MAX_CHARS = 10_000
+SETTING_MAX_DEPTH = 16
 
 
 class SettingForm(forms.ModelForm):
@@ -196,10 +208,12 @@ class SettingForm(forms.ModelForm):
     def clean_value(self) -> object:
         raw = self.cleaned_data["value"].strip()
         try:
-            return json.loads(raw)
-        except json.JSONDecodeError:
+            return parse(raw, max_bytes=SETTING_MAX_CHARS, max_depth=SETTING_MAX_DEPTH)
+        except NotJson:
             # Bare words such as maybe are kept as strings so the per-key rule names them.
             return raw
+        except JsonRefused as exc:
+            raise forms.ValidationError(f"value {exc}") from None
 
 
 def _safe_next(request: HttpRequest) -> str:
@@ -211,7 +225,7 @@ def _safe_next(request: HttpRequest) -> str:
 
 
 @admin.register(Setting)
-class SettingAdmin(admin.ModelAdmin):
+class SettingAdmin(ProtectedAdmin):
     form = SettingForm
     list_display = ["key", "shown_value", "updated"]
     change_list_template = "admin/batchgen/setting/change_list.html"
@@ -260,7 +274,7 @@ class QueueItemAddForm(forms.ModelForm):
 
 
 @admin.register(QueueItem)
-class QueueItemAdmin(admin.ModelAdmin):
+class QueueItemAdmin(ProtectedAdmin):
     list_display = ["id", "bot", "chat", "priority", "status", "attempts", "available",
                     "lease_expires", batch, "created"]
     # Bots and chats number in thousands: a sidebar listing each one made the

@@ -5,6 +5,7 @@ from __future__ import annotations
 from django.contrib import admin
 from django.utils.html import format_html
 
+from batchgen.admin.protected import ProtectedAdmin
 from batchgen.conversations.prompting import prompt_for
 from batchgen.models import ChatBehaviour
 from batchgen.models.conversations import ChatMessage, Membership, Trigger
@@ -21,7 +22,7 @@ class MembershipInline(admin.TabularInline):
 
 
 @admin.register(ChatBehaviour)
-class ChatBehaviourAdmin(admin.ModelAdmin):
+class ChatBehaviourAdmin(ProtectedAdmin):
     list_display = ["__str__", "chat_type", "is_active", "time_zone", "quiet_start",
                     "quiet_end", "max_bot_turns"]
     list_filter = ["is_active", "chat_type"]
@@ -37,7 +38,7 @@ class ChatBehaviourAdmin(admin.ModelAdmin):
 
 
 @admin.register(Membership)
-class MembershipAdmin(admin.ModelAdmin):
+class MembershipAdmin(ProtectedAdmin):
     list_display = ["__str__", *_MEMBER_RULES, "next_post_at"]
     list_editable = _MEMBER_RULES
     list_filter = ["is_active", "chat", "bot"]
@@ -56,7 +57,7 @@ class MembershipAdmin(admin.ModelAdmin):
 
 
 @admin.register(ChatMessage)
-class ChatMessageAdmin(admin.ModelAdmin):
+class ChatMessageAdmin(ProtectedAdmin):
     list_display = ["sent_at", "chat", "speaker", "text_excerpt", "from_human", "addressed_bot",
                     "produced"]
     list_filter = ["from_human", "chat"]
@@ -75,7 +76,7 @@ class ChatMessageAdmin(admin.ModelAdmin):
 
 
 @admin.register(Trigger)
-class TriggerAdmin(admin.ModelAdmin):
+class TriggerAdmin(ProtectedAdmin):
     list_display = ["key", "kind", "bot", "chat", "queue_item", "created_at"]
     list_filter = ["kind"]
     list_select_related = ["bot", "chat", "queue_item"]

@@ -9,6 +9,7 @@ from django.conf import settings
 from django.urls import reverse
 
 from batchgen.models import Bot
+from batchgen.models.secrets import webhook_digest
 from batchgen.telegram.bot_api import BotApi, BotApiError
 
 
@@ -33,13 +34,15 @@ def webhook_url(bot: Bot, base_url: str | None = None) -> str:
 
 
 def enable_webhook(bot: Bot, base_url: str | None = None, api: BotApi | None = None) -> str:
-    """A fresh secret for ``bot`` and setWebhook with it; returns the webhook URL."""
+    """A fresh secret for ``bot`` and setWebhook with it; returns the webhook URL. Only the
+    secret's HMAC is kept: Telegram has the secret, the database cannot give it away."""
     secret = secrets.token_urlsafe(32)
     url = webhook_url(bot, base_url)
     with api or BotApi() as client:
         client.set_webhook(bot.telegram_token, url, secret)
-    Bot.objects.filter(id=bot.id).update(webhook_secret=secret)
-    bot.webhook_secret = secret
+    digest = webhook_digest(secret)
+    Bot.objects.filter(id=bot.id).update(webhook_secret=digest)
+    bot.webhook_secret = digest
     return url
 
 

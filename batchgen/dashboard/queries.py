@@ -309,7 +309,8 @@ class HistoryFilterForm(forms.Form):
                                 widget=forms.DateInput(attrs={"type": "date"}))
     date_to = forms.DateField(required=False, label="to", validators=[_within_date_window],
                               widget=forms.DateInput(attrs={"type": "date"}))
-    page = forms.IntegerField(required=False, min_value=1, widget=forms.HiddenInput)
+    page = forms.IntegerField(required=False, min_value=1, max_value=10**9,
+                              widget=forms.HiddenInput)
 
     def clean(self) -> dict[str, Any]:
         data = super().clean()
@@ -341,13 +342,21 @@ class History:
         return "&".join(part for part in (self.query_string, f"page={number}") if part)
 
 
+# The filters are five short fields and a page number; a query string past this is not the
+# dashboard's own, and is ignored whole (named in the errors) rather than parsed.
+MAX_QUERY_CHARS = 2000
+
+
 def history(params: Any) -> History:
     """Filter and paginate batches; invalid filters are reported and ignored."""
-    form = HistoryFilterForm(params)
+    size = sum(len(key) + len(value) for key, values in params.lists() for value in values)
+    oversized = [f"filters: longer than {MAX_QUERY_CHARS:,} characters ({size:,})"
+                 ] if size > MAX_QUERY_CHARS else []
+    form = HistoryFilterForm({} if oversized else params)
     form.is_valid()
     cleaned = getattr(form, "cleaned_data", {})
-    errors = [f"{_field_label(form, name)}: {' '.join(msgs)}"
-              for name, msgs in form.errors.items()]
+    errors = oversized + [f"{_field_label(form, name)}: {' '.join(msgs)}"
+                          for name, msgs in form.errors.items()]
     window = Window.from_cleaned(cleaned)
     paginator = Paginator(filter_batches(window), PAGE_SIZE)
     return History(form=form, page=paginator.get_page(cleaned.get("page") or 1), window=window,

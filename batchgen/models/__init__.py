@@ -12,6 +12,7 @@ from django.db import models, transaction
 from django.db.models import Q
 
 from batchgen.core.sizes import MAX_BATCH_SIZE  # the LLM layer owns the limit
+from batchgen.models.secrets import EncryptedTextField
 
 log = logging.getLogger(__name__)
 
@@ -22,7 +23,8 @@ MAX_PERSONA_CHARS = 4000
 
 class Bot(models.Model):
     name = models.CharField(max_length=100, unique=True)
-    telegram_token = models.CharField(max_length=200, help_text="Never shown back once saved.")
+    # Encrypted at rest (FIELD_ENCRYPTION_KEYS); reads give the plaintext, filters are refused.
+    telegram_token = EncryptedTextField(help_text="Never shown back once saved.")
     # A validator, not max_length: the admin shows the error, where a textarea's maxlength
     # attribute would silently drop the end of a pasted persona.
     persona = models.TextField(
@@ -41,6 +43,7 @@ class Bot(models.Model):
         help_text="Empty: the platform's default system prompt (BOT_DEFAULT_SYSTEM_PROMPT).")
     # getUpdates' offset, kept here so a restarted poller neither loses nor repeats updates.
     update_offset = models.BigIntegerField(default=0, editable=False)
+    # The HMAC of the secret Telegram sends (secrets.webhook_digest); "" when polled.
     webhook_secret = models.CharField(max_length=64, blank=True, default="", editable=False)
     daily_spend_cap_usd = models.DecimalField(
         max_digits=10, decimal_places=4, null=True, blank=True,

@@ -50,6 +50,9 @@ class ProcessedUpdate(models.Model):
     payload = models.JSONField(null=True, blank=True, help_text="The update as Telegram sent it.")
     pending = models.BooleanField(default=False, help_text="Received, not processed yet.")
     processed_at = models.DateTimeField(null=True, blank=True)
+    note = models.CharField(
+        max_length=200, blank=True, default="",
+        help_text="What intake changed to keep it (characters replaced), or why it could not.")
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["bot", "update_id"],

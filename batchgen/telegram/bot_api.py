@@ -11,6 +11,7 @@ from typing import Any
 import httpx
 from django.conf import settings
 
+from batchgen.core.bot_tokens import token_problem
 from batchgen.telegram.client import _redact
 
 __all__ = ["BotApi", "BotApiError"]
@@ -48,16 +49,18 @@ class BotApi:
     def call(self, token: str, method: str, params: dict[str, Any] | None = None,
              timeout: float | None = None) -> Any:
         """``method``'s ``result``, or BotApiError with Telegram's description."""
+        if problem := token_problem(token):  # it goes into the URL: refused before any request
+            raise BotApiError(f"{method}: the bot token {problem}", permanent=True)
         url = f"{self._base_url}/bot{token}/{method}"
         try:
             response = self._client.post(url, json=params or {},
                                          timeout=(timeout or 0) + self._timeout)
-        except httpx.HTTPError as exc:
+        except (httpx.HTTPError, httpx.InvalidURL) as exc:
             raise BotApiError(f"{method}: {type(exc).__name__}: {_redact(str(exc), token)}"
                               ) from None
         try:
             body = response.json()
-        except ValueError:
+        except (ValueError, RecursionError):  # not JSON, or nested past the parser's stack
             body = None
         if not isinstance(body, dict):
             raise BotApiError(f"{method}: HTTP {response.status_code} without a JSON body",

@@ -1,0 +1,106 @@
+"""JSON from outside (Telegram updates, admin fields) parsed within limits and made storable.
+
+``json.loads`` alone lets three things through that fail later, far from the door: nesting
+deep enough to raise ``RecursionError`` (in the parser, or in whatever walks the value next),
+``NaN``/``Infinity``/``1e999`` (Python reads them, PostgreSQL's jsonb refuses them), and
+strings with NUL or lone surrogates (PostgreSQL refuses both). ``parse`` refuses the first
+two with a ``JsonRefused`` that says which limit; ``storable_json`` replaces the third.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from typing import Any
+
+from batchgen.core.text import storable
+
+__all__ = ["JsonRefused", "NotJson", "parse", "shape_problem", "storable_json"]
+
+# Serialised with ensure_ascii=False, a value that needs cleaning shows an escaped C0 control
+# (json.dumps writes \b and \f short, the others as \u00XX; \n, \r and \t are kept by
+# storable) or a raw lone surrogate. A false alarm (a literal backslash-b) only costs the walk.
+_NEEDS_CLEANING = re.compile(r"\\(?:[bf]|u00(?:0[0-8bcef]|1[0-9a-f]))|[\ud800-\udfff]")
+
+
+class JsonRefused(ValueError):
+    """The JSON is refused; the message names the limit it breaks."""
+
+
+class NotJson(JsonRefused):
+    """The text is not JSON at all (a syntax error, bytes that are not UTF-8)."""
+
+
+def _finite(text: str) -> float:
+    number = float(text)
+    if not math.isfinite(number):
+        raise JsonRefused(f"the number {text[:20]} is out of range")
+    return number
+
+
+def _constant(name: str) -> float:
+    raise JsonRefused(f"{name} is not a JSON number")
+
+
+def parse(raw: bytes | str, *, max_bytes: int, max_depth: int | None) -> Any:
+    """``raw`` parsed, or ``JsonRefused`` naming the rule: over ``max_bytes`` (characters
+    for a str), nested deeper than ``max_depth``, a non-finite number, or (``NotJson``) not
+    JSON at all. ``max_depth=None`` leaves the depth to the caller (``shape_problem``): only
+    what the parser cannot follow is refused."""
+    if len(raw) > max_bytes:
+        unit = "bytes" if isinstance(raw, bytes) else "characters"
+        raise JsonRefused(f"longer than {max_bytes:,} {unit}")
+    try:
+        value = json.loads(raw, parse_float=_finite, parse_constant=_constant)
+    except JsonRefused:
+        raise
+    except RecursionError:
+        limit = f"deeper than {max_depth} levels" if max_depth else "too deep to parse"
+        raise JsonRefused(f"nested {limit}") from None
+    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError, a 5,000-digit integer
+        raise NotJson(f"not valid JSON: {str(exc)[:120]}") from None
+    problem = shape_problem(value, max_depth) if max_depth else ""
+    if problem:
+        raise JsonRefused(problem)
+    return value
+
+
+def shape_problem(value: Any, max_depth: int) -> str:
+    """Why ``value`` is too deep to keep ("" when it is not). Iterative: a value nested a
+    few hundred levels must not overflow the stack of the code that checks it."""
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            children = item.values()
+        elif isinstance(item, list):
+            children = item
+        else:
+            continue
+        if depth > max_depth:
+            return f"nested deeper than {max_depth} levels"
+        stack.extend((child, depth + 1) for child in children
+                     if isinstance(child, dict | list))
+    return ""
+
+
+def storable_json(value: Any) -> tuple[Any, int]:
+    """``value`` with every key and string made ``storable``, and how many of them changed.
+    The value must be within a depth limit already (``shape_problem``): this recurses."""
+    if not _NEEDS_CLEANING.search(json.dumps(value, ensure_ascii=False)):
+        return value, 0  # the common case: one C-speed pass, nothing rebuilt
+    changed = [0]
+    return _clean(value, changed), changed[0]
+
+
+def _clean(value: Any, changed: list[int]) -> Any:
+    if isinstance(value, str):
+        clean = storable(value)
+        changed[0] += clean != value
+        return clean
+    if isinstance(value, list):
+        return [_clean(item, changed) for item in value]
+    if isinstance(value, dict):
+        return {_clean(key, changed): _clean(item, changed) for key, item in value.items()}
+    return value

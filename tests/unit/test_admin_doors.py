@@ -1,0 +1,95 @@
+"""Admin forms never answer 500: a Setting value past the JSON limits and a bot token that is
+not a token get a form error naming the field and the rule."""
+
+from __future__ import annotations
+
+import pytest
+from django.contrib.auth import get_user_model
+from django.test import Client
+from django.urls import reverse
+
+from batchgen.core.bot_tokens import token_problem
+from batchgen.models import Bot, Setting
+from batchgen.telegram.bot_api import BotApi, BotApiError
+from tests.factories import make_bot
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def staff_client() -> Client:
+    user = get_user_model().objects.create_superuser("staff", "s@example.invalid", "pw-123456")
+    client = Client()
+    client.force_login(user)
+    return client
+
+
+def change_setting(client: Client, key: str, raw_value: str):
+    Setting.ensure_defaults()
+    setting = Setting.objects.get(key=key)
+    return client.post(reverse("admin:batchgen_setting_change", args=[setting.pk]),
+                       {"key": key, "value": raw_value})
+
+
+@pytest.mark.parametrize(("raw", "rule"), [
+    ("[" * 2000 + "]" * 2000, "value nested deeper than 16 levels"),
+    ("[" * 17 + "]" * 17, "value nested deeper than 16 levels"),
+    ("[" + "1," * 6000 + "1]", "value longer than 10,000 characters"),
+    ("NaN", "value NaN is not a JSON number"),
+    ("1e999", "value the number 1e999 is out of range"),
+])
+def test_a_setting_value_past_a_json_limit_is_a_form_error_naming_it(staff_client, raw,
+                                                                    rule) -> None:
+    answer = change_setting(staff_client, "batch_route_providers", raw)
+    assert answer.status_code == 200 and rule in answer.content.decode()
+    assert Setting.objects.get(key="batch_route_providers").value == []
+
+
+def test_a_setting_value_within_the_limits_still_saves(staff_client) -> None:
+    answer = change_setting(staff_client, "batch_route_providers", '["openai"]')
+    assert answer.status_code == 302
+    assert Setting.objects.get(key="batch_route_providers").value == ["openai"]
+
+
+@pytest.mark.parametrize(("token", "rule"), [
+    ("123456:ABC\r\nX-Injected: 1", "must not contain control characters"),
+    ("123456:ABC\x07DEF", "must not contain control characters"),
+    ("123456:ABC\x00DEF", "Null characters are not allowed"),  # Django's own rule, first
+    ("123456:ABC DEF", "must look like 123456:ABC-DEF1234ghIkl"),
+    ("123456:ABC/../getMe", "must look like 123456:ABC-DEF1234ghIkl"),
+    ("not a token", "must look like 123456:ABC-DEF1234ghIkl"),
+    ("1:" + "x" * 300, "must be at most 200 characters, it has 302"),
+])
+def test_a_bot_token_that_is_not_a_token_is_a_form_error_not_a_500(staff_client, telegram_env,
+                                                                   token, rule) -> None:
+    bot = make_bot("formbot", telegram_token="111:KEPT-TOKEN")
+    answer = staff_client.post(reverse("admin:batchgen_bot_change", args=[bot.pk]),
+                               {"name": "formbot", "telegram_token": token, "persona": "",
+                                "system_prompt": "", "is_active": "on"})
+    page = answer.content.decode()
+    assert answer.status_code == 200 and rule in page
+    assert "Null" in rule or f"telegram_token {rule}" in page
+    assert token not in page
+    assert Bot.objects.get(pk=bot.pk).telegram_token == "111:KEPT-TOKEN"
+
+
+def test_a_new_bot_with_a_good_token_is_still_checked_and_saved(staff_client,
+                                                                telegram_env) -> None:
+    answer = staff_client.post(reverse("admin:batchgen_bot_add"),
+                               {"name": "newbot", "telegram_token": "4242:GOOD-token_x",
+                                "persona": "", "system_prompt": "", "is_active": "on"})
+    assert answer.status_code == 302
+    assert Bot.objects.get(name="newbot").telegram_token == "4242:GOOD-token_x"
+
+
+def test_the_bot_api_refuses_a_malformed_token_before_any_request(telegram_env) -> None:
+    with BotApi() as api, pytest.raises(BotApiError) as raised:
+        api.get_me("123:ABC\r\nHost: evil")
+    assert raised.value.permanent and "evil" not in str(raised.value)
+    assert "control characters" in str(raised.value)
+
+
+def test_token_problem_accepts_the_shapes_botfather_gives() -> None:
+    assert token_problem("123456789:AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw") == ""
+    assert token_problem("1:x") == ""
+    assert token_problem(":x") and token_problem("12:") and token_problem("12x:abc")
