@@ -42,6 +42,8 @@ class Bot(models.Model):
     # getUpdates' offset, kept here so a restarted poller neither loses nor repeats updates.
     update_offset = models.BigIntegerField(default=0, editable=False)
     webhook_secret = models.CharField(max_length=64, blank=True, default="", editable=False)
+    # Set by batchgen.work.pauses: its pending work stays queued, unclaimed, until resumed.
+    paused_at = models.DateTimeField(null=True, blank=True, editable=False)
 
     class Meta:
         ordering = ["name"]
@@ -81,6 +83,7 @@ class Chat(models.Model):
     quiet_end = models.TimeField(null=True, blank=True, help_text="…until here (local time).")
     max_bot_turns = models.PositiveIntegerField(
         default=3, help_text="Bot messages in a row without a human before the bots stop.")
+    paused_at = models.DateTimeField(null=True, blank=True, editable=False)
 
     class Meta:
         ordering = ["title", "telegram_chat_id"]
@@ -177,6 +180,7 @@ class BatchSettings:
     batch_mode_enabled: bool = False
     batch_size: int = 1
     batch_route_providers: list[str] = field(default_factory=list)
+    paused_providers: list[str] = field(default_factory=list)
 
     @property
     def claim_size(self) -> int:
@@ -187,8 +191,9 @@ class Setting(models.Model):
     """One admin-editable value; ``Setting.load()`` is read afresh on every tick."""
 
     RULES = {"batch_mode_enabled": _validate_bool, "batch_size": _validate_batch_size,
-             "batch_route_providers": _validate_providers}
-    DEFAULTS = {"batch_mode_enabled": False, "batch_size": 1, "batch_route_providers": []}
+             "batch_route_providers": _validate_providers, "paused_providers": _validate_providers}
+    DEFAULTS = {"batch_mode_enabled": False, "batch_size": 1, "batch_route_providers": [],
+                "paused_providers": []}
     HELP = {
         "batch_mode_enabled": "true: each run keeps batch_size prompts in flight at once, "
                               "claiming the next item as each reply finishes. false: one item "
@@ -200,6 +205,9 @@ class Setting(models.Model):
         "batch_route_providers": "Providers whose Batch API (half price, results later) takes "
                                  "work that can wait, e.g. [\"openai\"]; [] sends everything "
                                  "synchronously.",
+        "paused_providers": "Providers paused by an operator, e.g. [\"openai\"]: while "
+                            "LLM_PROVIDER is paused no item is claimed; its work waits, "
+                            "shown as paused, and resumes when it is taken off the list.",
     }
 
     key = models.CharField(max_length=64, unique=True,
@@ -281,6 +289,9 @@ class QueueItem(models.Model):
         "ProviderBatch", null=True, blank=True, on_delete=models.SET_NULL, related_name="items",
         help_text="The provider batch it was last submitted in.")
     last_error = models.TextField(blank=True, default="")
+    # What an operator did to it (a requeue keeps the reason it had died with), oldest first:
+    # [{"at": iso time, "event": "requeued", "by": username, "status", "attempts", "reason"}].
+    history = models.JSONField(default=list, blank=True, editable=False)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
     finished_at = models.DateTimeField(null=True, blank=True)
