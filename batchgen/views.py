@@ -6,16 +6,19 @@ from collections.abc import Callable
 from functools import wraps
 from typing import Any
 
+from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
-from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect, JsonResponse
 from django.shortcuts import render
 from django.urls import reverse
 from django.utils import timezone
-from django.views.decorators.http import require_GET
+from django.utils.http import url_has_allowed_host_and_scheme
+from django.views.decorators.http import require_GET, require_POST
 
-from batchgen.dashboard import health, queries, run_detail
+from batchgen.dashboard import console, failures, health, queries, run_detail
 from batchgen.dashboard.cost_report import cost_report
+from batchgen.work import operator
 
 REFRESH_SECONDS = 10
 
@@ -36,7 +39,11 @@ def staff_required(view: Callable[..., HttpResponse]) -> Callable[..., HttpRespo
 def _live_context(request: HttpRequest) -> dict[str, Any]:
     """Cards, charts and table from the same filters (bad ones are shown and ignored)."""
     found = queries.history(request.GET)
+    found.page.object_list = console.attach_progress(list(found.page.object_list))
+    groups, dead = failures.failures_by_cause()
     return {"overview": queries.overview(found.window),
+            "failures": groups, "dead_total": dead, "paused": console.paused(),
+            "effective": console.effective_setting(), "pause_kinds": console.PAUSE_KINDS,
             "charts": queries.build_charts(found.window),
             "costs": cost_report(found.window),
             "history": found, "refresh_seconds": REFRESH_SECONDS,
@@ -55,6 +62,40 @@ def index(request: HttpRequest) -> HttpResponse:
 def live(request: HttpRequest) -> HttpResponse:
     """The cards, charts and history table alone, polled by queries.js."""
     return render(request, "dashboard/_live.html", _live_context(request))
+
+
+def _back(request: HttpRequest) -> HttpResponseRedirect:
+    """To the page the form was on (same site only), else the dashboard."""
+    target = request.POST.get("next", "")
+    safe = url_has_allowed_host_and_scheme(target, allowed_hosts={request.get_host()},
+                                           require_https=request.is_secure())
+    return HttpResponseRedirect(target if safe and target else reverse("dashboard:index"))
+
+
+@require_POST
+@staff_required
+def requeue(request: HttpRequest) -> HttpResponseRedirect:
+    """Requeue the dead items the form selects: all, a group by cause, or ids."""
+    try:
+        result = operator.requeue(failures.select_dead(request.POST),
+                                  by=request.user.get_username())
+    except failures.SelectionError as exc:
+        messages.error(request, f"Nothing requeued: {exc}.")
+    else:
+        (messages.warning if result.skipped else messages.success)(request, result.summary())
+    return _back(request)
+
+
+@require_POST
+@staff_required
+def pause(request: HttpRequest) -> HttpResponseRedirect:
+    """Pause or resume (``action``) a bot, a chat or a provider."""
+    try:
+        messages.success(request, console.set_paused(request.POST,
+                                                     request.POST.get("action") != "resume"))
+    except console.ActionError as exc:
+        messages.error(request, f"Nothing changed: {exc}.")
+    return _back(request)
 
 
 @require_GET

@@ -22,10 +22,9 @@ from django.urls import NoReverseMatch, reverse
 from django.utils import timezone
 from django.utils.safestring import SafeString
 
-from batchgen.dashboard import charts
+from batchgen.dashboard import charts, console, search
 from batchgen.llm.limits import learned
 from batchgen.models import BatchRun, Generation, Message, Setting
-from batchgen.work import queue
 
 PAGE_SIZE = 25
 BREAKERS = ("openai_api", "gemini_api", "groq_api")
@@ -53,12 +52,18 @@ class Window:
     provider: str = ""
     date_from: date | None = None
     date_to: date | None = None
+    search: str = ""  # the history table only: a chat, bot, item id or text (see search)
 
     @classmethod
     def from_cleaned(cls, cleaned: dict[str, Any]) -> Window:
         return cls(**{name: cleaned.get(name) or default
                       for name, default in (("mode", ""), ("status", ""), ("provider", ""),
-                                            ("date_from", None), ("date_to", None))})
+                                            ("date_from", None), ("date_to", None),
+                                            ("search", ""))})
+
+    @property
+    def is_filtered(self) -> bool:
+        return bool(self.has_dates or self.mode or self.status or self.provider or self.search)
 
     @property
     def has_dates(self) -> bool:
@@ -79,14 +84,15 @@ class Window:
     def runs(self) -> QuerySet[BatchRun]:
         return filter_batches(self)
 
-    def label(self, what: str, now: datetime | None = None) -> str:
+    def label(self, what: str, now: datetime | None = None, searched: bool = False) -> str:
         """"today, 2026-05-01 (UTC) · batch · groq" and the like."""
         if self.has_dates:
             days = f"{self.date_from or '…'} to {self.date_to or 'now'}"
         else:
             days = what.format(today=f"{start_of_today(now):%Y-%m-%d}")
         parts = [days + f" ({timezone.get_current_timezone_name()})",
-                 *(str(v) for v in (self.mode, self.status, self.provider) if v)]
+                 *(str(v) for v in (self.mode, self.status, self.provider) if v),
+                 *([f"matching “{self.search}”"] if searched and self.search else [])]
         return " · ".join(parts)
 
 
@@ -108,7 +114,7 @@ class Overview:
     tokens: int
     cost: Decimal | None
     unpriced_batches: int
-    queue_depth: dict[str, int]
+    queue_depth: dict[str, int]  # what waits: console.queue_now
     breakers: list[dict[str, Any]]
     batch_mode_enabled: bool
     batch_size: int
@@ -125,6 +131,8 @@ class Overview:
         if self.cost is None or not self.messages_sent:
             return None
         return self.cost * 1000 / self.messages_sent
+
+    dead: int = 0
 
     @property
     def queue_total(self) -> int:
@@ -160,7 +168,8 @@ def overview(window: Window | None = None, now: datetime | None = None) -> Overv
         tokens=(runs["prompt"] or 0) + (runs["completion"] or 0),
         cost=runs["cost"],  # None when no batch in the window has a known cost
         unpriced_batches=runs["unpriced"],
-        queue_depth=queue.depth_by_status(),
+        queue_depth=console.queue_now(),
+        dead=console.dead_count(),
         breakers=breaker_states(),
         batch_mode_enabled=batch_settings.batch_mode_enabled,
         batch_size=batch_settings.batch_size,
@@ -260,7 +269,7 @@ def build_charts(window: Window | None = None, now: datetime | None = None) -> d
     rows = list(window.runs().values(*CHART_FIELDS)[:RECENT_BATCHES])[::-1]
     labels = [f"#{r['id']} {timezone.localtime(r['created_at']):%H:%M}" for r in rows]
     return {
-        "window": window.label(f"latest {RECENT_BATCHES} batches", now),
+        "window": window.label(f"latest {RECENT_BATCHES} batches", now, searched=True),
         "throughput": charts.line_chart(
             "Throughput per batch", labels,
             [charts.Series("throughput", [r["throughput"] for r in rows])],
@@ -325,6 +334,10 @@ class HistoryFilterForm(forms.Form):
                                 widget=forms.DateInput(attrs={"type": "date"}))
     date_to = forms.DateField(required=False, label="to", validators=[_within_date_window],
                               widget=forms.DateInput(attrs={"type": "date"}))
+    search = forms.CharField(
+        required=False, max_length=search.MAX_TERM, label="search",
+        widget=forms.TextInput(attrs={"type": "search",
+                                      "placeholder": "chat, bot, item #, text"}))
     page = forms.IntegerField(required=False, min_value=1, widget=forms.HiddenInput)
 
     def clean(self) -> dict[str, Any]:
@@ -344,7 +357,7 @@ class History:
 
     @property
     def label(self) -> str:
-        return self.window.label("all time")
+        return self.window.label("all time", searched=True)
 
     @property
     def query_string(self) -> str:
@@ -379,7 +392,7 @@ def _field_label(form: forms.Form, name: str) -> str:
 def filter_batches(window: Window) -> QuerySet[BatchRun]:
     runs = BatchRun.objects.filter(**window.run_filters())
     start, end = window.span() if window.has_dates else (None, None)
-    return runs.filter(**_within("created_at", (start, end)))
+    return search.runs(runs.filter(**_within("created_at", (start, end))), window.search)
 
 
 def _day_start(day: Any) -> datetime:

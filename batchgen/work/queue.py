@@ -322,7 +322,7 @@ def requeue(items: QuerySet[QueueItem], by: str, now: datetime | None = None) ->
     now = now or timezone.now()
     requeued = []
     with transaction.atomic():
-        for item in items.filter(status=Status.DEAD).select_for_update().only(
+        for item in items.filter(status=Status.DEAD).select_related(None).select_for_update().only(
                 "id", "attempts", "crashes", "last_error", "history", "finished_at"):
             entry = {"at": now.isoformat(), "event": "requeued", "by": by, "status": "dead",
                      "attempts": item.attempts, "crashes": item.crashes,
