@@ -11,6 +11,7 @@ from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect, JsonResponse
 from django.shortcuts import render
+from django.templatetags.static import static
 from django.urls import reverse
 from django.utils import timezone
 from django.utils.http import url_has_allowed_host_and_scheme
@@ -96,6 +97,16 @@ def pause(request: HttpRequest) -> HttpResponseRedirect:
     except console.ActionError as exc:
         messages.error(request, f"Nothing changed: {exc}.")
     return _back(request)
+
+
+def favicon(request: HttpRequest) -> HttpResponseRedirect:
+    """/favicon.ico, which browsers ask for on every page that names no icon."""
+    return HttpResponseRedirect(static("dashboard/favicon.svg"))
+
+
+def csrf_failure(request: HttpRequest, reason: str = "") -> HttpResponse:
+    """CSRF_FAILURE_VIEW: Django's bare 403, explained (HTTPS, CSRF_TRUSTED_ORIGINS)."""
+    return render(request, "403_csrf.html", {"reason": reason}, status=403)
 
 
 @require_GET
