@@ -266,25 +266,29 @@ def build_charts(window: Window | None = None, now: datetime | None = None) -> d
     throughput is on a log axis, latency is per item, outcomes are shares of the batch.
     """
     window = window or Window()
+    label = window.label(f"latest {RECENT_BATCHES} batches", now, searched=True)
+    # An empty chart under a filter says so, not "after the first batch" (45 exist).
+    note = f"No batch matches these filters ({label})." if window.is_filtered else ""
     rows = list(window.runs().values(*CHART_FIELDS)[:RECENT_BATCHES])[::-1]
     labels = [f"#{r['id']} {timezone.localtime(r['created_at']):%H:%M}" for r in rows]
     return {
-        "window": window.label(f"latest {RECENT_BATCHES} batches", now, searched=True),
+        "window": label,
         "throughput": charts.line_chart(
             "Throughput per batch", labels,
             [charts.Series("throughput", [r["throughput"] for r in rows])],
-            x_label=BATCH_AXIS, y_label="messages / s (log)", unit=" msg/s", log=True),
+            x_label=BATCH_AXIS, y_label="messages / s (log)", unit=" msg/s", log=True,
+            empty_note=note),
         "latency": charts.line_chart(
             "Latency per item (mean and p95)", labels,
             [charts.Series("mean", [r["latency_mean_s"] for r in rows], "s1"),
              charts.Series("p95", [r["latency_p95_s"] for r in rows], "s2")],
-            x_label=BATCH_AXIS, y_label="seconds", unit=" s"),
-        "outcomes": _outcomes_chart(rows, labels),
-        "cost": _cost_chart(window, now),
+            x_label=BATCH_AXIS, y_label="seconds", unit=" s", empty_note=note),
+        "outcomes": _outcomes_chart(rows, labels, note),
+        "cost": _cost_chart(window, now, note),
     }
 
 
-def _outcomes_chart(rows: list[dict[str, Any]], labels: list[str]) -> SafeString:
+def _outcomes_chart(rows: list[dict[str, Any]], labels: list[str], note: str) -> SafeString:
     done = [r["successes"] + r["failures"] for r in rows]
     series = []
     for name, css in (("successes", "ok"), ("failures", "bad")):
@@ -293,10 +297,11 @@ def _outcomes_chart(rows: list[dict[str, Any]], labels: list[str]) -> SafeString
                 for r, n, share in zip(rows, done, shares, strict=True)]
         series.append(charts.Series(name, shares, css, tips=tips))
     return charts.stacked_bar_chart("Outcomes per batch (share of its items)", labels, series,
-                                    x_label=BATCH_AXIS, y_label="% of items", integer=True)
+                                    x_label=BATCH_AXIS, y_label="% of items", integer=True,
+                                    empty_note=note)
 
 
-def _cost_chart(window: Window, now: datetime | None) -> SafeString:
+def _cost_chart(window: Window, now: datetime | None, note: str) -> SafeString:
     last = window.date_to or start_of_today(now).date()
     since = _day_start(last) - timedelta(days=COST_DAYS - 1)
     if window.date_from:
@@ -309,7 +314,7 @@ def _cost_chart(window: Window, now: datetime | None) -> SafeString:
     return charts.bar_chart(
         f"Cost per day ({COST_DAYS} days to {last})", [f"{row['day']:%m-%d}" for row in days],
         [float(row["cost"]) if row["cost"] is not None else None for row in days],
-        series_name="cost", x_label="day", y_label="USD", unit=" USD")
+        series_name="cost", x_label="day", y_label="USD", unit=" USD", empty_note=note)
 
 
 # --- Batch history -----------------------------------------------------------

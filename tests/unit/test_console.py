@@ -229,3 +229,12 @@ def test_dead_items_are_a_link_to_the_dead_list(staff) -> None:
     page = staff.get("/dashboard/").content.decode()
 
     assert 'href="/admin/batchgen/queueitem/?status__exact=dead">1 dead</a>' in page
+
+
+def test_an_empty_chart_under_a_filter_names_the_filter_not_the_first_batch(staff) -> None:
+    make_run(status="succeeded", mode="batch", throughput=3.0)
+
+    page = staff.get("/dashboard/?mode=single").content.decode()
+
+    assert "after the first batch" not in page
+    assert page.count("No batch matches these filters") == 4
