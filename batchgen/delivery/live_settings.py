@@ -87,7 +87,8 @@ def apply(drain: Any, current: BatchSettings, submitter: Callable[[BatchRun], Ca
         return False
     log.info("run %s follows the settings: %s, %d in flight (was %s, %d)", run.id, mode,
              target, run.mode, drain.target)
-    run.mode, run.workers = mode, max(run.workers, target)
+    # The run records what it does from now on (the history's mode and in-flight columns).
+    run.mode, run.workers = mode, target
     BatchRun.objects.filter(id=run.id).update(mode=run.mode, workers=run.workers)
     # Prompts already in flight finish on the old submitter; new ones use the new one.
     drain._submit = submitter(BatchRun(id=run.id, mode=mode, workers=target))
