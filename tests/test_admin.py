@@ -140,7 +140,8 @@ def test_the_settings_page_lists_every_known_setting_even_after_a_delete(
     page = staff_client.get(reverse("admin:batchgen_setting_changelist")).content.decode()
     assert "batch_mode_enabled" in page and "batch_size" in page
     assert dict(Setting.objects.values_list("key", "value")) == {
-        "batch_mode_enabled": False, "batch_size": 1, "batch_route_providers": []}
+        "batch_mode_enabled": False, "batch_size": 1, "batch_route_providers": [],
+        "paused_providers": []}
 
 
 @pytest.mark.parametrize("next_url", ["https://evil.example/phish", "//evil.example/",
