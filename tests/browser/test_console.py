@@ -313,3 +313,31 @@ def test_a_non_staff_user_gets_the_branded_403(browser: Browser, live_server: An
     assert response is not None and response.status == 403
     expect(page.locator(".error-page h1")).to_have_text("You may not see this page")
     context.close()
+
+
+def cut_chart_labels(page: Page) -> list[str]:
+    """Chart texts that run past the edge of their chart (drawn cut: "essages / s")."""
+    return page.evaluate("""() => [...document.querySelectorAll('.chart-svg text')]
+        .filter(t => { const s = t.ownerSVGElement.getBoundingClientRect();
+                       const r = t.getBoundingClientRect();
+                       return r.top < s.top - 1 || r.bottom > s.bottom + 1
+                           || r.left < s.left - 1 || r.right > s.right + 1; })
+        .map(t => t.textContent)""")
+
+
+@pytest.mark.parametrize("width", [360, 390])
+def test_chart_labels_are_not_cut_on_a_phone(browser: Browser, live_server: Any,
+                                             django_user_model: Any, width: int) -> None:
+    from tests.test_browser_layout import make_history
+
+    make_history()
+    django_user_model.objects.create_superuser("ops", "ops@example.invalid", PASSWORD)
+    context = browser.new_context(viewport={"width": width, "height": 900})
+    page = context.new_page()
+    page.set_default_timeout(TIMEOUT_MS)
+    admin_login(page, live_server.url, "ops", PASSWORD, "/dashboard/")
+    try:
+        assert page.locator(".chart-svg").count() == 4
+        assert cut_chart_labels(page) == []
+    finally:
+        context.close()
