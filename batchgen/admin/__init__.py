@@ -302,6 +302,21 @@ class CauseProviderFilter(CauseFilter):
         return [(name, name) for name in operator.PROVIDERS]
 
 
+class PausedFilter(admin.SimpleListFilter):
+    """Pending work held back by a paused bot, chat or provider (QueueItemAdmin annotates)."""
+
+    title = "paused"
+    parameter_name = "paused"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        return [("yes", "paused"), ("no", "not paused")]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet:
+        if self.value() not in ("yes", "no"):
+            return queryset
+        return queryset.filter(is_paused=self.value() == "yes")
+
+
 @admin.register(QueueItem)
 class QueueItemAdmin(admin.ModelAdmin):
     # "lease expires" made way for the error (it is on the item's page): the list must fit
@@ -310,7 +325,7 @@ class QueueItemAdmin(admin.ModelAdmin):
                     batch, "created"]
     # Bots and chats number in thousands: a sidebar listing each one made the
     # page 364 KB. Search finds them by name instead.
-    list_filter = ["status", CauseFilter, CauseProviderFilter]
+    list_filter = ["status", PausedFilter, CauseFilter, CauseProviderFilter]
     search_fields = ["bot__name", "chat__title", "last_error"]
     search_help_text = ("A chat (title or Telegram id), a bot, an item id, or text in a "
                         "prompt or reply.")

@@ -238,3 +238,16 @@ def test_an_empty_chart_under_a_filter_names_the_filter_not_the_first_batch(staf
 
     assert "after the first batch" not in page
     assert page.count("No batch matches these filters") == 4
+
+
+def test_the_paused_count_links_to_the_paused_items(staff) -> None:
+    bot = make_bot()
+    held = make_item(bot=bot)
+    make_item()
+    Bot.objects.filter(id=bot.id).update(paused_at=timezone.now())
+
+    page = staff.get("/dashboard/").content.decode()
+    listing = staff.get("/admin/batchgen/queueitem/?paused=yes")
+
+    assert 'href="/admin/batchgen/queueitem/?paused=yes">1</a>' in page
+    assert [i.id for i in listing.context["cl"].result_list] == [held.id]
