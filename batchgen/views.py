@@ -113,6 +113,7 @@ def csrf_failure(request: HttpRequest, reason: str = "") -> HttpResponse:
 @staff_required
 def batch_detail(request: HttpRequest, run_id: int) -> HttpResponse:
     run, rows = run_detail.batch_detail(run_id)
+    console.attach_progress([run])
     return render(request, "dashboard/detail.html",
                   {"run": run, "rows": rows, "links": run_detail.run_links(run)})
 

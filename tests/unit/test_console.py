@@ -251,3 +251,14 @@ def test_the_paused_count_links_to_the_paused_items(staff) -> None:
 
     assert 'href="/admin/batchgen/queueitem/?paused=yes">1</a>' in page
     assert [i.id for i in listing.context["cl"].result_list] == [held.id]
+
+
+def test_a_running_batch_detail_shows_its_progress_so_far(staff) -> None:
+    run = make_run(status=BatchRun.Status.RUNNING, model="gpt-4o-mini")
+    Generation.objects.create(batch_run=run, ok=True, model="gpt-4o-mini",
+                              prompt_tokens=100, completion_tokens=20)
+
+    page = staff.get(f"/dashboard/batches/{run.pk}/").content.decode()
+
+    assert "so far: <b>1</b> generated, <b>0</b> failed" in page
+    assert "<b>120</b> tokens" in page
