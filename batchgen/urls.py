@@ -13,4 +13,6 @@ urlpatterns = [
     path("live/", views.live, name="live"),
     path("batches/<int:run_id>/", views.batch_detail, name="batch_detail"),
     path("api/batches/", views.api_batches, name="api_batches"),
+    path("requeue/", views.requeue, name="requeue"),
+    path("pause/", views.pause, name="pause"),
 ]

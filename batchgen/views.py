@@ -6,16 +6,20 @@ from collections.abc import Callable
 from functools import wraps
 from typing import Any
 
+from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
-from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect, JsonResponse
 from django.shortcuts import render
+from django.templatetags.static import static
 from django.urls import reverse
 from django.utils import timezone
-from django.views.decorators.http import require_GET
+from django.utils.http import url_has_allowed_host_and_scheme
+from django.views.decorators.http import require_GET, require_POST
 
-from batchgen.dashboard import binds, health, queries, run_detail
+from batchgen.dashboard import binds, console, failures, health, queries, run_detail
 from batchgen.dashboard.cost_report import cost_report
+from batchgen.work import operator
 
 REFRESH_SECONDS = 10
 
@@ -36,7 +40,11 @@ def staff_required(view: Callable[..., HttpResponse]) -> Callable[..., HttpRespo
 def _live_context(request: HttpRequest) -> dict[str, Any]:
     """Cards, charts and table from the same filters (bad ones are shown and ignored)."""
     found = queries.history(request.GET)
+    found.page.object_list = console.attach_progress(list(found.page.object_list))
+    groups, dead = failures.failures_by_cause()
     return {"overview": queries.overview(found.window),
+            "failures": groups, "dead_total": dead, "paused": console.paused(),
+            "effective": console.effective_setting(), "pause_kinds": console.PAUSE_KINDS,
             "charts": queries.build_charts(found.window),
             "costs": cost_report(found.window),
             "binds": binds.what_binds(),
@@ -58,10 +66,55 @@ def live(request: HttpRequest) -> HttpResponse:
     return render(request, "dashboard/_live.html", _live_context(request))
 
 
+def _back(request: HttpRequest) -> HttpResponseRedirect:
+    """To the page the form was on (same site only), else the dashboard."""
+    target = request.POST.get("next", "")
+    safe = url_has_allowed_host_and_scheme(target, allowed_hosts={request.get_host()},
+                                           require_https=request.is_secure())
+    return HttpResponseRedirect(target if safe and target else reverse("dashboard:index"))
+
+
+@require_POST
+@staff_required
+def requeue(request: HttpRequest) -> HttpResponseRedirect:
+    """Requeue the dead items the form selects: all, a group by cause, or ids."""
+    try:
+        result = operator.requeue(failures.select_dead(request.POST),
+                                  by=request.user.get_username())
+    except failures.SelectionError as exc:
+        messages.error(request, f"Nothing requeued: {exc}.")
+    else:
+        (messages.warning if result.skipped else messages.success)(request, result.summary())
+    return _back(request)
+
+
+@require_POST
+@staff_required
+def pause(request: HttpRequest) -> HttpResponseRedirect:
+    """Pause or resume (``action``) a bot, a chat or a provider."""
+    try:
+        messages.success(request, console.set_paused(request.POST,
+                                                     request.POST.get("action") != "resume"))
+    except console.ActionError as exc:
+        messages.error(request, f"Nothing changed: {exc}.")
+    return _back(request)
+
+
+def favicon(request: HttpRequest) -> HttpResponseRedirect:
+    """/favicon.ico, which browsers ask for on every page that names no icon."""
+    return HttpResponseRedirect(static("dashboard/favicon.svg"))
+
+
+def csrf_failure(request: HttpRequest, reason: str = "") -> HttpResponse:
+    """CSRF_FAILURE_VIEW: Django's bare 403, explained (HTTPS, CSRF_TRUSTED_ORIGINS)."""
+    return render(request, "403_csrf.html", {"reason": reason}, status=403)
+
+
 @require_GET
 @staff_required
 def batch_detail(request: HttpRequest, run_id: int) -> HttpResponse:
     run, rows = run_detail.batch_detail(run_id)
+    console.attach_progress([run])
     return render(request, "dashboard/detail.html",
                   {"run": run, "rows": rows, "links": run_detail.run_links(run)})
 

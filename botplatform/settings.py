@@ -273,6 +273,7 @@ METRICS_TOKEN = env_str("METRICS_TOKEN")
 # sets (X-Forwarded-Proto) so Django knows the request was HTTPS. Only then: a client could
 # send the header itself when nothing in front of gunicorn overwrites it.
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS")
+CSRF_FAILURE_VIEW = "batchgen.views.csrf_failure"  # names HTTPS and CSRF_TRUSTED_ORIGINS
 SECURE_PROXY_SSL_HEADER = proxy_ssl_header("SECURE_PROXY_SSL_HEADER")
 # Load balancers probe /healthz over plain HTTP inside the network.
 SECURE_REDIRECT_EXEMPT = [r"^healthz$"]

@@ -6,6 +6,7 @@ from django.views.generic import RedirectView
 
 from batchgen.dashboard.health import healthz
 from batchgen.dashboard.scrape import metrics_view
+from batchgen.views import favicon
 
 urlpatterns = [
     path("", RedirectView.as_view(pattern_name="dashboard:index", permanent=False)),
@@ -16,4 +17,6 @@ urlpatterns = [
     # figures from every worker, behind METRICS_TOKEN in production.
     path("metrics", metrics_view, name="metrics"),
     path("healthz", healthz, name="healthz"),
+    # Browsers ask for /favicon.ico on pages that name no icon (the admin's, raw files).
+    path("favicon.ico", favicon, name="favicon"),
 ]

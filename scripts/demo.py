@@ -4,9 +4,10 @@ Starts a private Redis (redis-server from the PATH, else fakeredis's TCP server 
 process), the fake LLM provider (~0.5 s latency), the fake Telegram and a real `rqworker`;
 migrates a fresh SQLite demo database, loads demo data, runs ticks in single mode and in
 batch mode and prints the batches side by side. Then it stays alive: a `tick --loop`, a
-feeder that keeps the queue topped up, and the admin and dashboard at
-http://127.0.0.1:PORT/, so a change of batch mode or batch size in the admin shows in the
-next batches within seconds. Ctrl-C or SIGTERM stops every process it started.
+`telegram_poll --loop`, a feeder that keeps the queue topped up, and the admin and dashboard
+at http://127.0.0.1:PORT/ (login demo / demo-botplatform), so a change of batch mode or batch
+size in the admin applies at the running run's next refill. `manage.py demo add-bot | say |
+fail` drives it from a second shell. Ctrl-C or SIGTERM stops every process it started.
 """
 
 from __future__ import annotations
@@ -138,27 +139,42 @@ def run_pipeline(env: dict, single_ticks: int, batch_ticks: int, batch_size: int
           "the dashboard's 'What limits throughput now' card says what does.", flush=True)
 
 
-def stay_alive(env: dict, port: int, interval: float) -> None:
-    """The live part: tick loop, feeder, web server; returns when one of them dies."""
+def stay_alive(env: dict, port: int, interval: float, web_log: Path) -> None:
+    """The live part: tick loop, poll loop, feeder, web server; returns when one dies."""
     start("tick loop", [PYTHON, "manage.py", "tick", "--loop", "--interval", str(interval)],
           env)
+    # Chats appear and people's messages arrive through getUpdates, as with a real bot.
+    start("poll loop", [PYTHON, "manage.py", "telegram_poll", "--loop", "--timeout", "2"], env)
     start("feeder", [PYTHON, "manage.py", "demo_feed", "--pending", "30", "--interval",
                      str(interval)], env)
-    start("web", [PYTHON, "manage.py", "runserver", f"127.0.0.1:{port}", "--noreload"], env,
-          quiet=False)
+    # Its request log goes to a file: on the terminal it pushed the banner out of sight.
+    with web_log.open("w") as log:
+        children["web"] = subprocess.Popen(
+            [PYTHON, "manage.py", "runserver", f"127.0.0.1:{port}", "--noreload"], cwd=ROOT,
+            env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     wait_or_exit(port, "the web server")
-    exports = " ".join(f"{name}={shlex.quote(env[name])}" for name in SHARED_ENV)
-    print(f"\ndemo: dashboard http://127.0.0.1:{port}/dashboard/  admin "
-          f"http://127.0.0.1:{port}/admin/  (login demo / demo-botplatform)\n"
-          f"demo: a tick loop (every {interval:g} s), a worker and the fakes keep running; "
-          "switch batch mode or batch size in the admin and watch the next batches.\n"
-          f"demo: in a second shell:\n  export {exports}\n  .venv/bin/python manage.py tick\n"
-          "demo: Ctrl-C stops everything.", flush=True)
+    print(banner(env, port, interval, web_log), flush=True)
     while True:
         for name, proc in children.items():
             if proc.poll() is not None:
                 raise SystemExit(f"demo: {name} exited with status {proc.returncode}")
         time.sleep(0.5)
+
+
+def banner(env: dict, port: int, interval: float, web_log: Path) -> str:
+    exports = " ".join(f"{name}={shlex.quote(env[name])}" for name in SHARED_ENV)
+    return f"""
+demo: dashboard http://127.0.0.1:{port}/dashboard/   admin http://127.0.0.1:{port}/admin/
+demo: log in as  demo / demo-botplatform
+demo: running: a tick loop (every {interval:g} s), telegram_poll, a worker, a feeder, the fakes.
+      Switch batch mode or batch size in the admin: a running run follows at its next refill.
+demo: in a second shell, first:
+  export {exports}
+  .venv/bin/python manage.py demo add-bot "Chef Remy" --chat "Book club"    # a chat appears
+  .venv/bin/python manage.py demo say "Any plans for Saturday?" --chat "Book club"
+  .venv/bin/python manage.py demo fail --kind server_error --count 3       # dead items to requeue
+demo: web server log: {web_log}
+demo: Ctrl-C stops everything."""
 
 
 def descendants(root: int) -> list[int]:
@@ -248,7 +264,8 @@ def main() -> int:
         # answers another, a bot posts on its cadence, and one update comes by webhook.
         manage(env, "demo_conversation")
         if not args.no_serve:
-            stay_alive(env, args.port, args.tick_interval)
+            stay_alive(env, args.port, args.tick_interval,
+                       args.db.resolve().with_name("demo-web.log"))
     except (KeyboardInterrupt, Stop):
         print("\ndemo: stopping", flush=True)
     except subprocess.CalledProcessError as exc:

@@ -141,7 +141,7 @@ def test_the_settings_page_lists_every_known_setting_even_after_a_delete(
     assert "batch_mode_enabled" in page and "batch_size" in page
     assert dict(Setting.objects.values_list("key", "value")) == {
         "batch_mode_enabled": False, "batch_size": 1, "batch_route_providers": [],
-        "chat_messages_per_hour": 0, "chat_daily_spend_cap_usd": 0.0,
+        "paused_providers": [], "chat_messages_per_hour": 0, "chat_daily_spend_cap_usd": 0.0,
         "bot_daily_spend_cap_usd": 0.0}
 
 

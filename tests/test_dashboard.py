@@ -144,15 +144,20 @@ def test_a_provider_without_a_key_reads_not_configured(settings, redis_url) -> N
                       "groq": "not_configured"}
 
 
-def test_overview_reports_queue_depth_for_every_status() -> None:
+def test_queue_now_counts_what_waits_not_what_is_done() -> None:
     make_item(status="pending")
     make_item(status="pending")
     make_item(status="dead")
+    make_item(status="done")
     make_item(status="batched")  # waiting on a provider batch: its own line on the card
+    paused_bot = make_bot("paused")
+    Bot.objects.filter(id=paused_bot.id).update(paused_at=timezone.now())
+    make_item(bot=paused_bot, status="pending")
 
-    depth = queries.overview().queue_depth
+    result = queries.overview()
 
-    assert depth == {"pending": 2, "claimed": 0, "done": 0, "dead": 1, "batched": 1}
+    assert result.queue_depth == {"pending": 2, "paused": 1, "claimed": 0, "batched": 1}
+    assert result.queue_total == 4 and result.dead == 1
 
 
 def test_overview_shows_batch_mode_from_settings() -> None:

@@ -61,6 +61,9 @@ def test_the_demo_stays_alive_follows_settings_and_sigterm_stops_every_child(
         wait_for(lambda: READY in log.read_text() or proc.poll() is not None, 240,
                  "the demo to serve")
         assert proc.poll() is None, log.read_text()
+        shown = log.read_text()
+        assert "log in as  demo / demo-botplatform" in shown
+        assert 'manage.py demo fail --kind server_error' in shown
         env = second_shell_env(log)
         # A change from a second shell (the admin's toggle writes the same Setting rows)
         # shows in the live loop's next batches within seconds.
@@ -72,7 +75,8 @@ def test_the_demo_stays_alive_follows_settings_and_sigterm_stops_every_child(
                        cwd=ROOT, env=env, check=True, capture_output=True, timeout=60)
         wait_for(lambda: latest_batch(env) == ("single", 1), 60, "a single-mode batch")
         tree = demo.descendants(proc.pid)
-        assert len(tree) >= 6, tree  # redis, two fakes, worker, tick loop, feeder, web
+        # redis, two fakes, worker, tick loop, poll loop, feeder, web
+        assert len(tree) >= 7, tree
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=60) == 0
     finally:

@@ -13,7 +13,7 @@ from typing import Any
 from django import forms
 from django.apps import apps
 from django.contrib import admin, messages
-from django.db.models import Model
+from django.db.models import Exists, Model, OuterRef, QuerySet
 from django.http import HttpRequest, HttpResponseRedirect
 from django.urls import path, reverse
 from django.utils.html import format_html_join
@@ -23,7 +23,7 @@ from django.views.decorators.http import require_POST
 from batchgen.admin.protected import ProtectedAdmin
 from batchgen.core.bot_tokens import token_problem
 from batchgen.core.json_input import JsonRefused, NotJson, parse
-from batchgen.dashboard import run_detail
+from batchgen.dashboard import failures, run_detail, search
 from batchgen.models import (
     BatchRun,
     Bot,
@@ -35,6 +35,7 @@ from batchgen.models import (
     Setting,
 )
 from batchgen.templatetags.dashboard_format import local_time, usd
+from batchgen.work import operator, queue
 
 admin.site.site_header = "botplatform administration"
 admin.site.site_title = "botplatform admin"
@@ -116,14 +117,31 @@ class BotForm(forms.ModelForm):
         return cleaned
 
 
+class PausableAdmin(ProtectedAdmin):
+    """Pause and resume: the work of a paused bot or chat waits in the queue, unclaimed."""
+
+    @admin.display(description="paused", ordering="paused_at")
+    def paused(self, obj: Bot | Chat) -> str:
+        return f"since {local_time(obj.paused_at)}" if obj.paused_at else "—"
+
+    @admin.action(description="Pause: their queued work waits, unclaimed")
+    def pause(self, request: HttpRequest, targets: QuerySet) -> None:
+        count = operator.pause(targets)
+        messages.success(request, f"Paused {count}; their pending work is not claimed.")
+
+    @admin.action(description="Resume: their queued work is claimed again")
+    def resume(self, request: HttpRequest, targets: QuerySet) -> None:
+        messages.success(request, f"Resumed {operator.resume(targets)}.")
+
+
 @admin.register(Bot)
-class BotAdmin(ProtectedAdmin):
+class BotAdmin(PausableAdmin):
     form = BotForm
-    list_display = ["name", "username", "is_active", "persona_excerpt", "created_at"]
+    list_display = ["name", "username", "is_active", "paused", "persona_excerpt", "created_at"]
     list_filter = ["is_active"]
     search_fields = ["name", "username", "persona"]
     readonly_fields = ["username", "cap_reason"]
-    actions = ["use_webhook", "use_polling"]
+    actions = ["use_webhook", "use_polling", "pause", "resume"]
 
     @admin.action(description="Receive updates by webhook (setWebhook)")
     def use_webhook(self, request: HttpRequest, bots) -> None:
@@ -153,11 +171,11 @@ class BotAdmin(ProtectedAdmin):
 
 
 @admin.register(Chat)
-class ChatAdmin(ProtectedAdmin):
-    list_display = ["title", "telegram_chat_id", "cap_reason", "created_at"]
+class ChatAdmin(PausableAdmin):
+    list_display = ["title", "telegram_chat_id", "paused", "cap_reason", "created_at"]
     readonly_fields = ["cap_reason"]
     search_fields = ["title", "telegram_chat_id"]
-    actions = ["all_bots_reply"]
+    actions = ["all_bots_reply", "pause", "resume"]
 
     @admin.action(description="Every active bot replies here, in one batch")
     def all_bots_reply(self, request: HttpRequest, chats) -> None:
@@ -273,20 +291,66 @@ class QueueItemAddForm(forms.ModelForm):
         fields = ["bot", "chat", "priority"]
 
 
+class CauseFilter(admin.SimpleListFilter):
+    """Why a dead item died, as the dashboard's failures table groups it."""
+
+    title = "cause"
+    parameter_name = "cause"
+    field = "cause"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        return [(kind, kind) for kind in failures.CAUSES]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet:
+        value = self.value()
+        if value is None:
+            return queryset
+        return failures.with_cause(queryset).filter(**{self.field: value})
+
+
+class CauseProviderFilter(CauseFilter):
+    title = "provider of the last try"
+    parameter_name = "cause_provider"
+    field = "cause_provider"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        return [(name, name) for name in operator.PROVIDERS]
+
+
+class PausedFilter(admin.SimpleListFilter):
+    """Pending work held back by a paused bot, chat or provider (QueueItemAdmin annotates)."""
+
+    title = "paused"
+    parameter_name = "paused"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        return [("yes", "paused"), ("no", "not paused")]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet:
+        if self.value() not in ("yes", "no"):
+            return queryset
+        return queryset.filter(is_paused=self.value() == "yes")
+
+
 @admin.register(QueueItem)
 class QueueItemAdmin(ProtectedAdmin):
-    list_display = ["id", "bot", "chat", "priority", "status", "attempts", "available",
-                    "lease_expires", batch, "created"]
+    # "lease expires" made way for the error (it is on the item's page): the list must fit
+    # 1280 px beside the filters.
+    list_display = ["id", "bot", "chat", "priority", "state", "attempts", "error", "available",
+                    batch, "created"]
     # Bots and chats number in thousands: a sidebar listing each one made the
     # page 364 KB. Search finds them by name instead.
-    list_filter = ["status"]
+    list_filter = ["status", PausedFilter, CauseFilter, CauseProviderFilter]
     search_fields = ["bot__name", "chat__title", "last_error"]
+    search_help_text = ("A chat (title or Telegram id), a bot, an item id, or text in a "
+                        "prompt or reply.")
+    actions = ["requeue"]
     list_select_related = ["bot", "chat", "batch_run"]
     autocomplete_fields = ["bot", "chat"]
     person_fields = ["bot", "chat", "priority"]
     system_fields = ["status", "attempts", "max_attempts", "available_at", "lease_expires_at",
-                     "batch_run", "last_error", "recent_messages", "created_at", "updated_at",
-                     "finished_at"]
+                     "batch_run", "last_error", "history", "recent_messages", "created_at",
+                     "updated_at", "finished_at"]
     available = time_column("available_at", "available")
     lease_expires = time_column("lease_expires_at", "lease expires")
     created = time_column("created_at", "created")
@@ -305,6 +369,29 @@ class QueueItemAdmin(ProtectedAdmin):
                             obj: QueueItem | None = None) -> list[str]:
         # State changes belong to batchgen.work.queue; editing them here would race it.
         return [] if obj is None else list(self.system_fields)
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[QueueItem]:
+        paused = queue.paused_items().filter(pk=OuterRef("pk"))
+        return super().get_queryset(request).annotate(is_paused=Exists(paused))
+
+    def get_search_results(self, request: HttpRequest, queryset: QuerySet,
+                           search_term: str) -> tuple[QuerySet, bool]:
+        return search.items(queryset, search_term), False
+
+    @admin.display(description="status", ordering="status")
+    def state(self, item: QueueItem) -> str:
+        return "paused" if getattr(item, "is_paused", False) else item.status
+
+    @admin.display(description="error", ordering="last_error")
+    def error(self, item: QueueItem) -> str:
+        text = " ".join(item.last_error.split())
+        return text if len(text) <= 120 else text[:119] + "…"
+
+    @admin.action(description="Requeue the dead ones (attempts reset, reason kept in history)")
+    def requeue(self, request: HttpRequest, items: QuerySet[QueueItem]) -> None:
+        result = operator.requeue(items, by=request.user.get_username())
+        level = messages.WARNING if result.skipped else messages.SUCCESS
+        self.message_user(request, result.summary(), level)
 
 
 @admin.register(BatchRun)

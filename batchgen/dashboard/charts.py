@@ -110,7 +110,8 @@ def nice_ceiling(value: float) -> float:
 
 
 def line_chart(title: str, x_labels: Sequence[str], series: Sequence[Series], *,
-               x_label: str, y_label: str, unit: str = "", log: bool = False) -> SafeString:
+               x_label: str, y_label: str, unit: str = "", log: bool = False,
+               empty_note: str = "") -> SafeString:
     """Points joined by lines, one colour and dash per series; a None value breaks the line.
 
     ``log``: a log10 axis, for figures that span decades (a batch of 1 next to one of
@@ -121,7 +122,7 @@ def line_chart(title: str, x_labels: Sequence[str], series: Sequence[Series], *,
                          s.css_class, s.tips) for s in series]
     present = [v for s in series for v in s.values if v is not None]
     if not x_labels or not present:
-        return _empty(title, x_label, y_label)
+        return _empty(title, x_label, y_label, empty_note)
     frame = (log_frame(len(x_labels), min(present), max(present)) if log
              else linear_frame(len(x_labels), max(present)))
     marks = [_line_marks(frame, x_labels, s, unit) for s in series]
@@ -130,12 +131,12 @@ def line_chart(title: str, x_labels: Sequence[str], series: Sequence[Series], *,
 
 def stacked_bar_chart(title: str, x_labels: Sequence[str], series: Sequence[Series], *,
                       x_label: str, y_label: str, unit: str = "",
-                      integer: bool = False) -> SafeString:
+                      integer: bool = False, empty_note: str = "") -> SafeString:
     """One bar per x label, the series stacked bottom-up in the given order."""
     totals = [sum(s.values[i] or 0 for s in series) for i in range(len(x_labels))]
     if not x_labels or not any(s.values[i] is not None for s in series
                                for i in range(len(x_labels))):
-        return _empty(title, x_label, y_label)
+        return _empty(title, x_label, y_label, empty_note)
     frame = linear_frame(len(x_labels), max(totals), integer)
     bar_w = max(1.0, min(frame.plot_w / frame.count * 0.7, MAX_BAR_W))
     parts = []
@@ -154,9 +155,10 @@ def stacked_bar_chart(title: str, x_labels: Sequence[str], series: Sequence[Seri
 
 
 def bar_chart(title: str, x_labels: Sequence[str], values: Sequence[float | None], *,
-              series_name: str, x_label: str, y_label: str, unit: str = "") -> SafeString:
+              series_name: str, x_label: str, y_label: str, unit: str = "",
+              empty_note: str = "") -> SafeString:
     return stacked_bar_chart(title, x_labels, [Series(series_name, values)],
-                             x_label=x_label, y_label=y_label, unit=unit)
+                             x_label=x_label, y_label=y_label, unit=unit, empty_note=empty_note)
 
 
 def _line_marks(frame: _Frame, x_labels: Sequence[str], series: Series, unit: str) -> str:
@@ -227,8 +229,10 @@ def _figure(title: str, frame: _Frame, x_labels: Sequence[str], marks: str,
         f'<div class="legend">{legend}</div></figure>')
 
 
-def _empty(title: str, x_label: str, y_label: str) -> SafeString:
+def _empty(title: str, x_label: str, y_label: str, note: str = "") -> SafeString:
+    """``note``: why there is nothing (a filter), instead of "after the first batch"."""
+    text = escape(note) if note else (f"No data yet — {escape(y_label)} by {escape(x_label)} "
+                                      f"appears here after the first batch.")
     return mark_safe(  # noqa: S308 - escaped
         f'<figure class="chart chart-empty"><figcaption>{escape(title)}</figcaption>'
-        f'<p class="no-data">No data yet — {escape(y_label)} by {escape(x_label)} '
-        f"appears here after the first batch.</p></figure>")
+        f'<p class="no-data">{text}</p></figure>')

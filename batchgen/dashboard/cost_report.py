@@ -37,6 +37,10 @@ class CostRow:
     models: set[str] = field(default_factory=set)
 
     @property
+    def tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+    @property
     def priced(self) -> bool:
         return self.priced_generations > 0
 

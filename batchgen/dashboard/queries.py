@@ -21,11 +21,10 @@ from django.urls import NoReverseMatch, reverse
 from django.utils import timezone
 from django.utils.safestring import SafeString
 
-from batchgen.dashboard import charts
+from batchgen.dashboard import charts, console, search
 from batchgen.dashboard.sent_chart import sent_per_minute_chart
 from batchgen.llm.limits import learned
 from batchgen.models import BatchRun, Generation, Message, Setting
-from batchgen.work import queue
 
 PAGE_SIZE = 25
 BREAKERS = ("openai_api", "gemini_api", "groq_api")
@@ -53,12 +52,18 @@ class Window:
     provider: str = ""
     date_from: date | None = None
     date_to: date | None = None
+    search: str = ""  # the history table only: a chat, bot, item id or text (see search)
 
     @classmethod
     def from_cleaned(cls, cleaned: dict[str, Any]) -> Window:
         return cls(**{name: cleaned.get(name) or default
                       for name, default in (("mode", ""), ("status", ""), ("provider", ""),
-                                            ("date_from", None), ("date_to", None))})
+                                            ("date_from", None), ("date_to", None),
+                                            ("search", ""))})
+
+    @property
+    def is_filtered(self) -> bool:
+        return bool(self.has_dates or self.mode or self.status or self.provider or self.search)
 
     @property
     def has_dates(self) -> bool:
@@ -79,14 +84,15 @@ class Window:
     def runs(self) -> QuerySet[BatchRun]:
         return filter_batches(self)
 
-    def label(self, what: str, now: datetime | None = None) -> str:
+    def label(self, what: str, now: datetime | None = None, searched: bool = False) -> str:
         """"today, 2026-05-01 (UTC) · batch · groq" and the like."""
         if self.has_dates:
             days = f"{self.date_from or '…'} to {self.date_to or 'now'}"
         else:
             days = what.format(today=f"{start_of_today(now):%Y-%m-%d}")
         parts = [days + f" ({timezone.get_current_timezone_name()})",
-                 *(str(v) for v in (self.mode, self.status, self.provider) if v)]
+                 *(str(v) for v in (self.mode, self.status, self.provider) if v),
+                 *([f"matching “{self.search}”"] if searched and self.search else [])]
         return " · ".join(parts)
 
 
@@ -107,7 +113,7 @@ class Overview:
     tokens: int
     cost: Decimal | None
     unpriced_batches: int
-    queue_depth: dict[str, int]
+    queue_depth: dict[str, int]  # what waits: console.queue_now
     breakers: list[dict[str, Any]]
     batch_mode_enabled: bool
     batch_size: int
@@ -124,6 +130,8 @@ class Overview:
         if self.cost is None or not self.messages_sent:
             return None
         return self.cost * 1000 / self.messages_sent
+
+    dead: int = 0
 
     @property
     def queue_total(self) -> int:
@@ -158,7 +166,8 @@ def overview(window: Window | None = None, now: datetime | None = None) -> Overv
         tokens=(runs["prompt"] or 0) + (runs["completion"] or 0),
         cost=runs["cost"],  # None when no batch in the window has a known cost
         unpriced_batches=runs["unpriced"],
-        queue_depth=queue.depth_by_status(),
+        queue_depth=console.queue_now(),
+        dead=console.dead_count(),
         breakers=breaker_states(),
         batch_mode_enabled=batch_settings.batch_mode_enabled,
         batch_size=batch_settings.batch_size,
@@ -243,23 +252,26 @@ def build_charts(window: Window | None = None, now: datetime | None = None) -> d
     batch: throughput is a time series, latency is per item, outcomes are shares of the batch.
     """
     window = window or Window()
+    label = window.label(f"latest {RECENT_BATCHES} batches", now, searched=True)
+    # An empty chart under a filter says so, not "after the first batch" (45 exist).
+    note = f"No batch matches these filters ({label})." if window.is_filtered else ""
     rows = list(window.runs().values(*CHART_FIELDS)[:RECENT_BATCHES])[::-1]
     labels = [f"#{r['id']} {timezone.localtime(r['created_at']):%H:%M}" for r in rows]
     return {
-        "window": window.label(f"latest {RECENT_BATCHES} batches", now),
+        "window": label,
         "sent": sent_per_minute_chart(window.run_filters("batch_run__"),
                                       window.span(now) if window.has_dates else None, now),
         "latency": charts.line_chart(
             "Latency per item (mean and p95)", labels,
             [charts.Series("mean", [r["latency_mean_s"] for r in rows], "s1"),
              charts.Series("p95", [r["latency_p95_s"] for r in rows], "s2")],
-            x_label=BATCH_AXIS, y_label="seconds", unit=" s"),
-        "outcomes": _outcomes_chart(rows, labels),
-        "cost": _cost_chart(window, now),
+            x_label=BATCH_AXIS, y_label="seconds", unit=" s", empty_note=note),
+        "outcomes": _outcomes_chart(rows, labels, note),
+        "cost": _cost_chart(window, now, note),
     }
 
 
-def _outcomes_chart(rows: list[dict[str, Any]], labels: list[str]) -> SafeString:
+def _outcomes_chart(rows: list[dict[str, Any]], labels: list[str], note: str) -> SafeString:
     done = [r["successes"] + r["failures"] for r in rows]
     series = []
     for name, css in (("successes", "ok"), ("failures", "bad")):
@@ -268,10 +280,11 @@ def _outcomes_chart(rows: list[dict[str, Any]], labels: list[str]) -> SafeString
                 for r, n, share in zip(rows, done, shares, strict=True)]
         series.append(charts.Series(name, shares, css, tips=tips))
     return charts.stacked_bar_chart("Outcomes per batch (share of its items)", labels, series,
-                                    x_label=BATCH_AXIS, y_label="% of items", integer=True)
+                                    x_label=BATCH_AXIS, y_label="% of items", integer=True,
+                                    empty_note=note)
 
 
-def _cost_chart(window: Window, now: datetime | None) -> SafeString:
+def _cost_chart(window: Window, now: datetime | None, note: str) -> SafeString:
     last = window.date_to or start_of_today(now).date()
     since = _day_start(last) - timedelta(days=COST_DAYS - 1)
     if window.date_from:
@@ -284,7 +297,7 @@ def _cost_chart(window: Window, now: datetime | None) -> SafeString:
     return charts.bar_chart(
         f"Cost per day ({COST_DAYS} days to {last})", [f"{row['day']:%m-%d}" for row in days],
         [float(row["cost"]) if row["cost"] is not None else None for row in days],
-        series_name="cost", x_label="day", y_label="USD", unit=" USD")
+        series_name="cost", x_label="day", y_label="USD", unit=" USD", empty_note=note)
 
 
 # --- Batch history -----------------------------------------------------------
@@ -309,6 +322,10 @@ class HistoryFilterForm(forms.Form):
                                 widget=forms.DateInput(attrs={"type": "date"}))
     date_to = forms.DateField(required=False, label="to", validators=[_within_date_window],
                               widget=forms.DateInput(attrs={"type": "date"}))
+    search = forms.CharField(
+        required=False, max_length=search.MAX_TERM, label="search",
+        widget=forms.TextInput(attrs={"type": "search",
+                                      "placeholder": "chat, bot, item #, text"}))
     page = forms.IntegerField(required=False, min_value=1, max_value=10**9,
                               widget=forms.HiddenInput)
 
@@ -329,7 +346,7 @@ class History:
 
     @property
     def label(self) -> str:
-        return self.window.label("all time")
+        return self.window.label("all time", searched=True)
 
     @property
     def query_string(self) -> str:
@@ -372,7 +389,7 @@ def _field_label(form: forms.Form, name: str) -> str:
 def filter_batches(window: Window) -> QuerySet[BatchRun]:
     runs = BatchRun.objects.filter(**window.run_filters())
     start, end = window.span() if window.has_dates else (None, None)
-    return runs.filter(**_within("created_at", (start, end)))
+    return search.runs(runs.filter(**_within("created_at", (start, end))), window.search)
 
 
 def _day_start(day: Any) -> datetime:

@@ -27,9 +27,12 @@ class DetailRow:
 
 
 def batch_detail(run_id: int) -> tuple[BatchRun, list[DetailRow]]:
-    """The run and one row per generation with its outbox message (three queries)."""
+    """The run and one row per generation with its outbox message, failures first (three
+    queries)."""
     run = get_object_or_404(BatchRun, pk=run_id)
-    generations = list(run.generations.select_related("bot", "chat", "queue_item"))
+    # Failed rows first: they are what a reader of a batch's page comes for.
+    generations = list(run.generations.select_related("bot", "chat", "queue_item")
+                       .order_by("ok", "id"))
     # Only this run's messages: an item that failed here may be sent by a later run.
     messages = {m.queue_item_id: m for m in Message.objects.filter(batch_run=run)}
     secrets = _known_secrets(g.bot for g in generations)

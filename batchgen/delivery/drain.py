@@ -28,7 +28,7 @@ from batchgen.conversations import history, prompting
 from batchgen.core import pricing
 from batchgen.core.prompts import UserPrompt, build_user_prompt
 from batchgen.core.text import storable
-from batchgen.delivery import routes
+from batchgen.delivery import live_settings, routes
 from batchgen.llm import GenerationResult, LLMBatchClient, LLMClient
 from batchgen.llm import errors as llm_errors
 from batchgen.models import BatchRun, Generation, QueueItem
@@ -219,6 +219,7 @@ class Drain:
         return True
 
     def _refill(self) -> None:
+        live_settings.follow(self, _submitter)  # batch mode and size apply from this refill
         if self.stopped.startswith("the provider") and self._ready:
             # Claimed ahead but not sent to a provider that is away: back, no attempt spent.
             queue.release(self.run, self.stopped, ids=[item.id for item in self._ready])

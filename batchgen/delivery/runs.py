@@ -27,6 +27,7 @@ from django.utils import timezone
 from batchgen import metrics
 from batchgen.core import pricing
 from batchgen.delivery import drain
+from batchgen.delivery.live_settings import in_flight_for  # noqa: F401 - also used here
 from batchgen.llm import config as llm_config
 from batchgen.models import BatchRun, Message, QueueItem, Setting
 from batchgen.state.breakers import get_circuit_breaker_stats
@@ -34,15 +35,6 @@ from batchgen.work import outbox, queue
 
 log = logging.getLogger(__name__)
 Mode = BatchRun.Mode
-
-
-def in_flight_for(mode: str, batch_size: int) -> int:
-    """Prompts a run keeps in flight: ``batch_size`` in batch mode (BATCH_MAX_WORKERS, when
-    set, caps the threads), one in single mode."""
-    if mode == Mode.SINGLE:
-        return 1
-    cap = getattr(settings, "BATCH_MAX_WORKERS", None)
-    return min(batch_size, int(cap)) if cap else batch_size
 
 
 def breaker_open_until(now: datetime | None = None) -> datetime | None:

@@ -51,6 +51,8 @@ class Bot(models.Model):
                   "(Settings: bot_daily_spend_cap_usd); 0: no cap.")
     cap_reason = models.CharField(max_length=200, blank=True, default="", editable=False,
                                   help_text="Set while a cap binds (batchgen.delivery.caps).")
+    # Set by batchgen.work.pauses: its pending work stays queued, unclaimed, until resumed.
+    paused_at = models.DateTimeField(null=True, blank=True, editable=False)
 
     class Meta:
         ordering = ["name"]
@@ -100,6 +102,7 @@ class Chat(models.Model):
                   "(Settings: chat_daily_spend_cap_usd); 0: no cap.")
     cap_reason = models.CharField(max_length=200, blank=True, default="", editable=False,
                                   help_text="Set while a cap binds (batchgen.delivery.caps).")
+    paused_at = models.DateTimeField(null=True, blank=True, editable=False)
 
     class Meta:
         ordering = ["title", "telegram_chat_id"]
@@ -211,6 +214,7 @@ class BatchSettings:
     chat_messages_per_hour: int = 0
     chat_daily_spend_cap_usd: float = 0.0
     bot_daily_spend_cap_usd: float = 0.0
+    paused_providers: list[str] = field(default_factory=list)
 
     @property
     def claim_size(self) -> int:
@@ -221,12 +225,12 @@ class Setting(models.Model):
     """One admin-editable value; ``Setting.load()`` is read afresh on every tick."""
 
     RULES = {"batch_mode_enabled": _validate_bool, "batch_size": _validate_batch_size,
-             "batch_route_providers": _validate_providers,
+             "batch_route_providers": _validate_providers, "paused_providers": _validate_providers,
              "chat_messages_per_hour": _validate_count,
              "chat_daily_spend_cap_usd": _validate_usd, "bot_daily_spend_cap_usd": _validate_usd}
     DEFAULTS = {"batch_mode_enabled": False, "batch_size": 1, "batch_route_providers": [],
-                "chat_messages_per_hour": 0, "chat_daily_spend_cap_usd": 0.0,
-                "bot_daily_spend_cap_usd": 0.0}
+                "paused_providers": [], "chat_messages_per_hour": 0,
+                "chat_daily_spend_cap_usd": 0.0, "bot_daily_spend_cap_usd": 0.0}
     HELP = {
         "batch_mode_enabled": "true: each run keeps batch_size prompts in flight at once, "
                               "claiming the next item as each reply finishes. false: one item "
@@ -238,6 +242,9 @@ class Setting(models.Model):
         "batch_route_providers": "Providers whose Batch API (half price, results later) takes "
                                  "work that can wait, e.g. [\"openai\"]; [] sends everything "
                                  "synchronously.",
+        "paused_providers": "Providers paused by an operator, e.g. [\"openai\"]: while "
+                            "LLM_PROVIDER is paused no item is claimed; its work waits, "
+                            "shown as paused, and resumes when it is taken off the list.",
         "chat_messages_per_hour": "Default cap on bot messages an hour in one chat, all bots "
                                   "together (a chat may set its own); 0: no cap.",
         "chat_daily_spend_cap_usd": "Default LLM spend cap a day (UTC) per chat; 0: no cap.",
@@ -323,6 +330,9 @@ class QueueItem(models.Model):
         "ProviderBatch", null=True, blank=True, on_delete=models.SET_NULL, related_name="items",
         help_text="The provider batch it was last submitted in.")
     last_error = models.TextField(blank=True, default="")
+    # What an operator did to it (a requeue keeps the reason it had died with), oldest first:
+    # [{"at": iso time, "event": "requeued", "by": username, "status", "attempts", "reason"}].
+    history = models.JSONField(default=list, blank=True, editable=False)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
     finished_at = models.DateTimeField(null=True, blank=True)

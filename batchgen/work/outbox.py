@@ -22,6 +22,7 @@ from datetime import datetime
 from functools import lru_cache
 
 from django.db import transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from batchgen import metrics
@@ -289,3 +290,18 @@ def _resume_one(message: Message, item: QueueItem, delivery: Delivery) -> None:
         queue.kill(item, "telegram: worker stopped during the send; outcome unknown, not resent")
     else:
         queue.kill(item, f"telegram: earlier send ended {message.status}: {message.error}")
+
+
+def reopen_failed(item_ids: Iterable[int]) -> int:
+    """Failed sends of requeued items go out again as they are (the reply is a debt, not
+    regenerated). Only those that sent nothing: a part already out would be repeated."""
+    return Message.objects.filter(queue_item_id__in=list(item_ids), status=Status.FAILED,
+                                  parts_sent=0).update(status=Status.PENDING)
+
+
+def not_resendable(items) -> list[int]:
+    """Ids of ``items`` whose earlier send may have reached the chat (``send_unknown``, or a
+    failure after some parts): a requeue would send them twice, so an operator decides."""
+    return list(Message.objects.filter(queue_item__in=items).filter(
+        Q(status=Status.SEND_UNKNOWN) | Q(status=Status.FAILED, parts_sent__gt=0))
+        .values_list("queue_item_id", flat=True))

@@ -20,10 +20,20 @@ from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Count, Exists, F, Min, OuterRef, Q
+from django.db.models import Count, Exists, F, Min, OuterRef, Q, QuerySet
 from django.utils import timezone
 
-from batchgen.models import BatchRun, Bot, Chat, Message, PostingSlot, ProviderBatch, QueueItem
+from batchgen.llm import config as llm_config
+from batchgen.models import (
+    BatchRun,
+    Bot,
+    Chat,
+    Message,
+    PostingSlot,
+    ProviderBatch,
+    QueueItem,
+    Setting,
+)
 from batchgen.state import shared
 from batchgen.telegram.client import book_slots
 from batchgen.telegram.pacing import slot_interval
@@ -81,9 +91,25 @@ def _claimable(now: datetime, hold_after: datetime | None = None):
     pending = QueueItem.objects.filter(
         Q(available_at__isnull=True) | Q(available_at__lte=now), status=Status.PENDING,
     ).order_by("-priority", "created_at", "id")
+    pending = pending.filter(_not_paused())
     if hold_after is not None:
         pending = pending.exclude(_for_batch(hold_after))
     return pending
+
+
+def _not_paused() -> Q:
+    """Not the work of a paused bot or chat; nothing at all while LLM_PROVIDER, where every
+    prompt goes first, is paused. Paused items stay pending: resumed, they are next."""
+    if llm_config.default_provider() in Setting.load().paused_providers:
+        return Q(pk__in=[])
+    # Subqueries, not joins: FOR UPDATE refuses the nullable side of an outer join.
+    return Q(~Exists(Bot.objects.filter(pk=OuterRef("bot_id"), paused_at__isnull=False)),
+             ~Exists(Chat.objects.filter(pk=OuterRef("chat_id"), paused_at__isnull=False)))
+
+
+def paused_items() -> QuerySet[QueueItem]:
+    """Pending items that wait only because their bot, chat or provider is paused."""
+    return QueueItem.objects.filter(status=Status.PENDING).exclude(_not_paused())
 
 
 def _for_batch(hold_after: datetime) -> Q:
@@ -420,6 +446,29 @@ def defer(item: QueueItem, reason: str, delay_s: float, now: datetime | None = N
         status=Status.PENDING, available_at=now + timedelta(seconds=max(delay_s, 0.0)),
         lease_expires_at=None, last_error=reason[:2000], updated_at=now)
     return Status.PENDING
+
+
+def requeue(items: QuerySet[QueueItem], by: str, now: datetime | None = None) -> list[int]:
+    """Dead items back to the queue at an operator's word: attempts and crashes start
+    again, and the reason each died with moves to its history. Returns the ids requeued
+    (compare-and-set on ``dead``: two operators clicking at once requeue an item once)."""
+    now = now or timezone.now()
+    requeued = []
+    with transaction.atomic():
+        for item in items.filter(status=Status.DEAD).select_related(None).select_for_update().only(
+                "id", "attempts", "crashes", "last_error", "history", "finished_at"):
+            entry = {"at": now.isoformat(), "event": "requeued", "by": by, "status": "dead",
+                     "attempts": item.attempts, "crashes": item.crashes,
+                     "died_at": item.finished_at.isoformat() if item.finished_at else None,
+                     "reason": item.last_error}
+            if QueueItem.objects.filter(id=item.id, status=Status.DEAD).update(
+                    status=Status.PENDING, attempts=0, crashes=0, available_at=None,
+                    lease_expires_at=None, finished_at=None, last_error="",
+                    history=[*item.history, entry], updated_at=now):
+                requeued.append(item.id)
+    if requeued:
+        transaction.on_commit(nudge)
+    return requeued
 
 
 def depth_by_status() -> dict[str, int]:
