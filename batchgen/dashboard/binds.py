@@ -13,6 +13,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import redis
+from django.db.models import CharField, Value
+from django.db.models.functions import Cast, Coalesce, Concat, NullIf
 from prometheus_client.core import GaugeMetricFamily, Metric
 
 from batchgen.metrics import HELD_BUCKET_SECONDS, HOLD_REASONS, held_chats_key, held_key
@@ -114,12 +116,15 @@ def what_binds(now: float | None = None) -> Binds:
 
 
 def _capped() -> list[tuple[str, str]]:
-    """The chats and bots a cap binds now, and which cap (batchgen.delivery.caps)."""
-    chats = Chat.objects.exclude(cap_reason="").values_list("title", "telegram_chat_id",
-                                                             "cap_reason")[:TOP_CHATS]
-    bots = Bot.objects.exclude(cap_reason="").values_list("name", "cap_reason")[:TOP_CHATS]
-    return ([(title or str(chat_id), reason) for title, chat_id, reason in chats]
-            + [(f"bot {name}", reason) for name, reason in bots])
+    """The chats and bots a cap binds now, and which cap (batchgen.delivery.caps); one
+    query."""
+    chats = Chat.objects.exclude(cap_reason="").order_by().annotate(
+        who=Coalesce(NullIf("title", Value("")), Cast("telegram_chat_id", CharField()))
+    ).values_list("who", "cap_reason")
+    bots = Bot.objects.exclude(cap_reason="").order_by().annotate(
+        who=Concat(Value("bot "), "name", output_field=CharField())).values_list("who",
+                                                                               "cap_reason")
+    return list(chats.union(bots, all=True)[:2 * TOP_CHATS])
 
 
 def _top(chats: dict[str, float], n: int) -> list[tuple[str, float]]:

@@ -260,7 +260,8 @@ def build_charts(window: Window | None = None, now: datetime | None = None) -> d
     return {
         "window": label,
         "sent": sent_per_minute_chart(window.run_filters("batch_run__"),
-                                      window.span(now) if window.has_dates else None, now),
+                                      window.span(now) if window.has_dates else None, now,
+                                      empty_note=note),
         "latency": charts.line_chart(
             "Latency per item (mean and p95)", labels,
             [charts.Series("mean", [r["latency_mean_s"] for r in rows], "s1"),
@@ -366,7 +367,8 @@ MAX_QUERY_CHARS = 2000
 
 def history(params: Any) -> History:
     """Filter and paginate batches; invalid filters are reported and ignored."""
-    size = sum(len(key) + len(value) for key, values in params.lists() for value in values)
+    pairs = params.lists() if hasattr(params, "lists") else ((k, [v]) for k, v in params.items())
+    size = sum(len(key) + len(str(value)) for key, values in pairs for value in values)
     oversized = [f"filters: longer than {MAX_QUERY_CHARS:,} characters ({size:,})"
                  ] if size > MAX_QUERY_CHARS else []
     form = HistoryFilterForm({} if oversized else params)

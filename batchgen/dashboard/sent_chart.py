@@ -42,7 +42,7 @@ STEPS = (
 
 def sent_per_minute_chart(run_filters: dict[str, Any],
                           span: tuple[datetime | None, datetime | None] | None = None,
-                          now: datetime | None = None) -> SafeString:
+                          now: datetime | None = None, empty_note: str = "") -> SafeString:
     """The chart for messages matching ``run_filters`` (ORM filters on the Message, e.g.
     ``batch_run__provider``) in ``span``, or in the last 60 minutes when ``span`` is None.
     Two queries at most."""
@@ -58,21 +58,25 @@ def sent_per_minute_chart(run_filters: dict[str, Any],
         start = start or sent.filter(sent_at__lt=end).aggregate(first=Min("sent_at"))["first"]
         title = "Messages sent per minute"
     if start is None or start >= end:
-        return charts.line_chart(title, [], [], x_label="time", y_label="messages / minute")
+        return charts.line_chart(title, [], [], x_label="time", y_label="messages / minute",
+                                 empty_note=empty_note)
     step = next(step for step in STEPS if end - start <= step.max_span)
     start = max(start, end - timedelta(minutes=step.minutes * MAX_POINTS))
     if step.minutes > 1:
         title += f" (mean of each {'hour' if step.minutes == 60 else 'day'})"
-    return _chart(title, sent.filter(sent_at__gte=start, sent_at__lt=end), step, start, end)
+    return _chart(title, sent.filter(sent_at__gte=start, sent_at__lt=end), step, start, end,
+                  empty_note)
 
 
-def _chart(title: str, sent: Any, step: _Step, start: datetime, end: datetime) -> SafeString:
+def _chart(title: str, sent: Any, step: _Step, start: datetime, end: datetime,
+           empty_note: str = "") -> SafeString:
     counts = {f"{timezone.localtime(row['slot']):{step.label}}": row["n"]
               for row in sent.annotate(slot=step.trunc("sent_at")).values("slot")
               .annotate(n=Count("id")).order_by()}
     labels = _bucket_labels(step, start, end)
     if not any(counts.get(label) for label in labels):
-        return charts.line_chart(title, [], [], x_label="time", y_label="messages / minute")
+        return charts.line_chart(title, [], [], x_label="time", y_label="messages / minute",
+                                 empty_note=empty_note)
     values = [counts.get(label, 0) / step.minutes for label in labels]
     tips = [f"{counts.get(label, 0)} sent" + (f" ({value:.2f} / min)" if step.minutes > 1
                                               else "")

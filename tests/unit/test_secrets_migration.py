@@ -30,8 +30,10 @@ def test_it_encrypts_existing_tokens_and_hashes_existing_webhook_secrets() -> No
             rows = cursor.fetchall()
         assert all("token" not in token for token, _ in rows)
         assert rows[1][1] == ""  # no webhook: still polled
-        assert Bot.objects.get(id=hooked.id).telegram_token == "42:PLAIN-token"
-        assert Bot.objects.get(id=polled.id).telegram_token == "43:OTHER-token"
+        # only(): the later migrations' columns are not there yet at this state.
+        tokens = Bot.objects.only("telegram_token")
+        assert tokens.get(id=hooked.id).telegram_token == "42:PLAIN-token"
+        assert tokens.get(id=polled.id).telegram_token == "43:OTHER-token"
         assert webhook_secret_matches("plain-webhook-secret", rows[0][1])
     finally:
         MigrationExecutor(connection).migrate(latest)
