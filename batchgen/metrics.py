@@ -3,6 +3,8 @@
 a work-horse per job and workers run on other machines, so an in-process counter would never
 reach ``/metrics`` (``batchgen.dashboard.scrape``). Recording never raises: while Redis is away
 samples are dropped.
+
+Round trips: an LLM request's figures join its one round trip after the reply (``into``).
 """
 
 from __future__ import annotations
@@ -103,6 +105,22 @@ def batched() -> Iterator[None]:
         _write(ops)
 
 
+@contextmanager
+def into(round_trip: shared.Round) -> Iterator[None]:
+    """Add everything this thread records inside the block to ``round_trip`` (an LLM
+    request's one round trip after its reply), unless a ``batched`` block has it."""
+    if getattr(_buffer, "ops", None) is not None:
+        yield
+        return
+    _buffer.ops = []
+    try:
+        yield
+    finally:
+        ops, _buffer.ops = _buffer.ops, None
+        if ops:
+            round_trip.add(lambda pipe: _queue(pipe, ops), len(ops))
+
+
 def _write(commands: list[tuple[str, str, str, float]]) -> None:
     """Apply (op, key, field, amount) atomically; dropped while Redis is unreachable."""
     pending = getattr(_buffer, "ops", None)
@@ -115,12 +133,16 @@ def _write(commands: list[tuple[str, str, str, float]]) -> None:
 
 def _apply(client: redis.Redis, commands: list[tuple[str, str, str, float]]) -> None:
     pipe = client.pipeline(transaction=True)
+    _queue(pipe, commands)
+    pipe.execute()
+
+
+def _queue(pipe: redis.client.Pipeline, commands: list[tuple[str, str, str, float]]) -> None:
     for op, key, field, amount in commands:
         if op == "int":
             pipe.hincrby(key, field, int(amount))
         else:
             pipe.hincrbyfloat(key, field, float(amount))
-    pipe.execute()
 
 
 def _field(values: tuple[str, ...], *extra: str) -> str:
