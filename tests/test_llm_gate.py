@@ -8,6 +8,7 @@ import time
 
 import pytest
 
+from batchgen import metrics
 from batchgen.llm import LLMClient, attempts, keys, registry
 from batchgen.llm.limits.budgets import key_fingerprint
 from batchgen.state import shared
@@ -116,6 +117,25 @@ def test_without_redis_requests_go_through_and_the_breaker_opens_in_memory(llm_e
     assert failed == ["server_error", "server_error"]
     assert refused.error_kind == "circuit_open"
     assert get_circuit_breaker("openai_api").get_state()["backend"] == "memory"
+
+
+def test_a_batched_block_flushes_while_it_runs(redis_url, monkeypatch, redis_client):
+    monkeypatch.setattr(metrics, "FLUSH_SECONDS", 0.05)
+    monkeypatch.setattr(metrics, "_pending", metrics._Pending())
+    key = metrics.SPECS["telegram_sends_total"].key
+
+    with metrics.batched():
+        metrics.observe_send("sent")
+        metrics.observe_send("sent")
+        for _ in range(100):  # a killed process would lose only what came after a flush
+            if redis_client.hget(key, '["sent"]'):
+                break
+            time.sleep(0.05)
+        seen_inside = redis_client.hget(key, '["sent"]')
+        metrics.observe_send("sent")
+
+    assert seen_inside == b"2"
+    assert redis_client.hget(key, '["sent"]') == b"3"
 
 
 @pytest.mark.parametrize("outcome", ["[[fault:500]]", "[[fault:400]]"])
