@@ -110,11 +110,10 @@ def send(provider: Provider, request: CompletionRequest, budget: WaitBudget,
         key = admission.key
         if key is None:
             break
-        limiter = _limiter(provider, key, refresh=False)
-        refused = _acquire(limiter, provider.name, tokens, budget,
+        refused = _acquire(admission.limiter, provider.name, tokens, budget,
                            first=(admission.wait, admission.slot))
         sent = (Sent(0, error=refused) if refused is not None
-                else _tries(provider, key, request, budget, round_trip, booked=True))
+                else _tries(provider, key, request, budget, round_trip, admission.limiter))
         made += sent.attempts
         if ring.rotates:
             _record(key.breaker(), sent.error, round_trip)
@@ -159,17 +158,18 @@ def _send_stepwise(provider: Provider, request: CompletionRequest, budget: WaitB
 
 def _tries(provider: Provider, key: ApiKey, request: CompletionRequest,
            budget: WaitBudget, round_trip: shared.Round | None = None,
-           booked: bool = False) -> Sent:
+           booked: RateLimiter | None = None) -> Sent:
     """The attempts on one key: book a slot, send, and on a transient error wait and retry.
 
-    ``booked``: the first attempt's slot is booked and waited for already (``send``)."""
+    ``booked``: the limiter on which the first attempt's slot is booked and waited for
+    already (``send``)."""
     tokens = estimate_tokens(request.system_prompt + request.user_prompt) + request.max_tokens
     tries_left, made = provider.config.max_retries + 1, 0
     while True:
         # Per attempt: the last reply may have moved the limits.
-        limiter = _limiter(provider, key, refresh=not booked)
+        limiter = booked or _limiter(provider, key)
         refused = None if booked else _acquire(limiter, provider.name, tokens, budget)
-        booked = False
+        booked = None
         if refused is not None:
             return Sent(made, error=refused)
         made += 1

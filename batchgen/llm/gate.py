@@ -24,7 +24,7 @@ project's one ``REDIS_URL``), not spread over a cluster's slots.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from batchgen.llm.keys import ApiKey, KeyRing
 from batchgen.llm.limits.budgets import ACQUIRE_LUA, RateLimiter
@@ -120,6 +120,7 @@ class Admission:
     slot: float = 0.0
     retry_after: float = 0.0     # "reject": seconds until the provider's breaker half-opens
     skipped: list[Skip] = field(default_factory=list)
+    limiter: RateLimiter | None = None  # the budget the slot was booked on
 
 
 def admit(breaker: CircuitBreaker | None, ring: KeyRing, candidates: Sequence[ApiKey],
@@ -175,10 +176,13 @@ def _run(breaker: CircuitBreaker | None, ring: KeyRing, candidates: Sequence[Api
         # No key went: no probe was written, whatever the breaker's check said.
         kind = admission.provider if admission.key or admission.provider == "reject" else "pass"
         breaker.admit(kind, admission.retry_after, tokens_held[breaker.name])
-    if admission.key is not None and ring.rotates:
-        chosen = key_breakers[candidates.index(admission.key)]
+    if admission.key is None:
+        return admission
+    index = candidates.index(admission.key)
+    if ring.rotates:
+        chosen = key_breakers[index]
         chosen.admit(admission.key_breaker, 0.0, tokens_held[chosen.name])
-    return admission
+    return replace(admission, limiter=limiters[index])
 
 
 class Stale(Exception):

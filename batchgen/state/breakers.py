@@ -154,9 +154,9 @@ class RedisState:
     def key(self) -> str:
         return self._key
 
-    def queue(self, pipe: redis.client.Pipeline, op: str, args: list) -> None:
+    def queue(self, pipe: redis.client.Pipeline | redis.Redis, op: str, args: list) -> object:
         """Add the ``op`` transition ("success", "failure", "ignored") to a round trip."""
-        _OUTCOMES[op].queue(pipe, [self._key], args)
+        return _OUTCOMES[op].queue(pipe, [self._key], args)
 
     def before(self, client: redis.Redis, now: float, cooldown: float, token: str,
                probe_ttl: float) -> tuple[str, float]:

@@ -137,9 +137,11 @@ class Script:
         except redis.exceptions.NoScriptError:
             return client.eval(self.source, len(keys), *keys, *args)
 
-    def queue(self, pipe: redis.client.Pipeline, keys: list[str], args: list[Any]) -> None:
-        """Add the script to ``pipe`` by its SHA; ``Round`` reruns it if the server lacks it."""
-        pipe.evalsha(self.sha, len(keys), *keys, *args)
+    def queue(self, pipe: redis.client.Pipeline | redis.Redis, keys: list[str],
+              args: list[Any]) -> Any:
+        """Add the script to ``pipe`` by its SHA (on a client: run it); ``Round`` reruns it
+        if the server lacks it."""
+        return pipe.evalsha(self.sha, len(keys), *keys, *args)
 
 
 class Round:
@@ -181,6 +183,8 @@ class Round:
 
     @staticmethod
     def _execute(client: redis.Redis, parts: list) -> list[list]:
+        if len(parts) == 1 and parts[0][1] == 1:
+            return [Round._one(client, *parts[0])]  # one command: no pipeline to build
         pipe = client.pipeline(transaction=False)
         for queue, _, _, _, _ in parts:
             queue(pipe)
@@ -200,6 +204,19 @@ class Round:
                     raise value
             replies.append(reply)
         return replies
+
+    @staticmethod
+    def _one(client: redis.Redis, queue: Callable[[Any], Any], count: int, done: Any,
+             down: Any, script: Script | None) -> list:
+        try:
+            return [queue(client)]
+        except redis.exceptions.NoScriptError:
+            if script is None:
+                raise
+            client.script_load(script.source)
+            return [queue(client)]
+        except redis.exceptions.ResponseError as exc:  # as a pipeline would hand it back
+            return [exc]
 
 
 def on_reset(forget: Callable[[], None]) -> Callable[[], None]:

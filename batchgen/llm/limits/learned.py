@@ -194,9 +194,13 @@ class Learner:
                                                    ("advertised_tpm", parsed.tpm))
                    if value is not None and value != getattr(self._learned, name)}
         count = status < 400 and self._rpm_unknown()
-        if (changes or count or self._read_at == float("-inf")) and round_trip is not None:
+        if round_trip is not None and count and not changes and self._read_at > float("-inf"):
+            # Only a success to count: the budget's limits are checked before each request.
+            queued = self._queue_count(now)
+            round_trip.add(queued, len(queued.commands))
+        elif (changes or count or self._read_at == float("-inf")) and round_trip is not None:
             queued = self._queue_record(changes, count, now)
-            round_trip.add(lambda pipe: queued(pipe), len(queued.commands),
+            round_trip.add(queued, len(queued.commands),
                            done=lambda reply: self._remember(
                                reply[-1] if isinstance(reply[-1], dict) else None))
         elif changes or count or self._read_at == float("-inf"):
@@ -220,14 +224,18 @@ class Learner:
         return pipe.execute()[-1]
 
     def _queue_record(self, changes: dict[str, int], count: bool, now: float) -> _Commands:
-        commands = _Commands()
+        commands = self._queue_count(now) if count else _Commands()
         commands.add("hset", self._hash, mapping={**changes, **self._identity()})
         commands.add("expire", self._hash, TTL_SECONDS)
-        if count:
-            bucket = _bucket_key(self.budget, int(now // (limits.MINUTE / BUCKETS)))
-            commands.add("incr", bucket)
-            commands.add("expire", bucket, int(limits.MINUTE * 2) + 1)
         commands.add("hgetall", self._hash)
+        return commands
+
+    def _queue_count(self, now: float) -> _Commands:
+        """Count one accepted request in its minute bucket (a first 429 infers from them)."""
+        commands = _Commands()
+        bucket = _bucket_key(self.budget, int(now // (limits.MINUTE / BUCKETS)))
+        commands.add("incr", bucket)
+        commands.add("expire", bucket, int(limits.MINUTE * 2) + 1)
         return commands
 
     def _identity(self) -> dict[str, str]:
