@@ -50,14 +50,14 @@ def statement_kind(sql: str) -> str:
     return f"{verb} {table.group(1) if table else ''}".strip()
 
 
-def drain(items: int, in_flight: int) -> tuple[Counter, int]:
+def drain(items: int, in_flight: int) -> tuple[Counter, Counter]:
     for _ in range(items):
         make_item(make_bot(), make_chat())
     set_batch_mode(in_flight)
     with CaptureQueriesContext(connection) as sql, redis_round_trips() as trips:
         run = scheduler.tick(sync=True).run
     assert run.successes == items
-    return Counter(statement_kind(q["sql"]) for q in sql.captured_queries), len(trips)
+    return Counter(statement_kind(q["sql"]) for q in sql.captured_queries), Counter(trips)
 
 
 def test_sql_and_redis_per_delivered_message(pipeline_env) -> None:
@@ -68,12 +68,17 @@ def test_sql_and_redis_per_delivered_message(pipeline_env) -> None:
     extra = 20
     per_item = {kind: (large[kind] - small[kind]) / extra for kind in large | small}
     fixed = {kind: small[kind] - per_item[kind] * 10 for kind in per_item}
+    trips_per_item = {kind: (large_trips[kind] - small_trips[kind]) / extra
+                      for kind in large_trips | small_trips}
     print(f"\nper delivered message: {sum(per_item.values()):.2f} SQL statements, "
-          f"{(large_trips - small_trips) / extra:.2f} Redis round trips; per run: "
-          f"{sum(fixed.values()):.1f} statements, "
-          f"{small_trips - (large_trips - small_trips) / extra * 10:.1f} round trips")
+          f"{sum(trips_per_item.values()):.2f} Redis round trips; per run: "
+          f"{sum(fixed.values()):.1f} statements; 30 items: {large.total()} statements, "
+          f"{large_trips.total()} round trips")
     for kind in sorted(per_item, key=lambda k: -per_item[k]):
-        print(f"  {kind:28} {per_item[kind]:5.2f} per item  {fixed[kind]:6.1f} per run")
+        print(f"  SQL {kind:28} {per_item[kind]:5.2f} per item  {fixed[kind]:6.1f} per run")
+    for kind in sorted(trips_per_item, key=lambda k: -trips_per_item[k]):
+        print(f"  Redis {kind:26} {trips_per_item[kind]:5.2f} per item  "
+              f"{large_trips[kind]:4d} in the 30-item run")
 
     sent = [m["chat_id"] for m in fake_telegram.messages()]
     assert len(sent) == len(set(sent)) == 40  # every item once, none twice
