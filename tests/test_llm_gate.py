@@ -167,3 +167,18 @@ def test_after_the_cooldown_one_of_many_concurrent_requests_is_the_probe(llm_env
     assert sorted(str(r.error_kind) for r in results) == ["None"] + ["circuit_open"] * 7
     assert fake.stats()["requests"]["openai"] == {"200": 1}
     assert redis_client.hget(circuit, "state") == b"closed"
+
+
+def test_a_key_put_back_by_another_process_is_used_at_once(llm_env, redis_client):
+    fake = llm_env("openai", OPENAI_API_KEYS=list(KEYS), OPENAI_API_KEY="")
+    fake.control(key_faults={KEYS[0]: "401"})
+    for i in range(2):  # one of them meets the bad key, which goes out of rotation
+        assert LLMClient().generate(f"meet the bad key {i}")
+    ring = keys.get_ring("openai", tuple(KEYS))
+    assert key_fingerprint(KEYS[0]) in ring.disabled()
+    fake.control(key_faults={})
+    redis_client.delete(ring.flag(ring.keys[0]))  # enable_keys, run by an operator elsewhere
+
+    results = [LLMClient().generate_detailed(f"prompt {i}") for i in range(4)]
+
+    assert {result.key for result in results} == {key_fingerprint(k) for k in KEYS}

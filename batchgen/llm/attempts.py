@@ -83,7 +83,7 @@ def send(provider: Provider, request: CompletionRequest, budget: WaitBudget,
     """
     ring = keys.get_ring(provider.name, provider.config.api_keys)
     tokens = estimate_tokens(request.system_prompt + request.user_prompt) + request.max_tokens
-    candidates = ring.candidates(refresh=False)
+    candidates = ring.candidates(live=True)
     made, reopens = 0, []
     saturated: ProviderError | None = None
     while candidates:

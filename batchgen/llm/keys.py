@@ -79,18 +79,20 @@ class KeyRing:
         """More than one key: per-key breakers, and 401s take a key out of rotation."""
         return len(self.keys) > 1
 
-    def candidates(self, refresh: bool = True) -> list[ApiKey]:
+    def candidates(self, live: bool = False) -> list[ApiKey]:
         """The keys in rotation, starting with the one whose turn it is.
 
-        ``refresh=False``: as this process knows them; the caller's script reads the flags
-        (``batchgen.llm.gate``) and reports them with ``note_disabled``."""
+        ``live=True``: every key, in that order, for a caller whose script reads the flags
+        itself (``batchgen.llm.gate``): a key put back by ``enable_keys`` in another process
+        is used at once."""
         if not self.rotates:
             return list(self.keys)
-        if refresh:
-            self._refresh()
         start = next(self._turn) % len(self.keys)
-        now = time.time()
         ordered = self.keys[start:] + self.keys[:start]
+        if live:
+            return list(ordered)
+        self._refresh()
+        now = time.time()
         return [key for key in ordered if self._disabled_until.get(key.fingerprint, 0.0) <= now]
 
     def disable(self, key: ApiKey, status: int | None) -> None:
