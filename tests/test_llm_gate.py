@@ -182,3 +182,14 @@ def test_a_key_put_back_by_another_process_is_used_at_once(llm_env, redis_client
     results = [LLMClient().generate_detailed(f"prompt {i}") for i in range(4)]
 
     assert {result.key for result in results} == {key_fingerprint(k) for k in KEYS}
+
+
+def test_a_new_process_books_its_first_request_at_the_learned_limit(llm_env, redis_client):
+    llm_env("openai")
+    redis_client.hset(learned_hash(), "advertised_rpm", "600")  # learned before we started
+    rpm_tat = limiter_keys(registry.get_provider("openai").config.api_key)[0]
+    shared.reset()  # a fresh process: nothing read yet
+
+    assert LLMClient().generate("my first request")
+
+    assert redis_client.exists(rpm_tat)

@@ -164,10 +164,8 @@ class Learner:
         return combine(self.configured_rpm, self.configured_tpm, self._learned)
 
     def expected(self) -> list[str]:
-        """The stored fields the limits depend on, as this process last read them (a value
-        no field holds before the first read), for ``batchgen.llm.gate`` to compare."""
-        if self._read_at == float("-inf"):
-            return ["?", "?", "?"]
+        """The stored fields the limits depend on, as this process last read them ("" for
+        none: before the first read, nothing learned), for ``batchgen.llm.gate`` to compare."""
         return list(self._seen)
 
     @property
