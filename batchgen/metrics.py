@@ -3,14 +3,20 @@
 a work-horse per job and workers run on other machines, so an in-process counter would never
 reach ``/metrics`` (``batchgen.dashboard.scrape``). Recording never raises: while Redis is away
 samples are dropped.
+
+Round trips: an LLM request's figures join its one round trip after the reply (``into``); a
+run's (``batched``) are summed in the process and flushed once a second, so a killed process
+loses at most its last second of them.
 """
 
 from __future__ import annotations
 
+import atexit
 import bisect
 import functools
 import json
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -96,13 +102,81 @@ SPECS = {
 
 
 _buffer = threading.local()
+FLUSH_SECONDS = 1.0  # a killed process loses at most this much of a batched block's figures
+
+
+class _Pending:
+    """The increments of this process's ``batched`` blocks, summed per field and flushed by a
+    daemon thread every FLUSH_SECONDS (and when the outermost block ends, and at exit).
+
+    Increments, not totals: every process on every machine adds its own with HINCRBY, so the
+    sums at ``/metrics`` are right whatever the number of workers.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._ops: dict[tuple[str, str, str], float] = {}
+        self._flusher: threading.Thread | None = None
+
+    def add(self, commands: list[tuple[str, str, str, float]]) -> None:
+        with self._lock:
+            for op, key, field, amount in commands:
+                before = self._ops.get((op, key, field), 0)
+                # A TTL or a trim length is a setting, not an increment: keep the largest.
+                self._ops[op, key, field] = (max(before, amount) if op in ("expire", "ztrim")
+                                             else before + amount)
+            if self._flusher is None:
+                self._flusher = threading.Thread(target=self._flush_forever, daemon=True,
+                                                 name="metrics-flush")
+                self._flusher.start()
+
+    def flush(self) -> None:
+        with self._lock:
+            ops, self._ops = self._ops, {}
+        if ops:
+            commands = [(op, key, field, amount) for (op, key, field), amount in ops.items()]
+            shared.attempt(lambda client: _apply(client, commands), None, what="metrics")
+
+    def _flush_forever(self) -> None:
+        while True:
+            time.sleep(FLUSH_SECONDS)
+            self.flush()
+
+
+_pending = _Pending()
+
+
+def _forget_in_child() -> None:
+    # The parent flushes what it summed; a forked work-horse starts empty, with no thread.
+    global _pending
+    _pending = _Pending()
+
+
+os.register_at_fork(after_in_child=_forget_in_child)
+atexit.register(lambda: _pending.flush())
 
 
 @contextmanager
 def batched() -> Iterator[None]:
-    """Record everything observed inside the block in one Redis round trip at its end
-    (this thread only), instead of one per call: a batch's fifty requests cost one."""
-    if getattr(_buffer, "ops", None) is not None:  # nested: the outer block flushes
+    """Sum everything this thread records inside the block in the process (``_Pending``),
+    flushed at most once a second and when the block ends, instead of one round trip per
+    call: a run's hundreds of replies cost one a second."""
+    if getattr(_buffer, "batched", False):  # nested: the outer block flushes
+        yield
+        return
+    _buffer.batched = True
+    try:
+        yield
+    finally:
+        _buffer.batched = False
+        _pending.flush()
+
+
+@contextmanager
+def into(round_trip: shared.Round) -> Iterator[None]:
+    """Add everything this thread records inside the block to ``round_trip`` (an LLM
+    request's one round trip after its reply), unless a ``batched`` block has it."""
+    if getattr(_buffer, "batched", False) or getattr(_buffer, "ops", None) is not None:
         yield
         return
     _buffer.ops = []
@@ -110,11 +184,15 @@ def batched() -> Iterator[None]:
         yield
     finally:
         ops, _buffer.ops = _buffer.ops, None
-        _write(ops)
+        if ops:
+            round_trip.add(lambda pipe: _queue(pipe, ops), len(ops))
 
 
 def _write(commands: list[tuple[str, str, str, float]]) -> None:
     """Apply (op, key, field, amount) atomically; dropped while Redis is unreachable."""
+    if getattr(_buffer, "batched", False):
+        _pending.add(commands)
+        return
     pending = getattr(_buffer, "ops", None)
     if pending is not None:
         pending.extend(commands)
@@ -125,6 +203,11 @@ def _write(commands: list[tuple[str, str, str, float]]) -> None:
 
 def _apply(client: redis.Redis, commands: list[tuple[str, str, str, float]]) -> None:
     pipe = client.pipeline(transaction=True)
+    _queue(pipe, commands)
+    pipe.execute()
+
+
+def _queue(pipe: redis.client.Pipeline, commands: list[tuple[str, str, str, float]]) -> None:
     for op, key, field, amount in commands:
         if op == "int":
             pipe.hincrby(key, field, int(amount))
@@ -136,7 +219,6 @@ def _apply(client: redis.Redis, commands: list[tuple[str, str, str, float]]) -> 
             pipe.zremrangebyrank(key, 0, -int(amount) - 1)
         elif op == "expire":
             pipe.expire(key, int(amount))
-    pipe.execute()
 
 
 def _field(values: tuple[str, ...], *extra: str) -> str:

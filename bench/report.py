@@ -96,6 +96,12 @@ def section_cache(data: dict[str, Any]) -> list[str]:
     return ["### 9. " + table(data)[0].removeprefix("### "), *table(data)[1:]]
 
 
+def section_hotpath(data: dict[str, Any]) -> list[str]:
+    from bench.hotpath_section import table
+
+    return table(data)
+
+
 def section_scopes(data: dict[str, Any]) -> list[str]:
     from bench.ratelimit_scopes_section import table
 
@@ -225,7 +231,8 @@ def markdown(results: dict[str, Any]) -> str:
                         ("ratelimit", section_ratelimit), ("scopes", section_scopes),
                         ("pipeline", section_pipeline), ("drain", section_drain),
                         ("chats", section_chats),
-                        ("cost", section_cost), ("cache", section_cache)):
+                        ("cost", section_cost), ("cache", section_cache),
+                        ("hotpath", section_hotpath)):
         if key in results:
             lines += render(results[key]) + [""]
     return "\n".join(lines)

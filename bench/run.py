@@ -37,6 +37,7 @@ from bench import (
     cost_section,
     drain_section,
     harness,
+    hotpath_section,
     llm_sections,
     pipeline_section,
     ratelimit_scopes_section,
@@ -45,7 +46,7 @@ from bench import (
 
 RESULTS = harness.ROOT / "bench" / "results"
 SECTIONS = ("document", "targets", "scaling", "tails", "ratelimit", "scopes", "pipeline",
-            "drain", "chats", "cost", "cache")
+            "drain", "chats", "cost", "cache", "hotpath")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -126,6 +127,7 @@ def run_sections(args: argparse.Namespace, services: harness.Services,
         "chats": lambda: chat_section.chats(services, sizes["targets_latency"], args.quick),
         "cost": lambda: cost(services, args.quick),
         "cache": lambda: cache_section.cache_section(services, 200 if args.quick else 400, 8),
+        "hotpath": lambda: hotpath_section.hotpath(services, args.quick),
     }
     results: dict[str, Any] = {}
     for name in SECTIONS:

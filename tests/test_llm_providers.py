@@ -113,3 +113,11 @@ def test_the_system_prompt_and_the_prompt_are_filtered_before_sending(llm_env):
     text = LLMClient().generate(f"tell   me\x00 about\n\nbots {token}")
 
     assert text == "Reply to: tell me about bots [redacted]"
+
+
+@pytest.mark.parametrize("provider", ["openai", "groq"])
+def test_a_status_error_reads_as_the_sdk_wrote_it(llm_env, provider):
+    # The OpenAI-compatible providers POST directly on the SDK's pool; the text is the SDK's.
+    result = make_client(llm_env, provider).generate_detailed("hello [[fault:503]]")
+
+    assert result.error_message.startswith("HTTP 503: Error code: 503 - ")

@@ -28,7 +28,7 @@ import time
 from dataclasses import dataclass
 
 from batchgen import metrics
-from batchgen.llm import config, errors, keys
+from batchgen.llm import config, errors, gate, keys
 from batchgen.llm.errors import ProviderError
 from batchgen.llm.keys import ApiKey
 from batchgen.llm.limits.budgets import (
@@ -39,6 +39,7 @@ from batchgen.llm.limits.budgets import (
 )
 from batchgen.llm.providers.base import Provider
 from batchgen.llm.types import Completion, CompletionRequest
+from batchgen.state import shared
 from batchgen.state.breakers import CircuitBreaker, CircuitOpenError
 
 logger = logging.getLogger(__name__)
@@ -71,13 +72,70 @@ class Sent:
     key: ApiKey | None = None
 
 
-def send(provider: Provider, request: CompletionRequest, budget: WaitBudget) -> Sent:
+def send(provider: Provider, request: CompletionRequest, budget: WaitBudget,
+         breaker: CircuitBreaker | None = None, round_trip: shared.Round | None = None) -> Sent:
     """Try the keys in rotation order until one answers or none is left; never raises
-    ProviderError (it comes back in ``Sent.error``)."""
+    ProviderError (it comes back in ``Sent.error``).
+
+    ``breaker``: the provider's, checked in the same round trip as the key and the budget
+    (``gate``); raises CircuitOpenError when it refuses. ``round_trip``: where the breakers'
+    outcomes and what the reply taught the budget go, for the caller to send.
+    """
     ring = keys.get_ring(provider.name, provider.config.api_keys)
+    tokens = estimate_tokens(request.system_prompt + request.user_prompt) + request.max_tokens
+    candidates = ring.candidates(live=True)
     made, reopens = 0, []
     saturated: ProviderError | None = None
-    for key in ring.candidates():
+    while candidates:
+        admission = gate.admit(breaker, ring, candidates,
+                               lambda key: _limiter(provider, key, refresh=False), tokens,
+                               budget.remaining)
+        if admission is None:  # Redis unreachable: each step on its per-process state
+            if breaker is not None:
+                breaker.before_call()
+            return _send_stepwise(provider, request, budget, ring.candidates(), made)
+        breaker = None  # passed: the next key after a 401 does not ask again
+        for skip in admission.skipped:
+            if skip.reason == "disabled":
+                ring.note_disabled(skip.key, skip.seconds)
+            elif skip.reason == "breaker":
+                reopens.append(skip.seconds)  # this key's own breaker is open
+            else:
+                refused = _refused(_limiter(provider, skip.key, refresh=False), provider.name,
+                                   skip.reply)
+                if not ring.rotates:
+                    return Sent(made, error=refused)
+                if saturated is None or _sooner(refused, saturated):
+                    saturated = refused  # the key that frees up first says when to come back
+        key = admission.key
+        if key is None:
+            break
+        refused = _acquire(admission.limiter, provider.name, tokens, budget,
+                           first=(admission.wait, admission.slot))
+        sent = (Sent(0, error=refused) if refused is not None
+                else _tries(provider, key, request, budget, round_trip, admission.limiter))
+        made += sent.attempts
+        if ring.rotates:
+            _record(key.breaker(), sent.error, round_trip)
+        if sent.error is None:
+            return Sent(made, sent.completion, key=key)
+        if not ring.rotates or sent.error.kind not in (errors.AUTH, errors.RATE_LIMIT_WAIT):
+            return Sent(made, error=sent.error, key=key)
+        if sent.error.kind == errors.AUTH:
+            ring.disable(key, sent.error.status)
+        elif saturated is None or _sooner(sent.error, saturated):
+            saturated = sent.error
+        candidates = candidates[candidates.index(key) + 1:]
+    return Sent(made, error=saturated or _no_key_left(provider, ring, reopens))
+
+
+def _send_stepwise(provider: Provider, request: CompletionRequest, budget: WaitBudget,
+                   candidates: list[ApiKey], made: int) -> Sent:
+    """``send`` one step at a time: while Redis is away, each step is per-process and free."""
+    ring = keys.get_ring(provider.name, provider.config.api_keys)
+    reopens = []
+    saturated: ProviderError | None = None
+    for key in candidates:
         breaker = key.breaker() if ring.rotates else None
         refused_for = None if breaker is None else _refused_for(breaker)
         if refused_for is not None:
@@ -99,13 +157,19 @@ def send(provider: Provider, request: CompletionRequest, budget: WaitBudget) -> 
 
 
 def _tries(provider: Provider, key: ApiKey, request: CompletionRequest,
-           budget: WaitBudget) -> Sent:
-    """The attempts on one key: book a slot, send, and on a transient error wait and retry."""
+           budget: WaitBudget, round_trip: shared.Round | None = None,
+           booked: RateLimiter | None = None) -> Sent:
+    """The attempts on one key: book a slot, send, and on a transient error wait and retry.
+
+    ``booked``: the limiter on which the first attempt's slot is booked and waited for
+    already (``send``)."""
     tokens = estimate_tokens(request.system_prompt + request.user_prompt) + request.max_tokens
     tries_left, made = provider.config.max_retries + 1, 0
     while True:
-        limiter = _limiter(provider, key)  # per attempt: the last reply may have moved the limits
-        refused = _acquire(limiter, provider.name, tokens, budget)
+        # Per attempt: the last reply may have moved the limits.
+        limiter = booked or _limiter(provider, key)
+        refused = None if booked else _acquire(limiter, provider.name, tokens, budget)
+        booked = None
         if refused is not None:
             return Sent(made, error=refused)
         made += 1
@@ -114,9 +178,9 @@ def _tries(provider: Provider, key: ApiKey, request: CompletionRequest,
         except ProviderError as exc:
             error = exc
         else:
-            _learn(limiter, provider, 200)
+            _learn(limiter, provider, 200, round_trip)
             return Sent(made, completion)
-        _learn(limiter, provider, error.status)
+        _learn(limiter, provider, error.status)  # now: the next step may depend on it
         if error.kind == errors.RATE_LIMITED:
             # Re-read: this 429 may just have taught the budget its first limit.
             _on_429(_limiter(provider, key), key, error)
@@ -130,29 +194,47 @@ def _tries(provider: Provider, key: ApiKey, request: CompletionRequest,
         _wait_before_retry(provider, error, made, limiter, budget)
 
 
-def _limiter(provider: Provider, key: ApiKey) -> RateLimiter:
-    """The limiter of the budget this key spends, at the configured and learned limits."""
+def _limiter(provider: Provider, key: ApiKey, refresh: bool = True) -> RateLimiter:
+    """The limiter of the budget this key spends, at the configured and learned limits
+    (as last read with ``refresh=False``: the gate's script checks them)."""
     return get_rate_limiter(provider.name, key.secret, *config.rate_limits(provider.name),
-                            model=provider.model, scope=config.rate_limit_scope(provider.name))
+                            model=provider.model, scope=config.rate_limit_scope(provider.name),
+                            refresh=refresh)
 
 
-def _learn(limiter: RateLimiter, provider: Provider, status: int | None) -> None:
+def _learn(limiter: RateLimiter, provider: Provider, status: int | None,
+           round_trip: shared.Round | None = None) -> None:
     """Every reply with a status (200 or an error) teaches the budget; timeouts do not."""
     if status and limiter.learner is not None:
-        limiter.learner.observe(provider.replies.headers, status)
+        limiter.learner.observe(provider.replies.headers, status, round_trip)
+
+
+def _refused(limiter: RateLimiter, provider: str, reply: tuple) -> ProviderError:
+    """The gate found no slot in budget on this key: the limiter's own refusal."""
+    try:
+        limiter.booked(["0", *reply])
+    except RateLimitTimeout as exc:
+        return _timed_out(provider, exc)
+    raise AssertionError("a refused booking always raises")
+
+
+def _timed_out(provider: str, exc: RateLimitTimeout) -> ProviderError:
+    metrics.observe_limiter_timeout(provider)
+    return ProviderError(errors.RATE_LIMIT_WAIT, str(exc), retryable=True,
+                         retry_after=max(exc.needed - exc.waited, 0.0))
 
 
 def _acquire(limiter: RateLimiter | None, provider: str, tokens: int,
-             budget: WaitBudget) -> ProviderError | None:
-    """Book a slot; a "rate_limit_wait" error (with the wait needed) when none is in budget."""
+             budget: WaitBudget, first: tuple[float, float] | None = None
+             ) -> ProviderError | None:
+    """Book a slot (or wait for the one booked, ``first``); a "rate_limit_wait" error (with
+    the wait needed) when none is in budget."""
     if limiter is None:
         return None
     try:
-        waited = limiter.acquire(tokens, budget.remaining)
+        waited = limiter.acquire(tokens, budget.remaining, first)
     except RateLimitTimeout as exc:
-        metrics.observe_limiter_timeout(provider)
-        return ProviderError(errors.RATE_LIMIT_WAIT, str(exc), retryable=True,
-                             retry_after=max(exc.needed - exc.waited, 0.0))
+        return _timed_out(provider, exc)
     if waited > 0:
         budget.spend(waited)
         metrics.observe_limiter_wait(provider, waited)
@@ -205,13 +287,18 @@ def _refused_for(breaker: CircuitBreaker) -> float | None:
     return None
 
 
-def _record(breaker: CircuitBreaker, error: ProviderError | None) -> None:
+def _record(breaker: CircuitBreaker, error: ProviderError | None,
+            round_trip: shared.Round | None = None) -> None:
     if error is None:
-        breaker.record_success()  # a parsed reply: the key works, whatever it says
+        outcome = "success"  # a parsed reply: the key works, whatever it says
     elif error.kind in errors.BREAKER_FAILURES:
-        breaker.record_failure()
+        outcome = "failure"
     else:
-        breaker.record_ignored()
+        outcome = "ignored"
+    if round_trip is not None:
+        breaker.queue_outcome(round_trip, outcome)
+    else:
+        getattr(breaker, f"record_{outcome}")()
 
 
 def _no_key_left(provider: Provider, ring: keys.KeyRing,

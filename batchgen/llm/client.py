@@ -22,7 +22,8 @@ from batchgen.llm.attempts import WaitBudget
 from batchgen.llm.errors import ProviderError
 from batchgen.llm.providers.base import Provider
 from batchgen.llm.types import Completion, CompletionRequest, GenerationResult
-from batchgen.state.breakers import CircuitOpenError, get_circuit_breaker
+from batchgen.state import shared
+from batchgen.state.breakers import CircuitBreaker, CircuitOpenError, get_circuit_breaker
 
 logger = logging.getLogger(__name__)
 
@@ -85,31 +86,42 @@ def execute(provider: Provider, request: CompletionRequest,
     name = provider.config.breaker
     try:
         provider.client()  # a missing key fails here, before the breaker is asked
-        breaker = get_circuit_breaker(name)
-        breaker.before_call()
     except ProviderError as exc:
         return _failure(provider, started, exc, 0)
+    breaker = get_circuit_breaker(name)
+    # One round trip after the request: both breakers' outcome, what the reply taught the
+    # budget and the request's metrics (the one before it is ``attempts.send``'s script).
+    round_trip = shared.Round()
+    try:
+        with metrics.into(round_trip):
+            result = _execute(provider, request, budget, breaker, round_trip, started)
+    finally:
+        round_trip.send("LLM request outcome")
+    return result
+
+
+def _execute(provider: Provider, request: CompletionRequest, budget: WaitBudget,
+             breaker: CircuitBreaker, round_trip: shared.Round,
+             started: float) -> GenerationResult:
+    try:
+        sent = attempts.send(provider, request, budget, breaker, round_trip)
     except CircuitOpenError as exc:
         # retry_after: when the breaker half-opens, so the item is deferred until then.
         return _failure(provider, started, ProviderError(
-            errors.CIRCUIT_OPEN, f"circuit {name} is open, retry in {exc.retry_after:.0f}s",
-            retryable=True, retry_after=exc.retry_after), 0)
-    try:
-        sent = attempts.send(provider, request, budget)
+            errors.CIRCUIT_OPEN, f"circuit {breaker.name} is open, retry in "
+            f"{exc.retry_after:.0f}s", retryable=True, retry_after=exc.retry_after), 0)
     except Exception as exc:  # a bug must not kill the batch or strand a half-open probe
-        breaker.record_ignored()
+        breaker.queue_outcome(round_trip, "ignored")
         logger.exception("unexpected error from the %s provider", provider.name)
         return _failure(provider, started, ProviderError(
             errors.MALFORMED, provider.scrub(f"{type(exc).__name__}: {exc}")), 1)
     if sent.error is not None:
-        if sent.error.kind in errors.BREAKER_FAILURES:
-            breaker.record_failure()
-        else:
-            breaker.record_ignored()
+        breaker.queue_outcome(round_trip, "failure" if sent.error.kind in
+                              errors.BREAKER_FAILURES else "ignored")
         return _failure(provider, started, sent.error, sent.attempts)
     outcome = judge(sent.completion, request.max_tokens)
     # An empty or filtered reply says nothing about the service's health.
-    (breaker.record_success if outcome.kind is None else breaker.record_ignored)()
+    breaker.queue_outcome(round_trip, "success" if outcome.kind is None else "ignored")
     return replace(_result(provider, started, outcome, sent.completion, sent.attempts),
                    key=sent.key.fingerprint)
 

@@ -79,14 +79,20 @@ class KeyRing:
         """More than one key: per-key breakers, and 401s take a key out of rotation."""
         return len(self.keys) > 1
 
-    def candidates(self) -> list[ApiKey]:
-        """The keys in rotation, starting with the one whose turn it is."""
+    def candidates(self, live: bool = False) -> list[ApiKey]:
+        """The keys in rotation, starting with the one whose turn it is.
+
+        ``live=True``: every key, in that order, for a caller whose script reads the flags
+        itself (``batchgen.llm.gate``): a key put back by ``enable_keys`` in another process
+        is used at once."""
         if not self.rotates:
             return list(self.keys)
-        self._refresh()
         start = next(self._turn) % len(self.keys)
-        now = time.time()
         ordered = self.keys[start:] + self.keys[:start]
+        if live:
+            return list(ordered)
+        self._refresh()
+        now = time.time()
         return [key for key in ordered if self._disabled_until.get(key.fingerprint, 0.0) <= now]
 
     def disable(self, key: ApiKey, status: int | None) -> None:
@@ -101,6 +107,15 @@ class KeyRing:
         logger.warning("%s key %s answered HTTP %s: out of rotation for %.0fs in every worker",
                        self.provider, key.fingerprint, status or "401", seconds)
         metrics.observe_key_disabled(self.provider, key.fingerprint)
+
+    def note_disabled(self, key: ApiKey, seconds: float) -> None:
+        """Another worker took ``key`` out of rotation; it comes back in ``seconds``."""
+        with self._lock:
+            self._disabled_until[key.fingerprint] = time.time() + seconds
+
+    def flag(self, key: ApiKey) -> str:
+        """The Redis key whose presence takes ``key`` out of rotation in every worker."""
+        return _flag(self.provider, key.fingerprint)
 
     def disabled(self) -> dict[str, float]:
         """Fingerprint -> seconds left out of rotation, as this process last read it."""

@@ -67,21 +67,34 @@ DEFAULT_PROBE_TTL = 90.0  # longer than one provider call with its retries
 # probe, probe_until.
 _DOWN = object()  # what shared.attempt returns while Redis is unreachable
 
-_BEFORE_LUA = """
-local h = redis.call('HMGET', KEYS[1], 'state', 'opened_at', 'probe_until')
-local state = h[1]
-if (not state) or state == 'closed' then return {'pass', '0'} end
-local now = tonumber(ARGV[1])
-local wait
-if state == 'open' then
-  wait = tonumber(h[2]) + tonumber(ARGV[2]) - now
-else
-  wait = tonumber(h[3] or '0') - now  -- half_open: a live probe keeps everyone else out
+# The check and the probe are two functions so that the LLM layer's one script before a
+# request (``batchgen.llm.gate``) can check every breaker and the rate budget before it
+# writes anything: a probe is taken only for a request that goes.
+BREAKER_LUA = """
+local function breaker_check(key, now, cooldown)
+  local h = redis.call('HMGET', key, 'state', 'opened_at', 'probe_until')
+  local state = h[1]
+  if (not state) or state == 'closed' then return 'pass', 0 end
+  local wait
+  if state == 'open' then
+    wait = tonumber(h[2]) + cooldown - now
+  else
+    wait = tonumber(h[3] or '0') - now  -- half_open: a live probe keeps everyone else out
+  end
+  if wait > 0 then return 'reject', wait end
+  return 'probe', 0
 end
-if wait > 0 then return {'reject', tostring(wait)} end
-redis.call('HSET', KEYS[1], 'state', 'half_open', 'probe', ARGV[3],
-           'probe_until', tostring(now + tonumber(ARGV[4])))
-return {'probe', '0'}
+local function breaker_probe(key, now, token, probe_ttl)
+  redis.call('HSET', key, 'state', 'half_open', 'probe', token,
+             'probe_until', tostring(now + probe_ttl))
+end
+"""
+
+_BEFORE_LUA = BREAKER_LUA + """
+local now = tonumber(ARGV[1])
+local kind, wait = breaker_check(KEYS[1], now, tonumber(ARGV[2]))
+if kind == 'probe' then breaker_probe(KEYS[1], now, ARGV[3], tonumber(ARGV[4])) end
+return {kind, tostring(wait)}
 """
 
 _SUCCESS_LUA = """
@@ -125,6 +138,9 @@ _FAILURE = shared.Script(_FAILURE_LUA)
 _IGNORED = shared.Script(_IGNORED_LUA)
 
 
+_OUTCOMES = {"success": _SUCCESS, "failure": _FAILURE, "ignored": _IGNORED}
+
+
 class RedisState:
     """The breaker's state in one Redis hash; every transition is one atomic script.
 
@@ -133,6 +149,14 @@ class RedisState:
 
     def __init__(self, name: str) -> None:
         self._key = shared.key("circuit", name)
+
+    @property
+    def key(self) -> str:
+        return self._key
+
+    def queue(self, pipe: redis.client.Pipeline | redis.Redis, op: str, args: list) -> object:
+        """Add the ``op`` transition ("success", "failure", "ignored") to a round trip."""
+        return _OUTCOMES[op].queue(pipe, [self._key], args)
 
     def before(self, client: redis.Redis, now: float, cooldown: float, token: str,
                probe_ttl: float) -> tuple[str, float]:
@@ -255,14 +279,60 @@ class CircuitBreaker:
 
     def before_call(self) -> None:
         """Pass, or raise CircuitOpenError; after the cooldown exactly one caller probes."""
-        token = uuid.uuid4().hex
+        token, args = self.before_args()
+        self.admit(*self._run("before", *args), token)
+
+    def before_args(self) -> tuple[str, list]:
+        """A fresh probe token, and what the check needs: now, cooldown, token, probe TTL.
+
+        For a script that checks this breaker with other state (``batchgen.llm.gate``);
+        it then reports what it found with ``admit``."""
         self._local.probe_token = None
-        kind, wait = self._run("before", self._clock(), self.cooldown, token, self.probe_ttl)
+        token = uuid.uuid4().hex
+        return token, [self._clock(), self.cooldown, token, self.probe_ttl]
+
+    def admit(self, kind: str, wait: float, token: str) -> None:
+        """What the check found: "pass", "probe" (this thread holds the probe) or "reject"
+        (raises CircuitOpenError)."""
+        self._local.probe_token = None
         if kind == "probe":
             self._local.probe_token = token
             logger.info("circuit %s is half-open: this call is the probe", self.name)
         elif kind == "reject":
             raise CircuitOpenError(self.name, wait)
+
+    @property
+    def redis_key(self) -> str:
+        return self._redis.key
+
+    def queue_outcome(self, round_trip: shared.Round, outcome: str) -> None:
+        """``record_<outcome>`` ("success", "failure", "ignored") as part of ``round_trip``,
+        from the thread that called ``before_call``: sent with the request's other writes."""
+        token = self._take_token()
+        args = {"success": [token], "ignored": [token],
+                "failure": [self._clock(), self.threshold, token]}[outcome]
+        round_trip.add(lambda pipe: self._redis.queue(pipe, outcome, args),
+                       done=lambda reply: self._recorded(outcome, reply[0]),
+                       down=lambda: self._recorded(outcome, self._fallback(outcome, args)),
+                       script=_OUTCOMES[outcome])
+
+    def _fallback(self, outcome: str, args: list) -> object:
+        self._on_redis = False
+        return getattr(self._memory, outcome)(*args)
+
+    def _recorded(self, outcome: str, changed: object) -> None:
+        if isinstance(changed, Exception):
+            logger.error("circuit %s: recording a %s failed: %s", self.name, outcome, changed)
+            return
+        if not self._on_redis and shared.available():
+            self._back_on_redis()
+        if changed and outcome == "success":
+            logger.warning("circuit %s closed: the probe succeeded", self.name)
+        elif changed and outcome == "failure":
+            logger.warning(
+                "circuit %s opened for %ss after %s consecutive failures or a failed probe",
+                self.name, self.cooldown, self.threshold,
+            )
 
     def record_success(self) -> None:
         """Reset the failure count; a successful probe closes the circuit."""

@@ -32,8 +32,8 @@ from typing import Any, TypeVar
 import redis
 from django.conf import settings
 
-__all__ = ["PREFIX", "RETRY_SECONDS", "Script", "attempt", "available", "connection", "key",
-           "mark_down", "mark_up", "on_reset", "reset"]
+__all__ = ["PREFIX", "RETRY_SECONDS", "Round", "Script", "attempt", "available", "connection",
+           "key", "mark_down", "mark_up", "on_reset", "reset"]
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -136,6 +136,87 @@ class Script:
             return client.evalsha(self.sha, len(keys), *keys, *args)
         except redis.exceptions.NoScriptError:
             return client.eval(self.source, len(keys), *keys, *args)
+
+    def queue(self, pipe: redis.client.Pipeline | redis.Redis, keys: list[str],
+              args: list[Any]) -> Any:
+        """Add the script to ``pipe`` by its SHA (on a client: run it); ``Round`` reruns it
+        if the server lacks it."""
+        return pipe.evalsha(self.sha, len(keys), *keys, *args)
+
+
+class Round:
+    """Commands of several users sent in one round trip (a pipeline, not a transaction).
+
+    Each ``add`` queues its commands and says what to do with their replies (``done``) or,
+    while Redis is unreachable, instead (``down``). A script the server does not know yet
+    (after a restart) answers NoScriptError without running: only it is sent again, alone.
+    """
+
+    def __init__(self) -> None:
+        self._parts: list[tuple[Callable[[Any], Any], int, Callable[[list], None] | None,
+                                Callable[[], None] | None, Script | None]] = []
+
+    def __len__(self) -> int:
+        return len(self._parts)
+
+    def add(self, queue: Callable[[Any], Any], count: int = 1,
+            done: Callable[[list], None] | None = None, down: Callable[[], None] | None = None,
+            script: Script | None = None) -> None:
+        """``queue(pipe)`` adds ``count`` commands; ``script``: the one script it runs."""
+        self._parts.append((queue, count, done, down, script))
+
+    def send(self, what: str = "shared state") -> bool:
+        """One round trip for every part added; False (``down`` called) while Redis is away."""
+        parts, self._parts = self._parts, []
+        if not parts:
+            return True
+        replies = attempt(lambda client: self._execute(client, parts), None, what=what)
+        if replies is None:
+            for _, _, _, down, _ in parts:
+                if down is not None:
+                    down()
+            return False
+        for (_, _, done, _, _), reply in zip(parts, replies, strict=True):
+            if done is not None:
+                done(reply)
+        return True
+
+    @staticmethod
+    def _execute(client: redis.Redis, parts: list) -> list[list]:
+        if len(parts) == 1 and parts[0][1] == 1:
+            return [Round._one(client, *parts[0])]  # one command: no pipeline to build
+        pipe = client.pipeline(transaction=False)
+        for queue, _, _, _, _ in parts:
+            queue(pipe)
+        flat = pipe.execute(raise_on_error=False)
+        replies, at = [], 0
+        for queue, count, _, _, script in parts:
+            reply = flat[at:at + count]
+            at += count
+            if script is not None and isinstance(reply[0], redis.exceptions.NoScriptError):
+                # Not run: the server lost its scripts. Run just this part again, loading it.
+                client.script_load(script.source)
+                again = client.pipeline(transaction=False)
+                queue(again)
+                reply = again.execute(raise_on_error=False)
+            for value in reply:
+                if isinstance(value, redis.exceptions.ConnectionError | redis.TimeoutError):
+                    raise value
+            replies.append(reply)
+        return replies
+
+    @staticmethod
+    def _one(client: redis.Redis, queue: Callable[[Any], Any], count: int, done: Any,
+             down: Any, script: Script | None) -> list:
+        try:
+            return [queue(client)]
+        except redis.exceptions.NoScriptError:
+            if script is None:
+                raise
+            client.script_load(script.source)
+            return [queue(client)]
+        except redis.exceptions.ResponseError as exc:  # as a pipeline would hand it back
+            return [exc]
 
 
 def on_reset(forget: Callable[[], None]) -> Callable[[], None]:

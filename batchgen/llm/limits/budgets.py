@@ -74,11 +74,11 @@ TPM_MAX_BURST_FRACTION = 0.15
 STATS_TTL_SECONDS = 7 * 24 * 3600
 _DOWN = object()  # what shared.attempt returns while Redis is unreachable
 
-# Shared by both scripts: the clock is the caller's (tests inject one) or, when ARGV[1] is
-# empty, the Redis server's, the one clock every machine agrees on.
+# Shared by both scripts: the clock is the caller's (tests inject one) or, when its argument
+# is empty, the Redis server's, the one clock every machine agrees on.
 _CLOCK_LUA = """
-local function clock()
-  if ARGV[1] ~= '' then return tonumber(ARGV[1]) end
+local function clock(arg)
+  if arg ~= '' then return tonumber(arg) end
   local t = redis.call('TIME')
   return tonumber(t[1]) + tonumber(t[2]) / 1000000
 end
@@ -89,47 +89,55 @@ local function put(key, value, now)
 end
 """
 
-# KEYS: rpm TAT, tpm TAT, blocked-until, stats.
-# ARGV: now, rpm interval, rpm burst seconds, tpm interval, tpm burst seconds, tokens, max_wait,
+# A function, so that the script before a request (``batchgen.llm.gate``) books with the same
+# text as ``RateLimiter.acquire``.
+# K: rpm TAT, tpm TAT, blocked-until, stats.
+# A: now, rpm interval, rpm burst seconds, tpm interval, tpm burst seconds, tokens, max_wait,
 # stats ttl, provider, fingerprint. An interval of 0 means that budget is not limited.
-_ACQUIRE_LUA = _CLOCK_LUA + """
-local now = clock()
-local s = math.max(now, tonumber(redis.call('GET', KEYS[3]) or '0'))
-local costs = {1, tonumber(ARGV[6])}
-local tats = {}
-for i = 1, 2 do
-  local interval = tonumber(ARGV[2 * i])
-  if interval > 0 then
-    tats[i] = tonumber(redis.call('GET', KEYS[i]) or '0')
-    s = math.max(s, tats[i] + costs[i] * interval - tonumber(ARGV[2 * i + 1]))
+ACQUIRE_LUA = _CLOCK_LUA + """
+local function budget_acquire(K, A)
+  local now = clock(A[1])
+  local s = math.max(now, tonumber(redis.call('GET', K[3]) or '0'))
+  local costs = {1, tonumber(A[6])}
+  local tats = {}
+  for i = 1, 2 do
+    local interval = tonumber(A[2 * i])
+    if interval > 0 then
+      tats[i] = tonumber(redis.call('GET', K[i]) or '0')
+      s = math.max(s, tats[i] + costs[i] * interval - tonumber(A[2 * i + 1]))
+    end
   end
-end
-if s - now < 0.001 then s = now end  -- float dust from the stored TATs, not a real wait
-local wait = s - now
-redis.call('HSET', KEYS[4], 'provider', ARGV[9], 'key', ARGV[10])
-if wait > tonumber(ARGV[7]) then
-  redis.call('HINCRBY', KEYS[4], 'timeouts', 1)
-  redis.call('EXPIRE', KEYS[4], ARGV[8])
-  return {0, string.format('%.6f', wait), string.format('%.6f', s)}
-end
-for i = 1, 2 do
-  if tats[i] then
-    put(KEYS[i], math.max(tats[i], s) + costs[i] * tonumber(ARGV[2 * i]), now)
+  if s - now < 0.001 then s = now end  -- float dust from the stored TATs, not a real wait
+  local wait = s - now
+  redis.call('HSET', K[4], 'provider', A[9], 'key', A[10])
+  if wait > tonumber(A[7]) then
+    redis.call('HINCRBY', K[4], 'timeouts', 1)
+    redis.call('EXPIRE', K[4], A[8])
+    return {0, string.format('%.6f', wait), string.format('%.6f', s)}
   end
+  for i = 1, 2 do
+    if tats[i] then
+      put(K[i], math.max(tats[i], s) + costs[i] * tonumber(A[2 * i]), now)
+    end
+  end
+  redis.call('HINCRBY', K[4], 'acquired', 1)
+  if wait > 0 then
+    redis.call('HINCRBY', K[4], 'waits', 1)
+    redis.call('HINCRBYFLOAT', K[4], 'wait_seconds', string.format('%.6f', wait))
+  end
+  redis.call('EXPIRE', K[4], A[8])
+  return {1, string.format('%.6f', wait), string.format('%.6f', s)}
 end
-redis.call('HINCRBY', KEYS[4], 'acquired', 1)
-if wait > 0 then
-  redis.call('HINCRBY', KEYS[4], 'waits', 1)
-  redis.call('HINCRBYFLOAT', KEYS[4], 'wait_seconds', string.format('%.6f', wait))
-end
-redis.call('EXPIRE', KEYS[4], ARGV[8])
-return {1, string.format('%.6f', wait), string.format('%.6f', s)}
+"""
+
+_ACQUIRE_LUA = ACQUIRE_LUA + """
+return budget_acquire(KEYS, ARGV)
 """
 
 # KEYS as above. ARGV: now, rpm interval, rpm burst, tpm interval, tpm burst, retry_after,
 # provider, fingerprint, stats ttl.
 _PENALIZE_LUA = _CLOCK_LUA + """
-local now = clock()
+local now = clock(ARGV[1])
 local block_end = now + tonumber(ARGV[6])
 local blocked = math.max(block_end, tonumber(redis.call('GET', KEYS[3]) or '0'))
 put(KEYS[3], blocked, now)
@@ -232,16 +240,18 @@ class RateLimiter:
     def __repr__(self) -> str:
         return f"<RateLimiter {self.provider} key {self.fingerprint}>"
 
-    def acquire(self, tokens: int, max_wait: float) -> float:
+    def acquire(self, tokens: int, max_wait: float,
+                first: tuple[float, float] | None = None) -> float:
         """Block until one request of ``tokens`` fits both budgets; return the seconds waited.
 
         ``tokens`` is what the provider counts: prompt estimate + ``max_tokens``. Raises
         ``RateLimitTimeout`` without reserving when the wait would exceed ``max_wait``.
+        ``first``: the (wait, slot) of a booking already made (``batchgen.llm.gate``).
         """
         tokens = self._clamp_tokens(tokens)
         waited = 0.0
         while True:
-            booked = self._book(tokens, max_wait - waited, waited)
+            booked, first = first or self._book(tokens, max_wait - waited, waited), None
             if booked is None:  # Redis down: the local penalty is all we have
                 return waited + self._wait_local(max_wait - waited, waited)
             wait, slot = booked
@@ -279,18 +289,31 @@ class RateLimiter:
     def _read_stats(self, client: redis.Redis) -> tuple[dict[str, str], str | None]:
         return client.hgetall(self._keys[3]), client.get(self._keys[2])
 
+    @property
+    def redis_keys(self) -> list[str]:
+        """rpm TAT, tpm TAT, blocked-until, stats: the K of ``budget_acquire``."""
+        return list(self._keys)
+
+    def acquire_args(self, tokens: int, max_wait: float) -> list:
+        """The A of ``budget_acquire`` (``ACQUIRE_LUA``) for one request of ``tokens``."""
+        return [self._now_arg(), *self._budget_args(), self._clamp_tokens(tokens),
+                max(max_wait, 0.0), STATS_TTL_SECONDS, self.provider, self.fingerprint]
+
+    def booked(self, reply: list, waited: float = 0.0) -> tuple[float, float]:
+        """(wait, slot) from ``budget_acquire``'s reply; RateLimitTimeout when refused."""
+        reserved, wait, slot = reply
+        if not int(reserved):
+            raise RateLimitTimeout(self.provider, self.fingerprint, waited, waited + float(wait))
+        return max(float(wait), 0.0), float(slot)
+
     def _book(self, tokens: int, budget: float, waited: float) -> tuple[float, float] | None:
         """Run the acquire script: (wait, slot) when reserved, None when Redis is down."""
-        args = [self._now_arg(), *self._budget_args(), tokens, max(budget, 0.0),
-                STATS_TTL_SECONDS, self.provider, self.fingerprint]
+        args = self.acquire_args(tokens, budget)
         booked = shared.attempt(lambda client: _ACQUIRE(client, self._keys, args), _DOWN,
                                 what="rate limits")
         if booked is _DOWN:
             return None
-        reserved, wait, slot = booked
-        if not int(reserved):
-            raise RateLimitTimeout(self.provider, self.fingerprint, waited, waited + float(wait))
-        return max(float(wait), 0.0), float(slot)
+        return self.booked(booked, waited)
 
     def _penalized_after(self, slot: float) -> bool:
         blocked = shared.attempt(lambda client: client.get(self._keys[2]), None,
@@ -359,17 +382,19 @@ _limiters_lock = threading.Lock()
 
 
 def get_rate_limiter(provider: str, api_key: str, rpm: int | None, tpm: int | None,
-                     model: str = "", scope: str = "account") -> RateLimiter:
+                     model: str = "", scope: str = "account",
+                     refresh: bool = True) -> RateLimiter:
     """The process-wide limiter of the budget this key spends, at the limits known now.
 
     ``rpm``/``tpm`` are the configured ceilings (``batchgen.llm.config``); the replies'
     headers and 429s may lower them (``learned_limits``). A limiter is returned even when no
     limit is known yet: every reply teaches its budget, and a 429 pauses every worker on it.
     When the limits change, the new limiter keeps the budget's Redis keys and booked slots.
+    ``refresh=False``: at the limits as last read (the caller's script checks them).
     """
     budget = learned.budget_for(provider, model, key_fingerprint(api_key), scope)
     learner = learned.learner_for(budget, rpm, tpm)
-    enforced = learner.limits()
+    enforced = learner.limits(refresh)
     cache_key = (budget, enforced.rpm, enforced.tpm)
     with _limiters_lock:
         limiter = _limiters.get(cache_key)

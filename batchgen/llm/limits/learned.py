@@ -12,9 +12,10 @@ and steady success raises it again. The limiter enforces, per budget, the smalle
 configured limit, the advertised one and the inferred one, and ``budget_table`` says which.
 
 Everything is kept in one Redis hash per budget, so every process and machine learns from
-every reply. Per reply this costs one pipelined round trip (count the success, record a
-changed limit, read the budget back); the budget is re-read at most once per ``REFRESH``
-otherwise. Redis away: the configured limits alone apply, as before.
+every reply. A reply with news (a changed limit, a success to count) adds its writes to the
+request's one round trip after it (``batchgen.llm.gate``); the script before a request checks
+that the limits this process books with are the budget's current ones (``expected``), and
+sends the hash back when they are not. Redis away: the configured limits alone apply.
 """
 
 from __future__ import annotations
@@ -39,6 +40,22 @@ REQUESTS_WINDOW = {"groq": limits.DAY}
 REFRESH = 1.0             # seconds a process trusts its copy of a budget
 TTL_SECONDS = 7 * 24 * 3600
 BUCKETS = 6               # successes are counted in MINUTE / BUCKETS slices
+# The hash fields the enforced limits depend on (``batchgen.llm.gate`` compares them).
+LIMIT_FIELDS = ("advertised_rpm", "advertised_tpm", "inferred_rpm")
+
+
+class _Commands:
+    """Pipeline commands kept to be added to a round trip later."""
+
+    def __init__(self) -> None:
+        self.commands: list[tuple[str, tuple, dict]] = []
+
+    def add(self, name: str, *args: Any, **kwargs: Any) -> None:
+        self.commands.append((name, args, kwargs))
+
+    def __call__(self, pipe: redis.client.Pipeline) -> None:
+        for name, args, kwargs in self.commands:
+            getattr(pipe, name)(*args, **kwargs)
 
 
 @dataclass(frozen=True)
@@ -132,24 +149,41 @@ class Learner:
         self._clock = clock
         self._hash = _hash_key(budget)
         self._learned = Learned()
+        self._seen = ["", "", ""]
         self._read_at = float("-inf")
 
     def __repr__(self) -> str:
         return f"<Learner {self.budget.name}>"
 
-    def limits(self) -> Limits:
-        """The limits to enforce now (re-read from Redis at most once per ``REFRESH``)."""
-        if self._clock() - self._read_at >= REFRESH:
+    def limits(self, refresh: bool = True) -> Limits:
+        """The limits to enforce now (re-read from Redis at most once per ``REFRESH``, or
+        never with ``refresh=False``: the caller's script checks them, ``expected``)."""
+        if refresh and self._clock() - self._read_at >= REFRESH:
             raw = shared.attempt(lambda r: r.hgetall(self._hash), None, "rate-limit learning")
             self._remember(raw)
         return combine(self.configured_rpm, self.configured_tpm, self._learned)
 
-    def observe(self, headers: Mapping[str, str], status: int) -> RateLimitHeaders:
+    def expected(self) -> list[str]:
+        """The stored fields the limits depend on, as this process last read them ("" for
+        none: before the first read, nothing learned), for ``batchgen.llm.gate`` to compare."""
+        return list(self._seen)
+
+    @property
+    def hash_key(self) -> str:
+        return self._hash
+
+    def remember(self, raw: Mapping[str, str] | None) -> None:
+        """Take the budget's hash as read by someone else (``batchgen.llm.gate``)."""
+        self._remember(raw)
+
+    def observe(self, headers: Mapping[str, str], status: int,
+                round_trip: shared.Round | None = None) -> RateLimitHeaders:
         """Learn from one reply (any status): its advertised limits, a success, a 429.
 
         Redis hears only news: a changed advertised limit, a success while no request limit
         is known (counted, so that a first 429 can infer one from it), a 429, a due AIMD step.
         Any other reply costs no round trip; ``limits`` re-reads the budget once a second.
+        With ``round_trip`` the writes join it instead of going alone.
         """
         parsed = limits.parse_headers(headers, REQUESTS_WINDOW.get(self.budget.provider,
                                                                    limits.MINUTE))
@@ -158,7 +192,16 @@ class Learner:
                                                    ("advertised_tpm", parsed.tpm))
                    if value is not None and value != getattr(self._learned, name)}
         count = status < 400 and self._rpm_unknown()
-        if changes or count or self._read_at == float("-inf"):
+        if round_trip is not None and count and not changes and self._read_at > float("-inf"):
+            # Only a success to count: the budget's limits are checked before each request.
+            queued = self._queue_count(now)
+            round_trip.add(queued, len(queued.commands))
+        elif (changes or count or self._read_at == float("-inf")) and round_trip is not None:
+            queued = self._queue_record(changes, count, now)
+            round_trip.add(queued, len(queued.commands),
+                           done=lambda reply: self._remember(
+                               reply[-1] if isinstance(reply[-1], dict) else None))
+        elif changes or count or self._read_at == float("-inf"):
             raw = shared.attempt(lambda r: self._record(r, changes, count, now), None,
                                  "rate-limit learning")
             self._remember(raw)
@@ -175,14 +218,23 @@ class Learner:
     def _record(self, r: redis.Redis, changes: dict[str, int], count: bool,
                 now: float) -> dict[str, str]:
         pipe = r.pipeline(transaction=False)
-        pipe.hset(self._hash, mapping={**changes, **self._identity()})
-        pipe.expire(self._hash, TTL_SECONDS)
-        if count:
-            bucket = _bucket_key(self.budget, int(now // (limits.MINUTE / BUCKETS)))
-            pipe.incr(bucket)
-            pipe.expire(bucket, int(limits.MINUTE * 2) + 1)
-        pipe.hgetall(self._hash)
+        self._queue_record(changes, count, now)(pipe)
         return pipe.execute()[-1]
+
+    def _queue_record(self, changes: dict[str, int], count: bool, now: float) -> _Commands:
+        commands = self._queue_count(now) if count else _Commands()
+        commands.add("hset", self._hash, mapping={**changes, **self._identity()})
+        commands.add("expire", self._hash, TTL_SECONDS)
+        commands.add("hgetall", self._hash)
+        return commands
+
+    def _queue_count(self, now: float) -> _Commands:
+        """Count one accepted request in its minute bucket (a first 429 infers from them)."""
+        commands = _Commands()
+        bucket = _bucket_key(self.budget, int(now // (limits.MINUTE / BUCKETS)))
+        commands.add("incr", bucket)
+        commands.add("expire", bucket, int(limits.MINUTE * 2) + 1)
+        return commands
 
     def _identity(self) -> dict[str, str]:
         return {"provider": self.budget.provider, "model": self.budget.model,
@@ -191,6 +243,7 @@ class Learner:
     def _remember(self, raw: Mapping[str, str] | None) -> None:
         if raw is not None:
             self._learned = Learned.from_hash(raw)
+            self._seen = [raw.get(name) or "" for name in LIMIT_FIELDS]
             self._read_at = self._clock()
 
     def _ceiling(self) -> float | None:

@@ -30,6 +30,7 @@ class Provider(ABC):
         # carries, which the SDKs drop once they have parsed a 200.
         self.replies = LastReply()
         self._clients: dict[str, Any] = {}
+        self._endpoints: dict[str, Any] = {}  # per key: what a direct request needs
         self._http: Any = None
         self._lock = threading.Lock()
 
@@ -70,7 +71,7 @@ class Provider(ABC):
     def close(self) -> None:
         with self._lock:
             http, self._http = self._http, None
-            self._clients = {}
+            self._clients, self._endpoints = {}, {}
         if http is not None:
             http.close()
 

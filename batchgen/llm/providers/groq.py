@@ -16,6 +16,7 @@ class GroqProvider(OpenAICompatibleProvider):
 
     name = "groq"
     sdk = groq
+    http = httpx  # groq's SDK still sends through httpx
     completion_type = GroqChatCompletion
     completion_path = "/openai/v1/chat/completions"
 
