@@ -14,7 +14,6 @@ import logging
 from collections import Counter
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
-from decimal import Decimal
 
 from django.conf import settings
 from django.utils import timezone
@@ -155,10 +154,7 @@ def store(batch: ProviderBatch, found: dict[str, GenerationResult]) -> int:
 
 
 def _bill_at_batch_price(run: BatchRun) -> None:
-    costs = [pricing.cost(g.model, g.prompt_tokens, g.cached_tokens, g.completion_tokens,
-                          route=pricing.BATCH)
-             for g in Generation.objects.filter(batch_run=run) if g.ok or g.prompt_tokens]
-    total = None if any(c is None for c in costs) else sum(costs, Decimal(0))
+    total = pricing.billed(Generation.objects.filter(batch_run=run), route=pricing.BATCH)
     BatchRun.objects.filter(id=run.id).update(cost_usd=total)
 
 
