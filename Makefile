@@ -51,6 +51,7 @@ test-postgres: bootstrap
 lint: bootstrap
 	$(BIN)/ruff check .
 	$(BIN)/lint-imports
+	$(BIN)/mypy
 
 bench: bootstrap
 	$(BIN)/python -m bench.run

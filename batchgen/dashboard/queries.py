@@ -11,13 +11,14 @@ import statistics
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from decimal import Decimal
-from typing import Any
+from typing import Any, cast
 
 from django import forms
 from django.conf import settings
 from django.core.paginator import Page, Paginator
 from django.db.models import Count, DecimalField, Q, QuerySet, Sum
 from django.db.models.functions import TruncDate
+from django.http import QueryDict
 from django.urls import NoReverseMatch, reverse
 from django.utils import timezone
 from django.utils.safestring import SafeString
@@ -56,9 +57,10 @@ class Window:
 
     @classmethod
     def from_cleaned(cls, cleaned: dict[str, Any]) -> Window:
-        return cls(**{name: cleaned.get(name) or default
-                      for name, default in (("mode", ""), ("status", ""), ("provider", ""),
-                                            ("date_from", None), ("date_to", None))})
+        return cls(mode=cleaned.get("mode") or "", status=cleaned.get("status") or "",
+                   provider=cleaned.get("provider") or "",
+                   date_from=cleaned.get("date_from") or None,
+                   date_to=cleaned.get("date_to") or None)
 
     @property
     def has_dates(self) -> bool:
@@ -177,8 +179,8 @@ def median_throughput_by_mode(window: Window) -> dict[str, float]:
     rows = (window.runs().filter(throughput__isnull=False)
             .values_list("mode", "throughput")[:RECENT_BATCHES * len(modes)])
     by_mode: dict[str, list[float]] = {}
-    for mode, value in rows:
-        if len(by_mode.setdefault(mode, [])) < RECENT_BATCHES:
+    for mode, value in rows:  # never None: the query asks for a throughput
+        if value is not None and len(by_mode.setdefault(mode, [])) < RECENT_BATCHES:
             by_mode[mode].append(value)
     return {mode: statistics.median(by_mode[mode]) for mode in modes if by_mode.get(mode)}
 
@@ -329,6 +331,7 @@ class HistoryFilterForm(forms.Form):
 
     def clean(self) -> dict[str, Any]:
         data = super().clean()
+        assert data is not None  # Form.clean returns cleaned_data
         start, end = data.get("date_from"), data.get("date_to")
         if start and end and start > end:
             raise forms.ValidationError("'from' must be on or before 'to'.")
@@ -349,7 +352,7 @@ class History:
     @property
     def query_string(self) -> str:
         """The active filters without the page, for pagination links."""
-        params = self.form.data.copy()
+        params = cast(QueryDict, self.form.data).copy()  # history() is given request.GET
         params.pop("page", None)
         return params.urlencode()
 
@@ -362,7 +365,7 @@ def history(params: Any) -> History:
     form = HistoryFilterForm(params)
     form.is_valid()
     cleaned = getattr(form, "cleaned_data", {})
-    errors = [f"{_field_label(form, name)}: {' '.join(msgs)}"
+    errors = [f"{_field_label(form, name)}: {' '.join(str(m) for m in msgs)}"
               for name, msgs in form.errors.items()]
     window = Window.from_cleaned(cleaned)
     paginator = Paginator(filter_batches(window), PAGE_SIZE)

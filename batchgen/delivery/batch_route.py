@@ -62,11 +62,12 @@ def submit(now: datetime | None = None) -> int:
     """Submit the pending items whose deadline leaves room as one provider batch."""
     provider = provider_on()
     now = now or timezone.now()
-    if provider is None or not queue.has_for_batch(hold_after(now), now):
+    after = hold_after(now)  # None only when the route is off
+    if provider is None or after is None or not queue.has_for_batch(after, now):
         return 0
     batch = ProviderBatch.objects.create(provider=provider,
                                          model=llm_config.model_for(provider))
-    items = queue.hold_for_batch(batch, MAX_ITEMS_PER_BATCH, hold_after(now), now)
+    items = queue.hold_for_batch(batch, MAX_ITEMS_PER_BATCH, after, now)
     requests, prepared = {}, {}
     for item in items:
         try:

@@ -142,6 +142,7 @@ def record(run: BatchRun, unusable: Counter) -> BatchRun:
         BatchRun.objects.filter(id=run.id).delete()
         return run
     run.finished_at = timezone.now()
+    assert run.started_at is not None  # run_batch set it before draining
     run.duration_s = (run.finished_at - run.started_at).total_seconds()
     run.successes, run.failures = sent, max(run.size - sent, 0)
     run.throughput = sent / run.duration_s if run.duration_s > 0 else None

@@ -137,7 +137,8 @@ def _finish(store: _Batches, batch: dict[str, Any], status: str, request: web.Re
         lines = lines[:int(len(lines) * share)]
     key = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
     answer = _gemini_answer if batch["_kind"] == "gemini" else _answer
-    outputs, failures = [], []
+    outputs: list[dict[str, Any]] = []
+    failures: list[dict[str, Any]] = []
     for line in lines:
         result = answer(request.app[STATE], line, key)
         failed = result.get("error") or result["response"].get("status_code", 200) != 200

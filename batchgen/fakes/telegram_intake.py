@@ -22,6 +22,7 @@ import asyncio
 import re
 import time
 from collections import defaultdict
+from typing import Protocol
 
 import aiohttp
 from aiohttp import web
@@ -55,7 +56,14 @@ class IntakeState:
 
 
 INTAKE = web.AppKey("fake_telegram_intake", IntakeState)
-SENT = web.AppKey("fake_telegram_sent", object)
+class Sent(Protocol):
+    """The fake Telegram's sent messages (telegram_server's state, which imports this)."""
+
+    next_message_id: int
+    messages: list[dict]
+
+
+SENT = web.AppKey("fake_telegram_sent", Sent)
 
 
 def _reply(body: dict, status: int = 200) -> web.Response:
@@ -213,7 +221,7 @@ async def bots(request: web.Request) -> web.Response:
     return _reply({"ok": True})
 
 
-def add_routes(app: web.Application, sent: object) -> None:
+def add_routes(app: web.Application, sent: Sent) -> None:
     """Add the intake endpoints; ``sent`` is the fake's sendMessage state, which ``/_inject``
     takes its message ids from."""
     app[INTAKE] = IntakeState()

@@ -27,6 +27,7 @@ import asyncio
 import time
 from collections import Counter
 from dataclasses import asdict, dataclass
+from typing import Any
 
 from aiohttp import web
 
@@ -86,7 +87,9 @@ class FakeTelegram:
 
     def over_chat_limit(self, chat_id: int, now: float) -> bool:
         limit = self.chat_limit_per_second
-        return bool(limit) and self.per_chat_second[(chat_id, int(now))] >= limit
+        if not limit:
+            return False
+        return self.per_chat_second[(chat_id, int(now))] >= limit
 
     def accept(self, token: str, params: dict, now: float) -> dict:
         chat_id, text = int(params["chat_id"]), str(params["text"])
@@ -124,7 +127,7 @@ def _error(state: FakeTelegram, status: int, description: str, **extra: object) 
 
 
 async def _params(request: web.Request) -> dict:
-    params = dict(request.query)
+    params: dict[str, Any] = dict(request.query)
     if request.method == "POST" and request.can_read_body:
         if request.content_type == "application/json":
             body = await request.json()
@@ -134,7 +137,7 @@ async def _params(request: web.Request) -> dict:
     return params
 
 
-def _chat_id(value: object) -> int | None:
+def _chat_id(value: Any) -> int | None:  # a JSON value or a form field
     try:
         return int(value)
     except (TypeError, ValueError):

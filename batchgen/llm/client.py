@@ -107,6 +107,7 @@ def execute(provider: Provider, request: CompletionRequest,
         else:
             breaker.record_ignored()
         return _failure(provider, started, sent.error, sent.attempts)
+    assert sent.completion is not None and sent.key is not None  # sent without an error
     outcome = judge(sent.completion, request.max_tokens)
     # An empty or filtered reply says nothing about the service's health.
     (breaker.record_success if outcome.kind is None else breaker.record_ignored)()

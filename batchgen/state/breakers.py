@@ -43,6 +43,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
+from typing import Any
 
 import redis
 from django.conf import settings
@@ -160,7 +161,7 @@ class MemoryState:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._h: dict[str, object] = {}
+        self._h: dict[str, Any] = {}  # as the Redis hash holds it: state, times, counts
 
     def before(
         self, now: float, cooldown: float, token: str, probe_ttl: float
@@ -311,8 +312,9 @@ class CircuitBreaker:
         self._local.probe_token = None
         return token
 
-    def _run(self, op: str, *args: object) -> object:
-        """Run one state operation on Redis, or on the in-memory fallback while Redis is down."""
+    def _run(self, op: str, *args: object) -> Any:
+        """Run one state operation on Redis, or on the in-memory fallback while Redis is down.
+        Returns what ``op`` of RedisState and MemoryState returns (the two agree)."""
         result = shared.attempt(lambda client: getattr(self._redis, op)(client, *args), _DOWN,
                                 what="circuit breakers")
         if result is _DOWN:

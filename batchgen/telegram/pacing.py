@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from typing import Any, Protocol
 
 from batchgen.state import shared
 
@@ -52,12 +53,23 @@ return slot - now_ms
 BOT_BURST = 10
 
 
+class Pacer(Protocol):
+    """A per-process pacer (``client.ChatPacer``): what SharedPacer copies its limits from
+    and falls back on."""
+
+    per_chat_interval: float
+    group_per_minute: int | None
+    global_per_second: int | None
+
+    def wait(self, chat_id: int, bot: str = "") -> float: ...
+
+
 class SharedPacer:
     """``wait(chat_id, bot)`` blocks until ``bot`` may message ``chat_id`` under the shared
     budgets and returns the seconds waited. ``fallback`` (with the same limits) paces this
     process alone while Redis is unreachable."""
 
-    def __init__(self, fallback: object, *, per_chat_interval: float = 1.0,
+    def __init__(self, fallback: Pacer, *, per_chat_interval: float = 1.0,
                  group_per_minute: int | None = 20, bot_per_second: int | None = 30,
                  sleep: Callable[[float], None] = time.sleep) -> None:
         self.fallback = fallback
@@ -67,7 +79,7 @@ class SharedPacer:
         self._sleep = sleep
 
     @classmethod
-    def like(cls, pacer: object, **options: object) -> SharedPacer:
+    def like(cls, pacer: Pacer, **options: Any) -> SharedPacer:
         """A shared pacer with the limits of a per-process ``ChatPacer``, which it falls
         back on."""
         return cls(pacer, per_chat_interval=pacer.per_chat_interval,

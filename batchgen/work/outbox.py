@@ -98,8 +98,10 @@ class Delivery:
                 if reason:  # deleted since the reply was saved: nothing to send with
                     _give_up(message, item, reason)
                     continue
-                future = self._pool.submit(sender().send, item.bot.telegram_token,
-                                           item.chat.telegram_chat_id, message.text,
+                bot, chat = item.bot, item.chat
+                assert bot is not None and chat is not None  # undeliverable() said so
+                future = self._pool.submit(sender().send, bot.telegram_token,
+                                           chat.telegram_chat_id, message.text,
                                            start_part=message.parts_sent)
                 self._in_flight[future] = (message, item)
                 future.add_done_callback(self._stamp)
@@ -175,6 +177,7 @@ def _settle_unsent(message: Message, item: QueueItem, result: SendResult) -> Non
     elif result.migrate_to_chat_id is not None:
         # The group became a supergroup and nothing was delivered: the chat moves to its new
         # id and the saved text goes there on the next run, from the first part not yet sent.
+        assert item.chat is not None  # loaded before the send
         item.chat.migrate_to(result.migrate_to_chat_id)
         queue.defer(item, f"telegram: {result.error}; chat moved to "
                           f"{result.migrate_to_chat_id}", 0)
@@ -194,6 +197,7 @@ def _settle_unsent(message: Message, item: QueueItem, result: SendResult) -> Non
         Message.objects.filter(id=message.id).update(status=status, **fields)
     else:
         if result.chat_gone:  # blocked, kicked or gone: nothing more is queued there
+            assert item.chat is not None and item.bot is not None  # loaded before the send
             item.chat.bot_left(item.bot, f"telegram: {result.error}")
         Message.objects.filter(id=message.id).update(status=Status.FAILED, **fields)
         queue.kill(item, f"telegram: {result.error}")

@@ -51,6 +51,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any, cast
 
 import redis
 
@@ -277,13 +278,15 @@ class RateLimiter:
                 "redis": "up"}
 
     def _read_stats(self, client: redis.Redis) -> tuple[dict[str, str], str | None]:
-        return client.hgetall(self._keys[3]), client.get(self._keys[2])
+        # Text: the shared client decodes replies (decode_responses=True).
+        return (cast(dict[str, str], client.hgetall(self._keys[3])),
+                cast(str | None, client.get(self._keys[2])))
 
     def _book(self, tokens: int, budget: float, waited: float) -> tuple[float, float] | None:
         """Run the acquire script: (wait, slot) when reserved, None when Redis is down."""
         args = [self._now_arg(), *self._budget_args(), tokens, max(budget, 0.0),
                 STATS_TTL_SECONDS, self.provider, self.fingerprint]
-        booked = shared.attempt(lambda client: _ACQUIRE(client, self._keys, args), _DOWN,
+        booked: Any = shared.attempt(lambda client: _ACQUIRE(client, self._keys, args), _DOWN,
                                 what="rate limits")
         if booked is _DOWN:
             return None
@@ -347,7 +350,7 @@ def all_limiter_stats() -> list[dict]:
 def _read_all_stats(client: redis.Redis) -> list[dict]:
     found = []
     for key in client.scan_iter(match=shared.key("ratelimit", "*", "stats"), count=200):
-        raw = client.hgetall(key)
+        raw = cast(dict[str, str], client.hgetall(key))  # decoded: decode_responses=True
         if raw:
             found.append({"provider": raw.get("provider", "?"), "key": raw.get("key", "?"),
                           **_parse_stats(raw)})

@@ -23,10 +23,11 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import redis
 from django.conf import settings
+from redis.typing import EncodableT, FieldT
 
 from batchgen.llm.limits import rules as limits
 from batchgen.llm.limits.rules import Aimd, AimdState, RateLimitHeaders
@@ -140,7 +141,7 @@ class Learner:
     def limits(self) -> Limits:
         """The limits to enforce now (re-read from Redis at most once per ``REFRESH``)."""
         if self._clock() - self._read_at >= REFRESH:
-            raw = shared.attempt(lambda r: r.hgetall(self._hash), None, "rate-limit learning")
+            raw = shared.attempt(lambda r: _text_hash(r, self._hash), None, "rate-limit learning")
             self._remember(raw)
         return combine(self.configured_rpm, self.configured_tpm, self._learned)
 
@@ -175,7 +176,7 @@ class Learner:
     def _record(self, r: redis.Redis, changes: dict[str, int], count: bool,
                 now: float) -> dict[str, str]:
         pipe = r.pipeline(transaction=False)
-        pipe.hset(self._hash, mapping={**changes, **self._identity()})
+        pipe.hset(self._hash, mapping=_hash_fields(changes, self._identity()))
         pipe.expire(self._hash, TTL_SECONDS)
         if count:
             bucket = _bucket_key(self.budget, int(now // (limits.MINUTE / BUCKETS)))
@@ -207,18 +208,18 @@ class Learner:
     def _change(self, change: Callable[[AimdState, float], AimdState]) -> None:
         """Apply an AIMD step to the shared state, once even if many workers try at once."""
         def transaction(pipe: redis.client.Pipeline) -> None:
-            learned = Learned.from_hash(pipe.hgetall(self._hash))
+            learned = Learned.from_hash(_text_hash(pipe, self._hash))
             new = change(learned.aimd, self._accepted_last_minute(pipe))
             if new == learned.aimd:
                 return
             pipe.multi()
-            pipe.hset(self._hash, mapping={**_aimd_fields(new), **self._identity()})
+            pipe.hset(self._hash, mapping=_hash_fields(_aimd_fields(new), self._identity()))
             pipe.expire(self._hash, TTL_SECONDS)
 
         def run(r: redis.Redis) -> None:
             # WATCH: a worker that loses the race re-reads and usually finds nothing to do.
             r.transaction(transaction, self._hash)
-            self._remember(r.hgetall(self._hash))
+            self._remember(_text_hash(r, self._hash))
 
         shared.attempt(run, None, "rate-limit learning")
 
@@ -273,10 +274,11 @@ def budget_table(configured: Callable[[str], tuple[int | None, int | None]] | No
     def scan(r: redis.Redis) -> list[dict[str, str]]:
         pattern = shared.key("ratelimit", "learned", "*")
         return [raw for name in r.scan_iter(match=pattern, count=200)
-                if (raw := r.hgetall(name))]
+                if (raw := _text_hash(r, name))]
 
     rows = []
-    for raw in shared.attempt(scan, [], "rate-limit learning"):
+    none: list[dict[str, str]] = []
+    for raw in shared.attempt(scan, none, "rate-limit learning"):
         provider = raw.get("provider", "?")
         learned = Learned.from_hash(raw)
         enforced = combine(*configured(provider), learned)
@@ -290,3 +292,13 @@ def budget_table(configured: Callable[[str], tuple[int | None, int | None]] | No
                      "inferred_rpm": None if learned.aimd.rate is None
                      else round(learned.aimd.rate, 1)})
     return sorted(rows, key=lambda row: (row["provider"], row["model"], row["key"]))
+
+
+def _text_hash(r: redis.Redis, name: str) -> dict[str, str]:
+    """A hash as text: the shared client decodes replies (decode_responses=True)."""
+    return cast(dict[str, str], r.hgetall(name))
+
+
+def _hash_fields(*parts: Mapping[str, int | str]) -> dict[FieldT, EncodableT]:
+    """The fields to HSET, merged, as redis-py types them."""
+    return {key: value for part in parts for key, value in part.items()}

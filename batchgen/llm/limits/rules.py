@@ -102,7 +102,7 @@ def parse_headers(headers: Mapping[str, str],
     because the provider wrote one header oddly.
     """
     lower = {str(name).lower(): str(value) for name, value in headers.items()}
-    found: dict[str, float | int] = {}
+    found: dict[str, Any] = {}  # RateLimitHeaders' fields: counts are int, durations float
     for field, name in _COUNTS.items():
         if name in lower:
             _keep(found, field, name, lower[name], _count)
