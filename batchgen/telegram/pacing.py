@@ -1,19 +1,6 @@
-"""Telegram pacing shared by every worker through Redis.
-
-Telegram counts per chat (about one message a second), per group (20 a minute) and per bot
-(about 30 a second), whichever process sends. So the budget lives in Redis, one schedule
-per chat, group and bot, and one Lua script books a send atomically: the earliest time
-at which all of its budgets have room, after which each budget's next slot moves on by its
-interval. The caller sleeps until its slot. Booking instead of polling spaces sends evenly and
-gives no thundering herd; Redis's own clock is used, so machines with skewed clocks agree.
-
-A group's 20 a minute is kept as one message every 3 s: no 60 s window can then hold more
-than 20, whoever counts it. A bot's 30 a second allows a burst of ``BOT_BURST`` first (GCRA:
-each key holds the budget's theoretical arrival time, and a send may be that much early).
-
-Redis away: each process paces its own sends with the per-process ``ChatPacer`` it was given
-(``shared.attempt``'s outage mode), which is what the platform did before.
-"""
+"""Telegram pacing shared by every worker through Redis: one Lua script books a send's slot in
+its chat's, group's and bot's budgets at once and the caller sleeps until it; with Redis away
+each process paces itself with its ``ChatPacer`` (docs/design.md, "Telegram pacing")."""
 
 from __future__ import annotations
 

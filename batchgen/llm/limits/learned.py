@@ -1,21 +1,6 @@
-"""Rate-limit budgets scoped as the providers count them, with limits learned from replies.
-
-Scope. OpenAI limits per organisation (or project) and model, Gemini per project, Groq per
-organisation: more keys of one account never mean more capacity. So by default every key of a
-provider shares one budget per model. ``<PROVIDER>_RATE_LIMIT_SCOPE=key`` (or
-``LLM_RATE_LIMIT_SCOPE``, read by ``batchgen.llm.config.rate_limit_scope``) says the keys belong
-to different organisations: one budget per key.
-
-Learning. Each reply's ``x-ratelimit-*`` headers (200s and 429s alike) record the advertised
-limits; where nothing is advertised, a 429 lowers an inferred rate (AIMD, ``provider_limits``)
-and steady success raises it again. The limiter enforces, per budget, the smallest of the
-configured limit, the advertised one and the inferred one, and ``budget_table`` says which.
-
-Everything is kept in one Redis hash per budget, so every process and machine learns from
-every reply. Per reply this costs one pipelined round trip (count the success, record a
-changed limit, read the budget back); the budget is re-read at most once per ``REFRESH``
-otherwise. Redis away: the configured limits alone apply, as before.
-"""
+"""Rate-limit budgets scoped as the providers count them (per account and model unless
+``<PROVIDER>_RATE_LIMIT_SCOPE=key``), with limits learned from every reply's headers and 429s,
+kept in one Redis hash per budget (docs/design.md, "Learned limits")."""
 
 from __future__ import annotations
 
