@@ -21,6 +21,9 @@ class OpenAICompatibleProvider(Provider):
     the same exception classes and the same ChatCompletion shape."""
 
     sdk: Any = openai
+    client_class: Any = openai.OpenAI
+    http_client_class: Any = openai.DefaultHttpxClient
+    httpx_module: Any = httpx2
     completion_type: Any = ChatCompletion
     completion_path = "/chat/completions"  # OPENAI_BASE_URL includes /v1
 
@@ -93,23 +96,6 @@ class OpenAICompatibleProvider(Provider):
                 f"response is not a chat completion: {str(response)[:200]!r}"),
                 retryable=True) from None
         return Completion(text=text, finish_reason=finish, **_usage(usage))
-
-    def _build_http_client(self) -> Any:
-        # The SDK's default keeps 100 idle connections; size it for the largest pool.
-        size = self.config.pool_size
-        return openai.DefaultHttpxClient(
-            limits=httpx2.Limits(max_connections=size * 2, max_keepalive_connections=size),
-            event_hooks={"response": [self.replies.hook]},
-        )
-
-    def _build_client(self, api_key: str, http_client: Any) -> Any:
-        return openai.OpenAI(
-            api_key=api_key,
-            base_url=self.config.base_url,
-            timeout=self.config.timeout,
-            max_retries=0,  # batchgen.llm.attempts retries, through the rate limiter
-            http_client=http_client,
-        )
 
 
 class OpenAIProvider(OpenAICompatibleProvider):
