@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed-$(shell cat requirements.txt requirements-dev.txt | 
 TEST_REDIS_URL ?= redis://127.0.0.1:6379/15
 TEST_POSTGRES_URL ?= postgres://postgres@127.0.0.1:5432/test
 
-.PHONY: bootstrap demo test test-sqlite test-postgres lint bench
+.PHONY: bootstrap demo test test-fast test-sqlite test-postgres lint bench
 
 $(STAMP): requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -23,19 +23,35 @@ PORT ?= 8000
 demo: bootstrap
 	$(BIN)/python scripts/demo.py --port $(PORT) $(DEMO_ARGS)
 
-# Pass one: everything on SQLite (the default database). Pass two: the
-# concurrency tests on PostgreSQL. Both use the Redis at TEST_REDIS_URL.
+# Three tiers: tests/unit (no process, no sleep), tests/integration (starts processes),
+# tests/browser (chromium). `make test` runs them all, in two passes: everything on SQLite
+# (the default database), then the concurrency tests on PostgreSQL. Tests run on every core
+# (pytest-xdist, one Redis database per worker, counted down from TEST_REDIS_URL's), except
+# those marked `serial`: they time real seconds, so they run alone afterwards.
+XDIST ?= -n auto --maxprocesses=4
+PYTEST_SQLITE := REDIS_URL=$(TEST_REDIS_URL) DATABASE_URL= $(BIN)/pytest
+PYTEST_POSTGRES := REDIS_URL=$(TEST_REDIS_URL) DATABASE_URL=$(TEST_POSTGRES_URL) $(BIN)/pytest
+# pytest exits with 5 when a marker selects no test: no failure here.
+NONE_IS_OK := || [ $$? -eq 5 ]
+
 test: test-sqlite test-postgres
 
+# The unit tier alone, in under a minute: run it before every commit.
+test-fast: bootstrap
+	$(PYTEST_SQLITE) $(XDIST) -m "not postgres" tests/unit
+
 test-sqlite: bootstrap
-	REDIS_URL=$(TEST_REDIS_URL) DATABASE_URL= $(BIN)/pytest -m "not postgres"
+	$(PYTEST_SQLITE) $(XDIST) -m "not postgres and not serial"
+	$(PYTEST_SQLITE) -m "not postgres and serial" $(NONE_IS_OK)
 
 test-postgres: bootstrap
-	REDIS_URL=$(TEST_REDIS_URL) DATABASE_URL=$(TEST_POSTGRES_URL) $(BIN)/pytest -m postgres
+	$(PYTEST_POSTGRES) $(XDIST) -m "postgres and not serial"
+	$(PYTEST_POSTGRES) -m "postgres and serial" $(NONE_IS_OK)
 
 lint: bootstrap
 	$(BIN)/ruff check .
 	$(BIN)/lint-imports
+	$(BIN)/mypy
 
 bench: bootstrap
 	$(BIN)/python -m bench.run

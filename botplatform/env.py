@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Iterable
+from typing import overload
 
 from django.core.exceptions import ImproperlyConfigured
 
@@ -48,6 +49,12 @@ def env_bool(name: str, default: bool) -> bool:
     )
 
 
+@overload
+def env_int(name: str, default: int, *, minimum: int | None = None,
+            maximum: int = LARGEST) -> int: ...
+@overload
+def env_int(name: str, default: None, *, minimum: int | None = None,
+            maximum: int = LARGEST) -> int | None: ...
 def env_int(name: str, default: int | None, *, minimum: int | None = None,
             maximum: int = LARGEST) -> int | None:
     value = _raw(name)

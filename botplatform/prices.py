@@ -1,11 +1,6 @@
-"""The LLM price table: built-in defaults, overridden from a JSON file and then from JSON in
-the environment, so a new model or a price change needs no code change.
-
-USD per million tokens. An entry is ``[input, cached_input, output]`` or an object with
-``input``, ``output`` and optionally ``cached_input`` (default: ``input``), ``batch_input``,
-``batch_cached_input``, ``batch_output`` (default: half the synchronous price, what the
-providers' Batch APIs charge). A bad entry stops start-up naming the model and the field.
-"""
+"""The LLM price table in USD per million tokens: built-in defaults, overridden from a JSON file
+and then from JSON in the environment, so a new model or a price change needs no code change
+(entry formats: docs/design.md, "The price table")."""
 
 from __future__ import annotations
 

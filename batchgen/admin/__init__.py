@@ -14,7 +14,7 @@ from django import forms
 from django.apps import apps
 from django.contrib import admin, messages
 from django.db.models import Exists, Model, OuterRef, QuerySet
-from django.http import HttpRequest, HttpResponseRedirect
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.urls import path, reverse
 from django.utils.html import format_html_join
 from django.utils.http import url_has_allowed_host_and_scheme
@@ -99,12 +99,13 @@ class BotForm(forms.ModelForm):
             return Bot.objects.only("telegram_token").get(pk=self.instance.pk).telegram_token
         raise forms.ValidationError("telegram_token is required for a new bot")
 
-    def clean(self) -> dict:
+    def clean(self) -> dict[str, Any]:
         """Saving calls getMe: a wrong token is refused with Telegram's reason."""
         from batchgen.conversations.setup import check_token
         from batchgen.telegram.bot_api import BotApiError
 
         cleaned = super().clean()
+        assert cleaned is not None  # ModelForm.clean returns cleaned_data
         token = cleaned.get("telegram_token")
         if token:
             try:
@@ -217,7 +218,7 @@ class SettingForm(forms.ModelForm):
             self.fields["value"].help_text = f"{meaning} {self.fields['value'].help_text}"
 
     def _post_clean(self) -> None:
-        super()._post_clean()
+        super()._post_clean()  # type: ignore[misc]  # private: django-stubs omits it
         if self.errors and self.instance.pk:
             # Validation copied the rejected value onto the instance, and the page
             # title and breadcrumbs are drawn from it: show what is saved instead.
@@ -254,11 +255,12 @@ class SettingAdmin(ProtectedAdmin):
         # JSON, as the form takes it: "true", never Python's "True".
         return json.dumps(setting.value)
 
-    def render_change_form(self, request: HttpRequest, context: dict, *args: Any,
-                           obj: Setting | None = None, **kwargs: Any):
+    def render_change_form(self, request: HttpRequest, context: dict[str, Any],
+                           add: bool = False, change: bool = False, form_url: str = "",
+                           obj: Setting | None = None) -> HttpResponse:
         if obj is not None:
             context["subtitle"] = f"{obj.key} = {json.dumps(obj.value)}"
-        return super().render_change_form(request, context, *args, obj=obj, **kwargs)
+        return super().render_change_form(request, context, add, change, form_url, obj)
 
     def get_urls(self) -> list:
         toggle = self.admin_site.admin_view(require_POST(self.toggle_batch_mode))
@@ -355,15 +357,17 @@ class QueueItemAdmin(ProtectedAdmin):
     lease_expires = time_column("lease_expires_at", "lease expires")
     created = time_column("created_at", "created")
 
-    def get_form(self, request: HttpRequest, obj: QueueItem | None = None, **kwargs: Any):
+    def get_form(self, request: HttpRequest, obj: QueueItem | None = None,
+                 change: bool = False, **kwargs: Any) -> type[forms.ModelForm]:
         if obj is None:
             kwargs["form"] = QueueItemAddForm
-        return super().get_form(request, obj, **kwargs)
+        return super().get_form(request, obj, change, **kwargs)
 
-    def get_fields(self, request: HttpRequest, obj: QueueItem | None = None) -> list[str]:
+    def get_fields(self, request: HttpRequest,
+                   obj: QueueItem | None = None) -> tuple[str, ...]:
         if obj is None:
-            return list(self.person_fields)
-        return [*self.person_fields, *self.system_fields]
+            return tuple(self.person_fields)
+        return (*self.person_fields, *self.system_fields)
 
     def get_readonly_fields(self, request: HttpRequest,
                             obj: QueueItem | None = None) -> list[str]:

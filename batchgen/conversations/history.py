@@ -44,7 +44,8 @@ def lines(chat: Chat, limit: int = _FETCH) -> list[Line]:
              for m in ChatMessage.objects.filter(chat=chat).order_by("-sent_at", "-id")[:limit]]
     sends = Message.objects.filter(chat=chat, status=Message.Status.SENT, sent_at__isnull=False)
     sent = [Line(m.sent_at, m.bot.name if m.bot else "a bot", m.text, False, m.bot_id, m.id)
-            for m in sends.select_related("bot").order_by("-sent_at", "-id")[:limit]]
+            for m in sends.select_related("bot").order_by("-sent_at", "-id")[:limit]
+            if m.sent_at is not None]  # always: the query asks for sent_at
     merged = sorted(heard + sent, key=lambda line: line.when)
     return merged[-limit:]
 

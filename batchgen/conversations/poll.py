@@ -47,7 +47,7 @@ def poll_once(timeout: float = 0, api: BotApi | None = None) -> Counter:
     client = api or BotApi()
     try:
         with ThreadPoolExecutor(max_workers=min(32, len(bots))) as pool:
-            fetched = list(pool.map(lambda b: _fetch(client, *b, timeout), bots))
+            fetched = list(pool.map(lambda b: _fetch(client, b[0], b[1], b[2], timeout), bots))
     finally:
         if api is None:
             client.close()

@@ -16,7 +16,7 @@ from collections import Counter, defaultdict
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 from django.conf import settings
 from django.db import DatabaseError, OperationalError, connection, transaction
@@ -209,16 +209,16 @@ class _Chunk:
         """Look up (or create) the chats and memberships of the chunk's messages first, in
         one order: two processors that both create some of them then wait for each other
         in that order, never in a cycle (a deadlock PostgreSQL would break by cancelling)."""
-        wanted = set()
+        wanted: set[tuple[int, str, str, int]] = set()
         for row in rows:
             try:
-                message = _field(row.payload, "message", dict)
+                message = _field(_pending(row), "message", dict)
                 if not _skipped(message):
                     wanted.add((*_chat_fields(message), row.bot_id))
             except Malformed:
                 continue  # the handler logs it
-        for *chat, bot_id in sorted(wanted):
-            self.chat(*chat, heard_by=bots[bot_id])
+        for chat_id, title, chat_type, bot_id in sorted(wanted):
+            self.chat(chat_id, title, chat_type, heard_by=bots[bot_id])
 
     def chat(self, telegram_chat_id: int, title: str, chat_type: str, heard_by: Bot) -> Chat:
         key = (telegram_chat_id, title, chat_type, heard_by.id)
@@ -248,7 +248,7 @@ def _process(rows: list[ProcessedUpdate], chats_seen: dict[tuple, Chat]) -> Coun
 def _outcome(bot: Bot, row: ProcessedUpdate, chunk: _Chunk) -> str:
     # Malformed is raised before the update writes anything, so no savepoint is needed.
     try:
-        outcome = _dispatch(bot, row.payload, chunk)[:64]
+        outcome = _dispatch(bot, _pending(row), chunk)[:64]
     except Malformed as exc:
         log.warning("bot %s: malformed update %s skipped: %s", bot.id, row.update_id, exc)
         return MALFORMED
@@ -282,7 +282,7 @@ def _field(data: dict, name: str, kind: type | tuple[type, ...]) -> Any:
     value = data.get(name)
     if not isinstance(value, kind) or isinstance(value, bool) and kind is int:
         raise Malformed(f"{name} must be {getattr(kind, '__name__', kind)}")
-    if kind is int and not -_BIGINT <= value < _BIGINT:  # ids are BIGINT columns
+    if kind is int and not -_BIGINT <= cast(int, value) < _BIGINT:  # ids are BIGINT columns
         raise Malformed(f"{name} must fit in 64 bits")
     return value
 
@@ -323,7 +323,13 @@ def _skipped(message: dict) -> str:
 
 
 def _sender(message: dict) -> dict:
-    return message.get("from") if isinstance(message.get("from"), dict) else {}
+    sender = message.get("from")
+    return sender if isinstance(sender, dict) else {}
+
+
+def _pending(row: ProcessedUpdate) -> dict:
+    """A pending update's payload: only a handled one has dropped it."""
+    return cast(dict, row.payload)
 
 
 def _message(bot: Bot, message: dict, chunk: _Chunk) -> str:

@@ -6,7 +6,9 @@ rates; a model the table lacks has no cost (None), never 0, so a total is never 
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from decimal import Decimal
+from typing import Protocol
 
 from django.conf import settings
 
@@ -38,6 +40,28 @@ def cost(model: str, prompt: int, cached: int, completion: int,
     cached = min(cached, prompt)  # a provider never caches more than it was sent
     return ((prompt - cached) * per_input + cached * per_cached
             + completion * per_output) / _MILLION
+
+
+class Usage(Protocol):
+    """What a recorded generation says about its usage (a ``Generation`` row)."""
+
+    ok: bool
+    model: str
+    route: str
+    prompt_tokens: int
+    cached_tokens: int
+    completion_tokens: int
+
+
+def billed(generations: Iterable[Usage], route: str | None = None) -> Decimal | None:
+    """USD for a run's generations: those that answered or were charged for their prompt,
+    each on its own route (or on ``route`` for all). None when any has no price."""
+    costs = [cost(g.model, g.prompt_tokens, g.cached_tokens, g.completion_tokens,
+                  route or g.route)
+             for g in generations if g.ok or g.prompt_tokens]
+    if any(c is None for c in costs):
+        return None
+    return sum((c for c in costs if c is not None), Decimal(0))
 
 
 def full_cost(model: str, prompt: int, cached: int, completion: int) -> Decimal | None:

@@ -1,10 +1,6 @@
-"""Text from outside (LLM replies, provider error messages, Telegram updates) made storable.
-
-Models do return JSON such as ``"hello \\ud83d there"``: valid JSON, but a lone surrogate
-cannot be encoded as UTF-8, so saving or sending it raises. PostgreSQL refuses NUL in text
-columns. Both are replaced by U+FFFD before the text reaches the database or Telegram.
-Zero-width joiners (👨‍👩‍👧), ZWNJ (Persian) and bidi marks are real text and are kept.
-"""
+"""Text from outside (LLM replies, provider errors, Telegram updates) made storable: lone
+surrogates and NUL become U+FFFD, real text such as joiners and bidi marks is kept
+(docs/design.md, "Storable text")."""
 
 from __future__ import annotations
 

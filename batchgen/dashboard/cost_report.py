@@ -76,7 +76,7 @@ class CostRow:
             self.unpriced += counts["n"]
             return
         self.cost += paid
-        self.full_cost += pricing.full_cost(*usage)
+        self.full_cost += pricing.full_cost(*usage) or Decimal(0)  # priced: never None here
         self.priced_replies += counts["ok"]
         self.priced_generations += counts["n"]
 

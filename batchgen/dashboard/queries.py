@@ -10,13 +10,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from decimal import Decimal
-from typing import Any
+from typing import Any, cast
 
 from django import forms
 from django.conf import settings
 from django.core.paginator import Page, Paginator
 from django.db.models import Count, DecimalField, Q, QuerySet, Sum
 from django.db.models.functions import TruncDate
+from django.http import QueryDict
 from django.urls import NoReverseMatch, reverse
 from django.utils import timezone
 from django.utils.safestring import SafeString
@@ -332,6 +333,7 @@ class HistoryFilterForm(forms.Form):
 
     def clean(self) -> dict[str, Any]:
         data = super().clean()
+        assert data is not None  # Form.clean returns cleaned_data
         start, end = data.get("date_from"), data.get("date_to")
         if start and end and start > end:
             raise forms.ValidationError("'from' must be on or before 'to'.")
@@ -352,7 +354,7 @@ class History:
     @property
     def query_string(self) -> str:
         """The active filters without the page, for pagination links."""
-        params = self.form.data.copy()
+        params = cast(QueryDict, self.form.data).copy()  # history() is given request.GET
         params.pop("page", None)
         return params.urlencode()
 
@@ -374,7 +376,7 @@ def history(params: Any) -> History:
     form = HistoryFilterForm({} if oversized else params)
     form.is_valid()
     cleaned = getattr(form, "cleaned_data", {})
-    errors = oversized + [f"{_field_label(form, name)}: {' '.join(msgs)}"
+    errors = oversized + [f"{_field_label(form, name)}: {' '.join(str(m) for m in msgs)}"
                           for name, msgs in form.errors.items()]
     window = Window.from_cleaned(cleaned)
     paginator = Paginator(filter_batches(window), PAGE_SIZE)

@@ -42,10 +42,10 @@ def mode_comparison(runs: Iterable[BatchRun]) -> str:
     lines = []
     for mode, group in sorted(by_mode.items()):
         sent = sum(r.successes for r in group)
-        seconds = sum(r.duration_s for r in group)
+        seconds = sum(r.duration_s or 0.0 for r in group)  # all set: grouped only if so
         lines.append(f"{mode:>9}: {len(group)} batches, {sent} messages sent in "
                      f"{seconds:.2f}s of batch time = {sent / seconds:.2f} msg/s "
-                     f"(median batch {statistics.median(r.duration_s for r in group):.2f}s)")
+                     f"(median batch {statistics.median(r.duration_s or 0.0 for r in group):.2f}s)")
     return "\n".join(lines)
 
 

@@ -34,7 +34,8 @@ def batch_detail(run_id: int) -> tuple[BatchRun, list[DetailRow]]:
     generations = list(run.generations.select_related("bot", "chat", "queue_item")
                        .order_by("ok", "id"))
     # Only this run's messages: an item that failed here may be sent by a later run.
-    messages = {m.queue_item_id: m for m in Message.objects.filter(batch_run=run)}
+    messages: dict[int | None, Message] = {m.queue_item_id: m
+                                           for m in Message.objects.filter(batch_run=run)}
     secrets = _known_secrets(g.bot for g in generations)
     return run, [_detail_row(g, messages.get(g.queue_item_id), secrets) for g in generations]
 

@@ -14,7 +14,6 @@ import logging
 from collections import Counter
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
-from decimal import Decimal
 
 from django.conf import settings
 from django.utils import timezone
@@ -63,11 +62,12 @@ def submit(now: datetime | None = None) -> int:
     """Submit the pending items whose deadline leaves room as one provider batch."""
     provider = provider_on()
     now = now or timezone.now()
-    if provider is None or not queue.has_for_batch(hold_after(now), now):
+    after = hold_after(now)  # None only when the route is off
+    if provider is None or after is None or not queue.has_for_batch(after, now):
         return 0
     batch = ProviderBatch.objects.create(provider=provider,
                                          model=llm_config.model_for(provider))
-    items = queue.hold_for_batch(batch, MAX_ITEMS_PER_BATCH, hold_after(now), now)
+    items = queue.hold_for_batch(batch, MAX_ITEMS_PER_BATCH, after, now)
     requests, prepared = {}, {}
     for item in items:
         try:
@@ -155,10 +155,7 @@ def store(batch: ProviderBatch, found: dict[str, GenerationResult]) -> int:
 
 
 def _bill_at_batch_price(run: BatchRun) -> None:
-    costs = [pricing.cost(g.model, g.prompt_tokens, g.cached_tokens, g.completion_tokens,
-                          route=pricing.BATCH)
-             for g in Generation.objects.filter(batch_run=run) if g.ok or g.prompt_tokens]
-    total = None if any(c is None for c in costs) else sum(costs, Decimal(0))
+    total = pricing.billed(Generation.objects.filter(batch_run=run), route=pricing.BATCH)
     BatchRun.objects.filter(id=run.id).update(cost_usd=total)
 
 

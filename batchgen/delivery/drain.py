@@ -18,6 +18,7 @@ from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from datetime import datetime
+from typing import TypeVar
 
 from django.conf import settings
 from django.db import DatabaseError, close_old_connections, transaction
@@ -111,7 +112,10 @@ class HeldTime:
         self._flush_at = self._clock() + self.FLUSH_S
 
 
-def reconnecting(operation: Callable[[], object]) -> object:
+T = TypeVar("T")
+
+
+def reconnecting(operation: Callable[[], T]) -> T:
     """Run a database step; if the connection died (killed backend, failover), drop it and
     run the step once more on a fresh one."""
     try:
@@ -366,12 +370,14 @@ def prepare(item: QueueItem) -> Work:
     """The prompt for an item whose bot and chat exist."""
     # The chat's history as it is now, so a reply claimed just before its posting slot
     # answers everything said so far (replies coalesce); else the lines given at push time.
-    recent = history.recent_messages(item.chat) or [str(m) for m in item.recent_messages or []]
-    fitted = build_user_prompt(bot_name=item.bot.name, persona=item.bot.persona,
-                               chat_title=item.chat.title, recent_messages=recent)
+    bot, chat = item.bot, item.chat
+    assert bot is not None and chat is not None  # prepare_claimed checked both
+    recent = history.recent_messages(chat) or [str(m) for m in item.recent_messages or []]
+    fitted = build_user_prompt(bot_name=bot.name, persona=bot.persona,
+                               chat_title=chat.title, recent_messages=recent)
     return Work(item=item, prompt=storable(fitted.text), fitted=fitted,
-                system_prompt=prompting.system_prompt_for(item.bot),
-                cache_key=prompting.cache_key_for(item.bot))
+                system_prompt=prompting.system_prompt_for(bot),
+                cache_key=prompting.cache_key_for(bot))
 
 
 def save(run: BatchRun, group: Results, delivery: outbox.Delivery, route: str = "sync") -> None:

@@ -17,7 +17,6 @@ import math
 from collections import Counter
 from collections.abc import Iterable
 from datetime import datetime, timedelta
-from decimal import Decimal
 
 from django.conf import settings
 from django.db import transaction
@@ -135,6 +134,7 @@ def record(run: BatchRun, unusable: Counter) -> BatchRun:
         BatchRun.objects.filter(id=run.id).delete()
         return run
     run.finished_at = timezone.now()
+    assert run.started_at is not None  # run_batch set it before draining
     run.duration_s = (run.finished_at - run.started_at).total_seconds()
     run.successes, run.failures = sent, max(run.size - sent, 0)
     run.throughput = sent / run.duration_s if run.duration_s > 0 else None
@@ -143,10 +143,7 @@ def record(run: BatchRun, unusable: Counter) -> BatchRun:
     run.prompt_tokens = sum(g.prompt_tokens for g in generations)
     run.completion_tokens = sum(g.completion_tokens for g in generations)
     run.cached_tokens = sum(g.cached_tokens for g in generations)
-    costs = [pricing.cost(g.model, g.prompt_tokens, g.cached_tokens, g.completion_tokens,
-                          g.route)
-             for g in generations if g.ok or g.prompt_tokens]
-    run.cost_usd = None if any(c is None for c in costs) else sum(costs, Decimal(0))
+    run.cost_usd = pricing.billed(generations)
     run.error_summary = {kind: n for kind, n in errors.items() if n > 0}
     run.status = (BatchRun.Status.SUCCEEDED if sent == run.size and run.size else
                   BatchRun.Status.FAILED if sent == 0 else BatchRun.Status.PARTIAL)

@@ -14,6 +14,7 @@ import logging
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 from django.db import transaction
 from django.utils import timezone
@@ -66,7 +67,7 @@ def tick(sync: bool = False) -> TickSummary:
     recovered = runs.recover()
     processed = updates.process_pending().total()  # what people said, before producing
     produced = behaviour.produce()  # before claiming, so a reply to a person goes first
-    counts = {"produced": produced, "processed": processed}
+    counts: dict[str, Any] = {"produced": produced, "processed": processed}
     caps.apply()  # before the batch route and the claims: what a cap binds waits or is skipped
     _batch_route_step()
     if not queue.has_claimable(hold_after=routes.hold_after()):
@@ -132,6 +133,7 @@ def generate_for_multiple_bots(bot_ids: Iterable[int], chat_id: int,
     with transaction.atomic():
         items = [queue.push(bot, chat, priority=1000) for bot in bots]
         run = runs.open_batch(runs.Mode.MULTI_BOT, len(items), ids=[item.id for item in items])
+    assert run is not None  # its items were pushed in this transaction, so it claimed them
     if sync:
         return runs.run_batch(run.id)
     enqueue(run)

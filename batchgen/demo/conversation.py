@@ -72,6 +72,7 @@ class _Quiet:
 
 def _transcript(chat: Chat, since_id: int, say: Callable[[str], None]) -> None:
     for message in Message.objects.filter(chat=chat, id__gt=since_id).order_by("sent_at"):
+        assert message.bot is not None  # the demo deletes no bot
         say(f"  {message.bot.name}: {message.text[:110]}")
 
 
@@ -121,6 +122,7 @@ def _webhook_delivery(bot: Bot, say: Callable[[str], None]) -> None:
         delivered = answer["delivered"][bot.telegram_token]
         updates.process_pending()  # what the tick the webhook nudged does first
         stored = ChatMessage.objects.filter(chat__telegram_chat_id=GROUP).last()
+        assert stored is not None  # the update just processed is stored
         say(f"   setWebhook {url}; Telegram posted update {delivered['update_id']}: "
             f"HTTP {delivered['status']} (kept); the tick processed it: "
             f"stored \"{stored.speaker}: {stored.text}\"")

@@ -1,16 +1,6 @@
-"""The fake provider's Files and Batches endpoints: OpenAI's (Groq's under /openai/v1) and
-Gemini's (resumable upload, ``models/{model}:batchGenerateContent``, keyed lines).
-
-A batch finishes ``turnaround`` seconds after it was created (checked when it is retrieved).
-A request whose prompt carries ``[[fault:NNN]]`` (or ``NNNxN``: the first N times that
-prompt is seen, in a batch or not) fails in the batch with that status (a partial
-failure); ``duplicate_lines`` writes every output line twice (a result delivered twice);
-``end_as`` ends every batch "expired" or "failed" instead of "completed", with results
-for the first ``partial_share`` of its requests (as an expired OpenAI batch keeps what it
-finished). Cancelling keeps the results computed so far: none
-before the turnaround. Change any of these through ``POST /_batches`` (JSON); its GET lists
-the batches. Usage is the chat endpoint's, so the cost of a batch can be compared.
-"""
+"""The fake provider's Files and Batches endpoints, OpenAI's (Groq's under /openai/v1) and
+Gemini's, with the turnaround, partial failures, duplicated lines and expired batches set
+through ``POST /_batches`` (docs/design.md, "The fake Batch APIs")."""
 
 from __future__ import annotations
 
@@ -137,7 +127,8 @@ def _finish(store: _Batches, batch: dict[str, Any], status: str, request: web.Re
         lines = lines[:int(len(lines) * share)]
     key = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
     answer = _gemini_answer if batch["_kind"] == "gemini" else _answer
-    outputs, failures = [], []
+    outputs: list[dict[str, Any]] = []
+    failures: list[dict[str, Any]] = []
     for line in lines:
         result = answer(request.app[STATE], line, key)
         failed = result.get("error") or result["response"].get("status_code", 200) != 200

@@ -1,9 +1,5 @@
-"""The fake provider's rate limits: sliding windows of requests and tokens, and the headers
-OpenAI and Groq send about them.
-
-A real provider counts per organisation (or project) and model, so by default every key of
-the account shares one window; per-key windows stand in for keys of different organisations.
-"""
+"""The fake provider's rate limits: sliding windows of requests and tokens, per account by
+default or per key, and the headers OpenAI and Groq send about them."""
 
 from __future__ import annotations
 

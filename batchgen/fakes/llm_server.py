@@ -1,39 +1,6 @@
-"""A fake OpenAI / Groq / Gemini server for tests, the benchmark and the demo.
-
-Why not ``llmock`` (PyPI): it mocks OpenAI-style chat completions well, but we
-need Gemini's ``generateContent`` shape too, an RPM limit answering 429 with
-Retry-After, per-prompt fault markers (including "fail only the first time"),
-stats counted at the server (to prove that no request arrives while a breaker
-is open) and a latency model for the benchmark. It cannot be installed here
-anyway, so this is ~300 lines of aiohttp in one process.
-
-Rate limits: ``rpm`` requests and ``tpm`` tokens (prompt + ``max_tokens``, as OpenAI counts
-them) per sliding ``rpm_window``, for the whole account (``rate_scope="account"``: every key
-shares one window, as OpenAI, Groq and Gemini count) or per API key (``"key"``). While a limit
-is enforced, OpenAI and Groq replies (200 and 429) carry ``x-ratelimit-limit-*``,
-``x-ratelimit-remaining-*`` and ``x-ratelimit-reset-*`` in the providers' duration format
-(``1s``, ``6m0s``, ``2m59.56s``, ``120ms``); ``rate_headers=False`` answers a bare 429 with
-Retry-After, as Gemini does. Any limit can be changed at run time through ``/_control``.
-
-Routes: ``POST /v1/chat/completions`` (OpenAI), ``POST /openai/v1/chat/completions``
-(Groq), ``POST /v1beta/models/{model}:generateContent`` (Gemini, also ``/v1/``); ``POST /_control``
-(JSON: any FakeLLMConfig field), ``GET /_stats``, ``POST /_reset``.
-
-Faults are chosen by a marker anywhere in the prompt text, ``[[fault:NAME]]``,
-else by the API key (``key_faults``: key -> NAME, e.g. one revoked key answering 401),
-else by the route (``route_faults``: "openai" / "groq" / "gemini" -> NAME, e.g. the
-primary provider down with 503), else for every request by the ``fault`` setting
-(only for the next ``fault_times`` requests when that is > 0: a 429 burst). NAME is a status code
-(``500``, ``503``, ``401``, ``429``, ...), ``timeout``, ``empty``,
-``content_filter``, ``safety``, ``length`` or ``malformed``; ``NAMExN`` fails only
-the first N times that exact prompt is seen (``[[fault:500x1]]`` tests retries).
-Replies are deterministic: ``Reply to: <first 60 chars of the user prompt>``.
-
-Prompt caching: a prompt whose first 1,024+ tokens (system prompt first) repeat within
-``cache_ttl`` seconds reports them as cached, in each provider's own usage field (OpenAI and
-Groq ``prompt_tokens_details.cached_tokens``, Gemini ``cachedContentTokenCount``); see
-``prefix_cache.py``.
-"""
+"""A fake OpenAI / Groq / Gemini server (aiohttp, one process) for tests, the benchmark and the
+demo: rate limits with the providers' headers, faults chosen by prompt marker, key or route,
+prompt caching and control routes; docs/design.md, "The fake LLM server", lists them."""
 
 from __future__ import annotations
 

@@ -1,11 +1,5 @@
-"""The fake provider's prompt cache: cached tokens when the start of a prompt repeats.
-
-Modelled on OpenAI's documented behaviour, which Gemini's implicit cache and Groq's follow
-closely enough for a benchmark: a prompt of 1,024 tokens or more is cached in steps of 128
-tokens, a later prompt whose start matches gets the longest matching step counted as cached,
-and an unused prefix is forgotten after a few minutes. Tokens are counted as the fake counts
-them everywhere: four characters each.
-"""
+"""The fake provider's prompt cache: a prompt whose start repeats reports cached tokens, as
+OpenAI documents it (docs/design.md, "The fake prompt cache")."""
 
 from __future__ import annotations
 

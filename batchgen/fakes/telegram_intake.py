@@ -1,20 +1,6 @@
-"""The fake Telegram's update side: getMe, getUpdates, setWebhook, deleteWebhook, getChat,
-and control endpoints that make things happen in chats.
-
-Bot API (per token; a token not shaped ``<digits>:<secret>``, or revoked, gets 401):
-    getMe                          {"id": <digits>, "is_bot": true, "username": ...}
-    getUpdates offset, timeout     long-polls; 409 while a webhook is set, as Telegram does
-    setWebhook url, secret_token   later updates are POSTed there with the secret header
-    deleteWebhook
-    getChat chat_id                400 "chat not found" for a chat never seen
-Control:
-    POST /_inject  {"chat_id", "text", "tokens": [...], "chat_title", "chat_type",
-                    "from": {"id", "first_name", "is_bot"}, "reply_to_message_id", "raw": {...}}
-        a person writes in a chat: one update per token (``raw`` replaces the message part,
-        for edited, photo or malformed updates); answers the message id and update ids
-    POST /_member  {"token", "chat_id", "chat_title", "chat_type", "status"}: my_chat_member
-    POST /_bots    {"token", "username"} or {"revoke": token}
-"""
+"""The fake Telegram's update side (getMe, getUpdates, setWebhook, deleteWebhook, getChat) and
+the control endpoints that make people write in chats; docs/design.md, "The fake Telegram's
+updates", lists them."""
 
 from __future__ import annotations
 
@@ -22,6 +8,7 @@ import asyncio
 import re
 import time
 from collections import defaultdict
+from typing import Protocol
 
 import aiohttp
 from aiohttp import web
@@ -55,7 +42,14 @@ class IntakeState:
 
 
 INTAKE = web.AppKey("fake_telegram_intake", IntakeState)
-SENT = web.AppKey("fake_telegram_sent", object)
+class Sent(Protocol):
+    """The fake Telegram's sent messages (telegram_server's state, which imports this)."""
+
+    next_message_id: int
+    messages: list[dict]
+
+
+SENT = web.AppKey("fake_telegram_sent", Sent)
 
 
 def _reply(body: dict, status: int = 200) -> web.Response:
@@ -213,7 +207,7 @@ async def bots(request: web.Request) -> web.Response:
     return _reply({"ok": True})
 
 
-def add_routes(app: web.Application, sent: object) -> None:
+def add_routes(app: web.Application, sent: Sent) -> None:
     """Add the intake endpoints; ``sent`` is the fake's sendMessage state, which ``/_inject``
     takes its message ids from."""
     app[INTAKE] = IntakeState()

@@ -1,25 +1,6 @@
-"""A fake Telegram Bot API (aiohttp) for tests and the demo; everything kept in memory.
-
-Bot API:
-    POST /bot{token}/sendMessage   JSON, form or query: chat_id, text
-    getMe, getUpdates, setWebhook, deleteWebhook, getChat: see batchgen.fakes.telegram_intake
-Control (not part of Telegram):
-    GET  /_messages[?chat_id=N]    accepted messages: token, chat_id, text, time, message_id, params
-    GET  /_stats                   requests, messages, responses by status, max_per_chat_per_second
-    POST /_reset                   forget messages, stats, faults, updates and webhooks
-    POST /_control                 JSON, a fault for the next ``count`` requests (optionally
-        only those to ``chat_id``): {"fault": "429"|"400"|"401"|"403"|"500"|"migrate"|"drop"|
-        "latency", "count": 1, "chat_id": null, "retry_after": 1, "latency": 0.0,
-        "description": "...", "migrate_to_chat_id": -100123};
-        or settings: {"latency": 0.2, "chat_limit_per_second": 1, "clear_faults": true}
-
-"migrate" answers 400 with ``parameters.migrate_to_chat_id`` (default -100 followed by the
-chat's digits), as Telegram does once a group has become a supergroup.
-"drop" accepts the message (it is recorded as delivered) and then closes the connection without
-answering: the ambiguous case a sender must report as ``send_unknown``.
-With ``chat_limit_per_second`` set, a chat that already got that many messages in the current
-second is answered 429 (retry_after 1), roughly as Telegram does.
-"""
+"""A fake Telegram Bot API (aiohttp, in memory) for tests and the demo: ``sendMessage`` with
+faults on demand (429, migrate, drop...), the intake methods of ``telegram_intake`` and control
+routes; docs/design.md, "The fake Telegram", lists them."""
 
 from __future__ import annotations
 
@@ -27,6 +8,7 @@ import asyncio
 import time
 from collections import Counter
 from dataclasses import asdict, dataclass
+from typing import Any
 
 from aiohttp import web
 
@@ -86,7 +68,9 @@ class FakeTelegram:
 
     def over_chat_limit(self, chat_id: int, now: float) -> bool:
         limit = self.chat_limit_per_second
-        return bool(limit) and self.per_chat_second[(chat_id, int(now))] >= limit
+        if not limit:
+            return False
+        return self.per_chat_second[(chat_id, int(now))] >= limit
 
     def accept(self, token: str, params: dict, now: float) -> dict:
         chat_id, text = int(params["chat_id"]), str(params["text"])
@@ -124,7 +108,7 @@ def _error(state: FakeTelegram, status: int, description: str, **extra: object) 
 
 
 async def _params(request: web.Request) -> dict:
-    params = dict(request.query)
+    params: dict[str, Any] = dict(request.query)
     if request.method == "POST" and request.can_read_body:
         if request.content_type == "application/json":
             body = await request.json()
@@ -134,7 +118,7 @@ async def _params(request: web.Request) -> dict:
     return params
 
 
-def _chat_id(value: object) -> int | None:
+def _chat_id(value: Any) -> int | None:  # a JSON value or a form field
     try:
         return int(value)
     except (TypeError, ValueError):

@@ -1,23 +1,6 @@
-"""The one loop that owns a request's HTTP attempts on one provider: keys, limiter, retries.
-
-The SDKs are built with ``max_retries=0``, so one ``provider.complete`` is one HTTP request
-and this loop is the only place that retries (429, 5xx, timeouts, connection errors; up to
-LLM_MAX_RETRIES more times) and the only place that counts. The SDKs' own retries would happen
-out of the limiter's sight: a retried request would not book a slot, and a 429 answered to a
-retry would not slow the other workers down. Here every attempt books its slot
-(``acquire(prompt estimate + max_tokens)``), and a 429 passes its ``Retry-After`` to
-``penalize``, so every worker on that budget pauses and the next attempt's booking waits it out.
-
-A server's ``Retry-After`` is honoured whatever its length: a wait that fits in what is left of
-the prompt's wait budget (LLM_RATE_LIMIT_MAX_WAIT) is slept here; a longer one ends the request
-as ``rate_limit_wait`` with ``retry_after`` set, so the caller defers the prompt until then
-instead of retrying it early. Every reply, 200 or error, is shown to the budget's learner
-(``batchgen.llm.limits.learned``): advertised limits and 429s set the budget's limits even when
-none is configured.
-
-With several keys (``keys.KeyRing``), a key answering 401 is taken out of rotation and a key
-whose limiter has no room within the budget is passed over; the next key gets the request.
-"""
+"""The one loop that owns a request's HTTP attempts on one provider: keys, limiter and retries
+(the SDKs never retry), a ``Retry-After`` slept here or handed back to the caller, every reply
+shown to the budget's learner. Why here: docs/design.md, "Attempts and retries"."""
 
 from __future__ import annotations
 

@@ -119,6 +119,7 @@ def _execute(provider: Provider, request: CompletionRequest, budget: WaitBudget,
         breaker.queue_outcome(round_trip, "failure" if sent.error.kind in
                               errors.BREAKER_FAILURES else "ignored")
         return _failure(provider, started, sent.error, sent.attempts)
+    assert sent.completion is not None and sent.key is not None  # sent without an error
     outcome = judge(sent.completion, request.max_tokens)
     # An empty or filtered reply says nothing about the service's health.
     breaker.queue_outcome(round_trip, "success" if outcome.kind is None else "ignored")

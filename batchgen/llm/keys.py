@@ -1,21 +1,6 @@
-"""Several API keys per provider: turn by turn, each with its own breaker; 401s out of rotation.
-
-``<PROVIDER>_API_KEYS`` lists the keys (``<PROVIDER>_API_KEY`` still works alone). Requests
-take the keys in round-robin order, so each key carries its share. Rate limits do not grow
-with the keys: the providers count per account and model, and so do the budgets
-(``batchgen.llm.limits.learned``), unless ``<PROVIDER>_RATE_LIMIT_SCOPE=key``
-gives each key its own.
-
-With more than one key, every key also has its own circuit breaker, ``<provider>_api:<fp>``
-(``fp`` = ``key_fingerprint``), beside the provider's ``<provider>_api``: a key whose quota
-is exhausted opens its own breaker and the rotation skips it while the others carry on.
-
-A key answering 401/403 is taken out of rotation for LLM_KEY_DISABLE_SECONDS in every worker:
-the flag is a Redis key with that TTL. Each process re-reads the flags at most every
-``REFRESH_SECONDS`` (one pipelined round trip), not per request. With a single key nothing
-is taken out (there is nothing to rotate to); the 401 is reported on the request as "auth".
-Logs, Redis and the dashboard name a key by its fingerprint only, never the key.
-"""
+"""Several API keys per provider: taken in turn, each with its own breaker; a key answering
+401/403 leaves the rotation of every worker for LLM_KEY_DISABLE_SECONDS; a key is named by its
+fingerprint only (docs/design.md, "API keys")."""
 
 from __future__ import annotations
 

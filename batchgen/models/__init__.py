@@ -282,7 +282,7 @@ class Setting(models.Model):
     @classmethod
     def load(cls) -> BatchSettings:
         """Current settings; rows missing or invalid fall back to the defaults."""
-        values = dict(cls.DEFAULTS)
+        values: dict[str, Any] = dict(cls.DEFAULTS)
         for key, value in cls.objects.values_list("key", "value"):
             rule = cls.RULES.get(key)
             if rule is None:

@@ -1,39 +1,6 @@
-"""Circuit breakers per LLM provider, shared by every process through Redis.
-
-RQ forks a work-horse per job and several workers may run on several machines, so the
-breaker's state lives in one Redis hash per breaker and every transition is one Lua script
-(atomic compare-and-set, never "read then write"). No lock is held around the provider call
-itself: parallel calls go through concurrently (pybreaker's ``call()`` holds one lock around
-the whole call, which would serialise a batch).
-
-Usage, per call and from one thread::
-
-    breaker = get_circuit_breaker("openai_api")
-    breaker.before_call()              # raises CircuitOpenError: fail fast, no HTTP
-    try:
-        reply = do_the_call()
-    except RetryableProviderError:
-        breaker.record_failure()       # 429, 5xx, timeouts
-    except InputError:
-        breaker.record_ignored()       # 4xx other than 429: says nothing about the provider
-    else:
-        breaker.record_success()
-
-States: ``closed`` -> (threshold consecutive failures) -> ``open`` -> (cooldown over, one caller
-takes the probe token) -> ``half_open`` -> probe succeeds: ``closed`` / probe fails: ``open``
-again with a new cooldown. While half-open every other caller is refused. The probe token has
-its own expiry (``probe_ttl``), so a probe whose process died does not wedge the breaker. The
-record_* methods find out whether their caller holds the probe through a thread-local, so they
-must run in the thread that called ``before_call``.
-
-Cooldown and probe expiry use the injectable ``clock`` (wall time by default, comparable across
-machines kept in sync by NTP), not Redis TIME, so tests can move time.
-
-Without Redis reachable (``batchgen.state.shared``'s outage mode) the breaker falls back to
-per-process in-memory state (thread-safe), so a provider outage during a Redis outage still
-fails fast in this process. When Redis answers again the breaker goes back to the shared state
-and drops the in-memory one.
-"""
+"""Circuit breakers per LLM provider, shared by every process through Redis: every transition is
+one Lua script, no lock is held around the call, and with Redis away each process keeps its
+own state. Usage, states and clock: docs/design.md, "Circuit breakers"."""
 
 from __future__ import annotations
 
@@ -43,6 +10,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
+from typing import Any
 
 import redis
 from django.conf import settings
@@ -184,7 +152,7 @@ class MemoryState:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._h: dict[str, object] = {}
+        self._h: dict[str, Any] = {}  # as the Redis hash holds it: state, times, counts
 
     def before(
         self, now: float, cooldown: float, token: str, probe_ttl: float
@@ -381,8 +349,9 @@ class CircuitBreaker:
         self._local.probe_token = None
         return token
 
-    def _run(self, op: str, *args: object) -> object:
-        """Run one state operation on Redis, or on the in-memory fallback while Redis is down."""
+    def _run(self, op: str, *args: object) -> Any:
+        """Run one state operation on Redis, or on the in-memory fallback while Redis is down.
+        Returns what ``op`` of RedisState and MemoryState returns (the two agree)."""
         result = shared.attempt(lambda client: getattr(self._redis, op)(client, *args), _DOWN,
                                 what="circuit breakers")
         if result is _DOWN:

@@ -1,23 +1,7 @@
-"""State shared by every process through Redis: one connection factory, one key prefix,
-one way to behave when Redis is away.
-
-The circuit breakers, rate limits, API-key flags, Telegram pacing, heartbeats and metrics all
-live in Redis so that any number of workers on any number of machines see one budget. Each of
-them is a few lines on top of this module:
-
-    from batchgen.state import shared
-    state = shared.attempt(lambda r: r.hgetall(shared.key("circuit", name)), default=None,
-                           what="circuit breaker")
-
-``attempt`` returns ``default`` while Redis is unreachable; each user decides what its default
-means (the breaker keeps per-process state, the limiter lets requests through, metrics drop
-samples). ``Script`` runs a Lua script atomically on whichever client ``attempt`` hands it, and
-``on_reset`` registers a process-wide cache built on top, so ``reset()`` forgets them all.
-
-An outage is remembered for ``RETRY_SECONDS`` per process, so a dead Redis costs one connect
-timeout every few seconds, not one per call, and is logged once when it starts and once when it
-ends.
-"""
+"""State shared by every process through Redis: one connection factory, one key prefix, and
+``attempt``, which returns a default while Redis is away (an outage is remembered for
+``RETRY_SECONDS`` and logged once); ``Script`` and ``on_reset`` serve the modules built on it
+(docs/design.md, "Shared state")."""
 
 from __future__ import annotations
 

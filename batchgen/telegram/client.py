@@ -461,7 +461,8 @@ def _describe(exc: Exception, token: str) -> str:
 
 
 def _parameters(body: dict) -> dict:
-    return body.get("parameters") if isinstance(body.get("parameters"), dict) else {}
+    parameters = body.get("parameters")
+    return parameters if isinstance(parameters, dict) else {}
 
 
 def _migrate_to(body: dict) -> int | None:
@@ -474,6 +475,8 @@ def _migrate_to(body: dict) -> int | None:
 def _retry_after(body: dict, response: httpx.Response) -> float:
     parameters = _parameters(body)
     for value in (parameters.get("retry_after"), response.headers.get("Retry-After")):
+        if value is None:
+            continue
         try:
             wait = float(value)
         except (TypeError, ValueError):

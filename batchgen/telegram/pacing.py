@@ -1,17 +1,14 @@
-"""Telegram pacing shared by every worker through Redis, counted as Telegram counts it: per
-bot token. A bot may post about one message a second in a chat, 20 a minute in a group, and
-about 30 a second overall (core.telegram.org/bots/faq, "My bot is hitting limits, how do I
-avoid this?"); three bots in one group therefore have three budgets of 20 a minute. One Lua
-script books a send atomically: the earliest time at which all its budgets have room. A
-group's 20 a minute is one message every 3 s, so no 60 s window holds more than 20; a bot's
-30 a second allows a burst of ``BOT_BURST`` first (GCRA). While Redis is away each process
-paces its own sends with the ``ChatPacer`` it was given.
-"""
+"""Telegram pacing shared by every worker through Redis, counted per bot token as Telegram
+counts it (core.telegram.org/bots/faq): about one message a second in a chat, 20 a minute in a
+group, about 30 a second in all. One Lua script books a send's slot in all its budgets at once;
+with Redis away each process paces itself with its ``ChatPacer`` (docs/design.md, "Telegram
+pacing")."""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from typing import Any, Protocol
 
 from batchgen.state import shared
 
@@ -58,12 +55,23 @@ return slot - now_ms
 BOT_BURST = 10
 
 
+class Pacer(Protocol):
+    """A per-process pacer (``client.ChatPacer``): what SharedPacer copies its limits from
+    and falls back on."""
+
+    per_chat_interval: float
+    group_per_minute: int | None
+    global_per_second: int | None
+
+    def wait(self, chat_id: int, bot: str = "") -> float: ...
+
+
 class SharedPacer:
     """``wait(chat_id, bot)`` blocks until ``bot`` may message ``chat_id`` under the shared
     budgets and returns the seconds waited. ``fallback`` (with the same limits) paces this
     process alone while Redis is unreachable."""
 
-    def __init__(self, fallback: object, *, per_chat_interval: float = 1.0,
+    def __init__(self, fallback: Pacer, *, per_chat_interval: float = 1.0,
                  group_per_minute: int | None = 20, bot_per_second: int | None = 30,
                  sleep: Callable[[float], None] = time.sleep) -> None:
         self.fallback = fallback
@@ -73,7 +81,7 @@ class SharedPacer:
         self._sleep = sleep
 
     @classmethod
-    def like(cls, pacer: object, **options: object) -> SharedPacer:
+    def like(cls, pacer: Pacer, **options: Any) -> SharedPacer:
         """A shared pacer with the limits of a per-process ``ChatPacer``, which it falls
         back on."""
         return cls(pacer, per_chat_interval=pacer.per_chat_interval,

@@ -106,11 +106,13 @@ class Delivery:
                 if reason:  # deleted since the reply was saved: nothing to send with
                     _give_up(message, item, reason)
                     continue
+                bot, chat = item.bot, item.chat
+                assert bot is not None and chat is not None  # undeliverable() said so
                 delay = _booked(item)
                 if delay is None:
-                    delay = sender().book(item.bot.telegram_token, item.chat.telegram_chat_id)
+                    delay = sender().book(bot.telegram_token, chat.telegram_chat_id)
                 if delay:  # a reply written ahead of its slot: pacing held it
-                    metrics.observe_held("pacing", delay, chat=str(item.chat.telegram_chat_id))
+                    metrics.observe_held("pacing", delay, chat=str(chat.telegram_chat_id))
                 heapq.heappush(self._waiting, (self._clock() + (delay or 0.0),
                                                next(self._seq), message, item, delay is not None))
             self.pump()
@@ -225,6 +227,7 @@ def _settle_unsent(message: Message, item: QueueItem, result: SendResult) -> Non
     elif result.migrate_to_chat_id is not None:
         # The group became a supergroup and nothing was delivered: the chat moves to its new
         # id and the saved text goes there on the next run, from the first part not yet sent.
+        assert item.chat is not None  # loaded before the send
         item.chat.migrate_to(result.migrate_to_chat_id)
         queue.defer(item, f"telegram: {result.error}; chat moved to "
                           f"{result.migrate_to_chat_id}", 0)
@@ -244,6 +247,7 @@ def _settle_unsent(message: Message, item: QueueItem, result: SendResult) -> Non
         Message.objects.filter(id=message.id).update(status=status, **fields)
     else:
         if result.chat_gone:  # blocked, kicked or gone: nothing more is queued there
+            assert item.chat is not None and item.bot is not None  # loaded before the send
             item.chat.bot_left(item.bot, f"telegram: {result.error}")
         Message.objects.filter(id=message.id).update(status=Status.FAILED, **fields)
         queue.kill(item, f"telegram: {result.error}")

@@ -1,46 +1,7 @@
-"""Client-side rate limits per budget, shared by every process through Redis.
-
-A budget is what the provider counts: by default every key of a provider, per model (see
-``batchgen.llm.limits.learned`` for the scope and for limits learned from the replies). Each budget
-has a requests-per-minute and a tokens-per-minute limit. One Lua script checks BOTH and reserves
-1 request plus ``tokens`` atomically, so fifty threads in ten worker processes on three machines
-see one limit.
-
-Why not the ``limits`` library (installed, 5.x): it checks one limit per call, so RPM and TPM
-would be two round trips that are not atomic together (a request can take the RPM slot and then
-fail on tokens, leaking capacity, or two processes can race between the checks). Its Redis
-moving window pushes one list entry per unit of ``cost``, so a 200,000 TPM limit means lists of
-200,000 timestamps. It answers yes/no, not "how long to wait for this many tokens", so callers
-would poll. And a moving window lets a client send the whole minute's budget at t=0 and again at
-t=60-ε, which a server counting its own sliding window answers with 429s. ``pyrate-limiter``
-(not installed) has the same one-bucket-per-call shape.
-
-The algorithm is GCRA (the "virtual scheduling" form of a leaky bucket), one theoretical
-arrival time (TAT) per budget. A request is given the earliest send time ``s`` at which both
-budgets conform; if ``s - now`` fits in the caller's ``max_wait`` the slot is reserved (TATs
-advance) and the caller sleeps until ``s``, otherwise nothing is reserved. Because callers book
-future slots instead of polling, emission is evenly spaced and there is no thundering herd.
-
-Tuning, so that a server counting any 60 s window never sees more than the limit: a burst of
-``BURST_SECONDS`` (one second) of the limit may go at once, and the steady rate is
-``(limit - burst + 1) * (1 - SAFETY_MARGIN)`` per minute. With the defaults that is about 95%
-of the limit sustained (it was 92% with a 5% burst, which a provider enforcing its limit per
-second would also have answered with 429s); the margin absorbs network jitter between our
-clock and the server's.
-GCRA guarantees "at most burst + rate * t in ANY window t", so a request larger than the burst
-must also wait for its excess. The token burst is therefore at least ``TPM_BURST_TOKENS`` (one
-large request) unless that is more than ``TPM_MAX_BURST_FRACTION`` of the limit: a small TPM
-limit (Groq's free 6,000) trades some throughput (~82%) for never overshooting. Without a
-queue, a request much larger than that burst can be overtaken by small ones under contention.
-
-A 429 that still comes back is passed to ``penalize(retry_after)``: nobody sends on that budget
-until then, the burst allowance is drained so the restart is paced, and callers already
-sleeping on a slot booked before the penalty book a new one when they wake.
-
-Redis down (``batchgen.state.shared``'s outage mode): the limiter lets requests through (the
-providers' own 429s and the circuit breaker still protect us), and a penalty received meanwhile
-is honoured inside this process only.
-"""
+"""Client-side rate limits per budget, shared by every process through Redis: one Lua
+script checks a budget's requests and tokens per minute together and books the earliest slot
+that fits both (GCRA), a 429 penalizes the budget, and with Redis away requests go through.
+Why GCRA and not the ``limits`` library, and the tuning: docs/design.md, "Rate limits"."""
 
 from __future__ import annotations
 
@@ -51,6 +12,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any, cast
 
 import redis
 
@@ -287,7 +249,9 @@ class RateLimiter:
                 "redis": "up"}
 
     def _read_stats(self, client: redis.Redis) -> tuple[dict[str, str], str | None]:
-        return client.hgetall(self._keys[3]), client.get(self._keys[2])
+        # Text: the shared client decodes replies (decode_responses=True).
+        return (cast(dict[str, str], client.hgetall(self._keys[3])),
+                cast(str | None, client.get(self._keys[2])))
 
     @property
     def redis_keys(self) -> list[str]:
@@ -309,7 +273,7 @@ class RateLimiter:
     def _book(self, tokens: int, budget: float, waited: float) -> tuple[float, float] | None:
         """Run the acquire script: (wait, slot) when reserved, None when Redis is down."""
         args = self.acquire_args(tokens, budget)
-        booked = shared.attempt(lambda client: _ACQUIRE(client, self._keys, args), _DOWN,
+        booked: Any = shared.attempt(lambda client: _ACQUIRE(client, self._keys, args), _DOWN,
                                 what="rate limits")
         if booked is _DOWN:
             return None
@@ -370,7 +334,7 @@ def all_limiter_stats() -> list[dict]:
 def _read_all_stats(client: redis.Redis) -> list[dict]:
     found = []
     for key in client.scan_iter(match=shared.key("ratelimit", "*", "stats"), count=200):
-        raw = client.hgetall(key)
+        raw = cast(dict[str, str], client.hgetall(key))  # decoded: decode_responses=True
         if raw:
             found.append({"provider": raw.get("provider", "?"), "key": raw.get("key", "?"),
                           **_parse_stats(raw)})

@@ -1,22 +1,8 @@
-"""Rate-limit budgets scoped as the providers count them, with limits learned from replies.
-
-Scope. OpenAI limits per organisation (or project) and model, Gemini per project, Groq per
-organisation: more keys of one account never mean more capacity. So by default every key of a
-provider shares one budget per model. ``<PROVIDER>_RATE_LIMIT_SCOPE=key`` (or
-``LLM_RATE_LIMIT_SCOPE``, read by ``batchgen.llm.config.rate_limit_scope``) says the keys belong
-to different organisations: one budget per key.
-
-Learning. Each reply's ``x-ratelimit-*`` headers (200s and 429s alike) record the advertised
-limits; where nothing is advertised, a 429 lowers an inferred rate (AIMD, ``provider_limits``)
-and steady success raises it again. The limiter enforces, per budget, the smallest of the
-configured limit, the advertised one and the inferred one, and ``budget_table`` says which.
-
-Everything is kept in one Redis hash per budget, so every process and machine learns from
-every reply. A reply with news (a changed limit, a success to count) adds its writes to the
-request's one round trip after it (``batchgen.llm.gate``); the script before a request checks
-that the limits this process books with are the budget's current ones (``expected``), and
-sends the hash back when they are not. Redis away: the configured limits alone apply.
-"""
+"""Rate-limit budgets scoped as the providers count them (per account and model unless
+``<PROVIDER>_RATE_LIMIT_SCOPE=key``), with limits learned from every reply's headers and 429s,
+kept in one Redis hash per budget; a reply's news rides on the request's one round trip after
+it, and the script before a request checks the limits it books at (docs/design.md, "Learned
+limits" and "The hot path")."""
 
 from __future__ import annotations
 
@@ -24,10 +10,11 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import redis
 from django.conf import settings
+from redis.typing import EncodableT, FieldT
 
 from batchgen.llm.limits import rules as limits
 from batchgen.llm.limits.rules import Aimd, AimdState, RateLimitHeaders
@@ -159,7 +146,7 @@ class Learner:
         """The limits to enforce now (re-read from Redis at most once per ``REFRESH``, or
         never with ``refresh=False``: the caller's script checks them, ``expected``)."""
         if refresh and self._clock() - self._read_at >= REFRESH:
-            raw = shared.attempt(lambda r: r.hgetall(self._hash), None, "rate-limit learning")
+            raw = shared.attempt(lambda r: _text_hash(r, self._hash), None, "rate-limit learning")
             self._remember(raw)
         return combine(self.configured_rpm, self.configured_tpm, self._learned)
 
@@ -260,18 +247,18 @@ class Learner:
     def _change(self, change: Callable[[AimdState, float], AimdState]) -> None:
         """Apply an AIMD step to the shared state, once even if many workers try at once."""
         def transaction(pipe: redis.client.Pipeline) -> None:
-            learned = Learned.from_hash(pipe.hgetall(self._hash))
+            learned = Learned.from_hash(_text_hash(pipe, self._hash))
             new = change(learned.aimd, self._accepted_last_minute(pipe))
             if new == learned.aimd:
                 return
             pipe.multi()
-            pipe.hset(self._hash, mapping={**_aimd_fields(new), **self._identity()})
+            pipe.hset(self._hash, mapping=_hash_fields(_aimd_fields(new), self._identity()))
             pipe.expire(self._hash, TTL_SECONDS)
 
         def run(r: redis.Redis) -> None:
             # WATCH: a worker that loses the race re-reads and usually finds nothing to do.
             r.transaction(transaction, self._hash)
-            self._remember(r.hgetall(self._hash))
+            self._remember(_text_hash(r, self._hash))
 
         shared.attempt(run, None, "rate-limit learning")
 
@@ -326,10 +313,11 @@ def budget_table(configured: Callable[[str], tuple[int | None, int | None]] | No
     def scan(r: redis.Redis) -> list[dict[str, str]]:
         pattern = shared.key("ratelimit", "learned", "*")
         return [raw for name in r.scan_iter(match=pattern, count=200)
-                if (raw := r.hgetall(name))]
+                if (raw := _text_hash(r, name))]
 
     rows = []
-    for raw in shared.attempt(scan, [], "rate-limit learning"):
+    none: list[dict[str, str]] = []
+    for raw in shared.attempt(scan, none, "rate-limit learning"):
         provider = raw.get("provider", "?")
         learned = Learned.from_hash(raw)
         enforced = combine(*configured(provider), learned)
@@ -343,3 +331,13 @@ def budget_table(configured: Callable[[str], tuple[int | None, int | None]] | No
                      "inferred_rpm": None if learned.aimd.rate is None
                      else round(learned.aimd.rate, 1)})
     return sorted(rows, key=lambda row: (row["provider"], row["model"], row["key"]))
+
+
+def _text_hash(r: redis.Redis, name: str) -> dict[str, str]:
+    """A hash as text: the shared client decodes replies (decode_responses=True)."""
+    return cast(dict[str, str], r.hgetall(name))
+
+
+def _hash_fields(*parts: Mapping[str, int | str]) -> dict[FieldT, EncodableT]:
+    """The fields to HSET, merged, as redis-py types them."""
+    return {key: value for part in parts for key, value in part.items()}

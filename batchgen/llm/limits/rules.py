@@ -1,21 +1,6 @@
-"""Rate limits as the providers state them and as we infer them: pure rules, no I/O.
-
-- ``parse_duration`` reads every duration the providers write (``1s``, ``6m0s``,
-  ``2m59.56s``, ``120ms``, ``7.66s``, ``1h0m0s``, and bare seconds as in Retry-After).
-- ``parse_headers`` turns a reply's ``x-ratelimit-*`` / ``retry-after*`` headers into
-  ``RateLimitHeaders``. OpenAI's request limit is per minute, Groq's per *day* (its token limit
-  is per minute), so the caller says which window the request figures count.
-- ``Aimd`` adapts a budget's rate where nothing is advertised (Gemini answers a bare 429) or
-  where the provider tightens its limits without notice: a 429 multiplies the rate down,
-  steady success adds a fixed step back, never above the ceiling (the smaller of the
-  configured and the advertised limit) nor below the floor.
-- ``effective_limit`` picks the limit a budget enforces and says where it came from.
-- ``LastReply`` keeps the headers of a thread's last HTTP reply, which the SDKs drop.
-
-The Redis-shared state lives in ``batchgen.llm.limits.learned``; everything here takes the clock
-as an argument so tests drive it with a fake one. Outside ``batchgen.llm`` so that the limiter
-can import it without importing the LLM layer.
-"""
+"""Rate limits as the providers state them and as we infer them: pure rules, no I/O, the clock
+an argument (``parse_duration``, ``parse_headers``, ``Aimd``, ``effective_limit``,
+``LastReply``; docs/design.md, "Rate-limit rules")."""
 
 from __future__ import annotations
 
@@ -102,7 +87,7 @@ def parse_headers(headers: Mapping[str, str],
     because the provider wrote one header oddly.
     """
     lower = {str(name).lower(): str(value) for name, value in headers.items()}
-    found: dict[str, float | int] = {}
+    found: dict[str, Any] = {}  # RateLimitHeaders' fields: counts are int, durations float
     for field, name in _COUNTS.items():
         if name in lower:
             _keep(found, field, name, lower[name], _count)

@@ -22,6 +22,11 @@ class Provider(ABC):
     """
 
     name: str = ""
+    # The SDK's client class, its HTTP client class and the httpx module that class is built
+    # on (openai and gemini ship httpx2, groq httpx); each provider names its own.
+    client_class: Any = None
+    http_client_class: Any = None
+    httpx_module: Any = None
 
     def __init__(self, config: ProviderSettings) -> None:
         self.config = config
@@ -75,12 +80,26 @@ class Provider(ABC):
         if http is not None:
             http.close()
 
-    @abstractmethod
     def _build_http_client(self) -> Any:
-        """The connection pool every key's SDK client of this provider shares."""
+        """The connection pool every key's SDK client of this provider shares, sized for the
+        largest worker pool (the SDKs' defaults keep 20 or 100 idle connections: with more
+        workers every batch would open and drop fresh ones), with the hook that keeps each
+        reply's rate-limit headers."""
+        size = self.config.pool_size
+        limits = self.httpx_module.Limits(max_connections=size * 2,
+                                          max_keepalive_connections=size)
+        return self.http_client_class(limits=limits,
+                                      event_hooks={"response": [self.replies.hook]})
 
-    @abstractmethod
-    def _build_client(self, api_key: str, http_client: Any) -> Any: ...
+    def _build_client(self, api_key: str, http_client: Any) -> Any:
+        """The SDK client for one key (the openai-style constructor; Gemini's differs)."""
+        return self.client_class(
+            api_key=api_key,
+            base_url=self.config.base_url,
+            timeout=self.config.timeout,
+            max_retries=0,  # batchgen.llm.attempts retries, through the rate limiter
+            http_client=http_client,
+        )
 
     @abstractmethod
     def _complete(self, client: Any, request: CompletionRequest) -> Completion: ...

@@ -25,13 +25,8 @@ class GeminiProvider(Provider):
     """
 
     name = "gemini"
-
-    def _build_http_client(self) -> Any:
-        size = self.config.pool_size
-        return httpx2.Client(
-            limits=httpx2.Limits(max_connections=size * 2, max_keepalive_connections=size),
-            event_hooks={"response": [self.replies.hook]},
-        )
+    http_client_class = httpx2.Client
+    httpx_module = httpx2
 
     def _build_client(self, api_key: str, http_client: Any) -> Any:
         # No HttpRetryOptions: google-genai then retries nothing, and batchgen.llm.attempts

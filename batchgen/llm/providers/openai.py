@@ -31,7 +31,9 @@ class OpenAICompatibleProvider(Provider):
     the same exception classes and the same ChatCompletion shape."""
 
     sdk: Any = openai
-    http: Any = httpx2  # the SDK's HTTP library: what a POST on its pool raises
+    client_class: Any = openai.OpenAI
+    http_client_class: Any = openai.DefaultHttpxClient
+    httpx_module: Any = httpx2  # the SDK's HTTP library: what a POST on its pool raises
     completion_type: Any = ChatCompletion
     completion_path = "/chat/completions"  # OPENAI_BASE_URL includes /v1
 
@@ -54,10 +56,10 @@ class OpenAICompatibleProvider(Provider):
         try:
             response = self._http.post(url, content=content, headers=headers,
                                        timeout=self.config.timeout)
-        except self.http.TimeoutException:
+        except self.httpx_module.TimeoutException:
             raise ProviderError(errors.TIMEOUT, f"request timed out after "
                                 f"{self.config.timeout:g}s", retryable=True) from None
-        except self.http.TransportError as exc:
+        except self.httpx_module.TransportError as exc:
             raise ProviderError(errors.CONNECTION, self.scrub(f"connection failed: {exc}"),
                                 retryable=True) from None
         if response.status_code >= 400:
@@ -154,23 +156,6 @@ class OpenAICompatibleProvider(Provider):
                 f"response is not a chat completion: {str(response)[:200]!r}"),
                 retryable=True) from None
         return Completion(text=text, finish_reason=finish, **_usage(usage))
-
-    def _build_http_client(self) -> Any:
-        # The SDK's default keeps 100 idle connections; size it for the largest pool.
-        size = self.config.pool_size
-        return openai.DefaultHttpxClient(
-            limits=httpx2.Limits(max_connections=size * 2, max_keepalive_connections=size),
-            event_hooks={"response": [self.replies.hook]},
-        )
-
-    def _build_client(self, api_key: str, http_client: Any) -> Any:
-        return openai.OpenAI(
-            api_key=api_key,
-            base_url=self.config.base_url,
-            timeout=self.config.timeout,
-            max_retries=0,  # batchgen.llm.attempts retries, through the rate limiter
-            http_client=http_client,
-        )
 
 
 class OpenAIProvider(OpenAICompatibleProvider):

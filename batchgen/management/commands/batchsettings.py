@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError, CommandParser
@@ -18,7 +19,7 @@ class Command(BaseCommand):
         parser.add_argument("--batch-size", help="an integer from 1 to 50")
 
     def handle(self, *args, batch_mode: str | None, batch_size: str | None, **options) -> None:
-        changes = {}
+        changes: dict[str, Any] = {}
         if batch_mode is not None:
             changes["batch_mode_enabled"] = batch_mode == "on"
         if batch_size is not None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from aiohttp import web
 from django.core.management.base import BaseCommand, CommandParser
 
@@ -19,7 +21,7 @@ class Command(BaseCommand):
         parser.add_argument("--chat-limit-per-second", type=int, default=None,
                             help="answer 429 above this many messages per chat per second")
 
-    def handle(self, *args: object, **options: object) -> None:
+    def handle(self, *args: Any, **options: Any) -> None:
         app = make_app(latency=options["latency"],
                        chat_limit_per_second=options["chat_limit_per_second"])
         self.stdout.write(f"fake Telegram on http://{options['host']}:{options['port']} "

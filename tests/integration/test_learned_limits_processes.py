@@ -1,0 +1,43 @@
+"""Budgets scoped as the providers count them, limits learned from replies (real Redis)."""
+
+from __future__ import annotations
+
+import multiprocessing
+
+import pytest
+
+from batchgen.llm.limits.learned import BudgetId, Learner
+from batchgen.state import shared
+
+BUDGET = BudgetId("openai", "gpt-4o-mini")
+
+
+@pytest.fixture(autouse=True)
+def fresh(redis_url, settings):
+    shared.reset()  # forgets the process's learners too
+    yield
+    shared.reset()
+
+
+def advertised(rpm: int, tpm: int | None = None) -> dict[str, str]:
+    headers = {"x-ratelimit-limit-requests": str(rpm), "x-ratelimit-remaining-requests": "0",
+               "x-ratelimit-reset-requests": "120ms"}
+    if tpm:
+        headers.update({"x-ratelimit-limit-tokens": str(tpm),
+                        "x-ratelimit-reset-tokens": "6m0s"})
+    return headers
+
+
+def _learn_in_child(rpm: int) -> None:
+    shared.reset()
+    Learner(BUDGET).observe(advertised(rpm), 200)
+
+
+def test_a_limit_learned_in_one_process_applies_in_another():
+    context = multiprocessing.get_context("fork")
+    child = context.Process(target=_learn_in_child, args=(240,))
+    child.start()
+    child.join(timeout=30)
+
+    assert child.exitcode == 0
+    assert Learner(BUDGET).limits().rpm == 240

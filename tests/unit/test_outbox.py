@@ -1,0 +1,143 @@
+"""The outbox: long Telegram waits defer the item, deleted bots and chats settle with the reason."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+
+from batchgen.delivery import runs, scheduler
+from batchgen.models import BatchRun, Message, QueueItem
+from batchgen.telegram.client import SendResult
+from batchgen.work import outbox, queue
+from tests.factories import make_item
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def claimed_with_message(text: str = "saved text") -> tuple[QueueItem, Message, BatchRun]:
+    item = make_item(max_attempts=1)
+    run = runs.open_run(BatchRun.Mode.SINGLE, 1)
+    [item] = queue.claim(1, run)
+    message = Message.objects.create(queue_item=item, bot=item.bot, chat=item.chat,
+                                     batch_run=run, text=text, status="sending")
+    return item, message, run
+
+
+def test_a_long_retry_after_defers_the_message_without_spending_an_attempt(
+        settings) -> None:
+    settings.BATCH_MAX_DEFER_SECONDS = 86400
+    item, message, _ = claimed_with_message()
+    result = SendResult("failed", error="Too Many Requests: retry after 3600", retryable=True,
+                        retry_after_s=3600)
+    before = timezone.now()
+    outbox._settle_unsent(message, item, result)
+    item.refresh_from_db()
+    message.refresh_from_db()
+    assert (item.status, item.attempts, message.status) == ("pending", 0, "pending")
+    assert item.available_at >= before + timedelta(seconds=3600)
+    assert message.text == "saved text"
+
+
+def test_a_retry_after_beyond_the_ceiling_ends_dead_with_the_reason(settings) -> None:
+    settings.BATCH_MAX_DEFER_SECONDS = 600
+    item, message, _ = claimed_with_message()
+    result = SendResult("failed", error="Too Many Requests: retry after 3600", retryable=True,
+                        retry_after_s=3600)
+    outbox._settle_unsent(message, item, result)
+    item.refresh_from_db()
+    message.refresh_from_db()
+    assert (item.status, message.status) == ("dead", "failed")
+    assert item.last_error.startswith("asked to wait 3600s, more than BATCH_MAX_DEFER_SECONDS")
+
+
+@pytest.mark.parametrize("deleted", ["bot", "chat"])
+def test_a_pending_message_whose_bot_or_chat_was_deleted_settles_dead(
+        pipeline_env, deleted: str) -> None:
+    _, fake_telegram = pipeline_env
+    item = make_item()
+    Message.objects.create(queue_item=item, bot=item.bot, chat=item.chat, text="saved text")
+    getattr(item, deleted).delete()
+    run = scheduler.tick(sync=True).run
+    item.refresh_from_db()
+    message = Message.objects.get(queue_item=item)
+    assert item.status == "dead" and message.status == "failed"
+    assert item.last_error == f"telegram: not sent, its {deleted} was deleted"
+    assert run.failures == 1 and fake_telegram.messages() == []
+
+
+class SlotBookingSender:
+    """A sender whose slots are ``delay`` seconds away; it notes the message's status in the
+    database at the moment each HTTP call would start."""
+
+    def __init__(self, delay: float) -> None:
+        self.delay, self.seen, self.booked = delay, [], 0
+
+    def book(self, token: str, chat_id: int) -> float:
+        self.booked += 1
+        return self.delay
+
+    def send(self, token: str, chat_id: int, text: str, **options) -> SendResult:
+        self.seen.append((text, Message.objects.get(text=text).status, options["paced"]))
+        return SendResult("sent", [len(self.seen)], 1, parts_total=1)
+
+
+def test_a_reply_stays_pending_until_its_slot_and_is_sending_only_once_the_call_starts(
+        monkeypatch) -> None:
+    from django.db import transaction
+
+    fake = SlotBookingSender(delay=5.0)
+    monkeypatch.setattr(outbox, "sender", lambda: fake)
+    item, _, run = claimed_with_message()
+    # No slot booked as its generation started (Redis was away then): booked on saving.
+    Message.objects.filter(queue_item=item).delete()
+    now = [100.0]
+    with outbox.Delivery(run, clock=lambda: now[0]) as delivery:
+        with transaction.atomic():
+            delivery.send_new([outbox.Draft(item, "prompt", "hello", "openai", "m")])
+        assert delivery.settle() is True  # waiting for its slot
+        assert Message.objects.get(queue_item=item).status == "pending"  # resendable as is
+        assert fake.seen == [] and delivery.next_due_in() == 5.0
+        now[0] += 5.0
+        delivery.settle(block=True)
+    assert fake.seen == [("hello", "sending", True)]  # booked: the thread does not wait again
+    assert Message.objects.get(queue_item=item).status == "sent"
+
+
+def test_a_reply_waiting_for_its_slot_when_its_worker_died_is_sent_by_the_next_run(
+        pipeline_env) -> None:
+    fake_llm, fake_telegram = pipeline_env
+    item, message, _ = claimed_with_message("the saved reply")
+    Message.objects.filter(id=message.id).update(status="pending")  # waiting for its slot
+    # The worker was killed: its lease runs out and recovery returns the item.
+    QueueItem.objects.filter(id=item.id).update(
+        lease_expires_at=timezone.now() - timedelta(seconds=1))
+    assert queue.recover_expired() == 1
+    item.refresh_from_db()
+    assert (item.status, item.crashes) == ("pending", 0)  # a debt, not a crash
+
+    scheduler.tick(sync=True)
+
+    item.refresh_from_db()
+    assert item.status == "done"
+    assert [m["text"] for m in fake_telegram.messages()] == ["the saved reply"]
+    assert fake_llm.stats()["total"] == 0  # sent as it was, never generated again
+
+
+def test_the_slot_booked_as_generation_starts_is_the_one_the_reply_goes_out_at(
+        monkeypatch, redis_url) -> None:
+    import time
+
+    from django.db import transaction
+
+    fake = SlotBookingSender(delay=99.0)
+    monkeypatch.setattr(outbox, "sender", lambda: fake)
+    item, _, run = claimed_with_message()
+    queue.book_posting_slots([item])
+    assert abs(item.slot_at - time.time()) < 1.0  # the bot's next slot in the chat: now
+    Message.objects.filter(queue_item=item).delete()
+    with outbox.Delivery(run) as delivery:
+        with transaction.atomic():
+            delivery.send_new([outbox.Draft(item, "prompt", "hello", "openai", "m")])
+    assert fake.booked == 0 and fake.seen == [("hello", "sending", True)]
