@@ -142,11 +142,11 @@ def live_progress(runs: list[BatchRun]) -> dict[int, Progress]:
                       prompt=Sum("prompt_tokens"), cached=Sum("cached_tokens"),
                       completion=Sum("completion_tokens")))
     for row in rows:
-        _add(progress[row["batch_run_id"]], row)
+        _add(progress[row["batch_run_id"]], dict(row))
     sent = (Message.objects.filter(batch_run_id__in=ids, status=Message.Status.SENT)
             .values("batch_run_id").order_by().annotate(n=Count("id")))
-    for row in sent:
-        progress[row["batch_run_id"]].sent = row["n"]
+    for sent_row in sent:
+        progress[sent_row["batch_run_id"]].sent = sent_row["n"]
     return progress
 
 
@@ -164,6 +164,6 @@ def attach_progress(runs: list[BatchRun]) -> list[BatchRun]:
     """Each running run in ``runs`` gets ``live``: its Progress (templates read it)."""
     found = live_progress(runs)
     for run in runs:
-        run.live = found.get(run.pk)
+        run.live = found.get(run.pk)  # type: ignore[attr-defined]  # for the template
     return runs
 

@@ -56,7 +56,8 @@ class FailureGroup:
     @property
     def list_url(self) -> str:
         """The queue's admin list, filtered to exactly this group."""
-        query = {"status__exact": DEAD, "cause": self.cause, "cause_provider": self.provider}
+        query: dict[str, Any] = {"status__exact": DEAD, "cause": self.cause,
+                                 "cause_provider": self.provider}
         chat = {"chat__id__exact": self.chat_id} if self.chat_id else {"chat__isnull": "True"}
         query.update(chat)
         return f"{reverse('admin:batchgen_queueitem_changelist')}?{urlencode(query)}"
@@ -65,7 +66,9 @@ class FailureGroup:
 def failures_by_cause() -> tuple[list[FailureGroup], int]:
     """The largest groups of dead items, and how many dead items there are in all."""
     rows = (with_cause(QueueItem.objects.filter(status=DEAD)).order_by()
-            .values("cause", "cause_provider", "chat_id", "chat__title", "chat__telegram_chat_id")
+            # "cause" and "cause_provider" are with_cause's annotations, which the stubs cannot see.
+            .values("cause", "cause_provider", "chat_id", "chat__title",  # type: ignore[misc]
+                    "chat__telegram_chat_id")
             .annotate(n=Count("id")).order_by("-n", "cause", "chat_id"))[:MAX_GROUPS]
     groups = [FailureGroup(cause=r["cause"], provider=r["cause_provider"], chat_id=r["chat_id"],
                            chat=r["chat__title"] or str(r["chat__telegram_chat_id"] or "(deleted)"),
@@ -96,7 +99,8 @@ def select_dead(params: Any) -> QuerySet[QueueItem]:
         raise SelectionError(f"chat must be a chat's number or {NO_CHAT!r}, got {chat!r}")
     if not ("cause" in params or provider or chat):
         return items
-    items = with_cause(items).filter(cause=params.get("cause", ""), cause_provider=provider)
+    items = with_cause(items).filter(  # type: ignore[misc]  # with_cause's annotations
+        cause=params.get("cause", ""), cause_provider=provider)
     if chat:
         items = items.filter(Q(chat__isnull=True) if chat == NO_CHAT else Q(chat_id=int(chat)))
     return items

@@ -57,10 +57,11 @@ class Window:
 
     @classmethod
     def from_cleaned(cls, cleaned: dict[str, Any]) -> Window:
-        return cls(**{name: cleaned.get(name) or default
-                      for name, default in (("mode", ""), ("status", ""), ("provider", ""),
-                                            ("date_from", None), ("date_to", None),
-                                            ("search", ""))})
+        return cls(mode=cleaned.get("mode") or "", status=cleaned.get("status") or "",
+                   provider=cleaned.get("provider") or "",
+                   date_from=cleaned.get("date_from") or None,
+                   date_to=cleaned.get("date_to") or None,
+                   search=cleaned.get("search") or "")
 
     @property
     def is_filtered(self) -> bool:

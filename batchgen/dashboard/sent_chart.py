@@ -48,13 +48,14 @@ def sent_per_minute_chart(run_filters: dict[str, Any],
     Two queries at most."""
     now = now or timezone.now()
     sent = Message.objects.filter(status=Message.Status.SENT, **run_filters)
+    start: datetime | None
     if span is None:
         end = now
         start = _floor_minute(now) - timedelta(minutes=RECENT_MINUTES - 1)
         title = f"Messages sent per minute (last {RECENT_MINUTES} minutes)"
     else:
-        start, end = span
-        end = min(end, now) if end else now
+        start, until = span
+        end = min(until, now) if until else now
         start = start or sent.filter(sent_at__lt=end).aggregate(first=Min("sent_at"))["first"]
         title = "Messages sent per minute"
     if start is None or start >= end:

@@ -95,11 +95,13 @@ def _spend_caps(now: datetime, chat_default: float, bot_default: float
             _over(spent_bot, bot_own, bot_default, "bot"))
 
 
-def _over(spent: dict[int, Decimal], own: dict[int, Decimal], default: float,
+def _over(spent: dict[int, Decimal], own: dict[int, Decimal | None], default: float,
           what: str) -> dict[int, str]:
     found = {}
     for key, amount in spent.items():
-        limit = Decimal(str(default)) if own.get(key) is None else own[key]
+        limit = own.get(key)
+        if limit is None:
+            limit = Decimal(str(default))
         if key is not None and limit and amount >= limit:
             found[key] = f"{what} cap: ${limit:g} LLM spend a day reached"
     return found

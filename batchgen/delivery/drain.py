@@ -93,13 +93,13 @@ class HeldTime:
         self._clock = clock
         self._since = clock()
         self._reason = ""
-        self._held: Counter[str] = Counter()
+        self._held: dict[str, float] = {}
         self._flush_at = self._since + self.FLUSH_S
 
     def now_held_by(self, reason: str) -> None:
         now = self._clock()
         if self._reason:
-            self._held[self._reason] += now - self._since
+            self._held[self._reason] = self._held.get(self._reason, 0.0) + now - self._since
         self._since, self._reason = now, reason
         if now >= self._flush_at:
             self.flush()

@@ -93,9 +93,9 @@ def send(provider: Provider, request: CompletionRequest, budget: WaitBudget,
         key = admission.key
         if key is None:
             break
-        refused = _acquire(admission.limiter, provider.name, tokens, budget,
-                           first=(admission.wait, admission.slot))
-        sent = (Sent(0, error=refused) if refused is not None
+        waited = _acquire(admission.limiter, provider.name, tokens, budget,
+                          first=(admission.wait, admission.slot))
+        sent = (Sent(0, error=waited) if waited is not None
                 else _tries(provider, key, request, budget, round_trip, admission.limiter))
         made += sent.attempts
         if ring.rotates:

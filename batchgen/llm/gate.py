@@ -25,6 +25,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 from batchgen.llm.keys import ApiKey, KeyRing
 from batchgen.llm.limits.budgets import ACQUIRE_LUA, RateLimiter
@@ -137,7 +138,9 @@ def admit(breaker: CircuitBreaker | None, ring: KeyRing, candidates: Sequence[Ap
         try:
             return _run(breaker, ring, candidates, limiters, tokens, max_wait)
         except Stale as stale:
-            limiters[stale.index].learner.remember(stale.raw)
+            learner = limiters[stale.index].learner
+            assert learner is not None  # only a budget that learns can be stale
+            learner.remember(stale.raw)
     limiters = [limiter_for(key) for key in candidates]  # still moving: book at the last read
     return _run(breaker, ring, candidates, limiters, tokens, max_wait, check=False)
 
@@ -160,14 +163,15 @@ def _run(breaker: CircuitBreaker | None, ring: KeyRing, candidates: Sequence[Api
         learner = limiter.learner
         keys += [key_breaker.redis_key if key_breaker else "", ring.flag(key),
                  *limiter.redis_keys, learner.hash_key if learner else ""]
-        before: list = [0, 0, "", 0]
+        key_before: list = [0, 0, "", 0]
         if key_breaker is not None:
-            token, before = key_breaker.before_args()
+            token, key_before = key_breaker.before_args()
             held.append((key_breaker, token))
         expected = learner.expected() if learner and check else ["*", "*", "*"]
-        args += [*before, *limiter.acquire_args(tokens, max_wait), *expected]
+        args += [*key_before, *limiter.acquire_args(tokens, max_wait), *expected]
     keys = [name or shared.key("unused") for name in keys]
-    reply = shared.attempt(lambda client: _GATE(client, keys, args), _DOWN, what="rate limits")
+    reply: Any = shared.attempt(lambda client: _GATE(client, keys, args), _DOWN,
+                                what="rate limits")
     if reply is _DOWN:
         return None
     admission = _parse(reply, candidates)
@@ -181,6 +185,7 @@ def _run(breaker: CircuitBreaker | None, ring: KeyRing, candidates: Sequence[Api
     index = candidates.index(admission.key)
     if ring.rotates:
         chosen = key_breakers[index]
+        assert chosen is not None  # a rotating ring gives every key its breaker
         chosen.admit(admission.key_breaker, 0.0, tokens_held[chosen.name])
     return replace(admission, limiter=limiters[index])
 

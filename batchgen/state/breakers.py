@@ -248,7 +248,8 @@ class CircuitBreaker:
     def before_call(self) -> None:
         """Pass, or raise CircuitOpenError; after the cooldown exactly one caller probes."""
         token, args = self.before_args()
-        self.admit(*self._run("before", *args), token)
+        kind, wait = self._run("before", *args)
+        self.admit(kind, wait, token)
 
     def before_args(self) -> tuple[str, list]:
         """A fresh probe token, and what the check needs: now, cooldown, token, probe TTL.
@@ -277,8 +278,9 @@ class CircuitBreaker:
         """``record_<outcome>`` ("success", "failure", "ignored") as part of ``round_trip``,
         from the thread that called ``before_call``: sent with the request's other writes."""
         token = self._take_token()
-        args = {"success": [token], "ignored": [token],
-                "failure": [self._clock(), self.threshold, token]}[outcome]
+        by_outcome: dict[str, list[Any]] = {"success": [token], "ignored": [token],
+                                            "failure": [self._clock(), self.threshold, token]}
+        args = by_outcome[outcome]
         round_trip.add(lambda pipe: self._redis.queue(pipe, outcome, args),
                        done=lambda reply: self._recorded(outcome, reply[0]),
                        down=lambda: self._recorded(outcome, self._fallback(outcome, args)),

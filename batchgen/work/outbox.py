@@ -133,8 +133,10 @@ class Delivery:
                     status=Status.SENDING, batch_run=self.batch_run):
                 continue  # another run sent it (this one's lease had expired)
             # ``booked``: the slot is ours already; else (Redis away) the thread paces itself.
-            future = self._pool.submit(sender().send, item.bot.telegram_token,
-                                       item.chat.telegram_chat_id, message.text,
+            bot, chat = item.bot, item.chat
+            assert bot is not None and chat is not None  # checked when it was booked
+            future = self._pool.submit(sender().send, bot.telegram_token,
+                                       chat.telegram_chat_id, message.text,
                                        start_part=message.parts_sent, paced=booked)
             self._in_flight[future] = (message, item)
             future.add_done_callback(self._stamp)

@@ -173,11 +173,12 @@ def book_posting_slots(items: list[QueueItem]) -> None:
     as its generation starts: the reply goes out at that slot, or at once if it is ready
     after it, so the claim's reservation and the real send are one schedule, not two that
     drift apart. Without Redis nothing is booked and the send books its slot itself."""
-    sendable = [item for item in items if item.bot is not None and item.chat is not None]
-    slots = book_slots([(item.bot.telegram_token, item.chat.telegram_chat_id)
-                        for item in sendable])
-    for item, slot_at in zip(sendable, slots or [], strict=False):
-        item.slot_at = slot_at
+    sendable: list[tuple[QueueItem, Bot, Chat]] = [
+        (item, item.bot, item.chat) for item in items if item.bot and item.chat]
+    slots = book_slots([(bot.telegram_token, chat.telegram_chat_id)
+                        for _, bot, chat in sendable])
+    for (item, _, _), slot_at in zip(sendable, slots or [], strict=False):
+        item.slot_at = slot_at  # type: ignore[attr-defined]  # this process's own note
 
 
 def _one_per_bot_and_chat(rows: list[tuple], limit: int) -> list[tuple]:
