@@ -234,6 +234,9 @@ DELIVERY_CLAIM_HORIZON_SECONDS = env_float("DELIVERY_CLAIM_HORIZON_SECONDS", 3.0
                                            minimum=0.0, maximum=3600.0)
 # A run whose remaining work is all waiting for posting slots waits up to this long for the
 # next one instead of ending (a backlog bound by Telegram drains at its pace, not the tick's).
+# While the LLM rate budget binds, this share of a run's slots is kept for replies to people
+# and mentions: cadence posts and bot-to-bot turns never take them all.
+DELIVERY_URGENT_SHARE = env_float("DELIVERY_URGENT_SHARE", 0.3, minimum=0.0, maximum=0.9)
 DELIVERY_SLOT_WAIT_SECONDS = env_float("DELIVERY_SLOT_WAIT_SECONDS", 15.0, minimum=0.0,
                                        maximum=600.0)
 # An item whose worker stopped this many times while holding it ends dead.

@@ -27,16 +27,18 @@ from django.db.models import Exists, OuterRef, Q, Subquery
 from django.utils import timezone
 
 from batchgen.conversations import history
+from batchgen.core.priorities import (
+    ANSWER_PRIORITY,
+    CADENCE_PRIORITY,
+    MENTION_PRIORITY,
+    REPLY_PRIORITY,
+)
 from batchgen.models import Bot, Chat, Message, QueueItem
 from batchgen.models.conversations import ChatMessage, Membership, Trigger
 from batchgen.work import queue
 
 log = logging.getLogger(__name__)
 
-MENTION_PRIORITY = 10_000
-REPLY_PRIORITY = 100
-ANSWER_PRIORITY = 50
-CADENCE_PRIORITY = 0
 _BATCH = 500  # human messages handled per call; the rest wait for the next tick
 # Older messages get no answer: after an outage of the poller, replying to yesterday's
 # conversation would only confuse the chat.

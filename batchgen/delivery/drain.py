@@ -12,6 +12,7 @@ cannot be recorded each settle their own item with the reason; the rest of the r
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections import Counter, deque
 from collections.abc import Callable
@@ -27,11 +28,13 @@ from django.utils import timezone
 from batchgen import metrics
 from batchgen.conversations import history, prompting
 from batchgen.core import pricing
+from batchgen.core.priorities import URGENT_PRIORITY
 from batchgen.core.prompts import UserPrompt, build_user_prompt
 from batchgen.core.text import storable
 from batchgen.delivery import live_settings, routes
 from batchgen.llm import GenerationResult, LLMBatchClient, LLMClient
 from batchgen.llm import errors as llm_errors
+from batchgen.llm.limits import budgets
 from batchgen.models import BatchRun, Generation, QueueItem
 from batchgen.telegram import client as telegram
 from batchgen.work import outbox, queue
@@ -248,7 +251,8 @@ class Drain:
         if self._clock() < self._dry_until:
             return False  # found dry a moment ago: do not ask again on every finished reply
         self._take(reconnecting(lambda: queue.claim(room, self.run, hold_after=self.hold_after,
-                                                    lead_s=self.latency)))
+                                                    lead_s=self.latency,
+                                                    max_non_urgent=self._non_urgent_room())))
         self._short = ""
         if not self._ready:  # dry for now; a finish after DRY_RECHECK_S tries again
             self._dry_until = self._clock() + DRY_RECHECK_S
@@ -281,6 +285,19 @@ class Drain:
             reason = f"could not build or submit its prompt: {_describe(exc)}"
             reconnecting(lambda: queue.kill(item, reason))
             self.unusable["invalid_item"] += 1
+
+    def _non_urgent_room(self) -> int | None:
+        """While the LLM rate budget binds, work below ``URGENT_PRIORITY`` (cadence posts,
+        bot-to-bot turns) may fill only part of the slots: ``DELIVERY_URGENT_SHARE`` of them
+        stay for replies to people. None: no cap (the budget has room)."""
+        share = settings.DELIVERY_URGENT_SHARE
+        if not share or not budgets.binding():
+            return None
+        kept = math.ceil(share * self.target)
+        busy = sum(1 for work in self._in_flight.values()
+                   if work.item.priority < URGENT_PRIORITY)
+        busy += sum(1 for item in self._ready if item.priority < URGENT_PRIORITY)
+        return max(0, self.target - kept - busy)
 
     def _note_latency(self, group: Results) -> None:
         for _, result in group:

@@ -19,6 +19,7 @@ from batchgen.llm.limits.budgets import (
     RateLimitTimeout,
     estimate_tokens,
     get_rate_limiter,
+    note_wait,
 )
 from batchgen.llm.providers.base import Provider
 from batchgen.llm.types import Completion, CompletionRequest
@@ -220,6 +221,7 @@ def _acquire(limiter: RateLimiter | None, provider: str, tokens: int,
         return _timed_out(provider, exc)
     if waited > 0:
         budget.spend(waited)
+        note_wait()
         metrics.observe_limiter_wait(provider, waited)
     return None
 

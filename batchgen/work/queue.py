@@ -23,6 +23,7 @@ from django.db import transaction
 from django.db.models import Count, Exists, F, Min, OuterRef, Q, QuerySet
 from django.utils import timezone
 
+from batchgen.core.priorities import URGENT_PRIORITY
 from batchgen.llm import config as llm_config
 from batchgen.models import (
     BatchRun,
@@ -130,7 +131,8 @@ def _paced_out(now: datetime, horizon_s: float | None = None) -> Q:
 
 def claim(limit: int, batch_run: BatchRun, lease_seconds: float | None = None,
           ids: Iterable[int] | None = None, now: datetime | None = None,
-          hold_after: datetime | None = None, lead_s: float = 0.0) -> list[QueueItem]:
+          hold_after: datetime | None = None, lead_s: float = 0.0,
+          max_non_urgent: int | None = None) -> list[QueueItem]:
     """Claim up to ``limit`` of the highest-priority pending items (oldest first)
     into ``batch_run``, each with a lease; ``ids`` restricts the candidates; ``hold_after``
     leaves the items the batch route keeps.
@@ -138,7 +140,8 @@ def claim(limit: int, batch_run: BatchRun, lease_seconds: float | None = None,
     Without ``ids``, only items whose bot can post in their chat within the claim horizon
     are taken, one per bot and chat per call, and each claim reserves that bot's next slot
     there: a reply is generated just before it can be posted, not minutes ahead. ``lead_s``
-    (about one generation, as the run measures it) narrows the horizon."""
+    (about one generation, as the run measures it) narrows the horizon; ``max_non_urgent``
+    caps the items below ``URGENT_PRIORITY`` taken (the share kept for replies to people)."""
     now = now or timezone.now()
     lease = timedelta(seconds=lease_seconds or settings.BATCH_LEASE_SECONDS)
     with transaction.atomic():
@@ -151,10 +154,11 @@ def claim(limit: int, batch_run: BatchRun, lease_seconds: float | None = None,
         # of=self: the join to the chat (nullable) must not be locked. A few rows more than
         # asked for, since a bot's second item in a chat waits for its next slot.
         rows = list(candidates.select_for_update(skip_locked=True, of=("self",))
-                    .values_list("id", "bot_id", "chat_id", "chat__telegram_chat_id")
+                    .values_list("id", "bot_id", "chat_id", "chat__telegram_chat_id",
+                                 "priority")
                     [:limit if ids is not None else limit * 4])
         if ids is None:
-            rows = _one_per_bot_and_chat(rows, limit)
+            rows = _one_per_bot_and_chat(rows, limit, max_non_urgent)
         chosen = [row[0] for row in rows]
         # Compare-and-set: only rows still pending change hands.
         QueueItem.objects.filter(id__in=chosen, status=Status.PENDING).update(
@@ -181,13 +185,20 @@ def book_posting_slots(items: list[QueueItem]) -> None:
         item.slot_at = slot_at  # type: ignore[attr-defined]  # this process's own note
 
 
-def _one_per_bot_and_chat(rows: list[tuple], limit: int) -> list[tuple]:
+def _one_per_bot_and_chat(rows: list[tuple], limit: int, max_non_urgent: int | None
+                          ) -> list[tuple]:
     seen: set[tuple[int, int]] = set()
     chosen = []
+    non_urgent = 0
     for row in rows:
-        if (row[1], row[2]) not in seen:
-            seen.add((row[1], row[2]))
-            chosen.append(row)
+        if (row[1], row[2]) in seen:
+            continue
+        if row[4] < URGENT_PRIORITY:
+            if max_non_urgent is not None and non_urgent >= max_non_urgent:
+                continue
+            non_urgent += 1
+        seen.add((row[1], row[2]))
+        chosen.append(row)
     return chosen[:limit]
 
 
@@ -201,7 +212,7 @@ def _reserve_slots(rows: list[tuple], now: datetime) -> None:
     ).values_list("bot_id", "chat_id", "next_at")}
     slots = [PostingSlot(bot_id=bot, chat_id=chat, next_at=max(
         current.get((bot, chat), now), now) + timedelta(seconds=slot_interval(tg_chat or 0)))
-        for _, bot, chat, tg_chat in sorted(rows, key=lambda row: (row[1], row[2]))]
+        for _, bot, chat, tg_chat, _ in sorted(rows, key=lambda row: (row[1], row[2]))]
     # In one order everywhere, so two claimers upserting the same slots cannot deadlock.
     PostingSlot.objects.bulk_create(slots, update_conflicts=True,
                                     unique_fields=["bot", "chat"], update_fields=["next_at"])

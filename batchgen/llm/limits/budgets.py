@@ -341,6 +341,20 @@ def _read_all_stats(client: redis.Redis) -> list[dict]:
     return sorted(found, key=lambda row: (row["provider"], row["key"]))
 
 
+_last_wait = [-1e9]  # when a request of this process last waited on a budget (monotonic)
+
+
+def note_wait(clock: Callable[[], float] = time.monotonic) -> None:
+    """A request of this process waited on its rate budget: the budget binds."""
+    _last_wait[0] = clock()
+
+
+def binding(within_s: float = 5.0, clock: Callable[[], float] = time.monotonic) -> bool:
+    """Did a request of this process wait on a rate budget in the last ``within_s``? Every
+    process of a shared budget waits when it binds, so each can tell without a round trip."""
+    return clock() - _last_wait[0] <= within_s
+
+
 _limiters: dict[tuple, RateLimiter] = {}
 _limiters_lock = threading.Lock()
 
