@@ -328,7 +328,7 @@ def cut_chart_labels(page: Page) -> list[str]:
 @pytest.mark.parametrize("width", [360, 390])
 def test_chart_labels_are_not_cut_on_a_phone(browser: Browser, live_server: Any,
                                              django_user_model: Any, width: int) -> None:
-    from tests.test_browser_layout import make_history
+    from tests.browser.test_browser_layout import make_history
 
     make_history()
     django_user_model.objects.create_superuser("ops", "ops@example.invalid", PASSWORD)

@@ -140,7 +140,7 @@ def test_a_batched_block_flushes_while_it_runs(redis_url, monkeypatch, redis_cli
 
 @pytest.mark.parametrize("outcome", ["[[fault:500]]", "[[fault:400]]"])
 def test_a_failed_request_still_makes_one_round_trip_after(llm_env, monkeypatch, outcome):
-    from tests.test_llm_round_trips import shape, trips
+    from tests.unit.test_llm_round_trips import shape, trips
 
     llm_env("openai")
     LLMClient().generate(f"warm up: the outcome's script is loaded {outcome}")
