@@ -141,3 +141,30 @@ def test_the_slot_booked_as_generation_starts_is_the_one_the_reply_goes_out_at(
         with transaction.atomic():
             delivery.send_new([outbox.Draft(item, "prompt", "hello", "openai", "m")])
     assert fake.booked == 0 and fake.seen == [("hello", "sending", True)]
+
+
+@pytest.mark.parametrize("late", [
+    SendResult("sent", [777], 1, parts_total=1),
+    SendResult("failed", error="Bad Request: chat not found"),
+    SendResult("failed", error="Too Many Requests", retryable=True, retry_after_s=5),
+])
+def test_a_paused_runs_late_result_never_changes_a_settled_message(late: SendResult) -> None:
+    # The run was paused (SIGSTOP) past its lease mid-send: recovery and the next run found
+    # the message "sending" and settled it send_unknown, the item dead. Then it woke up.
+    item, message, _ = claimed_with_message()
+    QueueItem.objects.filter(id=item.id).update(
+        lease_expires_at=timezone.now() - timedelta(seconds=1))
+    queue.recover_expired()
+    [again] = queue.claim(1, runs.open_run(BatchRun.Mode.SINGLE, 1))
+    with outbox.Delivery(again.batch_run) as delivery:
+        assert outbox.resume([again], delivery) == []  # settled, not generated again
+
+    if late.status == "sent":
+        outbox._settle_sent([(message, item, late, None)])
+    else:
+        outbox._settle_unsent(message, item, late)
+
+    message.refresh_from_db()
+    item.refresh_from_db()
+    assert (item.status, message.status) == ("dead", "send_unknown")  # they agree
+    assert f"late result of its send: {late.status}" in message.error
