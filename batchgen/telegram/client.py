@@ -343,6 +343,13 @@ class TelegramSender:
         book = getattr(self._pacer, "book", None)
         return None if book is None else book(chat_id, _bot_id(token))
 
+    def push_back(self, token: str, chat_id: int, seconds: float) -> None:
+        """This bot's send in ``chat_id`` went ``seconds`` after its booked slot: its next
+        slots there move back as far (a per-process pacer has nothing to move)."""
+        push_back = getattr(self._pacer, "push_back", None)
+        if push_back is not None:
+            push_back(chat_id, _bot_id(token), seconds)
+
     def send(
         self,
         token: str,

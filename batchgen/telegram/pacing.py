@@ -49,6 +49,18 @@ end
 return slot - now_ms
 """
 
+# KEYS: a send's chat and group budgets; ARGV: how many ms later its send went than booked.
+_PUSH_BACK = """
+for _, key in ipairs(KEYS) do
+  local tat = redis.call('GET', key)
+  if tat then
+    redis.call('SET', key, tonumber(tat) + tonumber(ARGV[1]), 'KEEPTTL')
+    redis.call('PEXPIRE', key, redis.call('PTTL', key) + tonumber(ARGV[1]))
+  end
+end
+return 0
+"""
+
 # A bot may send this many at once before its 30 a second spacing applies: a batch's replies
 # to many chats then go out together instead of one every 33 ms. python-telegram-bot's
 # reference limiter (AIORateLimiter, aiolimiter) allows a burst of the whole 30.
@@ -111,6 +123,15 @@ class SharedPacer:
         wait_ms = shared.attempt(lambda r: r.eval(_BOOK, len(keys), *keys, *numbers),
                                  default=None, what="telegram pacing")
         return None if wait_ms is None else max(int(wait_ms), 0) / 1000
+
+    def push_back(self, chat_id: int, bot: str, seconds: float) -> None:
+        """A send went ``seconds`` after its booked slot: the bot's next slots in that chat
+        move back as far, so two posts never come closer than Telegram allows. Its overall
+        budget (30 a second) is left alone."""
+        keys = [key for key, _, _ in self.budgets(chat_id, bot)
+                if key.startswith((shared.key("pace", "chat"), shared.key("pace", "group")))]
+        shared.attempt(lambda r: r.eval(_PUSH_BACK, len(keys), *keys, round(seconds * 1000)),
+                       default=None, what="telegram pacing")
 
     def book_many(self, sends: list[tuple[int, str]]) -> list[float] | None:
         """Book the next slot of each (chat id, bot) in one round trip, in order; seconds

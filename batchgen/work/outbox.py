@@ -34,6 +34,8 @@ from batchgen.work import queue
 log = logging.getLogger(__name__)
 Status = Message.Status
 SEND_THREADS = 16
+# A send this long after its booked slot moves the bot's next slots in the chat back as far.
+LATE_S = 0.05
 
 
 @lru_cache(maxsize=1)
@@ -67,8 +69,9 @@ class Delivery:
         # When each send finished (set on the send thread), so ``sent_at`` is that moment
         # however long after it the caller gets round to settling.
         self._finished_at: dict[Future[SendResult], datetime] = {}
-        # Saved replies waiting for their booked slot: (due, seq, message, item, booked).
-        self._waiting: list[tuple[float, int, Message, QueueItem, bool]] = []
+        # Saved replies waiting for their booked slot:
+        # (due, seq, message, item, booked, the slot's wall-clock time).
+        self._waiting: list[tuple[float, int, Message, QueueItem, bool, float]] = []
         self._seq = itertools.count()
 
     def __enter__(self) -> Delivery:
@@ -114,8 +117,10 @@ class Delivery:
                     delay = sender().book(bot.telegram_token, chat.telegram_chat_id)
                 if delay:  # a reply written ahead of its slot: pacing held it
                     metrics.observe_held("pacing", delay, chat=str(chat.telegram_chat_id))
-                heapq.heappush(self._waiting, (self._clock() + (delay or 0.0),
-                                               next(self._seq), message, item, delay is not None))
+                # The slot on the wall clock too, to tell at send time how late it went.
+                slot_at = getattr(item, "slot_at", None) or time.time() + (delay or 0.0)
+                heapq.heappush(self._waiting, (self._clock() + (delay or 0.0), next(self._seq),
+                                               message, item, delay is not None, slot_at))
             self.pump()
 
         transaction.on_commit(book)
@@ -129,13 +134,16 @@ class Delivery:
         on ``pending``) right before its HTTP call starts. Returns how many started."""
         started = 0
         while self._waiting and self._waiting[0][0] <= self._clock():
-            _, _, message, item, booked = heapq.heappop(self._waiting)
+            _, _, message, item, booked, slot_at = heapq.heappop(self._waiting)
             if not Message.objects.filter(id=message.id, status=Status.PENDING).update(
                     status=Status.SENDING, batch_run=self.batch_run):
                 continue  # another run sent it (this one's lease had expired)
             # ``booked``: the slot is ours already; else (Redis away) the thread paces itself.
             bot, chat = item.bot, item.chat
             assert bot is not None and chat is not None  # checked when it was booked
+            late = time.time() - slot_at
+            if booked and late > LATE_S:  # the reply came after its slot: keep the spacing
+                sender().push_back(bot.telegram_token, chat.telegram_chat_id, late)
             future = self._pool.submit(sender().send, bot.telegram_token,
                                        chat.telegram_chat_id, message.text,
                                        start_part=message.parts_sent, paced=booked)

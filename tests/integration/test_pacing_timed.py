@@ -61,3 +61,16 @@ def test_private_chats_are_paced_per_chat_and_the_bot_per_its_30_a_second(redis_
                                  strict=False)]
     assert all(gap == pytest.approx(1 / 30, abs=0.01) for gap in gaps)
     assert one.book(7000, bot="c") == pytest.approx(0, abs=0.05)
+
+
+def test_a_send_that_went_late_moves_the_bots_next_slot_in_the_chat_back(redis_url) -> None:
+    # A reply ready a second after its slot went then: the bot's next post in the group must
+    # still come 3 s after it, not 2, or a minute could hold 21.
+    shared.reset()
+    one, _ = pacer()
+    assert one.book(-100950, bot="alpha") == pytest.approx(0, abs=0.05)
+    overall = shared.key("pace", "bot", "alpha")
+    before = shared.attempt(lambda r: r.get(overall), None, "test")
+    one.push_back(-100950, "alpha", 1.0)
+    assert shared.attempt(lambda r: r.get(overall), None, "test") == before  # 30/s: as it was
+    assert one.book(-100950, bot="alpha") == pytest.approx(4.0, abs=0.05)

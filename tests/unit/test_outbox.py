@@ -72,11 +72,14 @@ class SlotBookingSender:
     database at the moment each HTTP call would start."""
 
     def __init__(self, delay: float) -> None:
-        self.delay, self.seen, self.booked = delay, [], 0
+        self.delay, self.seen, self.booked, self.pushed = delay, [], 0, []
 
     def book(self, token: str, chat_id: int) -> float:
         self.booked += 1
         return self.delay
+
+    def push_back(self, token: str, chat_id: int, seconds: float) -> None:
+        self.pushed.append(seconds)
 
     def send(self, token: str, chat_id: int, text: str, **options) -> SendResult:
         self.seen.append((text, Message.objects.get(text=text).status, options["paced"]))
@@ -168,3 +171,21 @@ def test_a_paused_runs_late_result_never_changes_a_settled_message(late: SendRes
     item.refresh_from_db()
     assert (item.status, message.status) == ("dead", "send_unknown")  # they agree
     assert f"late result of its send: {late.status}" in message.error
+
+
+def test_a_reply_ready_after_its_slot_goes_at_once_and_moves_the_next_slot_back(
+        monkeypatch) -> None:
+    import time
+
+    from django.db import transaction
+
+    fake = SlotBookingSender(delay=99.0)
+    monkeypatch.setattr(outbox, "sender", lambda: fake)
+    item, _, run = claimed_with_message()
+    item.slot_at = time.time() - 2.0  # its generation took 2 s past the slot it booked
+    Message.objects.filter(queue_item=item).delete()
+    with outbox.Delivery(run) as delivery:
+        with transaction.atomic():
+            delivery.send_new([outbox.Draft(item, "prompt", "hello", "openai", "m")])
+    assert fake.seen == [("hello", "sending", True)] and fake.booked == 0
+    assert fake.pushed == [pytest.approx(2.0, abs=0.2)]
