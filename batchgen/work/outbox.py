@@ -144,6 +144,7 @@ class Delivery:
             late = time.time() - slot_at
             if booked and late > LATE_S:  # the reply came after its slot: keep the spacing
                 sender().push_back(bot.telegram_token, chat.telegram_chat_id, late)
+                queue.push_back_slot(item, late)
             future = self._pool.submit(sender().send, bot.telegram_token,
                                        chat.telegram_chat_id, message.text,
                                        start_part=message.parts_sent, paced=booked)

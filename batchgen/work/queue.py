@@ -172,6 +172,14 @@ def claim(limit: int, batch_run: BatchRun, lease_seconds: float | None = None,
     return list(claimed_items(batch_run).filter(id__in=chosen))
 
 
+def push_back_slot(item: QueueItem, seconds: float) -> None:
+    """Its reply went ``seconds`` after its slot: the bot's next posting slot in the chat
+    moves back as far, as the Telegram budgets do (``SharedPacer.push_back``), so the claim
+    and the sends stay one schedule."""
+    PostingSlot.objects.filter(bot=item.bot, chat=item.chat).update(
+        next_at=F("next_at") + timedelta(seconds=seconds))
+
+
 def book_posting_slots(items: list[QueueItem]) -> None:
     """Book each item's next Telegram slot in one round trip (``item.slot_at``, wall clock),
     as its generation starts: the reply goes out at that slot, or at once if it is ready

@@ -8,7 +8,7 @@ import pytest
 from django.utils import timezone
 
 from batchgen.delivery import runs, scheduler
-from batchgen.models import BatchRun, Message, QueueItem
+from batchgen.models import BatchRun, Message, PostingSlot, QueueItem
 from batchgen.telegram.client import SendResult
 from batchgen.work import outbox, queue
 from tests.factories import make_item
@@ -184,8 +184,11 @@ def test_a_reply_ready_after_its_slot_goes_at_once_and_moves_the_next_slot_back(
     item, _, run = claimed_with_message()
     item.slot_at = time.time() - 2.0  # its generation took 2 s past the slot it booked
     Message.objects.filter(queue_item=item).delete()
+    slot = PostingSlot.objects.get(bot=item.bot, chat=item.chat)
     with outbox.Delivery(run) as delivery:
         with transaction.atomic():
             delivery.send_new([outbox.Draft(item, "prompt", "hello", "openai", "m")])
     assert fake.seen == [("hello", "sending", True)] and fake.booked == 0
     assert fake.pushed == [pytest.approx(2.0, abs=0.2)]
+    moved = PostingSlot.objects.get(id=slot.id).next_at - slot.next_at
+    assert moved.total_seconds() == pytest.approx(2.0, abs=0.2)  # the claim's schedule too
