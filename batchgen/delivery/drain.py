@@ -149,8 +149,8 @@ class Drain:
         self._dry_until = 0.0  # the queue was found dry: no claim before then
         self._slot_wake = 0.0  # when the next posting slot comes near (nothing in flight)
         self.held = HeldTime(clock)
-        # The mean generation latency seen so far (moving average): the claim's horizon, so
-        # an item is claimed about one generation before its posting slot.
+        # The mean generation latency seen so far (moving average): an item is claimed about
+        # one generation before its posting slot (``horizon``).
         self.latency = min(1.0, settings.DELIVERY_CLAIM_HORIZON_SECONDS)
         self._short = ""  # why the last claim came back short: "pacing" or "idle"
         self._in_flight: dict[Future[GenerationResult], Work] = {}
@@ -215,7 +215,7 @@ class Drain:
         if not self.refills or self.stopped:
             return False
         at = reconnecting(lambda: queue.next_slot(hold_after=self.hold_after, batch_run=self.run,
-                                                  horizon_s=self.latency))
+                                                  horizon_s=self.horizon))
         if at is None:
             return False
         seconds = max(0.0, (at - timezone.now()).total_seconds())
@@ -251,14 +251,14 @@ class Drain:
         if self._clock() < self._dry_until:
             return False  # found dry a moment ago: do not ask again on every finished reply
         self._take(reconnecting(lambda: queue.claim(room, self.run, hold_after=self.hold_after,
-                                                    lead_s=self.latency,
+                                                    lead_s=self.horizon,
                                                     max_non_urgent=self._non_urgent_room())))
         self._short = ""
         if not self._ready:  # dry for now; a finish after DRY_RECHECK_S tries again
             self._dry_until = self._clock() + DRY_RECHECK_S
             waiting = reconnecting(lambda: queue.next_slot(hold_after=self.hold_after,
                                                            batch_run=self.run,
-                                                           horizon_s=self.latency))
+                                                           horizon_s=self.horizon))
             self._short = "pacing" if waiting is not None else (
                 "cap" if reconnecting(queue.has_capped) else "idle")
         return bool(self._ready)
@@ -298,6 +298,13 @@ class Drain:
                    if work.item.priority < URGENT_PRIORITY)
         busy += sum(1 for item in self._ready if item.priority < URGENT_PRIORITY)
         return max(0, self.target - kept - busy)
+
+    @property
+    def horizon(self) -> float:
+        """How far ahead of its posting slot an item is claimed: half again the mean
+        latency, so most replies are ready just before their slot rather than just after it
+        (a late one pushes its chat's next slots back)."""
+        return 1.5 * self.latency + 0.1
 
     def _note_latency(self, group: Results) -> None:
         for _, result in group:
