@@ -10,13 +10,14 @@ from pathlib import Path
 
 import pytest
 from django.urls import path
-from prometheus_client.parser import text_string_to_metric_families
 from redis import Redis
 from rq import Queue
 
 from batchgen import metrics
 from batchgen.dashboard.scrape import metrics_view
-from batchgen.state import shared
+
+# The same store, scrape and label helpers as the unit tests.
+from tests.unit.test_metrics import fresh_metrics_store, labels, scrape  # noqa: E402,F401,I001
 
 urlpatterns = [path("metrics", metrics_view)]
 pytestmark = [pytest.mark.urls("tests.integration.test_metrics_processes"), pytest.mark.django_db]
@@ -24,27 +25,6 @@ pytestmark = [pytest.mark.urls("tests.integration.test_metrics_processes"), pyte
 PROJECT_DIR = Path(__file__).resolve().parents[2]
 
 
-@pytest.fixture(autouse=True)
-def fresh_metrics_store(redis_url: str, settings) -> None:
-    settings.METRICS_TOKEN = ""
-    settings.DEBUG = True
-    shared.reset()
-    yield
-    shared.reset()
-
-
-def scrape(client, **headers: str) -> dict[tuple[str, tuple], float]:
-    response = client.get("/metrics", **headers)
-    assert response.status_code == 200, response.content
-    samples = {}
-    for family in text_string_to_metric_families(response.content.decode()):
-        for sample in family.samples:
-            samples[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
-    return samples
-
-
-def labels(**values: str) -> tuple:
-    return tuple(sorted(values.items()))
 
 
 def _record_in_child() -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import multiprocessing
 import threading
 import time
-from bisect import bisect_right
 
 import pytest
 
@@ -18,20 +17,7 @@ SECRET_KEY = "sk-test-DO-NOT-LEAK-1234567890abcdef"
 SCALE = 20.0  # the two-process test runs 20 simulated seconds per real second
 
 
-def max_in_window(times: list[float], window: float = 60.0,
-                  weights: list[int] | None = None) -> int:
-    """Most units in any half-open window (t - window, t], as a server counting it would."""
-    order = sorted(range(len(times)), key=times.__getitem__)
-    times = [times[i] for i in order]
-    weights = [weights[i] for i in order] if weights else [1] * len(times)
-    prefix = [0]
-    for weight in weights:
-        prefix.append(prefix[-1] + weight)
-    best = 0
-    for end, t in enumerate(times):
-        start = bisect_right(times, t - window)
-        best = max(best, prefix[end + 1] - prefix[start])
-    return best
+from tests.unit.test_ratelimit import max_in_window  # noqa: E402,I001
 
 
 def _scaled_clock() -> float:

@@ -9,28 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from batchgen.state import shared
 from batchgen.state.breakers import CircuitBreaker, CircuitOpenError
 
 PROJECT_DIR = Path(__file__).resolve().parents[2]
 
 
-class FakeClock:
-    def __init__(self, now: float = 1_700_000_000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
-
-
-@pytest.fixture(autouse=True)
-def _fresh_breakers() -> None:
-    shared.reset()
-    yield
-    shared.reset()
+from tests.unit.test_resilience import FakeClock, _fresh_breakers  # noqa: E402,F401,I001
 
 
 def test_it_opens_after_threshold_failures_across_two_processes(redis_url: str) -> None:
