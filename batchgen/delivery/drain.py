@@ -231,16 +231,24 @@ class Drain:
             # Claimed ahead but not sent to a provider that is away: back, no attempt spent.
             queue.release(self.run, self.stopped, ids=[item.id for item in self._ready])
             self._ready.clear()
-        while len(self._in_flight) < self.target:
-            if not self._ready and not self._claim():
-                return
-            self._start(self._ready.popleft())
+        starting: list[QueueItem] = []
+        while len(self._in_flight) + len(starting) < self.target:
+            if not self._ready and not self._claim(starting=len(starting)):
+                break
+            starting.append(self._ready.popleft())
+        if starting and self.refills:
+            # Their posting slots, booked as their replies start (not while they waited in
+            # the ready list), in one round trip for the whole refill.
+            reconnecting(lambda: queue.book_posting_slots(starting))
+        for item in starting:
+            self._start(item)
 
-    def _claim(self) -> bool:
-        """Claim the next items into the ready list; False when there is nothing to claim."""
+    def _claim(self, starting: int = 0) -> bool:
+        """Claim the next items into the ready list; False when there is nothing to claim.
+        ``starting``: items taken from the list that are not in flight yet."""
         if not self.refills or self.stopped:
             return False
-        room = min(self.target - len(self._in_flight) + self.prefetch,
+        room = min(self.target - len(self._in_flight) - starting + self.prefetch,
                    self.max_items - self.run.size)
         if room <= 0:
             self.stopped = f"reached BATCH_DRAIN_MAX_ITEMS ({self.max_items})"
@@ -277,8 +285,6 @@ class Drain:
             if work is None:
                 self.unusable["invalid_item"] += 1
             else:
-                if self.refills:  # its slot, booked as its reply starts (not while it waited)
-                    queue.book_posting_slots([item])
                 self._in_flight[self._submit(work)] = work
         except Exception as exc:  # one unusable item must not stop the run
             log.exception("item %s could not be started", item.id)
