@@ -25,6 +25,7 @@ from typing import Any
 
 import httpx
 
+from bench.drain_section import stop_processes
 from bench.harness import PYTHON, Services, child_pids, configure_fake, fake_llm, percentile
 from bench.pipeline_section import PRELOADED, set_mode
 
@@ -47,7 +48,7 @@ def chats(services: Services, latency: float, quick: bool) -> dict[str, Any]:
                    "burst": _burst(services, 300 if quick else 1000, 20 if quick else 60)}
         results["kill"], procs = _kill(services, env, procs)
     finally:
-        _stop(procs)
+        stop_processes(procs)
     return results
 
 
@@ -71,17 +72,6 @@ def _start(services: Services, env: dict[str, str], workers: int) -> list[subpro
 def _worker(services: Services, env: dict[str, str], n: int) -> subprocess.Popen:
     return services.start([PYTHON, "manage.py", "rqworker", "--worker-class", PRELOADED,
                            "default"], env=env, log_name=f"chats-worker-{n}")
-
-
-def _stop(procs: list[subprocess.Popen]) -> None:
-    for proc in procs:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-    for proc in procs:
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
 
 
 def _group(bots: int, **membership: Any) -> tuple[list, Any]:

@@ -28,7 +28,7 @@ from typing import Any
 
 import httpx
 
-from bench.drain_section import _backlog, _reset_telegram, _start_processes, _stop
+from bench.drain_section import _backlog, _reset_telegram, _start_processes, stop_processes
 from bench.harness import configure_fake, fake_llm, percentile, setup_django, start_services
 from bench.pipeline_section import set_mode
 
@@ -164,7 +164,7 @@ def _phase(services: Any, args: argparse.Namespace, providers: list[str]) -> dic
         _wait(deferrable + urgent, timeout=600)
         seconds = (timezone.now() - landed).total_seconds()
     finally:
-        _stop(procs)
+        stop_processes(procs)
     return {"seconds": seconds, "deferrable": _costs(deferrable), "urgent": _costs(urgent),
             "n_deferrable": len(deferrable), "n_urgent": len(urgent),
             **_deliveries(services, deferrable, urgent, landed)}

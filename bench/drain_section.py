@@ -116,7 +116,8 @@ def _queue(backlog: tuple[list, list]) -> list[int]:
     return [row.id for row in rows]
 
 
-def _stop(procs: list[subprocess.Popen]) -> None:
+def stop_processes(procs: list[subprocess.Popen]) -> None:
+    """SIGTERM each process group, SIGKILL what has not ended within 30 s."""
     for proc in procs:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGTERM)
@@ -173,7 +174,7 @@ def _refilling(services: Services, items: int, batch_size: int, interval: float,
         ids = _queue(backlog)
         urgent = _wait_for(ids, items, push_priority_at=items // 3 if priority else None)
     finally:
-        _stop(procs)
+        stop_processes(procs)
     result = _figures(services, ids + ([urgent["id"]] if urgent else []), started)
     result.update(workers=workers, in_flight=batch_size,
                   ceiling_msg_s=round(workers * batch_size / latency, 3))
@@ -219,7 +220,7 @@ def _lockstep(services: Services, items: int, batch_size: int, interval: float,
             time.sleep(interval)
         _wait_for(ids, items)
     finally:
-        _stop(procs)
+        stop_processes(procs)
     result = _figures(services, ids, started)
     result.update(workers=workers, in_flight=batch_size,
                   ceiling_msg_s=round(workers * batch_size / latency, 3),

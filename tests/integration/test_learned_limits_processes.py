@@ -4,19 +4,11 @@ from __future__ import annotations
 
 import multiprocessing
 
-import pytest
-
-from batchgen.llm.limits.learned import BudgetId, Learner
+from batchgen.llm.limits.learned import Learner
 from batchgen.state import shared
 
-BUDGET = BudgetId("openai", "gpt-4o-mini")
-
-
-@pytest.fixture(autouse=True)
-def fresh(redis_url, settings):
-    shared.reset()  # forgets the process's learners too
-    yield
-    shared.reset()
+# The same budget and the same fresh state as the unit tests.
+from tests.unit.test_learned_limits import BUDGET, fresh  # noqa: E402,F401,I001
 
 
 def advertised(rpm: int, tpm: int | None = None) -> dict[str, str]:

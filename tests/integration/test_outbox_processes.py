@@ -5,21 +5,13 @@ from __future__ import annotations
 import pytest
 from django.utils import timezone
 
-from batchgen.delivery import runs
-from batchgen.models import BatchRun, Message, QueueItem
-from batchgen.work import outbox, queue
-from tests.factories import make_item
+from batchgen.models import Message
+from batchgen.work import outbox
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
-def claimed_with_message(text: str = "saved text") -> tuple[QueueItem, Message, BatchRun]:
-    item = make_item(max_attempts=1)
-    run = runs.open_run(BatchRun.Mode.SINGLE, 1)
-    [item] = queue.claim(1, run)
-    message = Message.objects.create(queue_item=item, bot=item.bot, chat=item.chat,
-                                     batch_run=run, text=text, status="sending")
-    return item, message, run
+from tests.unit.test_outbox import claimed_with_message  # noqa: E402,I001  # the same setup
 
 
 def test_sent_at_is_when_the_send_finished_not_when_it_was_recorded(pipeline_env) -> None:
