@@ -67,9 +67,11 @@ def follow(drain: Any, submitter: Callable[[BatchRun], Callable]) -> bool:
         return False
     now = drain._clock()
     seen = _seen.get(drain)
-    if seen is None:  # the run was opened from the settings as they are now
+    if seen is None:
+        # The run was opened from the settings as they were then, which may be just before
+        # a change (the tick read them, the admin saved): compare once now, from this version.
         _seen[drain] = _Seen(settings_version(), now + CHECK_EVERY_S)
-        return False
+        return apply(drain, Setting.load(), submitter)
     if now < seen.next_check:
         return False
     seen.next_check = now + CHECK_EVERY_S

@@ -90,3 +90,21 @@ def test_batch_max_workers_caps_the_batch_size_and_says_so(settings) -> None:
     assert live_settings.in_flight_reason(25) == (
         "batch size 25 → 10 in flight: BATCH_MAX_WORKERS")
     assert live_settings.in_flight_reason(8) == ""
+
+
+def test_a_run_opened_just_before_a_change_follows_it_at_its_first_refill(
+        settings, pending_submits) -> None:
+    # The tick read the settings, then the admin saved batch size 3, then the run started:
+    # the change came before the run's first look, so it was not "since" anything.
+    settings.BATCH_MAX_WORKERS = None
+    set_batch_mode(10)
+    for _ in range(4):
+        make_item()
+    run = open_run()
+    set_batch_mode(3)
+
+    work = drain.Drain(run, delivery=None, clock=Clock())
+    work._refill()
+
+    assert work.target == 3
+    assert BatchRun.objects.filter(id=run.id, mode="batch", workers=3).exists()
