@@ -17,6 +17,7 @@ import threading
 import time
 from collections.abc import Iterable
 from datetime import datetime, timedelta
+from typing import Any
 
 from django.conf import settings
 from django.db import transaction
@@ -151,14 +152,13 @@ def claim(limit: int, batch_run: BatchRun, lease_seconds: float | None = None,
             candidates = candidates.filter(id__in=list(ids))
         else:
             candidates = candidates.exclude(_paced_out(now, lead_s or None)).exclude(_capped())
-        # of=self: the join to the chat (nullable) must not be locked. A few rows more than
-        # asked for, since a bot's second item in a chat waits for its next slot.
-        rows = list(candidates.select_for_update(skip_locked=True, of=("self",))
-                    .values_list("id", "bot_id", "chat_id", "chat__telegram_chat_id",
-                                 "priority")
-                    [:limit if ids is not None else limit * 4])
-        if ids is None:
-            rows = _one_per_bot_and_chat(rows, limit, max_non_urgent)
+        # of=self: the join to the chat (nullable) must not be locked.
+        locking = candidates.select_for_update(skip_locked=True, of=("self",)).values_list(
+            "id", "bot_id", "chat_id", "chat__telegram_chat_id", "priority")
+        if ids is not None:
+            rows = list(locking[:limit])
+        else:
+            rows = _one_per_bot_and_chat(locking, limit, max_non_urgent)
         chosen = [row[0] for row in rows]
         # Compare-and-set: only rows still pending change hands.
         QueueItem.objects.filter(id__in=chosen, status=Status.PENDING).update(
@@ -193,21 +193,31 @@ def book_posting_slots(items: list[QueueItem]) -> None:
         item.slot_at = slot_at  # type: ignore[attr-defined]  # this process's own note
 
 
-def _one_per_bot_and_chat(rows: list[tuple], limit: int, max_non_urgent: int | None
+def _one_per_bot_and_chat(locking: Any, limit: int, max_non_urgent: int | None
                           ) -> list[tuple]:
+    """Up to ``limit`` rows, one per bot and chat, at most ``max_non_urgent`` below
+    ``URGENT_PRIORITY``. Rows are locked (SKIP LOCKED) a page of ``limit`` at a time, so a
+    claim holds locks on few rows it does not take and concurrent claimers still find
+    theirs; a bot's further items in a chat, skipped, wait for its next slot."""
     seen: set[tuple[int, int]] = set()
-    chosen = []
+    chosen: list[tuple] = []
     non_urgent = 0
-    for row in rows:
-        if (row[1], row[2]) in seen:
-            continue
-        if row[4] < URGENT_PRIORITY:
-            if max_non_urgent is not None and non_urgent >= max_non_urgent:
+    looked: list[int] = []
+    for _ in range(3):  # a page, and two more when items shared a bot and chat
+        page = list(locking.exclude(id__in=looked)[:limit])
+        looked += [row[0] for row in page]
+        for row in page:
+            if len(chosen) == limit or (row[1], row[2]) in seen:
                 continue
-            non_urgent += 1
-        seen.add((row[1], row[2]))
-        chosen.append(row)
-    return chosen[:limit]
+            if row[4] < URGENT_PRIORITY:
+                if max_non_urgent is not None and non_urgent >= max_non_urgent:
+                    continue
+                non_urgent += 1
+            seen.add((row[1], row[2]))
+            chosen.append(row)
+        if len(chosen) == limit or len(page) < limit:
+            break
+    return chosen
 
 
 def _reserve_slots(rows: list[tuple], now: datetime) -> None:
