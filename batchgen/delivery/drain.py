@@ -334,12 +334,20 @@ class Drain:
 
     def _save_alone(self, entry: tuple[Work, GenerationResult]) -> None:
         try:
-            reconnecting(lambda: save(self.run, [entry], self.delivery))
+            reconnecting(lambda: self._save_unsaved(entry))
         except Exception as exc:
             log.exception("reply for item %s could not be saved", entry[0].item.id)
             close_old_connections()
             queue.kill(entry[0].item, f"could not save the reply: {_describe(exc)}",
                        attempted=True)
+
+    def _save_unsaved(self, entry: tuple[Work, GenerationResult]) -> None:
+        """Save ``entry`` unless an attempt whose answer was lost (the connection died
+        after the COMMIT) already did: its reply then goes out as saved, once."""
+        item = entry[0].item
+        if outbox.resume([item], self.delivery) and QueueItem.objects.filter(
+                id=item.id, status=QueueItem.Status.CLAIMED, batch_run=self.run).exists():
+            save(self.run, [entry], self.delivery)
 
 
 def grouped_by_bot(items: list[QueueItem]) -> list[QueueItem]:

@@ -293,7 +293,7 @@ def test_a_killed_database_connection_mid_drain_loses_nothing_and_sends_once(
                                                                            flat=True))
     assert statuses["done"] >= 115 and sum(statuses.values()) == 120, (statuses, reasons)
     dead = QueueItem.objects.filter(status="dead")
-    assert all("outcome unknown" in item.last_error for item in dead)
+    assert all("outcome unknown" in item.last_error for item in dead), reasons
 
 
 def _redis_server(port: int):

@@ -358,6 +358,43 @@ def test_an_item_whose_reply_cannot_be_saved_is_settled_and_the_rest_are_sent(
     assert not QueueItem.objects.filter(status="claimed").exists()
 
 
+@pytest.mark.parametrize("lost_at", ["the group's commit", "every commit"])
+def test_a_save_that_committed_but_lost_its_answer_is_sent_once_not_killed(
+        pipeline_env, monkeypatch, lost_at) -> None:
+    """The database was killed after it committed a group's replies but before the worker
+    heard so (CI found it: "could not save the reply: IntegrityError: duplicate key"). The
+    replies are saved; they must go out once, not be saved again or have their items
+    killed."""
+    from django.db import OperationalError
+
+    from batchgen.delivery import drain
+    from batchgen.work import outbox
+
+    _, fake_telegram = pipeline_env
+    items = make_items(4)
+    real = drain.save
+    calls = []
+
+    def save(run, group, delivery, route="sync"):
+        calls.append(len(group))
+        if lost_at == "every commit" or len(calls) == 1:
+            # Committed, and then the COMMIT raised: Django runs no on_commit hook.
+            with monkeypatch.context() as patch:
+                patch.setattr(outbox.transaction, "on_commit", lambda hook: None)
+                real(run, group, delivery, route)
+            raise OperationalError("server closed the connection unexpectedly")
+        real(run, group, delivery, route)
+
+    monkeypatch.setattr(drain, "save", save)
+    set_batch_mode(4)
+    run = scheduler.tick(sync=True).run
+    assert sorted(m["chat_id"] for m in fake_telegram.messages()) == sorted(
+        item.chat.telegram_chat_id for item in items)
+    assert Message.objects.count() == 4 and Generation.objects.count() == 4
+    assert set(QueueItem.objects.values_list("status", "last_error")) == {("done", "")}
+    assert (run.successes, run.failures) == (4, 0)
+
+
 def test_each_item_goes_out_with_its_bots_own_system_prompt_and_the_chats_history(
         pipeline_env, monkeypatch) -> None:
     from batchgen.llm import LLMBatchClient
