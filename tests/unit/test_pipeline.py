@@ -519,11 +519,11 @@ def test_a_database_connection_lost_while_a_run_waits_is_replaced_not_blamed_on_
     set_batch_mode(3)
     real_prepare, failures = drain.prepare_claimed, []
 
-    def prepare_once_on_a_dead_connection(item):
+    def prepare_once_on_a_dead_connection(item, *known):
         if not failures:
             failures.append(item.id)
             raise OperationalError("terminating connection due to administrator command")
-        return real_prepare(item)
+        return real_prepare(item, *known)
 
     monkeypatch.setattr(drain, "prepare_claimed", prepare_once_on_a_dead_connection)
     run = scheduler.tick(sync=True).run
