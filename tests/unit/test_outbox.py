@@ -192,3 +192,34 @@ def test_a_reply_ready_after_its_slot_goes_at_once_and_moves_the_next_slot_back(
     assert fake.pushed == [pytest.approx(2.0, abs=0.2)]
     moved = PostingSlot.objects.get(id=slot.id).next_at - slot.next_at
     assert moved.total_seconds() == pytest.approx(2.0, abs=0.2)  # the claim's schedule too
+
+
+def test_replies_due_together_go_sending_in_one_statement_and_one_another_run_took_is_skipped(
+        monkeypatch) -> None:
+    from django.db import connection, transaction
+    from django.test.utils import CaptureQueriesContext
+
+    fake = SlotBookingSender(delay=5.0)
+    monkeypatch.setattr(outbox, "sender", lambda: fake)
+    run = runs.open_run(BatchRun.Mode.BATCH, 5)
+    for _ in range(3):
+        make_item()
+    items = queue.claim(3, run)
+    other = runs.open_run(BatchRun.Mode.BATCH, 5)
+    now = [100.0]
+    with outbox.Delivery(run, clock=lambda: now[0]) as delivery:
+        with transaction.atomic():
+            delivery.send_new([outbox.Draft(item, "p", f"reply {n}", "openai", "m")
+                               for n, item in enumerate(items)])
+        taken = Message.objects.get(text="reply 1")  # its run's lease ran out: another took it
+        Message.objects.filter(id=taken.id).update(status="sending", batch_run=other)
+        now[0] += 5.0  # their slots come
+        with CaptureQueriesContext(connection) as queries:
+            assert delivery.pump() == 2
+        delivery.settle(block=True)
+    marks = [q["sql"] for q in queries.captured_queries
+             if q["sql"].startswith("UPDATE") and "batchgen_message" in q["sql"]]
+    assert len(marks) == 1  # one compare-and-set for the replies due together
+    assert sorted(text for text, _, _ in fake.seen) == ["reply 0", "reply 2"]
+    assert all(status == "sending" for _, status, _ in fake.seen)
+    assert Message.objects.get(id=taken.id).status == "sending"  # left to the run that took it
