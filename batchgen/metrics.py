@@ -1,12 +1,8 @@
-"""The write side of the metrics: counters and histograms kept in Redis with atomic
-``HINCRBY``/``HINCRBYFLOAT`` (one hash per metric, one field per label set), because RQ forks
-a work-horse per job and workers run on other machines, so an in-process counter would never
-reach ``/metrics`` (``batchgen.dashboard.scrape``). Recording never raises: while Redis is away
-samples are dropped.
-
-Round trips: an LLM request's figures join its one round trip after the reply (``into``); a
-run's (``batched``) are summed in the process and flushed once a second, so a killed process
-loses at most its last second of them.
+"""The write side of the metrics: counters and histograms in Redis (one hash per metric, one
+field per label set, atomic ``HINCRBY``/``HINCRBYFLOAT``), because RQ forks a work-horse per job
+and workers run on other machines, so in-process counters would never reach ``/metrics``
+(``batchgen.dashboard.scrape``). Recording never raises: while Redis is away samples are
+dropped. How figures ride on round trips: docs/design.md, "The hot path".
 """
 
 from __future__ import annotations

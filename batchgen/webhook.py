@@ -1,7 +1,7 @@
-"""Telegram's webhook: POST /telegram/webhook/<bot id>/ with the bot's secret header.
-
-It checks the secret, keeps the raw update and answers at once (Telegram waits for the
-answer before it sends that bot's next update); tick processes what it kept."""
+"""Telegram's webhook: POST /telegram/webhook/<bot id>/ with the bot's secret header. It checks
+the secret, keeps the raw update and answers at once (Telegram waits for the answer before it
+sends that bot's next update); tick processes what it kept.
+"""
 
 from __future__ import annotations
 

@@ -1,7 +1,6 @@
-"""Admin for every model; Setting values are validated per key, tokens are write-only.
-
-Records the platform derives (batch runs, generations, messages) have no "Add": a
-hand-made one would be a figure nobody measured.
+"""Admin for every model: Setting values are validated per key, bot tokens are write-only, and
+the records the platform derives (batch runs, generations, messages) have no "Add", since a
+hand-made one would be a figure nobody measured. An entry point: may import every layer.
 """
 
 from __future__ import annotations
@@ -340,8 +339,8 @@ class QueueItemAdmin(ProtectedAdmin):
     # 1280 px beside the filters.
     list_display = ["id", "bot", "chat", "priority", "state", "attempts", "error", "available",
                     batch, "created"]
-    # Bots and chats number in thousands: a sidebar listing each one made the
-    # page 364 KB. Search finds them by name instead.
+    # Bots and chats number in thousands, too many for a sidebar (docs/design.md, "The
+    # dashboard and the admin"): search finds them by name instead.
     list_filter = ["status", PausedFilter, CauseFilter, CauseProviderFilter]
     search_fields = ["bot__name", "chat__title", "last_error"]
     search_help_text = ("A chat (title or Telegram id), a bot, an item id, or text in a "

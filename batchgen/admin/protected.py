@@ -1,9 +1,8 @@
-"""The admin's base class: no changelist filter, lookup or search ever touches a secret.
-
-Django lets a changelist filter on any field of its model from the query string, so
-``/admin/batchgen/bot/?telegram_token__startswith=12`` answered "1 result" or "0 results"
-and a staff user could recover a token one character at a time. Such a lookup, through any
-relation, is refused here (Django answers 400); the encrypted field refuses it as well.
+"""The admin's base class: no changelist filter, lookup or search ever touches a secret. Django
+lets a changelist filter on any field from the query string, so
+``?telegram_token__startswith=12`` let a staff user recover a token one character at a time;
+such a lookup, through any relation, is refused here (Django answers 400), and the encrypted
+field refuses it as well.
 """
 
 from __future__ import annotations

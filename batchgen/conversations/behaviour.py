@@ -1,17 +1,8 @@
-"""The producer: turns what happened in the chats into queue items, by the behaviour rules.
-
-- A person writes: every member bot that replies to humans gets an item; a message that
-  mentions a bot or replies to one of its messages gets that bot's reply only, at the top.
-  Replies coalesce: while a bot has an unclaimed reply waiting in a chat, more messages
-  there queue nothing more for it (that reply is written from the chat's history when it is
-  claimed, so it answers them all); a mention raises its priority instead. A burst of N
-  messages therefore costs one LLM call per reply the chat can take, not N per bot.
-- A platform bot's message ends the chat: another member bot answers it, until the chat's
-  ``max_bot_turns`` bot messages in a row (the human's replies count as turns).
-- Cadence: a member bot posts every N minutes ± jitter, outside the chat's quiet hours.
-
-Run by ``tick`` before it claims. Idempotent: every item hangs on a ``Trigger`` with a unique
-key, so several tick processes producing at once still queue one item per trigger.
+"""The producer: turns what happened in the chats into queue items by the behaviour rules (a
+person writes, a platform bot posts, a bot's cadence comes round), run by ``tick`` before it
+claims. Idempotent: every item hangs on a ``Trigger`` with a unique key, so several tick
+processes producing at once queue one item per trigger. The rules, and why replies coalesce,
+are in docs/design.md ("Behaviour rules").
 """
 
 from __future__ import annotations

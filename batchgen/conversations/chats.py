@@ -1,7 +1,6 @@
-"""Chats as Telegram reveals them: discovered from updates, joined, left, migrated.
-
-The operator never types a chat id: a chat row appears when a bot is added or a message
-arrives; a send that reveals a change calls ``Chat.bot_left`` or ``Chat.migrate_to``.
+"""Chats as Telegram reveals them: discovered from updates, joined, left, migrated. The operator
+never types a chat id: a chat row appears when a bot is added or a message arrives, and a send
+that reveals a change calls ``Chat.bot_left`` or ``Chat.migrate_to``.
 """
 
 from __future__ import annotations

@@ -1,8 +1,7 @@
 """A chat's conversation for prompts: what others wrote (ChatMessage) and what the platform's
-bots sent (the outbox's sent ``Message`` rows), merged by time.
-
-Telegram never delivers one bot's messages to another bot, so the platform's own sends are
-read from the outbox rather than from updates.
+bots sent (the outbox's sent ``Message`` rows), merged by time. Telegram never delivers one
+bot's messages to another bot, so the platform's own sends are read from the outbox rather
+than from updates.
 """
 
 from __future__ import annotations

@@ -1,9 +1,7 @@
-"""getUpdates for every active bot without a webhook, in one process.
-
-Threads do the long-poll HTTP (one per bot, so one slow bot does not hold up the others);
-the main thread keeps the raw updates as the webhook does and moves each bot's offset in the
-database, after its updates are kept, so a crash repeats updates (deduplicated) rather than
-losing them. Then it processes what is pending, with the processor tick runs too.
+"""getUpdates for every active bot without a webhook, in one process: a thread per bot
+long-polls (one slow bot holds up no other), and the main thread keeps the raw updates as the
+webhook does, moves each bot's offset only after they are kept (a crash repeats updates,
+deduplicated, rather than losing them) and then processes what is pending, as tick does.
 """
 
 from __future__ import annotations

@@ -1,11 +1,9 @@
-"""One handler for every Telegram update, whether it came by webhook or by getUpdates.
-
-Receiving and processing are two steps. ``accept(bot_id, update)`` keeps the raw update in
-one INSERT, deduplicated on (bot, update_id), so the webhook answers Telegram at once;
-``process_pending()`` (run by tick, and by the poller right after it stores) handles the
-pending updates in bulk, a chunk per transaction, and records each one's outcome word.
-Anything it cannot use (malformed, edited, non-text, too long) is skipped with a logged
-reason and stores nothing else; one bad update never stops the loop.
+"""One handler for every Telegram update, by webhook or by getUpdates, in two steps:
+``accept(bot_id, update)`` keeps the raw update in one INSERT deduplicated on (bot,
+update_id), so the webhook answers at once; ``process_pending()`` (tick, and the poller)
+handles the pending updates in bulk, a chunk per transaction, and records each one's outcome
+word. An update it cannot use is skipped with a logged reason; one bad update never stops the
+loop (docs/design.md, "Receiving updates").
 """
 
 from __future__ import annotations

@@ -1,5 +1,4 @@
-"""The shape of a Telegram bot token, checked before it goes into a URL or the database.
-
+"""The shape of a Telegram bot token, checked before it goes into a URL or the database:
 @BotFather's tokens are the bot's numeric id, a colon and a secret of letters, digits, ``-``
 and ``_`` (``123456:ABC-DEF1234ghIkl-zyx57W2v1u123ew11``). Anything else (a space, CR/LF, a
 slash, a control character) would change the request URL, or make httpx refuse it.

@@ -1,10 +1,8 @@
-"""JSON from outside (Telegram updates, admin fields) parsed within limits and made storable.
-
-``json.loads`` alone lets three things through that fail later, far from the door: nesting
-deep enough to raise ``RecursionError`` (in the parser, or in whatever walks the value next),
-``NaN``/``Infinity``/``1e999`` (Python reads them, PostgreSQL's jsonb refuses them), and
-strings with NUL or lone surrogates (PostgreSQL refuses both). ``parse`` refuses the first
-two with a ``JsonRefused`` that says which limit; ``storable_json`` replaces the third.
+"""JSON from outside (Telegram updates, admin fields) parsed within limits and made storable:
+``parse`` refuses nesting deep enough to raise ``RecursionError`` and numbers PostgreSQL's
+jsonb refuses (``NaN``, ``Infinity``, ``1e999``) with a ``JsonRefused`` that says which limit;
+``storable_json`` replaces NUL and lone surrogates. Why ``json.loads`` alone is not enough:
+docs/design.md, "Input at the doors".
 """
 
 from __future__ import annotations

@@ -1,7 +1,6 @@
-"""What a generation cost, from its recorded usage and the price table (``LLM_PRICES``).
-
-Cached prompt tokens are billed at the cached rate, a Batch API generation at the batch
-rates; a model the table lacks has no cost (None), never 0, so a total is never quietly low.
+"""What a generation cost, from its recorded usage and the price table (``LLM_PRICES``): cached
+prompt tokens at the cached rate, a Batch API generation at the batch rates, and a model the
+table lacks at no cost (None), never 0, so a total is never quietly low.
 """
 
 from __future__ import annotations

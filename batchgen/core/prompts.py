@@ -1,9 +1,7 @@
-"""Prompt building and the content filters every generation passes through.
-
-Pure functions, no ORM: the pipeline hands in plain strings. The source
-document's rule is kept: batch generation does not bypass the filters, so
-``LLMClient`` applies ``filter_content`` to every prompt on the way in and
-``postprocess_output`` to every reply on the way out, on both paths.
+"""Prompt building and the content filters every generation passes through; pure functions, no
+ORM (the pipeline hands in plain strings). The source document's rule is kept: batch
+generation does not bypass the filters, so ``LLMClient`` applies ``filter_content`` to every
+prompt on the way in and ``postprocess_output`` to every reply on the way out, on both paths.
 """
 
 from __future__ import annotations

@@ -1,9 +1,7 @@
-"""What limits throughput now: the share of the last 10 minutes that each limit held work
-back, read from the per-minute buckets ``batchgen.metrics.observe_held`` keeps in Redis.
-
-Several runs and many pacing waits hold work at the same time, so the seconds of a window
-add up to more than its length; a share is therefore a reason's part of all the held
-seconds recorded in the window (the shares sum to 100 %), and the card shows the seconds too.
+"""What limits throughput now: each limit's share of the work held back in the last 10 minutes,
+read from the per-minute buckets ``batchgen.metrics.observe_held`` keeps in Redis. Holds
+overlap (several runs, many pacing waits), so a share is a reason's part of all the held
+seconds recorded in the window, the shares sum to 100 %, and the card shows the seconds too.
 """
 
 from __future__ import annotations

@@ -1,11 +1,8 @@
-"""Server-side SVG charts for the dashboard: no JavaScript library, no CDN.
-
-Each function returns a ``<figure>`` with a title, both axis labels, a legend and a
-``<title>`` tooltip on every point or bar; with nothing to draw it returns the same
-figure holding a "No data yet" note instead of an empty frame. Every text is escaped.
-
-The SVG scales with its box, so text sizes are set in dashboard.css per screen width
-(user units, chosen so that labels render at 11 px or more), not here.
+"""Server-side SVG charts for the dashboard, with no JavaScript library and no CDN: each function
+returns an escaped ``<figure>`` with a title, axis labels, a legend and a tooltip on every
+point or bar, or the same figure with a "No data yet" note. The SVG scales with its box, so
+text sizes are set in dashboard.css per screen width, not here (docs/design.md, "The
+dashboard and the admin").
 """
 
 from __future__ import annotations

@@ -1,9 +1,7 @@
 """The dashboard's cost panel: cost per message by route and provider, the saving against
-synchronous prices and the cache hit rate, from the recorded usage of every generation.
-
-Costs are computed here from tokens and today's price table (``batchgen.core.pricing``), not
-summed from stored costs, so a price added later prices old rows too. One query, whatever
-the number of rows.
+synchronous prices and the cache hit rate, in one query whatever the number of rows. Costs
+are computed from the recorded tokens and today's price table (``batchgen.core.pricing``),
+not summed from stored costs, so a price added later prices old rows too.
 """
 
 from __future__ import annotations

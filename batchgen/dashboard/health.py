@@ -1,10 +1,8 @@
-"""Is the platform alive? ``/healthz`` checks, a dashboard summary and Prometheus gauges,
-read from the heartbeats (``batchgen.state.heartbeats``) and the queue.
-
-Thresholds (seconds, settings with the same names): ``HEALTH_TICK_STALE_SECONDS`` (a tick
-loop older than this is stale), ``HEALTH_WORKER_STALE_SECONDS`` (a worker not heard from this
-long is not counted alive), ``HEALTH_PENDING_STALE_SECONDS`` (the oldest claimable item has
-waited too long: work is arriving faster than it is done, or nothing claims it).
+"""Is the platform alive? The ``/healthz`` checks, the dashboard's health summary and the
+Prometheus gauges, read from the heartbeats (``batchgen.state.heartbeats``) and the queue and
+judged by ``HEALTH_TICK_STALE_SECONDS``, ``HEALTH_WORKER_STALE_SECONDS`` and
+``HEALTH_PENDING_STALE_SECONDS`` (what each means: docs/design.md, "The dashboard and the
+admin").
 """
 
 from __future__ import annotations

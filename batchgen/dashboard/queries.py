@@ -1,8 +1,6 @@
-"""Queries and aggregates behind the staff dashboard; the views only call these.
-
-One batch's own page is batchgen.dashboard.run_detail.
-
-Every function here runs a fixed number of queries, whatever the number of rows.
+"""Queries and aggregates behind the staff dashboard (one run's own page is
+``batchgen.dashboard.run_detail``); the views only call these, and every function runs a
+fixed number of queries, whatever the number of rows.
 """
 
 from __future__ import annotations

@@ -1,6 +1,5 @@
-"""One batch run on the dashboard: its items with their outcome, and links onward.
-
-Runs a fixed number of queries, whatever the batch's size.
+"""One batch run on the dashboard: its items with their outcome, and links onward, in a fixed
+number of queries whatever the run's size.
 """
 
 from __future__ import annotations

@@ -1,10 +1,8 @@
 """Messages sent per minute over time, from ``Message.sent_at``: the throughput figure that
-still means something once runs refill (a run's own msg/s depends on how long it lived).
-
-Without dates the chart covers the last 60 minutes, one point a minute. With dates it covers
-them up to now (from the first message sent when there is no start date), with a point a
-minute, an hour or a day depending on the span, at most ``MAX_POINTS`` (the latest); a point
-is then the bucket's mean per minute. A quiet bucket is a 0, not a gap.
+still means something once runs refill (a run's own msg/s depends on how long it lived). The
+last 60 minutes by default, or a date range bucketed by minute, hour or day (at most
+``MAX_POINTS``); a quiet bucket is a 0, not a gap (docs/design.md, "The dashboard and the
+admin").
 """
 
 from __future__ import annotations

@@ -1,11 +1,8 @@
-"""The provider batch route: work that can wait goes through a Batch API at half price.
-
-Each tick (``step``) polls the open provider batches, returns to the sync path every item
-whose deadline is near, and submits the pending items whose deadline leaves room. Results
-are stored like a sync run's replies (``drain.save`` into the outbox, sent at most once);
-an item is taken for storing by a compare-and-set on ``batched``, so a result that arrives
-twice is stored once. An item gets one provider batch: one that comes back without a reply
-(failed request, expired or cancelled batch, deadline near) goes the sync way.
+"""The provider batch route: work that can wait goes through a Batch API at half price. Each
+tick, ``step`` polls the open provider batches, returns to the sync path every item whose
+deadline is near, and submits the pending items whose deadline leaves room; results are stored
+once through the outbox like a sync run's replies. How results are taken and when an item goes
+back the sync way: docs/design.md, "The provider batch route".
 """
 
 from __future__ import annotations

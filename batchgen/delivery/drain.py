@@ -1,12 +1,7 @@
-"""One run's refilling loop: keep N prompts in flight, claim the next item as each finishes.
-
-Lock-step batches wait for their slowest reply while the other threads sit idle; here every
-finished reply frees a slot that the next pending item (highest priority first, the same
-claim as always) takes at once. The loop's thread does every database write; the LLM pool's
-threads and the outbox's send threads only do HTTP.
-
-Per-item isolation: a reply that cannot be saved, a prompt that cannot be built, a send that
-cannot be recorded each settle their own item with the reason; the rest of the run goes on.
+"""One run's refilling loop: keep N prompts in flight and claim the next item as each finishes.
+The loop's thread does every database write (the LLM pool's and the outbox's threads only do
+HTTP), and a failure settles only its own item with the reason while the run goes on. Why it
+refills rather than going in lock-step: docs/design.md, "Runs, the drain and the tick".
 """
 
 from __future__ import annotations

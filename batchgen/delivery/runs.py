@@ -1,13 +1,8 @@
-"""Run one batch: claim -> build prompts -> generate in parallel -> save -> send -> record.
-
-A run refills: it keeps ``workers`` prompts in flight (``batch_size`` in batch mode, one in
-single mode), and as each reply finishes it claims the next pending item, in priority order,
-until the queue is empty or the run reaches ``BATCH_DRAIN_MAX_ITEMS`` or
-``BATCH_DRAIN_MAX_SECONDS``. So a worker's threads never wait for the slowest reply of a
-chunk, and a high-priority item pushed mid-drain is claimed at the next refill.
-
-The main thread does all ORM work; only the LLM layer's threads and the outbox's send threads
-do HTTP. The RQ job and ``tick --sync`` both come through ``run_batch``.
+"""Run one batch: claim -> build prompts -> generate in parallel -> save -> send -> record. A run
+refills (``batchgen.delivery.drain``) until the queue is empty or it reaches
+``BATCH_DRAIN_MAX_ITEMS`` or ``BATCH_DRAIN_MAX_SECONDS``; its main thread does all ORM work.
+The RQ job and ``tick --sync`` both come through ``run_batch`` (docs/design.md, "Runs, the
+drain and the tick").
 """
 
 from __future__ import annotations

@@ -1,11 +1,7 @@
-"""The tick: beat, recover leases, process the Telegram updates the webhook kept, produce
-what the chats call for, then give every idle worker a run.
-
-A run claims its own items when it starts and refills until the queue is dry, so one tick
-no longer caps throughput at ``batch_size / interval``: the tick only makes sure each idle
-worker has a run to take (django-rq counts workers and waiting jobs), and nothing is claimed
-for a job that may never start. No run is started for a provider whose circuit breaker is
-open; the summary line says until when.
+"""The tick: beat, recover leases, process the Telegram updates the webhook kept, produce what the
+chats call for, then give every idle worker a run (none for a provider whose circuit breaker
+is open; the summary line says until when). Runs claim their own items, so the tick claims
+nothing (docs/design.md, "Runs, the drain and the tick").
 """
 
 from __future__ import annotations

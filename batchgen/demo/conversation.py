@@ -1,9 +1,8 @@
-"""The whole platform loop against the fake Telegram, for `make demo`.
-
-A person writes in a group, the member bots reply with that message in their prompt, one bot
-answers another until the turn limit, a bot posts on its cadence, and one update arrives by
-webhook through the same handler. Needs TELEGRAM_API_BASE_URL pointing at the fake Telegram
-and a working LLM configuration (the demo's fake provider).
+"""The whole platform loop against the fake Telegram, for ``make demo``: a person writes in a
+group, the member bots reply with that message in their prompt, one bot answers another until
+the turn limit, a bot posts on its cadence, and one update arrives by webhook through the same
+handler. Needs TELEGRAM_API_BASE_URL pointing at the fake Telegram and a working LLM
+configuration (the demo's fake provider).
 """
 
 from __future__ import annotations

@@ -1,5 +1,4 @@
-"""Demo data for `make demo`: bots with personas, chats, queued items, a staff login.
-
+"""Demo data for ``make demo``: bots with personas, chats, queued items, a staff login.
 Idempotent: a second run finds everything by name and creates nothing new.
 """
 

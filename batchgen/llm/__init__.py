@@ -1,9 +1,7 @@
-"""The LLM layer: providers, LLMClient, LLMBatchClient. Knows nothing of the ORM.
-
-The names below are loaded on first use (PEP 562), not when the package is imported: the
-provider SDKs take seconds to import, and ``batchgen.models`` imports
-``batchgen.core.sizes`` in every Django process, most of which never call a provider.
-The kept public API is ``batchgen.llm.compat`` (docs/compat.md).
+"""The LLM layer: providers, LLMClient, LLMBatchClient. May import metrics, state and core;
+knows nothing of the ORM. The names below are loaded on first use (PEP 562), because the
+provider SDKs take seconds to import (docs/design.md, "The LLM layer"); the kept public API is
+``batchgen.llm.compat`` (docs/compat.md).
 """
 
 from __future__ import annotations

@@ -1,10 +1,7 @@
 """LLMBatchClient: many prompts in parallel over one warm thread pool and one SDK client.
-
-Threads do HTTP only: prompts are checked and filtered on the calling thread,
-each worker runs ``client.execute`` (HTTP, parsing, post-processing), and the
-caller gets plain results back. The executor is cached per process and per
-worker count, so the second batch finds its threads (and the provider's
-connection pool) already warm.
+Prompts are checked and filtered on the calling thread; the pool's threads do HTTP only
+(``client.execute``) and hand plain results back. The executor is cached per process and per
+worker count, so the next batch finds its threads and the provider's connections warm.
 """
 
 from __future__ import annotations

@@ -1,12 +1,8 @@
 """The providers' Batch APIs (half price, results within 24 h): submit, poll, fetch, cancel.
-
-ORM-free like the rest of the LLM layer: it takes prompts keyed by a ``custom_id`` (the
-queue item's id) and hands back GenerationResults keyed the same way; batchgen.delivery.batch_route
-does the database side. OpenAI and Groq share one shape (Groq's batch endpoint is
-OpenAI-compatible and its SDK is generated from the same template): a JSONL file uploaded
-with purpose "batch", then ``batches.create`` on it. Gemini: ``client.batches`` in file mode,
-each line keyed, since inline requests can come back out of order. Results are matched by
-``custom_id`` (Gemini's ``key``), never by line order.
+ORM-free like the rest of the LLM layer: it takes prompts keyed by a ``custom_id`` (the queue
+item's id) and hands back GenerationResults keyed the same way, matched by key, never by line
+order; ``batchgen.delivery.batch_route`` does the database side. Each provider's shape:
+docs/design.md, "The provider batch route".
 """
 
 from __future__ import annotations

@@ -1,11 +1,8 @@
-"""LLMClient: one prompt, filtered in, judged and post-processed out, behind the breaker.
-
-One request goes: provider breaker -> the next key in rotation (its own breaker when there
-are several) -> that key's rate limiter -> HTTP, with retries (``attempts.send``, the one
-loop that counts them). When the provider is down, saturated or has no working key,
-``execute_chain`` fails the prompt over to the next provider of the provider chain
-(LLM_FALLBACK_PROVIDERS). Not to be confused with ``generate_with_fallback``, which retries
-failed prompts on the same provider.
+"""LLMClient: one prompt, filtered in, judged and post-processed out, behind the breaker. A
+request goes provider breaker -> next key in rotation -> that key's rate limiter -> HTTP with
+retries (``attempts.send``); ``execute_chain`` fails a prompt over to the next provider of
+``LLM_FALLBACK_PROVIDERS`` when the provider is down, saturated or has no working key. Not
+``generate_with_fallback``, which retries failed prompts on the same provider.
 """
 
 from __future__ import annotations

@@ -1,9 +1,8 @@
-"""The one place that reads LLM configuration from ``django.conf.settings``.
-
-Every provider's variables are named once, in ``VARIABLES``, and read into one typed
-``ProviderSettings`` when used (never at import), so ``override_settings`` works without
-resets and a missing API key is reported at call time. Tests that change settings call
-``reset()`` (``batchgen.state.shared.reset``) to drop the cached SDK clients.
+"""The one place that reads LLM configuration from ``django.conf.settings``: every provider's
+variables are named once, in ``VARIABLES``, and read into one typed ``ProviderSettings`` when
+used (never at import), so ``override_settings`` works and a missing API key is reported at
+call time. Tests that change settings call ``reset()`` (``batchgen.state.shared.reset``) to
+drop the cached SDK clients.
 """
 
 from __future__ import annotations

@@ -1,24 +1,8 @@
-"""The one Redis round trip before a request: breakers, key choice and rate budget in one script.
-
-Before each request a worker must know that the provider's breaker lets it through, which key
-to use (not out of rotation, its own breaker closed) and that the key's budget has a slot for
-it. Asked one by one that was four to six round trips; ``admit`` asks once. The script checks
-every breaker and the limits first and writes only for a request that goes: the slot is
-booked and the probe of a half-open breaker taken in the same atomic step, so a refused
-request holds no probe and books no slot (a key whose budget has no room within the wait
-allowed is counted as a limiter timeout, as ``RateLimiter.acquire`` counts it).
-
-The limits a process books with come from the budget's learned hash (advertised and inferred
-limits, ``batchgen.llm.limits.learned``). The script compares the fields they depend on with
-what the process last read; when another worker has changed them it books nothing and sends
-the hash back, and the process books again at the new limits. So every booking is at the
-budget's current limits, with no periodic re-read.
-
-The one round trip after a request is a ``shared.Round``: the breakers' outcome, what the
-reply taught the budget and the request's metrics, sent together by ``client.execute``.
-
-One script touches breaker, flag and budget keys: it needs them on one Redis server (the
-project's one ``REDIS_URL``), not spread over a cluster's slots.
+"""The one Redis round trip before a request: one script checks the breakers, picks the key and
+books the rate budget, writing only for a request that goes (no probe taken, no slot booked
+for a refused one) and always at the budget's current learned limits. The round trip after is
+a ``shared.Round`` sent by ``client.execute``. All its keys must live on one Redis server.
+Why and how: docs/design.md, "The hot path".
 """
 
 from __future__ import annotations

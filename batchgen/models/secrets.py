@@ -1,9 +1,7 @@
-"""Secrets at rest: bot tokens encrypted, webhook secrets kept only as an HMAC.
-
-The keys are ``settings.FIELD_ENCRYPTION_KEYS`` (Fernet keys, read when used). The first one
-encrypts and signs; every one decrypts and verifies, so a key can be rotated: put the new one
-first, keep the old one after it until ``manage.py rotate_field_keys`` has re-encrypted the
-tokens, then drop it (webhook secrets signed with it need the bot's webhook set again).
+"""Secrets at rest: bot tokens encrypted, webhook secrets kept only as an HMAC, under
+``settings.FIELD_ENCRYPTION_KEYS`` (Fernet keys, read when used). The first key encrypts and
+signs; every key decrypts and verifies, so keys can be rotated (docs/design.md, "Secrets at
+rest", and ``manage.py rotate_field_keys``).
 """
 
 from __future__ import annotations

@@ -1,20 +1,65 @@
-"""The Bot API calls intake makes (getMe, getUpdates, setWebhook, getChat), plain httpx.
-
-No ORM here: callers pass tokens and get plain dicts back. The token is part of every URL,
-so every error message goes through ``batchgen.telegram.client``'s redaction.
+"""The one HTTP client of the Bot API: base URL, timeouts, the pooled httpx client, token
+redaction and reading Telegram's answers, used by sending (``batchgen.telegram.client``) and by
+the calls intake makes (getMe, getUpdates, setWebhook, getChat). Plain httpx and dicts, no ORM;
+may import core. The token is part of every URL, so every error string and the ``httpx``
+logger's lines are scrubbed of it here.
 """
 
 from __future__ import annotations
 
+import logging
+import math
+import re
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
 from django.conf import settings
 
 from batchgen.core.bot_tokens import token_problem
-from batchgen.telegram.client import _redact
 
-__all__ = ["BotApi", "BotApiError"]
+__all__ = ["NOT_SENT", "REFUSED_LOCALLY", "BotApi", "BotApiError", "Reply", "describe",
+           "redact"]
+
+_TOKEN_IN_URL = re.compile(r"/bot[^/\s]+/")
+# Failures that happen before any byte of the request leaves: safe to retry.
+NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
+# Refused locally, before sending, and retrying cannot help.
+REFUSED_LOCALLY = (httpx.UnsupportedProtocol, httpx.LocalProtocolError, httpx.ProxyError,
+                   httpx.InvalidURL)
+# Any other transport error (ReadTimeout, WriteTimeout, RemoteProtocolError, ReadError...) may
+# come after Telegram got the request.
+# 400 descriptions that mean the chat itself is gone; every 403 from sendMessage means the
+# bot may no longer write there (blocked, kicked, not a member, user deactivated).
+_CHAT_GONE_400 = ("chat not found", "chat was deactivated", "peer_id_invalid",
+                  "user is deactivated")
+
+
+def redact(text: str, token: str = "") -> str:
+    """``text`` without ``token`` and without any token in a Bot API URL."""
+    if token:
+        text = text.replace(token, "***")
+    return _TOKEN_IN_URL.sub("/bot***/", text)
+
+
+def describe(exc: Exception, token: str) -> str:
+    """A transport error as one line, token scrubbed."""
+    return f"{type(exc).__name__}: {redact(str(exc), token)}"
+
+
+class _RedactBotTokens(logging.Filter):
+    """httpx logs every request URL at INFO; the URL holds the bot token."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if "/bot" in message:
+            record.msg, record.args = redact(message), None
+        return True
+
+
+_httpx_logger = logging.getLogger("httpx")
+if not any(isinstance(f, _RedactBotTokens) for f in _httpx_logger.filters):
+    _httpx_logger.addFilter(_RedactBotTokens())
 
 
 class BotApiError(Exception):
@@ -26,13 +71,73 @@ class BotApiError(Exception):
         self.permanent = permanent
 
 
+@dataclass(frozen=True)
+class Reply:
+    """Telegram's answer to one request, read once: ``body`` is None when it is not a JSON
+    object, ``description`` Telegram's (or ``HTTP <status>``) with the token scrubbed."""
+
+    status: int
+    body: dict[str, Any] | None
+    description: str
+    retry_after_header: str | None = None
+
+    @classmethod
+    def read(cls, response: httpx.Response, token: str) -> Reply:
+        try:
+            body = response.json()
+        except (ValueError, RecursionError):  # not JSON, or nested past the parser's stack
+            body = None
+        if not isinstance(body, dict):
+            body = None
+        description = str((body or {}).get("description") or f"HTTP {response.status_code}")
+        return cls(response.status_code, body, redact(description, token),
+                   response.headers.get("Retry-After"))
+
+    @property
+    def ok(self) -> bool:
+        return bool(self.body and self.body.get("ok"))
+
+    @property
+    def parameters(self) -> dict[str, Any]:
+        parameters = (self.body or {}).get("parameters")
+        return parameters if isinstance(parameters, dict) else {}
+
+    def retry_after(self) -> float:
+        """A 429's wait: ``parameters.retry_after``, else the header, else 1 s."""
+        for value in (self.parameters.get("retry_after"), self.retry_after_header):
+            if value is None:
+                continue
+            try:
+                wait = float(value)
+            except (TypeError, ValueError):
+                continue
+            if math.isfinite(wait):
+                return max(0.0, wait)
+        return 1.0
+
+    def chat_gone(self) -> bool:
+        """A send's refusal that means the bot may no longer write in the chat."""
+        return self.status == 403 or (self.status == 400 and any(
+            reason in self.description.lower() for reason in _CHAT_GONE_400))
+
+    def migrate_to_chat_id(self) -> int | None:
+        """The supergroup a group became (a 400 that names it), else None."""
+        try:
+            return int(self.parameters["migrate_to_chat_id"])
+        except (KeyError, TypeError, ValueError):
+            return None
+
+
 class BotApi:
     """One pooled, thread-safe client; one instance may serve every bot."""
 
     def __init__(self, base_url: str | None = None, timeout: float | None = None) -> None:
         self._base_url = (base_url or settings.TELEGRAM_API_BASE_URL).rstrip("/")
         self._timeout = timeout or settings.TELEGRAM_TIMEOUT
-        self._client = httpx.Client(timeout=self._timeout)
+        self._client = httpx.Client(
+            timeout=self._timeout,
+            limits=httpx.Limits(max_connections=100, max_keepalive_connections=100),
+        )
 
     def __repr__(self) -> str:
         return f"<BotApi {self._base_url}>"
@@ -46,31 +151,31 @@ class BotApi:
     def close(self) -> None:
         self._client.close()
 
+    def post(self, token: str, method: str, params: dict[str, Any] | None = None,
+             timeout: float | None = None) -> Reply:
+        """One request, never retried. ``timeout``: how long Telegram may hold it (a long
+        poll) on top of the client's. httpx's errors are raised as they are: pass them to
+        ``describe`` before showing them, since they may hold the token."""
+        response = self._client.post(f"{self._base_url}/bot{token}/{method}",
+                                     json=params or {}, timeout=(timeout or 0) + self._timeout)
+        return Reply.read(response, token)
+
     def call(self, token: str, method: str, params: dict[str, Any] | None = None,
              timeout: float | None = None) -> Any:
         """``method``'s ``result``, or BotApiError with Telegram's description."""
         if problem := token_problem(token):  # it goes into the URL: refused before any request
             raise BotApiError(f"{method}: the bot token {problem}", permanent=True)
-        url = f"{self._base_url}/bot{token}/{method}"
         try:
-            response = self._client.post(url, json=params or {},
-                                         timeout=(timeout or 0) + self._timeout)
+            reply = self.post(token, method, params, timeout)
         except (httpx.HTTPError, httpx.InvalidURL) as exc:
-            raise BotApiError(f"{method}: {type(exc).__name__}: {_redact(str(exc), token)}"
-                              ) from None
-        try:
-            body = response.json()
-        except (ValueError, RecursionError):  # not JSON, or nested past the parser's stack
-            body = None
-        if not isinstance(body, dict):
-            raise BotApiError(f"{method}: HTTP {response.status_code} without a JSON body",
-                              permanent=response.status_code < 500)
-        if body.get("ok"):
-            return body.get("result")
-        description = _redact(str(body.get("description") or f"HTTP {response.status_code}"),
-                              token)
-        raise BotApiError(f"{method}: {description}", permanent=400 <= response.status_code < 500
-                          and response.status_code != 429)
+            raise BotApiError(f"{method}: {describe(exc, token)}") from None
+        if reply.body is None:
+            raise BotApiError(f"{method}: HTTP {reply.status} without a JSON body",
+                              permanent=reply.status < 500)
+        if reply.ok:
+            return reply.body.get("result")
+        raise BotApiError(f"{method}: {reply.description}",
+                          permanent=400 <= reply.status < 500 and reply.status != 429)
 
     def get_me(self, token: str) -> dict:
         result = self.call(token, "getMe")

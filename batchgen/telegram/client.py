@@ -1,12 +1,8 @@
-"""Telegram Bot API ``sendMessage`` over plain HTTP (httpx); knows nothing of the ORM.
-
-Telegram has no idempotency key, so a message is sent at most once: when the request may
-have reached Telegram but no answer came back (a read timeout, a reset, a 5xx from a gateway)
-the result is ``send_unknown`` and nothing is resent. Only failures that happen before the
-request leaves (connection refused, DNS, connect timeout, no free pooled connection) are retried.
-
-The bot token is part of the URL, so it is scrubbed from every error string, and a filter on
-the ``httpx`` logger (which logs each request URL at INFO) hides it from the logs too.
+"""Sending replies to Telegram: splitting a reply into messages, the per-process pacing
+Redis falls back to, and ``TelegramSender``, which sends through ``batchgen.telegram.bot_api``
+at most once (Telegram has no idempotency key, so a request that may have arrived is
+``send_unknown``, never resent; only one that never left is retried). Plain dataclasses in and
+out, no ORM; may import the rest of the telegram package, state and core.
 """
 
 from __future__ import annotations
@@ -24,6 +20,7 @@ from itertools import islice
 import httpx
 from django.conf import settings
 
+from batchgen.telegram.bot_api import NOT_SENT, REFUSED_LOCALLY, BotApi, Reply, describe
 from batchgen.telegram.pacing import SharedPacer
 
 __all__ = ["ChatPacer", "FittedMessage", "SendResult", "TelegramSender", "fit_message",
@@ -32,43 +29,12 @@ __all__ = ["ChatPacer", "FittedMessage", "SendResult", "TelegramSender", "fit_me
 logger = logging.getLogger(__name__)
 
 MESSAGE_LIMIT = 4096
-_TOKEN_IN_URL = re.compile(r"/bot[^/\s]+/")
 _PARAGRAPH_GAP = re.compile(r"(\n[ \t]*\n\s*)")
 _LINE_GAP = re.compile(r"(\n\s*)")
 _SENTENCE_GAP = re.compile(r"[.!?\u2026][\"'\u201d\u2019)\]\u00bb]*(\s+)")
 _WORD_GAP = re.compile(r"(\s+)")
 # Where a cut reply may end: after a sentence's closing punctuation, or at a line break.
 _SENTENCE_END = re.compile(r"[.!?\u2026][\"'\u201d\u2019)\]\u00bb]*(?=\s|$)|(?=\n)")
-# Failures that happen before any byte of the request leaves: safe to retry.
-_NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
-# Refused locally, before sending, and retrying cannot help.
-_NOT_SENT_FINAL = (httpx.UnsupportedProtocol, httpx.LocalProtocolError, httpx.ProxyError)
-# 400 descriptions that mean the chat itself is gone; every 403 from sendMessage means the
-# bot may no longer write there (blocked, kicked, not a member, user deactivated).
-_CHAT_GONE_400 = ("chat not found", "chat was deactivated", "peer_id_invalid",
-                  "user is deactivated")
-
-
-def _redact(text: str, token: str = "") -> str:
-    if token:
-        text = text.replace(token, "***")
-    return _TOKEN_IN_URL.sub("/bot***/", text)
-
-
-class _RedactBotTokens(logging.Filter):
-    """httpx logs every request URL at INFO; the URL holds the bot token."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
-        if "/bot" in message:
-            record.msg, record.args = _redact(message), None
-        return True
-
-
-_httpx_logger = logging.getLogger("httpx")
-if not any(isinstance(f, _RedactBotTokens) for f in _httpx_logger.filters):
-    _httpx_logger.addFilter(_RedactBotTokens())
-
 
 # --- splitting ----------------------------------------------------------------
 
@@ -298,7 +264,7 @@ def max_retry_after_s() -> float:
 
 
 class TelegramSender:
-    """Sends plain-text messages; one pooled, thread-safe httpx client per sender."""
+    """Sends plain-text messages, paced; one pooled, thread-safe ``BotApi`` per sender."""
 
     def __init__(
         self,
@@ -319,10 +285,7 @@ class TelegramSender:
         self.max_connect_retries = max_connect_retries
         self.connect_backoff = connect_backoff
         self.max_retry_after = max_retry_after  # a longer flood wait is left to the caller
-        self._client = httpx.Client(
-            timeout=timeout or settings.TELEGRAM_TIMEOUT,
-            limits=httpx.Limits(max_connections=100, max_keepalive_connections=100),
-        )
+        self._api = BotApi(self._base_url, timeout)
 
     def __repr__(self) -> str:
         return f"<TelegramSender {self._base_url}>"
@@ -334,7 +297,7 @@ class TelegramSender:
         self.close()
 
     def close(self) -> None:
-        self._client.close()
+        self._api.close()
 
     def book(self, token: str, chat_id: int) -> float | None:
         """Book the bot's next slot in ``chat_id`` in the shared pacing budgets: seconds until
@@ -407,87 +370,48 @@ class TelegramSender:
     def _post(self, token: str, chat_id: int, text: str, paced: bool = False) -> _PartOutcome:
         """One request, retried only while it certainly never left this machine. ``paced``:
         the first try's slot is booked already."""
-        url = f"{self._base_url}/bot{token}/sendMessage"
         payload = {"chat_id": chat_id, "text": text,
                    "link_preview_options": {"is_disabled": True}}
         for attempt in range(self.max_connect_retries + 1):
             if not (paced and attempt == 0):
                 self._pacer.wait(chat_id, _bot_id(token))
             try:
-                return self._interpret(self._client.post(url, json=payload))
-            except _NOT_SENT as exc:
-                error = _describe(exc, token)
+                return self._interpret(self._api.post(token, "sendMessage", payload))
+            except NOT_SENT as exc:
+                error = describe(exc, token)
                 if attempt < self.max_connect_retries:
                     logger.info("telegram unreachable (%s); retrying", error)
                     self._sleep(self.connect_backoff * 2**attempt)
-            except (*_NOT_SENT_FINAL, httpx.InvalidURL) as exc:
-                return _PartOutcome("failed", error=_describe(exc, token))
+            except REFUSED_LOCALLY as exc:
+                return _PartOutcome("failed", error=describe(exc, token))
             except httpx.TransportError as exc:
                 # ReadTimeout, WriteTimeout, RemoteProtocolError, ReadError...: the request may
                 # have been delivered, and Telegram has no idempotency key: never resend.
                 logger.warning("telegram send to chat %s is ambiguous: %s", chat_id,
-                               _describe(exc, token))
-                return _PartOutcome("send_unknown", error=_describe(exc, token))
+                               describe(exc, token))
+                return _PartOutcome("send_unknown", error=describe(exc, token))
         attempts = self.max_connect_retries + 1
         return _PartOutcome("failed", error=f"{error} (after {attempts} attempts)",
                             retryable=True)
 
-    def _interpret(self, response: httpx.Response) -> _PartOutcome:
-        try:
-            body = response.json()
-        except ValueError:
-            body = None
-        if not isinstance(body, dict):
-            body = {}
-        status = response.status_code
-        if status == 200 and body.get("ok"):
+    def _interpret(self, reply: Reply) -> _PartOutcome:
+        if reply.status == 200 and reply.ok:
             try:
-                return _PartOutcome("sent", message_id=int(body["result"]["message_id"]))
+                result = (reply.body or {})["result"]
+                return _PartOutcome("sent", message_id=int(result["message_id"]))
             except (KeyError, TypeError, ValueError):
                 return _PartOutcome("send_unknown", error="200 with a malformed body")
-        description = str(body.get("description") or f"HTTP {status}")
-        if status == 429:
-            return _PartOutcome("failed", error=description, retryable=True,
-                                wait=_retry_after(body, response))
-        if status >= 500 or status == 200:
+        if reply.status == 429:
+            return _PartOutcome("failed", error=reply.description, retryable=True,
+                                wait=reply.retry_after())
+        if reply.status >= 500 or reply.status == 200:
             # A gateway error may hide a delivered message: at most once means unknown.
-            return _PartOutcome("send_unknown", error=description)
-        return _PartOutcome("failed", error=description,
-                            migrate_to_chat_id=_migrate_to(body),
-                            chat_gone=status == 403 or (status == 400 and any(
-                                reason in description.lower() for reason in _CHAT_GONE_400)))
+            return _PartOutcome("send_unknown", error=reply.description)
+        return _PartOutcome("failed", error=reply.description,
+                            migrate_to_chat_id=reply.migrate_to_chat_id(),
+                            chat_gone=reply.chat_gone())
 
 
 def _bot_id(token: str) -> str:
     # The bot id (before the colon) is public; the rest of the token is not.
     return token.split(":", 1)[0]
-
-
-def _describe(exc: Exception, token: str) -> str:
-    return f"{type(exc).__name__}: {_redact(str(exc), token)}"
-
-
-def _parameters(body: dict) -> dict:
-    parameters = body.get("parameters")
-    return parameters if isinstance(parameters, dict) else {}
-
-
-def _migrate_to(body: dict) -> int | None:
-    try:
-        return int(_parameters(body)["migrate_to_chat_id"])
-    except (KeyError, TypeError, ValueError):
-        return None
-
-
-def _retry_after(body: dict, response: httpx.Response) -> float:
-    parameters = _parameters(body)
-    for value in (parameters.get("retry_after"), response.headers.get("Retry-After")):
-        if value is None:
-            continue
-        try:
-            wait = float(value)
-        except (TypeError, ValueError):
-            continue
-        if math.isfinite(wait):
-            return max(0.0, wait)
-    return 1.0

@@ -1,7 +1,6 @@
-"""One way to show a time and an amount of money, on the dashboard and in the admin.
-
-Times: 24-hour, in the configured time zone, with the zone named ("2026-05-01 14:03:09 UTC").
-Money: three significant digits at least, so a single send's $0.000031 is not "0.0000".
+"""One way to show a time and an amount of money, on the dashboard and in the admin: times
+24-hour in the configured time zone, with the zone named ("2026-05-01 14:03:09 UTC"); money
+to three significant digits at least, so a single send's $0.000031 is not "0.0000".
 """
 
 from __future__ import annotations

@@ -1,12 +1,8 @@
-"""Every state change of a Message (the outbox), and the one place that calls Telegram.
-
-Telegram's sendMessage has no idempotency key, so "sent at most once" is kept here. A reply
-is saved ``pending`` with its text, and stays so while it waits for its pacing slot: a worker
-that dies then leaves a debt the next run pays (recovery returns the item, the saved text is
-sent, nothing is generated again). When the slot comes, the caller's thread commits the
-message ``sending`` and only then starts the HTTP call; anything found still ``sending``
-later (its worker died mid-call) becomes ``send_unknown`` for an operator — never an
-automatic resend. Threads do HTTP only; the caller's thread does every database write.
+"""Every state change of a Message (the outbox), and the one place that calls Telegram. A reply
+is saved ``pending`` with its text, becomes ``sending`` (committed by the caller's thread)
+just before the HTTP call, and one found still ``sending`` later becomes ``send_unknown`` for
+an operator, never resent: "sent at most once", since sendMessage has no idempotency key.
+Threads do HTTP only (docs/design.md, "The queue and the outbox").
 """
 
 from __future__ import annotations

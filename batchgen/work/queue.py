@@ -1,13 +1,8 @@
-"""Every state change of a QueueItem: push, claim, recover, finish, retry, kill, and the
-batch route's hold (pending -> batched), claim of results (batched -> claimed) and return
-(batched -> pending).
-
-Claims are safe with several tick processes at once: on PostgreSQL the
-candidate rows are locked with ``SELECT … FOR UPDATE SKIP LOCKED``; on SQLite
-(which ignores ``select_for_update``) the project opens transactions with
-``BEGIN IMMEDIATE`` so claimers queue up behind one write lock. On both the
-update itself is a compare-and-set on ``status='pending'``, so an item can
-never be claimed into two batches whatever the database does.
+"""Every state change of a QueueItem: push, claim, recover, finish, retry, kill, and the batch
+route's hold (pending -> batched), claim of results (batched -> claimed) and return (batched ->
+pending). Claims are safe with several tick processes at once: the update is a compare-and-set
+on ``status='pending'`` on every database (docs/design.md, "The queue and the outbox", says
+how each database queues the claimers).
 """
 
 from __future__ import annotations

@@ -1,12 +1,8 @@
-"""OpenAI chat completions through the official ``openai`` SDK (also the base for Groq).
-
-A chat completion is one POST on the SDK's own connection pool, with the SDK's headers, its
-body parsed as JSON: the SDK's request pipeline (options, header merging, response models)
-cost about 0.9 ms of CPU per request, as much as the rest of the project's hot path together
-(``python -m bench.run --only hotpath``), and a chat completion uses none of it. The errors
-are the SDK's: the same kinds, statuses and ``Retry-After``, the same
-``HTTP <status>: Error code: <status> - <message>`` text. The SDK builds the client (keys,
-base URL, organisation headers) and still serves the Batch API (``batchgen.llm.batch_api``).
+"""OpenAI chat completions through the official ``openai`` SDK (also the base for Groq): the SDK
+builds the client (keys, base URL, organisation headers) and serves the Batch API, but a chat
+completion is one POST on the SDK's own connection pool with the SDK's headers, parsed as
+JSON, raising the SDK's errors with the SDK's text. Why it skips the SDK's request pipeline:
+docs/design.md, "The hot path".
 """
 
 from __future__ import annotations

@@ -1,10 +1,7 @@
-"""Drive the running demo (make demo) without the fake's raw endpoints.
-
-  manage.py demo add-bot "Chef Remy" --chat "Book club"   the bot joins a group
-  manage.py demo say "Any plans for Saturday?" --chat "Book club"   a person writes
-  manage.py demo fail --kind server_error --count 3        the fake provider fails these
-
-Run it in a second shell after the `export …` line the demo's banner prints.
+"""Drive the running demo (make demo) without the fake's raw endpoints: ``add-bot`` puts a bot
+in a group, ``say`` makes a person write, ``fail`` makes the fake provider fail items (the
+README shows each). Run it in a second shell after the `export …` line the demo's banner
+prints.
 """
 
 from __future__ import annotations

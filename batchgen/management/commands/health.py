@@ -1,7 +1,6 @@
 """Exit 0 when the database and Redis answer (and, if asked, tick or a worker beats); else 1.
-
-For container healthchecks: ``health --tick`` in the scheduler, ``health --worker NAME`` in
-a worker started with ``rqworker --name NAME``.
+For container healthchecks: ``health --tick`` in the scheduler, ``health --worker NAME`` in a
+worker started with ``rqworker --name NAME``.
 """
 
 from __future__ import annotations

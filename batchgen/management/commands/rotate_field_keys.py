@@ -1,8 +1,7 @@
-"""Re-encrypt every bot token with the first key of FIELD_ENCRYPTION_KEYS.
-
-Rotating: put the new key first, keep the old one after it, run this, then remove the old
-key. Webhook secrets are HMACs: they verify under any listed key, and a bot whose webhook
-was set under a removed key needs it set again (the admin's "Receive updates by webhook").
+"""Re-encrypt every bot token with the first key of FIELD_ENCRYPTION_KEYS. Rotating: put the
+new key first, keep the old one after it, run this, then remove the old key. Webhook secrets
+are HMACs that verify under any listed key: a bot whose webhook was set under a removed key
+needs it set again (the admin's "Receive updates by webhook").
 """
 
 from __future__ import annotations
