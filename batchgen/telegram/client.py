@@ -309,9 +309,14 @@ class TelegramSender:
     def push_back(self, token: str, chat_id: int, seconds: float) -> None:
         """This bot's send in ``chat_id`` went ``seconds`` after its booked slot: its next
         slots there move back as far (a per-process pacer has nothing to move)."""
-        push_back = getattr(self._pacer, "push_back", None)
-        if push_back is not None:
-            push_back(chat_id, _bot_id(token), seconds)
+        self.push_back_many([(token, chat_id, seconds)])
+
+    def push_back_many(self, pushes: list[tuple[str, int, float]]) -> None:
+        """``push_back`` for each (token, chat id, seconds), in one round trip."""
+        push_back_many = getattr(self._pacer, "push_back_many", None)
+        if push_back_many is not None and pushes:
+            push_back_many([(chat_id, _bot_id(token), seconds)
+                            for token, chat_id, seconds in pushes])
 
     def send(
         self,

@@ -128,10 +128,20 @@ class SharedPacer:
         """A send went ``seconds`` after its booked slot: the bot's next slots in that chat
         move back as far, so two posts never come closer than Telegram allows. Its overall
         budget (30 a second) is left alone."""
-        keys = [key for key, _, _ in self.budgets(chat_id, bot)
-                if key.startswith((shared.key("pace", "chat"), shared.key("pace", "group")))]
-        shared.attempt(lambda r: r.eval(_PUSH_BACK, len(keys), *keys, round(seconds * 1000)),
-                       default=None, what="telegram pacing")
+        self.push_back_many([(chat_id, bot, seconds)])
+
+    def push_back_many(self, pushes: list[tuple[int, str, float]]) -> None:
+        """``push_back`` for each (chat id, bot, seconds), in one round trip."""
+        def push_all(r: object) -> None:
+            pipe = r.pipeline(transaction=False)  # type: ignore[attr-defined]
+            for chat_id, bot, seconds in pushes:
+                keys = [key for key, _, _ in self.budgets(chat_id, bot) if key.startswith(
+                    (shared.key("pace", "chat"), shared.key("pace", "group")))]
+                pipe.eval(_PUSH_BACK, len(keys), *keys, round(seconds * 1000))
+            pipe.execute()
+
+        if pushes:
+            shared.attempt(push_all, default=None, what="telegram pacing")
 
     def book_many(self, sends: list[tuple[int, str]]) -> list[float] | None:
         """Book the next slot of each (chat id, bot) in one round trip, in order; seconds

@@ -141,6 +141,8 @@ class Delivery:
         if not due:
             return 0
         ours = self._mark_sending(list(due))
+        pushes: list[tuple[str, int, float]] = []
+        drifted: list[tuple[QueueItem, float]] = []
         for message_id, (message, item, booked, slot_at) in due.items():
             if message_id not in ours:
                 continue  # another run sent it (this one's lease had expired)
@@ -150,14 +152,16 @@ class Delivery:
             assert bot is not None and chat is not None  # checked when it was booked
             late = time.time() - slot_at
             if booked and late > LATE_S:  # the reply came after its slot: keep the spacing
-                sender().push_back(bot.telegram_token, chat.telegram_chat_id, late)
+                pushes.append((bot.telegram_token, chat.telegram_chat_id, late))
                 if late > SLOT_DRIFT_S:
-                    queue.push_back_slot(item, late)
+                    drifted.append((item, late))
             future = self._pool.submit(sender().send, bot.telegram_token,
                                        chat.telegram_chat_id, message.text,
                                        start_part=message.parts_sent, paced=booked)
             self._in_flight[future] = (message, item)
             future.add_done_callback(self._stamp)
+        sender().push_back_many(pushes)
+        queue.push_back_slots(drifted)
         return len(ours)
 
     def _mark_sending(self, ids: list[int]) -> set[int]:

@@ -8,6 +8,7 @@ how each database queues the claimers).
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from collections.abc import Iterable
@@ -171,8 +172,20 @@ def push_back_slot(item: QueueItem, seconds: float) -> None:
     """Its reply went ``seconds`` after its slot: the bot's next posting slot in the chat
     moves back as far, as the Telegram budgets do (``SharedPacer.push_back``), so the claim
     and the sends stay one schedule."""
-    PostingSlot.objects.filter(bot=item.bot, chat=item.chat).update(
-        next_at=F("next_at") + timedelta(seconds=seconds))
+    push_back_slots([(item, seconds)])
+
+
+def push_back_slots(pushes: list[tuple[QueueItem, float]]) -> None:
+    """``push_back_slot`` for many replies in one statement per whole second of lateness
+    (each slot moves back by the most of its second: never less than its own)."""
+    by_second: dict[int, tuple[float, Q]] = {}
+    for item, seconds in pushes:
+        second = math.ceil(seconds)
+        most, pairs = by_second.get(second, (0.0, Q(pk__in=[])))
+        by_second[second] = (max(most, seconds), pairs | Q(bot_id=item.bot_id,
+                                                             chat_id=item.chat_id))
+    for most, pairs in by_second.values():
+        PostingSlot.objects.filter(pairs).update(next_at=F("next_at") + timedelta(seconds=most))
 
 
 def book_posting_slots(items: list[QueueItem]) -> None:

@@ -78,8 +78,8 @@ class SlotBookingSender:
         self.booked += 1
         return self.delay
 
-    def push_back(self, token: str, chat_id: int, seconds: float) -> None:
-        self.pushed.append(seconds)
+    def push_back_many(self, pushes: list[tuple[str, int, float]]) -> None:
+        self.pushed += [seconds for _, _, seconds in pushes]
 
     def send(self, token: str, chat_id: int, text: str, **options) -> SendResult:
         self.seen.append((text, Message.objects.get(text=text).status, options["paced"]))
@@ -223,3 +223,18 @@ def test_replies_due_together_go_sending_in_one_statement_and_one_another_run_to
     assert sorted(text for text, _, _ in fake.seen) == ["reply 0", "reply 2"]
     assert all(status == "sending" for _, status, _ in fake.seen)
     assert Message.objects.get(id=taken.id).status == "sending"  # left to the run that took it
+
+
+def test_late_replies_move_their_claim_slots_back_in_one_statement_per_second_of_delay(
+        django_assert_num_queries) -> None:
+    run = runs.open_run(BatchRun.Mode.BATCH, 5)
+    for _ in range(3):
+        make_item()
+    items = queue.claim(3, run)
+    before = {s.chat_id: s.next_at for s in PostingSlot.objects.all()}
+    with django_assert_num_queries(2):
+        queue.push_back_slots([(items[0], 0.7), (items[1], 0.9), (items[2], 2.5)])
+    moved = {s.chat_id: (s.next_at - before[s.chat_id]).total_seconds()
+             for s in PostingSlot.objects.all()}
+    assert moved == {items[0].chat_id: pytest.approx(0.9), items[1].chat_id: pytest.approx(0.9),
+                     items[2].chat_id: pytest.approx(2.5)}  # never less than its own delay
