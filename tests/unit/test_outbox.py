@@ -238,3 +238,36 @@ def test_late_replies_move_their_claim_slots_back_in_one_statement_per_second_of
              for s in PostingSlot.objects.all()}
     assert moved == {items[0].chat_id: pytest.approx(0.9), items[1].chat_id: pytest.approx(0.9),
                      items[2].chat_id: pytest.approx(2.5)}  # never less than its own delay
+
+
+@pytest.mark.postgres
+def test_sends_that_finished_together_are_settled_in_one_statement_each_with_its_own_ids(
+        ) -> None:
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    run = runs.open_run(BatchRun.Mode.BATCH, 5)
+    for _ in range(3):
+        make_item()
+    items = queue.claim(3, run)
+    messages = [Message.objects.create(queue_item=item, bot=item.bot, chat=item.chat,
+                                       batch_run=run, text=f"reply {n}", status="sending")
+                for n, item in enumerate(items)]
+    # Its run's lease ran out meanwhile and recovery settled it: a late result never wins.
+    Message.objects.filter(id=messages[1].id).update(status="send_unknown")
+    at = timezone.now() - timedelta(seconds=3)
+    finished = [(message, item, SendResult("sent", [900 + n], 1, parts_total=1), at)
+                for n, (message, item) in enumerate(zip(messages, items, strict=True))]
+    with CaptureQueriesContext(connection) as queries:
+        outbox._settle_sent(finished)
+    marks = [q for q in queries.captured_queries if q["sql"].startswith("UPDATE")
+             and "batchgen_message" in q["sql"].split("SET")[0]]
+    assert len(marks) == 2  # the compare-and-set for all three, and the late note on one
+    rows = {m.text: m for m in Message.objects.all()}
+    assert [(rows[f"reply {n}"].status, rows[f"reply {n}"].telegram_message_ids,
+             rows[f"reply {n}"].telegram_message_id, rows[f"reply {n}"].parts_sent)
+            for n in (0, 2)] == [("sent", [900], 900, 1), ("sent", [902], 902, 1)]
+    assert rows["reply 0"].sent_at == at
+    assert rows["reply 1"].status == "send_unknown" and "late result" in rows["reply 1"].error
+    statuses = {item.id: item.status for item in QueueItem.objects.all()}
+    assert [statuses[item.id] for item in items] == ["done", "claimed", "done"]
