@@ -51,3 +51,13 @@ def test_limiter_events_reach_the_metrics(llm_env, redis_url):
     assert sum(map(float, limited.values())) == 1
     assert client.hgetall("botplatform:metrics:llm_ratelimit_wait_seconds")
     client.close()
+
+
+def test_a_short_retry_after_is_waited_out_and_each_try_counted_once(llm_env):
+    fake = llm_env("openai", LLM_MAX_RETRIES=2)
+    fake.control(fault="429", fault_times=2, retry_after=0.2)
+
+    result = LLMClient().generate_detailed("third time lucky")
+
+    assert (result.ok, result.attempts, result.retry_after_s) == (True, 3, None)
+    assert fake.stats()["requests"]["openai"] == {"429": 2, "200": 1}

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pytest
 from django.utils import timezone
 
-from batchgen.models import Message
-from batchgen.work import outbox
+from batchgen.delivery import scheduler
+from batchgen.models import Message, QueueItem
+from batchgen.work import outbox, queue
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -33,3 +36,23 @@ def test_sent_at_is_when_the_send_finished_not_when_it_was_recorded(pipeline_env
         delivery.settle()
     message = Message.objects.get(queue_item=item)
     assert message.status == "sent" and message.sent_at <= finished
+
+
+def test_a_reply_waiting_for_its_slot_when_its_worker_died_is_sent_by_the_next_run(
+        pipeline_env) -> None:
+    fake_llm, fake_telegram = pipeline_env
+    item, message, _ = claimed_with_message("the saved reply")
+    Message.objects.filter(id=message.id).update(status="pending")  # waiting for its slot
+    # The worker was killed: its lease runs out and recovery returns the item.
+    QueueItem.objects.filter(id=item.id).update(
+        lease_expires_at=timezone.now() - timedelta(seconds=1))
+    assert queue.recover_expired() == 1
+    item.refresh_from_db()
+    assert (item.status, item.crashes) == ("pending", 0)  # a debt, not a crash
+
+    scheduler.tick(sync=True)
+
+    item.refresh_from_db()
+    assert item.status == "done"
+    assert [m["text"] for m in fake_telegram.messages()] == ["the saved reply"]
+    assert fake_llm.stats()["total"] == 0  # sent as it was, never generated again

@@ -14,14 +14,6 @@ from tests.factories import make_bot
 pytestmark = pytest.mark.django_db
 
 
-@pytest.fixture
-def staff_client() -> Client:
-    user = get_user_model().objects.create_superuser("staff", "s@example.invalid", "pw-123456")
-    client = Client()
-    client.force_login(user)
-    return client
-
-
 def change_setting(client: Client, key: str, raw_value: str):
     setting = Setting.objects.get(key=key)
     url = reverse("admin:batchgen_setting_change", args=[setting.pk])
@@ -91,7 +83,7 @@ def test_anonymous_and_non_staff_users_are_kept_out() -> None:
     url = reverse("admin:batchgen_setting_changelist")
     anonymous = Client().get(url)
     assert anonymous.status_code == 302 and "/admin/login/" in anonymous["Location"]
-    user = get_user_model().objects.create_user("plain", password="pw-123456")
+    user = get_user_model().objects.create_user("plain")
     client = Client()
     client.force_login(user)
     assert client.get(url).status_code == 302

@@ -4,7 +4,6 @@ not a token get a form error naming the field and the rule."""
 from __future__ import annotations
 
 import pytest
-from django.contrib.auth import get_user_model
 from django.test import Client
 from django.urls import reverse
 
@@ -14,14 +13,6 @@ from batchgen.telegram.bot_api import BotApi, BotApiError
 from tests.factories import make_bot
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture
-def staff_client() -> Client:
-    user = get_user_model().objects.create_superuser("staff", "s@example.invalid", "pw-123456")
-    client = Client()
-    client.force_login(user)
-    return client
 
 
 def change_setting(client: Client, key: str, raw_value: str):

@@ -17,12 +17,6 @@ pytestmark = pytest.mark.django_db
 Status = QueueItem.Status
 
 
-@pytest.fixture(name="staff")
-def staff_fixture(client):
-    client.force_login(User.objects.create(username="ops", is_staff=True, is_superuser=True))
-    return client
-
-
 def died(kind: str = "server_error", provider: str = "openai", chat=None, **fields) -> QueueItem:
     """A dead item whose last try failed with ``kind`` on ``provider``."""
     item = make_item(chat=chat, status=Status.DEAD, attempts=3, finished_at=timezone.now(),
@@ -47,53 +41,54 @@ def test_failures_are_grouped_by_kind_provider_and_chat_with_counts() -> None:
     assert groups[0].count == 2  # largest first
 
 
-def test_a_group_links_to_exactly_its_items_in_the_queue_list(staff) -> None:
+def test_a_group_links_to_exactly_its_items_in_the_queue_list(staff_client) -> None:
     chat = make_chat(title="traders")
     mine = [died(chat=chat).id, died(chat=chat).id]
     died("timeout", chat=chat), died(), make_item(chat=chat)
     [group] = [g for g in failures.failures_by_cause()[0]
                if g.cause == "server_error" and g.chat == "traders"]
 
-    page = staff.get(group.list_url)
+    page = staff_client.get(group.list_url)
 
     assert page.status_code == 200
     assert sorted(item.id for item in page.context["cl"].result_list) == sorted(mine)
 
 
-def test_the_dashboard_requeues_one_group(staff) -> None:
+def test_the_dashboard_requeues_one_group(staff_client) -> None:
     chat = make_chat()
     grouped, kept = died(chat=chat), died("timeout", chat=chat)
 
-    response = staff.post("/dashboard/requeue/", {"cause": "server_error", "provider": "openai",
-                                                  "chat": str(chat.id)}, follow=True)
+    response = staff_client.post("/dashboard/requeue/", {
+        "cause": "server_error", "provider": "openai", "chat": str(chat.id)}, follow=True)
 
     assert {i.id: i.status for i in QueueItem.objects.all()} == {grouped.id: Status.PENDING,
                                                                   kept.id: Status.DEAD}
     assert "Requeued 1 item." in response.content.decode()
 
 
-def test_the_dashboard_requeues_every_dead_item(staff) -> None:
+def test_the_dashboard_requeues_every_dead_item(staff_client) -> None:
     died(), died("timeout")
 
-    staff.post("/dashboard/requeue/", {})
+    staff_client.post("/dashboard/requeue/", {})
 
     assert set(QueueItem.objects.values_list("status", flat=True)) == {Status.PENDING}
 
 
-def test_a_bad_requeue_selection_names_the_field_and_changes_nothing(staff) -> None:
+def test_a_bad_requeue_selection_names_the_field_and_changes_nothing(staff_client) -> None:
     died()
 
-    response = staff.post("/dashboard/requeue/", {"chat": "abc", "cause": "x"}, follow=True)
+    response = staff_client.post("/dashboard/requeue/", {"chat": "abc", "cause": "x"}, follow=True)
 
     assert "chat must be a chat&#x27;s number or &#x27;none&#x27;" in response.content.decode()
     assert QueueItem.objects.get().status == Status.DEAD
 
 
-def test_the_admin_action_requeues_and_the_list_shows_the_error(staff) -> None:
+def test_the_admin_action_requeues_and_the_list_shows_the_error(staff_client) -> None:
     item = died(last_error="gave up after 3 attempts: server_error: upstream 502")
 
-    listing = staff.get("/admin/batchgen/queueitem/").content.decode()
-    staff.post("/admin/batchgen/queueitem/", {"action": "requeue", "_selected_action": [item.id]})
+    listing = staff_client.get("/admin/batchgen/queueitem/").content.decode()
+    staff_client.post("/admin/batchgen/queueitem/",
+                      {"action": "requeue", "_selected_action": [item.id]})
     item.refresh_from_db()
 
     assert "upstream 502" in listing
@@ -101,12 +96,12 @@ def test_the_admin_action_requeues_and_the_list_shows_the_error(staff) -> None:
     assert item.history[0]["reason"].endswith("upstream 502")
 
 
-def test_the_queue_list_shows_paused_work_as_paused(staff) -> None:
+def test_the_queue_list_shows_paused_work_as_paused(staff_client) -> None:
     bot = make_bot()
     make_item(bot=bot)
-    staff.post("/admin/batchgen/bot/", {"action": "pause", "_selected_action": [bot.id]})
+    staff_client.post("/admin/batchgen/bot/", {"action": "pause", "_selected_action": [bot.id]})
 
-    listing = staff.get("/admin/batchgen/queueitem/").content.decode()
+    listing = staff_client.get("/admin/batchgen/queueitem/").content.decode()
 
     assert Bot.objects.get(id=bot.id).paused_at is not None
     assert '<td class="field-state">paused</td>' in listing
@@ -114,21 +109,21 @@ def test_the_queue_list_shows_paused_work_as_paused(staff) -> None:
 
 @pytest.mark.parametrize("kind, target", [("bot", "alpha"), ("chat", "-100777"),
                                           ("provider", "groq")])
-def test_the_dashboard_pauses_and_resumes(staff, kind: str, target: str) -> None:
+def test_the_dashboard_pauses_and_resumes(staff_client, kind: str, target: str) -> None:
     make_bot("alpha"), make_chat(telegram_chat_id=-100777)
 
-    staff.post("/dashboard/pause/", {"kind": kind, "target": target, "action": "pause"})
+    staff_client.post("/dashboard/pause/", {"kind": kind, "target": target, "action": "pause"})
     paused = console.paused()
     assert (len(paused.bots), len(paused.chats), paused.providers) == (
         int(kind == "bot"), int(kind == "chat"), ["groq"] if kind == "provider" else [])
 
-    staff.post("/dashboard/pause/", {"kind": kind, "target": target, "action": "resume"})
+    staff_client.post("/dashboard/pause/", {"kind": kind, "target": target, "action": "resume"})
     assert not console.paused().any
 
 
-def test_pausing_an_unknown_bot_says_so(staff) -> None:
-    response = staff.post("/dashboard/pause/", {"kind": "bot", "target": "ghost",
-                                                "action": "pause"}, follow=True)
+def test_pausing_an_unknown_bot_says_so(staff_client) -> None:
+    response = staff_client.post("/dashboard/pause/", {"kind": "bot", "target": "ghost",
+                                                       "action": "pause"}, follow=True)
 
     assert "target: no bot is named &#x27;ghost&#x27;" in response.content.decode()
 
@@ -152,17 +147,17 @@ def test_search_finds_items_and_runs_by_chat_bot_or_text(term: str) -> None:
     assert list(search.runs(BatchRun.objects.all(), term)) == [run]
 
 
-def test_search_finds_an_item_by_its_id(staff) -> None:
+def test_search_finds_an_item_by_its_id(staff_client) -> None:
     # Names without digits: a number searched also matches titles and names containing it.
     item = make_item(make_bot(name="alpha"), make_chat(title="room"))
     make_item(make_bot(name="beta"), make_chat(title="hall"))
 
-    page = staff.get(f"/admin/batchgen/queueitem/?q={item.id}")
+    page = staff_client.get(f"/admin/batchgen/queueitem/?q={item.id}")
 
     assert [i.id for i in page.context["cl"].result_list] == [item.id]
 
 
-def test_the_history_is_filtered_by_search_and_says_so(staff) -> None:
+def test_the_history_is_filtered_by_search_and_says_so(staff_client) -> None:
     chat = make_chat(title="traders")
     item = make_item(chat=chat)
     run = make_run(status="succeeded")
@@ -175,10 +170,10 @@ def test_the_history_is_filtered_by_search_and_says_so(staff) -> None:
     assert "matching “traders”" in found.label
 
 
-def test_an_empty_filtered_history_says_the_filter_not_yet(staff) -> None:
+def test_an_empty_filtered_history_says_the_filter_not_yet(staff_client) -> None:
     make_run(status="succeeded")
 
-    page = staff.get("/dashboard/?search=nothing-like-this").content.decode()
+    page = staff_client.get("/dashboard/?search=nothing-like-this").content.decode()
 
     assert "No batches match these filters" in page and "No batches yet" not in page
 
@@ -195,21 +190,21 @@ def test_a_running_run_shows_progress_from_saved_rows(settings) -> None:
     assert progress.cost is not None and progress.cost > Decimal(0)
 
 
-def test_a_running_run_shows_its_progress_on_the_dashboard(staff) -> None:
+def test_a_running_run_shows_its_progress_on_the_dashboard(staff_client) -> None:
     run = make_run(status=BatchRun.Status.RUNNING, model="gpt-4o-mini")
     Generation.objects.create(batch_run=run, ok=True, model="gpt-4o-mini",
                               prompt_tokens=100, completion_tokens=20)
 
-    page = staff.get("/dashboard/").content.decode()
+    page = staff_client.get("/dashboard/").content.decode()
 
     assert '<td class="n" data-live="tokens">120</td>' in page
 
 
-def test_the_effective_setting_names_the_cap(settings, staff) -> None:
+def test_the_effective_setting_names_the_cap(settings, staff_client) -> None:
     settings.BATCH_MAX_WORKERS = 10
     set_batch_mode(25)
 
-    page = staff.get("/dashboard/").content.decode()
+    page = staff_client.get("/dashboard/").content.decode()
 
     assert console.effective_setting().in_flight == 10
     assert "batch size 25 → 10 in flight: BATCH_MAX_WORKERS" in page
@@ -225,42 +220,42 @@ def test_failed_rows_come_first_in_a_batch_detail() -> None:
     assert [row.generation.ok for row in rows] == [False, True, True, True]
 
 
-def test_dead_items_are_a_link_to_the_dead_list(staff) -> None:
+def test_dead_items_are_a_link_to_the_dead_list(staff_client) -> None:
     died()
 
-    page = staff.get("/dashboard/").content.decode()
+    page = staff_client.get("/dashboard/").content.decode()
 
     assert 'href="/admin/batchgen/queueitem/?status__exact=dead">1 dead</a>' in page
 
 
-def test_an_empty_chart_under_a_filter_names_the_filter_not_the_first_batch(staff) -> None:
+def test_an_empty_chart_under_a_filter_names_the_filter_not_the_first_batch(staff_client) -> None:
     make_run(status="succeeded", mode="batch", throughput=3.0)
 
-    page = staff.get("/dashboard/?mode=single").content.decode()
+    page = staff_client.get("/dashboard/?mode=single").content.decode()
 
     assert "after the first batch" not in page
     assert page.count("No batch matches these filters") == 4
 
 
-def test_the_paused_count_links_to_the_paused_items(staff) -> None:
+def test_the_paused_count_links_to_the_paused_items(staff_client) -> None:
     bot = make_bot()
     held = make_item(bot=bot)
     make_item()
     Bot.objects.filter(id=bot.id).update(paused_at=timezone.now())
 
-    page = staff.get("/dashboard/").content.decode()
-    listing = staff.get("/admin/batchgen/queueitem/?paused=yes")
+    page = staff_client.get("/dashboard/").content.decode()
+    listing = staff_client.get("/admin/batchgen/queueitem/?paused=yes")
 
     assert 'href="/admin/batchgen/queueitem/?paused=yes">1</a>' in page
     assert [i.id for i in listing.context["cl"].result_list] == [held.id]
 
 
-def test_a_running_batch_detail_shows_its_progress_so_far(staff) -> None:
+def test_a_running_batch_detail_shows_its_progress_so_far(staff_client) -> None:
     run = make_run(status=BatchRun.Status.RUNNING, model="gpt-4o-mini")
     Generation.objects.create(batch_run=run, ok=True, model="gpt-4o-mini",
                               prompt_tokens=100, completion_tokens=20)
 
-    page = staff.get(f"/dashboard/batches/{run.pk}/").content.decode()
+    page = staff_client.get(f"/dashboard/batches/{run.pk}/").content.decode()
 
     assert "so far: <b>1</b> generated, <b>0</b> failed" in page
     assert "<b>120</b> tokens" in page

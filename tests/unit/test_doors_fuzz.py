@@ -16,7 +16,6 @@ from collections import Counter
 from urllib.parse import quote
 
 import pytest
-from django.contrib.auth import get_user_model
 from django.test import Client
 from django.urls import reverse
 from hypothesis import HealthCheck, given, settings
@@ -140,14 +139,6 @@ def _encoded(text: str) -> str:
 
 
 # --- Admin forms -----------------------------------------------------------------------
-
-@pytest.fixture
-def staff_client() -> Client:
-    user = get_user_model().objects.create_superuser("staff", "s@example.invalid", "pw-123456")
-    client = Client()
-    client.force_login(user)
-    return client
-
 
 SETTING_VALUES = st.one_of(JSON.map(json.dumps), TEXT, st.integers(1, 3000).map(
     lambda depth: "[" * depth + "]" * depth), st.sampled_from(["NaN", "1e999", "true", "25"]))

@@ -21,11 +21,6 @@ pytestmark = pytest.mark.django_db
 TOKEN = "424242:GOOD-TOKEN-abcdefghijklmnopqrstuvwxyz"
 
 
-@pytest.fixture
-def staff_client(admin_client: Client) -> Client:
-    return admin_client  # pytest-django's client, logged in as a superuser
-
-
 def add_bot(client: Client, token: str, **fields: str):
     return client.post(reverse("admin:batchgen_bot_add"), {
         "name": "Robo", "telegram_token": token, "persona": "", "system_prompt": "",

@@ -69,16 +69,6 @@ def test_a_long_retry_after_on_the_last_try_still_says_how_long(llm_env):
     assert (result.error_kind, result.retry_after_s) == ("rate_limit_wait", pytest.approx(600))
 
 
-def test_a_short_retry_after_is_waited_out_and_each_try_counted_once(llm_env):
-    fake = llm_env("openai", LLM_MAX_RETRIES=2)
-    fake.control(fault="429", fault_times=2, retry_after=0.2)
-
-    result = LLMClient().generate_detailed("third time lucky")
-
-    assert (result.ok, result.attempts, result.retry_after_s) == (True, 3, None)
-    assert fake.stats()["requests"]["openai"] == {"429": 2, "200": 1}
-
-
 def test_an_open_circuit_says_when_it_half_opens(llm_env, settings):
     llm_env("groq")
     breaker = get_circuit_breaker("groq_api")

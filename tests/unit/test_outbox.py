@@ -108,26 +108,6 @@ def test_a_reply_stays_pending_until_its_slot_and_is_sending_only_once_the_call_
     assert Message.objects.get(queue_item=item).status == "sent"
 
 
-def test_a_reply_waiting_for_its_slot_when_its_worker_died_is_sent_by_the_next_run(
-        pipeline_env) -> None:
-    fake_llm, fake_telegram = pipeline_env
-    item, message, _ = claimed_with_message("the saved reply")
-    Message.objects.filter(id=message.id).update(status="pending")  # waiting for its slot
-    # The worker was killed: its lease runs out and recovery returns the item.
-    QueueItem.objects.filter(id=item.id).update(
-        lease_expires_at=timezone.now() - timedelta(seconds=1))
-    assert queue.recover_expired() == 1
-    item.refresh_from_db()
-    assert (item.status, item.crashes) == ("pending", 0)  # a debt, not a crash
-
-    scheduler.tick(sync=True)
-
-    item.refresh_from_db()
-    assert item.status == "done"
-    assert [m["text"] for m in fake_telegram.messages()] == ["the saved reply"]
-    assert fake_llm.stats()["total"] == 0  # sent as it was, never generated again
-
-
 def test_the_slot_booked_as_generation_starts_is_the_one_the_reply_goes_out_at(
         monkeypatch, redis_url) -> None:
     import time

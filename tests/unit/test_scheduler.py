@@ -6,6 +6,8 @@ from __future__ import annotations
 import django_rq
 import pytest
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 from rq import Worker
 from rq.worker import WorkerStatus
 
@@ -61,7 +63,9 @@ def test_nothing_pending_starts_nothing(pipeline_env) -> None:
 def test_a_run_whose_job_cannot_be_enqueued_holds_nothing_and_spends_nothing(
         pipeline_env, monkeypatch) -> None:
     item = make_item()
-    dead = redis.Redis(host="127.0.0.1", port=1, socket_connect_timeout=0.5)
+    # No retries: redis-py's default backs off ~4 s before it gives up on a refused port.
+    dead = redis.Redis(host="127.0.0.1", port=1, socket_connect_timeout=0.5,
+                       retry=Retry(NoBackoff(), 0))
     monkeypatch.setattr(django_rq, "get_queue",
                         lambda name: django_rq.queues.get_queue(name, connection=dead))
     with pytest.raises(redis.ConnectionError):

@@ -5,11 +5,9 @@ from __future__ import annotations
 
 import pytest
 from cryptography.fernet import Fernet
-from django.contrib.auth import get_user_model
 from django.core.exceptions import FieldError, ImproperlyConfigured
 from django.core.management import call_command
 from django.db import connection
-from django.test import Client
 from django.urls import reverse
 
 from batchgen.admin.protected import SECRET_FIELDS
@@ -21,14 +19,6 @@ pytestmark = pytest.mark.django_db
 
 TOKEN = "123456:AAF-prefix-probe-target-q9Zx"
 OLD_KEY, NEW_KEY = Fernet.generate_key().decode(), Fernet.generate_key().decode()
-
-
-@pytest.fixture
-def staff_client() -> Client:
-    user = get_user_model().objects.create_superuser("staff", "s@example.invalid", "pw-123456")
-    client = Client()
-    client.force_login(user)
-    return client
 
 
 def stored(bot: Bot, column: str) -> str:

@@ -49,7 +49,7 @@ def test_no_view_is_exempt_from_csrf_but_telegrams_webhook() -> None:
 @pytest.fixture
 def staff_csrf_client(django_user_model) -> Client:
     """A logged-in superuser whose client, like a browser, must send the CSRF token."""
-    user = django_user_model.objects.create_superuser("boss", password="boss-pass-1234")
+    user = django_user_model.objects.create_superuser("boss", password=None)  # no hashing
     client = Client(enforce_csrf_checks=True)
     client.force_login(user)
     return client
