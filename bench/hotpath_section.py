@@ -12,6 +12,8 @@
 - Long tails: 1,000 prompts on 50 workers, lognormal latency mean 0.2 s, sigma 0.6, the
   project's continuous pool against a bare ThreadPoolExecutor over the SDK.
 - 50 prompts on 50 workers at a fixed 1 s: wall time over one latency, both sides.
+- SQL statements and Redis round trips per delivered message (``bench.per_item``), and the
+  CPU-bound drain through real processes on PostgreSQL (``bench.cpu_drain``).
 """
 
 from __future__ import annotations
@@ -26,8 +28,12 @@ from typing import Any
 
 import httpx
 
+from bench import cpu_drain
+from bench.cpu_drain import cpu_bound_drain
+from bench.drain_section import _backlog, _queue
 from bench.harness import API_KEY, Services, configure_fake
 from bench.llm_sections import BarePool, make_prompts, project_batch
+from bench.per_item import per_item_costs
 
 _TICK = os.sysconf("SC_CLK_TCK")
 
@@ -188,9 +194,19 @@ def _spread(found: dict[str, list[float]]) -> dict[str, Any]:
 
 
 def hotpath(services: Services, quick: bool = False) -> dict[str, Any]:
+    from django.core.management import call_command
+
+    call_command("migrate", verbosity=0)
     return {"cpu": cpu_per_request(services, 100 if quick else 200, 3 if quick else 5),
             "tails": long_tails(services, 500 if quick else 1000),
-            "fifty": fifty_on_fifty(services)}
+            "fifty": fifty_on_fifty(services),
+            "per_item": per_item_costs(_bench_items).lines(),
+            "drain": cpu_bound_drain(services, 1000 if quick else 3000)}
+
+
+def _bench_items(count: int) -> None:
+    """``count`` items, each in a private chat of its own (pacing does not bind)."""
+    _queue(_backlog(count))
 
 
 def table(data: dict[str, Any]) -> list[str]:
@@ -217,7 +233,10 @@ def table(data: dict[str, Any]) -> list[str]:
         f"bare pool {tails['bare']:.3f} {_each(tails, 'bare')}.", "",
         f"50 prompts on 50 workers at {fifty['latency_s']:g} s, wall / ideal, median of "
         f"{fifty['rounds']}: project **{fifty['project']:.3f}** {_each(fifty, 'project')}, "
-        f"bare pool {fifty['bare']:.3f} {_each(fifty, 'bare')}."]
+        f"bare pool {fifty['bare']:.3f} {_each(fifty, 'bare')}.", "",
+        "SQL statements and Redis round trips per delivered message (in-process drain, "
+        "20 and 60 items, 10 in flight):", "", "```", *data.get("per_item", []), "```", "",
+        *(cpu_drain.table(data["drain"]) if "drain" in data else [])]
 
 
 def _each(data: dict[str, Any], side: str) -> str:
