@@ -37,12 +37,12 @@ from batchgen.work import outbox, queue
 log = logging.getLogger(__name__)
 Mode = BatchRun.Mode
 # A run saves the replies that finished within this long of each other in one transaction
-# (their sends start when it commits), and records finished sends as often: a worker's CPU
-# per item fell from ~9.4 to ~7 ms against a transaction per reply. The freed slots are
+# (their sends start when it commits), and records finished sends as often: a transaction per
+# reply costs a worker far more CPU (docs/design.md, "The hot path"). The freed slots are
 # refilled at once, so the provider never waits on this.
 GROUP_WITHIN_S = 0.1
 # After a claim finds the queue dry, the next waits this long: as a run's last replies come
-# in, an empty claim per reply (~4 ms each, on the loop's thread) delayed saving them.
+# in, an empty claim per reply, on the loop's thread, would delay saving them.
 DRY_RECHECK_S = 0.25
 
 
