@@ -64,6 +64,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="section 7's backlog (default 2000, quick 400)")
     parser.add_argument("--drain-batch", type=int, default=20,
                         help="section 7's batch_size: prompts each run keeps in flight")
+    parser.add_argument("--drain-latency", type=float, default=1.0,
+                        help="section 7's mean LLM latency in seconds (lognormal, sigma 0.6)")
     parser.add_argument("--drain-rpm", type=int, default=1200,
                         help="section 7's binding rate limit (requests a minute)")
     parser.add_argument("--publish", action="store_true",
@@ -96,7 +98,7 @@ def plan(args: argparse.Namespace) -> dict[str, Any]:
         "memory_items": 300 if args.quick else 1000,
         # The issue's drain: lognormal latency, mean 1 s, sigma 0.6, at tick's default interval.
         "drain_items": args.drain_items or (400 if args.quick else 2000),
-        "drain_latency": 1.0, "drain_sigma": 0.6, "drain_interval": 5.0,
+        "drain_latency": args.drain_latency, "drain_sigma": 0.6, "drain_interval": 5.0,
         "drain_batch": args.drain_batch, "drain_rpm": args.drain_rpm,
         "drain_lockstep_items": 100 if args.quick else 200,
     }
