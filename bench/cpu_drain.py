@@ -159,3 +159,4 @@ if __name__ == "__main__":
                                               args.in_flight))))
     finally:
         services.stop()
+        services.drop_database()
