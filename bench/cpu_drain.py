@@ -132,8 +132,9 @@ def table(data: dict[str, Any]) -> list[str]:
     return [
         f"### CPU-bound drain: {data['items']} items, {data['workers']} workers × "
         f"{data['in_flight']} in flight, LLM latency {data['latency_s']} s, PostgreSQL", "",
-        f"**{data['throughput_msg_s']:.0f} messages/s** (steady {data['steady_msg_s']:.0f}; "
-        f"target ≥ 400); lost {data['lost']}, sent twice {data['duplicates']}; "
+        f"**{data['throughput_msg_s']:.0f} messages/s** (steady {data['steady_msg_s']:.0f}, "
+        f"first send after {data['first_send_s']:.2f} s; target ≥ 400); "
+        f"lost {data['lost']}, sent twice {data['duplicates']}; "
         f"{data['machine_cores_busy']} of 2 cores busy.", "",
         "| CPU per delivered message | ms |", "|---|---|",
         *(f"| {part} | {cpu[part]:.2f} |" for part in
