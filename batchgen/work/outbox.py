@@ -34,9 +34,6 @@ Status = Message.Status
 SEND_THREADS = 16
 # A send this long after its booked slot moves the bot's next slots in the chat back as far.
 LATE_S = 0.05
-# The claim's schedule (PostingSlot) follows a late send only past this: a smaller drift makes
-# the next claim a little early, and the Redis booking still gives the reply its true slot.
-SLOT_DRIFT_S = 0.5
 
 
 @lru_cache(maxsize=1)
@@ -155,8 +152,7 @@ class Delivery:
             late = time.time() - slot_at
             if booked and late > LATE_S:  # the reply came after its slot: keep the spacing
                 pushes.append((bot.telegram_token, chat.telegram_chat_id, late))
-                if late > SLOT_DRIFT_S:
-                    drifted.append((item, late))
+                drifted.append((item, late))
             future = self._pool.submit(sender().send, bot.telegram_token,
                                        chat.telegram_chat_id, message.text,
                                        start_part=message.parts_sent, paced=booked)

@@ -8,16 +8,29 @@ how each database queues the claimers).
 from __future__ import annotations
 
 import logging
-import math
+import operator
 import threading
 import time
 from collections.abc import Iterable
 from datetime import datetime, timedelta
+from functools import reduce
 from typing import Any
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Count, Exists, F, Min, OuterRef, Q, QuerySet
+from django.db.models import (
+    Case,
+    Count,
+    DurationField,
+    Exists,
+    F,
+    Min,
+    OuterRef,
+    Q,
+    QuerySet,
+    Value,
+    When,
+)
 from django.utils import timezone
 
 from batchgen.core.priorities import URGENT_PRIORITY
@@ -176,16 +189,18 @@ def push_back_slot(item: QueueItem, seconds: float) -> None:
 
 
 def push_back_slots(pushes: list[tuple[QueueItem, float]]) -> None:
-    """``push_back_slot`` for many replies in one statement per whole second of lateness
-    (each slot moves back by the most of its second: never less than its own)."""
-    by_second: dict[int, tuple[float, Q]] = {}
+    """``push_back_slot`` for many replies in one statement, each slot by its own delay."""
+    delays: dict[tuple[int | None, int | None], float] = {}
     for item, seconds in pushes:
-        second = math.ceil(seconds)
-        most, pairs = by_second.get(second, (0.0, Q(pk__in=[])))
-        by_second[second] = (max(most, seconds), pairs | Q(bot_id=item.bot_id,
-                                                             chat_id=item.chat_id))
-    for most, pairs in by_second.values():
-        PostingSlot.objects.filter(pairs).update(next_at=F("next_at") + timedelta(seconds=most))
+        key = (item.bot_id, item.chat_id)
+        delays[key] = max(delays.get(key, 0.0), seconds)
+    if not delays:
+        return
+    pairs = [Q(bot_id=bot_id, chat_id=chat_id) for bot_id, chat_id in delays]
+    moves = [When(pair, then=Value(timedelta(seconds=seconds)))
+             for pair, seconds in zip(pairs, delays.values(), strict=True)]
+    PostingSlot.objects.filter(reduce(operator.or_, pairs)).update(
+        next_at=F("next_at") + Case(*moves, output_field=DurationField()))
 
 
 def book_posting_slots(items: list[QueueItem]) -> None:
