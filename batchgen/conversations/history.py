@@ -75,14 +75,13 @@ def _last_per_chat(rows: QuerySet[_Row], limit: int) -> QuerySet[_Row]:
     return ranked.filter(rank__lte=limit)  # type: ignore[return-value]  # same rows, ranked
 
 
-def recent_messages(chat: Chat, budget_tokens: int | None = None,
-                    known: list[Line] | None = None) -> list[str]:
+def recent_messages(chat: Chat, budget_tokens: int | None = None) -> list[str]:
     """The chat's last lines as "Speaker: text", oldest first, within ``budget_tokens``
     (default ``INTAKE_HISTORY_TOKENS``). A line too long for what is left is cut, so the
-    newest message always makes it in. ``known``: the chat's ``lines``, read already."""
+    newest message always makes it in."""
     budget = settings.INTAKE_HISTORY_TOKENS if budget_tokens is None else budget_tokens
     chosen: list[str] = []
-    for line in reversed(lines(chat) if known is None else known):
+    for line in reversed(lines(chat)):
         text = str(line)
         cost = estimate_tokens(text)
         if cost > budget:
