@@ -16,8 +16,6 @@ processes, where Telegram's pacing binds (several bots in one group). Figures:
 from __future__ import annotations
 
 import itertools
-import os
-import signal
 import subprocess
 import time
 from collections import Counter
@@ -26,7 +24,7 @@ from typing import Any
 import httpx
 
 from bench.drain_section import stop_processes
-from bench.harness import PYTHON, Services, child_pids, configure_fake, fake_llm, percentile
+from bench.harness import PYTHON, Services, configure_fake, fake_llm, kill_hard, percentile
 from bench.pipeline_section import PRELOADED, set_mode
 
 PER_BOT_PER_MINUTE = 20  # Telegram, per bot in a group
@@ -186,12 +184,7 @@ def _kill(services: Services, env: dict[str, str], procs: list[subprocess.Popen]
     while sent.count() < 10:
         time.sleep(0.05)
     for proc in procs[:-1]:  # every worker and its work-horse (a session of its own)
-        for pid in [*child_pids(proc.pid), proc.pid]:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        proc.wait(timeout=30)
+        kill_hard(proc)
     killed_at = time.monotonic()
     procs = [_worker(services, env, 9), procs[-1]]
     _settle(ids, 300)

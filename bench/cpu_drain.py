@@ -9,7 +9,6 @@ delivered message into the workers (with their work-horses), the tick loop, Post
 
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
 from typing import Any
@@ -23,48 +22,25 @@ from bench.drain_section import (
     _wait_for,
     stop_processes,
 )
-from bench.harness import Services, configure_fake
+from bench.harness import Services, child_pids, configure_fake, process_cpu
 from bench.pipeline_section import set_mode
-
-_TICK = os.sysconf("SC_CLK_TCK")
-
-
-def cpu_with_children(pid: int) -> float:
-    """User + system CPU of a process and of its children it has reaped, in seconds (an RQ
-    work-horse runs in a session of its own, but its parent reaps it)."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except (FileNotFoundError, ProcessLookupError):
-        return 0.0
-    return sum(int(value) for value in fields[11:15]) / _TICK
-
-
-def _children(pid: int) -> list[int]:
-    try:
-        return [int(c) for t in Path(f"/proc/{pid}/task").iterdir()
-                for c in (t / "children").read_text().split()]
-    except OSError:
-        return []
 
 
 def tree_cpu(pid: int) -> float:
-    """``cpu_with_children`` of a process plus that of its live descendants (a work-horse
-    still running when the figures are read)."""
-    return cpu_with_children(pid) + sum(tree_cpu(child) for child in _children(pid))
+    """CPU of a process, of the children it reaped and of its live descendants (a
+    work-horse still running when the figures are read)."""
+    return process_cpu(pid, reaped_children=True) + sum(tree_cpu(c) for c in child_pids(pid))
 
 
 def postgres_cpu() -> float:
     """Every ``postgres`` process on the machine: backends, and what the postmaster reaped."""
     total = 0.0
     for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
         try:
-            stat = (entry / "stat").read_text()
+            if entry.name.isdigit() and (entry / "comm").read_text().strip() == "postgres":
+                total += process_cpu(int(entry.name), reaped_children=True)
         except OSError:
             continue
-        if stat.split("(", 1)[1].split(")", 1)[0] == "postgres":
-            total += sum(int(v) for v in stat.rsplit(")", 1)[1].split()[11:15]) / _TICK
     return total
 
 
@@ -73,9 +49,9 @@ def _services_cpu(services: Services) -> dict[str, float]:
     for proc in services.children:
         args = [str(a) for a in proc.args]
         if args[0].endswith("redis-server"):
-            found["redis"] += cpu_with_children(proc.pid)
+            found["redis"] += process_cpu(proc.pid, reaped_children=True)
         elif len(args) > 2 and args[1] == "-c" and "fakes" in args[2]:
-            found["fakes"] += cpu_with_children(proc.pid)
+            found["fakes"] += process_cpu(proc.pid, reaped_children=True)
     return found
 
 
@@ -116,8 +92,6 @@ def cpu_bound_drain(services: Services, items: int = 3000, workers: int = 4,
 
 
 def _all_cpu(services: Services, procs: list) -> dict[str, float]:
-    from bench.harness import PYTHON  # noqa: F401 (the processes are this Python)
-
     tick = [p for p in procs if "tick" in " ".join(map(str, p.args))]
     worker = [p for p in procs if p not in tick]
     return {"workers": sum(tree_cpu(p.pid) for p in worker),

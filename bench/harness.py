@@ -251,11 +251,37 @@ def vm_kib(pid: int, field_name: str) -> int | None:
 
 
 def child_pids(pid: int) -> list[int]:
+    """A process's children, forked by any of its threads."""
     try:
-        text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
+        return [int(child) for task in Path(f"/proc/{pid}/task").iterdir()
+                for child in (task / "children").read_text().split()]
     except OSError:
         return []
-    return [int(p) for p in text.split()]
+
+
+_CLOCK_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def kill_hard(proc: subprocess.Popen) -> None:
+    """SIGKILL a process and its children at once (an RQ work-horse, in a session of its
+    own, included), as a machine dying would, and wait for it."""
+    for pid in [*child_pids(proc.pid), proc.pid]:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    proc.wait(timeout=30)
+
+
+def process_cpu(pid: int, reaped_children: bool = False) -> float:
+    """User + system CPU of a process in seconds (0 once it is gone); with
+    ``reaped_children``, also that of the children it has waited for (an RQ work-horse,
+    which runs in a session of its own, is reaped by its worker)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return sum(int(value) for value in fields[11:15 if reaped_children else 13]) / _CLOCK_TICK
 
 
 class RssSampler:

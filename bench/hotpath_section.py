@@ -19,11 +19,9 @@
 from __future__ import annotations
 
 import json
-import os
 import statistics
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -31,17 +29,9 @@ import httpx
 from bench import cpu_drain
 from bench.cpu_drain import cpu_bound_drain
 from bench.drain_section import _backlog, _queue
-from bench.harness import API_KEY, Services, configure_fake
+from bench.harness import API_KEY, Services, configure_fake, process_cpu
 from bench.llm_sections import BarePool, make_prompts, project_batch
 from bench.per_item import per_item_costs
-
-_TICK = os.sysconf("SC_CLK_TCK")
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU of a process (all its threads) in seconds."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / _TICK
 
 
 def service_pids(services: Services) -> dict[str, int | None]:
@@ -140,7 +130,7 @@ def cpu_per_request(services: Services, requests: int = 200, rounds: int = 5
 
 def _cpu(pids: dict[str, int | None]) -> dict[str, float | None]:
     return {"client": time.process_time(),
-            **{name: None if pid is None else cpu_seconds(pid) for name, pid in pids.items()}}
+            **{name: None if pid is None else process_cpu(pid) for name, pid in pids.items()}}
 
 
 def _median_ratio(a: list[float], b: list[float]) -> float:

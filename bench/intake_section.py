@@ -189,18 +189,9 @@ def serving_pids(master: int, ticks: list[int]) -> dict[str, list[int]]:
 def cpu_seconds(pids: dict[str, list[int]]) -> dict[str, float]:
     """User + system CPU of each group, from /proc (the machine is shared: wall-clock
     throughput moves with everybody else's load, CPU per update does not)."""
-    tick = os.sysconf("SC_CLK_TCK")
-    used = {}
-    for group, members in pids.items():
-        total = 0
-        for pid in members:
-            try:
-                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            total += int(fields[11]) + int(fields[12])
-        used[group] = total / tick
-    return used
+    from bench.harness import process_cpu
+
+    return {group: sum(process_cpu(pid) for pid in members) for group, members in pids.items()}
 
 
 def measured(pids_of: Callable[[], dict[str, list[int]]], run: Callable[[], T]

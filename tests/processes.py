@@ -12,6 +12,8 @@ from pathlib import Path
 
 from django.db import connection
 
+from bench import harness
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -54,26 +56,10 @@ def start(env: dict[str, str], *args: str) -> subprocess.Popen:
                             start_new_session=True)
 
 
-def children_of(pid: int) -> list[int]:
-    """Direct children, from /proc (RQ's work-horse runs in a session of its own)."""
-    found = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[1]) == pid:
-            found.append(int(stat.parent.name))
-    return found
-
-
 def kill_hard(proc: subprocess.Popen) -> None:
-    """SIGKILL a process and its children at once, as a machine dying would."""
-    for pid in [*children_of(proc.pid), proc.pid]:
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+    """SIGKILL a process and its children at once, as a machine dying would (the bench's
+    ``kill_hard``), and drain its output pipe."""
+    harness.kill_hard(proc)
     proc.communicate(timeout=30)
 
 

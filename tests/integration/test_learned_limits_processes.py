@@ -8,16 +8,7 @@ from batchgen.llm.limits.learned import Learner
 from batchgen.state import shared
 
 # The same budget and the same fresh state as the unit tests.
-from tests.unit.test_learned_limits import BUDGET, fresh  # noqa: E402,F401,I001
-
-
-def advertised(rpm: int, tpm: int | None = None) -> dict[str, str]:
-    headers = {"x-ratelimit-limit-requests": str(rpm), "x-ratelimit-remaining-requests": "0",
-               "x-ratelimit-reset-requests": "120ms"}
-    if tpm:
-        headers.update({"x-ratelimit-limit-tokens": str(tpm),
-                        "x-ratelimit-reset-tokens": "6m0s"})
-    return headers
+from tests.unit.test_learned_limits import BUDGET, advertised, fresh  # noqa: E402,F401,I001
 
 
 def _learn_in_child(rpm: int) -> None:
