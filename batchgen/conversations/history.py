@@ -7,19 +7,14 @@ than from updates.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TypeVar
 
 from django.conf import settings
-from django.db.models import F, Model, QuerySet, Window
-from django.db.models.functions import RowNumber
 
 from batchgen.models import Chat, Message
 from batchgen.models.conversations import ChatMessage
 
-_Row = TypeVar("_Row", bound=Model)
 # Enough rows to fill any sensible budget; the budget decides how many are used.
 _FETCH = 60
 
@@ -44,35 +39,14 @@ def estimate_tokens(text: str) -> int:
 
 def lines(chat: Chat, limit: int = _FETCH) -> list[Line]:
     """The last ``limit`` lines of ``chat``, oldest first."""
-    return lines_of([chat], limit)[chat.id]
-
-
-def lines_of(chats: Iterable[Chat], limit: int = _FETCH) -> dict[int, list[Line]]:
-    """``lines`` of several chats (by chat id) in two queries, whatever their number: a
-    drain reads the history of every item it starts at once, not one chat at a time."""
-    ids = {chat.id for chat in chats}
-    found: dict[int, list[Line]] = {chat_id: [] for chat_id in ids}
-    if not ids:
-        return found
-    for heard in _last_per_chat(ChatMessage.objects.filter(chat_id__in=ids), limit):
-        found[heard.chat_id].append(Line(heard.sent_at, heard.speaker, heard.text,
-                                         heard.from_human))
-    sends = Message.objects.filter(chat_id__in=ids, status=Message.Status.SENT,
-                                   sent_at__isnull=False).select_related("bot")
-    for sent in _last_per_chat(sends, limit):
-        assert sent.chat_id is not None and sent.sent_at is not None  # the query asks
-        found[sent.chat_id].append(Line(sent.sent_at, sent.bot.name if sent.bot else "a bot",
-                                        sent.text, False, sent.bot_id, sent.id))
-    return {chat_id: sorted(merged, key=lambda line: line.when)[-limit:]
-            for chat_id, merged in found.items()}
-
-
-def _last_per_chat(rows: QuerySet[_Row], limit: int) -> QuerySet[_Row]:
-    """The newest ``limit`` rows of each chat in ``rows``."""
-    newest = [F("sent_at").desc(), F("id").desc()]
-    ranked = rows.annotate(rank=Window(RowNumber(), partition_by=[F("chat_id")],
-                                       order_by=newest))
-    return ranked.filter(rank__lte=limit)  # type: ignore[return-value]  # same rows, ranked
+    heard = [Line(m.sent_at, m.speaker, m.text, m.from_human)
+             for m in ChatMessage.objects.filter(chat=chat).order_by("-sent_at", "-id")[:limit]]
+    sends = Message.objects.filter(chat=chat, status=Message.Status.SENT, sent_at__isnull=False)
+    sent = [Line(m.sent_at, m.bot.name if m.bot else "a bot", m.text, False, m.bot_id, m.id)
+            for m in sends.select_related("bot").order_by("-sent_at", "-id")[:limit]
+            if m.sent_at is not None]  # always: the query asks for sent_at
+    merged = sorted(heard + sent, key=lambda line: line.when)
+    return merged[-limit:]
 
 
 def recent_messages(chat: Chat, budget_tokens: int | None = None) -> list[str]:

@@ -40,23 +40,6 @@ def test_recent_messages_merge_people_and_bots_oldest_first_with_speakers() -> N
                                              "Bob Smith: coffee?"]
 
 
-def test_the_history_of_many_chats_is_read_at_once_each_chat_its_own_newest_lines(
-        django_assert_num_queries) -> None:
-    bot = make_intake_bot("Robo")
-    chats = [make_chat() for _ in range(3)]
-    for n, chat in enumerate(chats[:2]):
-        for k in range(6):
-            say(chat, f"P{n}", f"line {k}", 100 - k, 10 * n + k + 1)
-        bot_said(bot, chat, f"reply in {n}", 1)
-    with django_assert_num_queries(2):  # whatever the number of chats
-        found = history.lines_of(chats, limit=4)
-    for chat in chats:
-        assert found[chat.id] == history.lines(chat, limit=4)
-    assert [str(line) for line in found[chats[1].id]] == [
-        "P1: line 3", "P1: line 4", "P1: line 5", "Robo: reply in 1"]
-    assert found[chats[2].id] == []
-
-
 def test_recent_messages_stay_within_the_token_budget_keeping_the_newest() -> None:
     chat = make_chat()
     for n in range(40):
