@@ -207,6 +207,16 @@ def test_replies_due_together_go_sending_in_one_statement_and_one_another_run_to
 
 def test_late_replies_move_their_claim_slots_back_in_one_statement_each_by_its_own_delay(
         django_assert_num_queries) -> None:
+    _late_replies_move_their_slots(django_assert_num_queries)
+
+
+@pytest.mark.postgres
+def test_late_replies_move_their_claim_slots_back_on_postgresql_too(
+        django_assert_num_queries) -> None:
+    _late_replies_move_their_slots(django_assert_num_queries)  # its own VALUES statement
+
+
+def _late_replies_move_their_slots(django_assert_num_queries) -> None:
     run = runs.open_run(BatchRun.Mode.BATCH, 5)
     for _ in range(3):
         make_item()
