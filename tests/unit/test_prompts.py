@@ -3,14 +3,20 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from batchgen.core.prompts import (
+    _SECRET_PATTERNS,
     DEFAULT_SYSTEM_PROMPT,
     MAX_PROMPT_CHARS,
+    REDACTED,
     build_user_prompt,
     filter_content,
     generate_user_prompt,
+    is_blank,
     postprocess_output,
+    redact_secrets,
 )
 
 BOT_TOKEN = "1234567890:" + "AbCdEfGhIjKlMnOpQrStUvWxYz012345"
@@ -151,3 +157,41 @@ def test_a_prompt_that_fits_is_not_marked_shortened():
 
 def test_the_default_system_prompt_forbids_secrets():
     assert "access tokens" in DEFAULT_SYSTEM_PROMPT
+
+
+# The filters' fast paths must say exactly what the plain definitions say: text drawn from
+# what each rule is about (digits and colons next to key-shaped runs, the key prefixes,
+# whitespace, control and invisible characters, text that cannot be stored).
+_TRICKY = st.lists(st.sampled_from(
+    [*"0123456789:skgAIza_-xyzXYZ ", "sk-", "gsk_", "AIza", "١٢٣٤٥", "1234", "12345:",
+     "0123456789abcdef", "\t", "\n", "\u00a0", "\u2003", "\u2028", "\u200b", "\u202e",
+     "\ufeff", "\x00", "\x1f", "\x85", "\ud800"]),
+    max_size=80).map("".join)
+
+
+def _redact_everywhere(text: str) -> str:
+    for pattern in _SECRET_PATTERNS:
+        text = pattern.sub(REDACTED, text)
+    return text
+
+
+@given(_TRICKY)
+@settings(max_examples=400, deadline=None)
+def test_redaction_finds_what_every_pattern_run_everywhere_finds(text):
+    assert redact_secrets(text) == _redact_everywhere(text)
+
+
+@pytest.mark.parametrize(("text", "redacted"), [
+    ("12345:" + "a" * 30, True), ("١٢٣٤٥:" + "b" * 30, True), ("9" * 40 + ":" + "a" * 40, True),
+    ("x 12345:" + "A" * 30, True), ("x12345:" + "A" * 30, False), ("1234:" + "A" * 30, False),
+    ("sk-" + "c" * 16, True), ("ask-" + "c" * 16, False), ("gsk_" + "d" * 16, True),
+    ("AIza" + "e" * 30, True), ("AIza" + "e" * 29, False)])
+def test_each_secret_shape_is_redacted_where_its_pattern_matches(text, redacted):
+    assert redact_secrets(text) == _redact_everywhere(text)
+    assert (REDACTED in redact_secrets(text)) is redacted
+
+
+@given(_TRICKY)
+@settings(max_examples=400, deadline=None)
+def test_a_blank_prompt_is_exactly_one_the_filters_empty(text):
+    assert is_blank(text) == (filter_content(text) == "")
