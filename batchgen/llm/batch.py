@@ -1,21 +1,26 @@
 """LLMBatchClient: many prompts in parallel over one warm thread pool and one SDK client.
-Prompts are checked and filtered on the calling thread; the pool's threads do HTTP only
-(``client.execute``) and hand plain results back. The executor is cached per process and per
-worker count, so the next batch finds its threads and the provider's connections warm.
+Prompts are checked on the calling thread, all before the first is sent; each is filtered on
+the pool thread that sends it (``client.execute``), which hands a plain result back. The
+executor is cached per process and per worker count, so the next batch finds its threads and
+the provider's connections warm.
 """
 
 from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, as_completed, wait
+from functools import partial
 from typing import Any
 
 from batchgen.core.sizes import check_batch_size
 from batchgen.llm import config
-from batchgen.llm.client import LLMClient, build_request, execute_chain
+from batchgen.llm.client import LLMClient, build_request, check_prompt, execute_chain
 from batchgen.llm.types import CompletionRequest, GenerationResult
+
+# A checked prompt's request, built (filtered) by the pool thread that sends it.
+Build = Callable[[], CompletionRequest]
 
 _executors: dict[int, ThreadPoolExecutor] = {}
 _executors_lock = threading.Lock()
@@ -158,7 +163,7 @@ class LLMBatchClient:
                 results[index] = result
         return results
 
-    def _requests(self, prompts: Sequence[str], options: dict[str, Any]) -> list[CompletionRequest]:
+    def _requests(self, prompts: Sequence[str], options: dict[str, Any]) -> list[Build]:
         if isinstance(prompts, str | bytes) or not isinstance(prompts, Sequence):
             raise TypeError("prompts must be a list of str")
         defaults = {"system_prompt": None, "temperature": 0.7, "max_tokens": 220,
@@ -167,21 +172,27 @@ class LLMBatchClient:
         if unknown:
             raise TypeError(f"unexpected keyword arguments: {sorted(unknown)}")
         settings = {**defaults, **options}
-        # Build (and so validate) every request before the first is sent.
-        return [build_request(prompt, index, **settings) for index, prompt in enumerate(prompts)]
+        # Every prompt is checked before the first is sent; the filtering waits for a pool
+        # thread, so the first requests go out at once rather than after all are filtered.
+        return [partial(build_request, check_prompt(prompt, index), index, **settings)
+                for index, prompt in enumerate(prompts)]
 
-    def _submit(self, requests: list[CompletionRequest]) -> list[Future[GenerationResult]]:
+    def _submit(self, requests: list[Build]) -> list[Future[GenerationResult]]:
         if not requests:
             return []
         chain = self.llm.chain  # resolved once per batch, not per prompt
         executor = shared_executor(self.max_workers)
-        return [executor.submit(execute_chain, chain, request) for request in requests]
+        return [executor.submit(_build_and_execute, chain, request) for request in requests]
 
-    def _run(self, requests: list[CompletionRequest],
+    def _run(self, requests: list[Build],
              preserve_order: bool) -> list[GenerationResult]:
         futures = self._submit(requests)
         done = futures if preserve_order else as_completed(futures)
         return [future.result() for future in done]
+
+
+def _build_and_execute(chain: Sequence[Any], build: Build) -> GenerationResult:
+    return execute_chain(chain, build())
 
 
 def generate_batch(prompts: Sequence[str], **options: Any) -> list[str | None]:

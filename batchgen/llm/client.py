@@ -13,7 +13,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 from batchgen import metrics
-from batchgen.core.prompts import DEFAULT_SYSTEM_PROMPT, filter_content, postprocess_output
+from batchgen.core.prompts import (
+    DEFAULT_SYSTEM_PROMPT,
+    filter_content,
+    is_blank,
+    postprocess_output,
+)
 from batchgen.llm import attempts, config, errors, registry
 from batchgen.llm.attempts import WaitBudget
 from batchgen.llm.errors import ProviderError
@@ -36,17 +41,23 @@ def build_request(prompt: object, index: int | None = None, *, system_prompt: st
                   temperature: float, max_tokens: int, top_p: float,
                   frequency_penalty: float, cache_key: str | None = None) -> CompletionRequest:
     """Check and filter one prompt; TypeError / ValueError name its index."""
-    where = "prompt" if index is None else f"prompt {index}"
-    if not isinstance(prompt, str):
-        raise TypeError(f"{where} must be a str, got {type(prompt).__name__}")
-    user_prompt = filter_content(prompt)
-    if not user_prompt:
-        raise ValueError(f"{where} is empty or whitespace only")
+    user_prompt = filter_content(check_prompt(prompt, index))
     system = filter_content(system_prompt) if system_prompt else ""
     return CompletionRequest(
         user_prompt=user_prompt, system_prompt=system or DEFAULT_SYSTEM_PROMPT,
         temperature=temperature, max_tokens=max_tokens, top_p=top_p,
         frequency_penalty=frequency_penalty, cache_key=cache_key or "")
+
+
+def check_prompt(prompt: object, index: int | None = None) -> str:
+    """``build_request``'s checks without its filtering: TypeError / ValueError name the
+    prompt's index."""
+    where = "prompt" if index is None else f"prompt {index}"
+    if not isinstance(prompt, str):
+        raise TypeError(f"{where} must be a str, got {type(prompt).__name__}")
+    if is_blank(prompt):
+        raise ValueError(f"{where} is empty or whitespace only")
+    return prompt
 
 
 def judge(completion: Completion, max_tokens: int) -> _Outcome:

@@ -120,6 +120,7 @@ def test_an_empty_batch_is_an_empty_list(llm_env):
     (["ok", "fine", 42], TypeError, "prompt 2"),
     (["ok", "   \n\t"], ValueError, "prompt 1"),
     ([""], ValueError, "prompt 0"),
+    (["ok", "fine", "\u200b\u2028\ufeff \x00"], ValueError, "prompt 2"),  # only invisible
     (["x"] * (MAX_BATCH_SIZE + 1), ValueError, "50"),
 ])
 def test_bad_input_is_refused_before_anything_is_sent(llm_env, prompts, error, message):
@@ -185,3 +186,31 @@ def test_submit_runs_one_prompt_on_the_warm_pool_and_checks_it_first(llm_env, fa
         [f"prompt {i}" for i in range(3)])]
     with pytest.raises(ValueError, match="empty"):
         client.submit("   ")
+
+
+def test_the_first_prompts_go_out_before_the_last_is_filtered(llm_env, monkeypatch):
+    # Filtering 1,000 chat prompts took a third of a second on the calling thread while every
+    # pool thread waited: the whole batch started that much late (bench "hotpath", long tails).
+    from batchgen.llm import client
+    from batchgen.llm.providers.base import Provider
+
+    llm_env()
+    events: list[str] = []
+    filter_content, complete = client.filter_content, Provider.complete
+
+    def filtering(text: str) -> str:
+        events.append("filter")
+        return filter_content(text)
+
+    def sending(self, request, secret):
+        events.append("send")
+        return complete(self, request, secret)
+
+    monkeypatch.setattr(client, "filter_content", filtering)
+    monkeypatch.setattr(Provider, "complete", sending)
+    prompts = make_prompts(40)
+
+    results = LLMBatchClient(max_workers=2).generate_many_detailed(prompts)
+
+    assert all(result.ok for result in results)
+    assert events.index("send") < len(events) - 1 - events[::-1].index("filter")
