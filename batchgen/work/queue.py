@@ -258,9 +258,13 @@ def _one_per_bot_and_chat(locking: Any, limit: int, max_non_urgent: int | None
 
 
 def _reserve_slots(rows: list[tuple], now: datetime) -> None:
-    """Move each claimed item's bot-and-chat slot on by one posting interval (two queries)."""
+    """Move each claimed item's bot-and-chat slot on by one posting interval (two queries,
+    one on PostgreSQL)."""
     rows = [row for row in rows if row[1] is not None and row[2] is not None]
     if not rows:
+        return
+    if connection.vendor == "postgresql":
+        _reserve_slots_in_one(rows, now)
         return
     current = {(bot, chat): at for bot, chat, at in PostingSlot.objects.filter(
         bot_id__in={row[1] for row in rows}, chat_id__in={row[2] for row in rows},
@@ -271,6 +275,24 @@ def _reserve_slots(rows: list[tuple], now: datetime) -> None:
     # In one order everywhere, so two claimers upserting the same slots cannot deadlock.
     PostingSlot.objects.bulk_create(slots, update_conflicts=True,
                                     unique_fields=["bot", "chat"], update_fields=["next_at"])
+
+
+def _reserve_slots_in_one(rows: list[tuple], now: datetime) -> None:
+    """``_reserve_slots`` as one upsert that reads each slot where it writes it."""
+    ordered = sorted(rows, key=lambda row: (row[1], row[2]))  # one lock order everywhere
+    values = ", ".join(["(%s::bigint, %s::bigint, %s::timestamptz)"] * len(ordered))
+    params: list[Any] = []
+    for _, bot, chat, tg_chat, _ in ordered:
+        params += [bot, chat, now + timedelta(seconds=slot_interval(tg_chat or 0))]
+    table = connection.ops.quote_name(PostingSlot._meta.db_table)
+    with connection.cursor() as cursor:
+        # EXCLUDED.next_at is now + the interval: the slot moves to max(its time, now) + it.
+        cursor.execute(
+            f"INSERT INTO {table} AS s (bot_id, chat_id, next_at) "  # noqa: S608 (names, not input)
+            f"SELECT * FROM (VALUES {values}) AS v(bot_id, chat_id, next_at) "
+            "ON CONFLICT (bot_id, chat_id) DO UPDATE SET next_at = GREATEST("
+            "s.next_at + (EXCLUDED.next_at - %s::timestamptz), EXCLUDED.next_at)",
+            [*params, now])
 
 
 def has_claimable(now: datetime | None = None, hold_after: datetime | None = None) -> bool:

@@ -188,3 +188,35 @@ def test_a_private_chat_takes_a_reply_a_second(settings) -> None:
     # per call; the 4th second's slot waits.
     assert [len(t) for t in taken] == [1, 1, 1]
     assert sorted(i.id for t in taken for i in t) == sorted(i.id for i in items)
+
+
+def test_a_claim_moves_a_slot_from_now_or_from_where_it_was(settings) -> None:
+    _a_claim_moves_a_slot(settings)
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_a_claim_moves_a_slot_the_same_way_on_postgresql(settings) -> None:
+    _a_claim_moves_a_slot(settings)  # its own upsert, one statement
+    test_a_claim_takes_one_item_per_bot_and_chat_and_reserves_its_next_slot(settings)
+    test_a_private_chat_takes_a_reply_a_second(settings)
+
+
+def _a_claim_moves_a_slot(settings) -> None:
+    from batchgen.models import PostingSlot
+
+    settings.DELIVERY_CLAIM_HORIZON_SECONDS = 2.0
+    bot, group, private = make_bot(), make_chat(telegram_chat_id=-100777), make_chat(4343)
+    now = timezone.now()
+    make_item(bot, group), make_item(bot, private)
+    assert len(queue.claim(10, make_run(), now=now)) == 2
+    slots = {s.chat_id: s.next_at for s in PostingSlot.objects.filter(bot=bot)}
+    assert slots == {group.id: now + timedelta(seconds=3), private.id: now + timedelta(seconds=1)}
+    # Left in the past, a slot moves on from now; still ahead, from where it was.
+    PostingSlot.objects.filter(chat=group).update(next_at=now - timedelta(minutes=5))
+    PostingSlot.objects.filter(chat=private).update(next_at=now + timedelta(seconds=1.5))
+    make_item(bot, group), make_item(bot, private)
+    assert len(queue.claim(10, make_run(), now=now)) == 2
+    slots = {s.chat_id: s.next_at for s in PostingSlot.objects.filter(bot=bot)}
+    assert slots == {group.id: now + timedelta(seconds=3),
+                     private.id: now + timedelta(seconds=2.5)}
