@@ -65,6 +65,7 @@ def tick(sync: bool = False) -> TickSummary:
     produced = behaviour.produce()  # before claiming, so a reply to a person goes first
     counts: dict[str, Any] = {"produced": produced, "processed": processed}
     caps.apply()  # before the batch route and the claims: what a cap binds waits or is skipped
+    queue.refresh_statistics()  # a backlog pushed at once: claims read it in index order
     _batch_route_step()
     if not queue.has_claimable(hold_after=routes.hold_after()):
         return TickSummary(recovered, **counts)

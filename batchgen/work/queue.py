@@ -295,6 +295,29 @@ def _reserve_slots_in_one(rows: list[tuple], now: datetime) -> None:
             [*params, now])
 
 
+# ANALYZE the queue once this many rows changed since the last (and at least a fifth of it).
+STATISTICS_AFTER_ROWS = 1000
+
+
+def refresh_statistics() -> bool:
+    """PostgreSQL: ANALYZE the queue when it changed much since its last statistics; True
+    when it did. A backlog pushed at once into a queue the planner thinks small makes each
+    claim sort every pending row instead of reading the first few in index order, for up to
+    the minute autovacuum takes to notice: claims then cost more the deeper the backlog."""
+    if connection.vendor != "postgresql":
+        return False
+    table = QueueItem._meta.db_table
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT s.n_mod_since_analyze, c.reltuples FROM pg_stat_user_tables s "
+                       "JOIN pg_class c ON c.oid = s.relid WHERE s.relid = %s::regclass",
+                       [table])
+        row = cursor.fetchone()
+        if row is None or row[0] < max(STATISTICS_AFTER_ROWS, 0.2 * max(row[1], 0)):
+            return False
+        cursor.execute(f"ANALYZE {connection.ops.quote_name(table)}")
+    return True
+
+
 def has_claimable(now: datetime | None = None, hold_after: datetime | None = None) -> bool:
     """Is there an item a run could claim now (due, not capped, and its bot's slot in its
     chat near)?"""

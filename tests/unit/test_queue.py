@@ -220,3 +220,27 @@ def _a_claim_moves_a_slot(settings) -> None:
     slots = {s.chat_id: s.next_at for s in PostingSlot.objects.filter(bot=bot)}
     assert slots == {group.id: now + timedelta(seconds=3),
                      private.id: now + timedelta(seconds=2.5)}
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_a_backlog_pushed_at_once_gets_fresh_statistics_so_claims_read_it_in_order() -> None:
+    from django.db import connection
+
+    bot = make_bot()
+    chats = [make_chat() for _ in range(3)]
+    QueueItem.objects.bulk_create(QueueItem(bot=bot, chat=chats[n % 3]) for n in range(1500))
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_stat_force_next_flush()")  # counted as this one ends
+
+    assert queue.refresh_statistics()  # 1,500 rows new since the last ANALYZE
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT reltuples FROM pg_class WHERE relname = %s",
+                       [QueueItem._meta.db_table])
+        assert cursor.fetchone()[0] >= 1500  # what the planner now believes
+    assert not queue.refresh_statistics()  # nothing changed since: no second ANALYZE
+
+
+def test_sqlite_has_no_statistics_to_refresh() -> None:
+    make_item()
+    assert queue.refresh_statistics() is False
