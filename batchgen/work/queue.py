@@ -161,24 +161,30 @@ def claim(limit: int, batch_run: BatchRun, lease_seconds: float | None = None,
             candidates = candidates.filter(id__in=list(ids))
         else:
             candidates = candidates.exclude(_paced_out(now, lead_s or None)).exclude(_capped())
-        # of=self: the join to the chat (nullable) must not be locked.
-        locking = candidates.select_for_update(skip_locked=True, of=("self",)).values_list(
-            "id", "bot_id", "chat_id", "chat__telegram_chat_id", "priority")
+        # Whole rows with their bot and chat, so the claimed items need no second read; of=self:
+        # the joins to the bot and the chat (nullable) must not be locked.
+        locking = candidates.select_related("bot", "chat").select_for_update(
+            skip_locked=True, of=("self",))
         if ids is not None:
-            rows = list(locking[:limit])
+            items = list(locking[:limit])
         else:
-            rows = _one_per_bot_and_chat(locking, limit, max_non_urgent)
-        chosen = [row[0] for row in rows]
-        # Compare-and-set: only rows still pending change hands.
-        QueueItem.objects.filter(id__in=chosen, status=Status.PENDING).update(
+            items = _one_per_bot_and_chat(locking, limit, max_non_urgent)
+        chosen = [item.id for item in items]
+        # Compare-and-set: only rows still pending change hands (all of them: they are locked).
+        changed = QueueItem.objects.filter(id__in=chosen, status=Status.PENDING).update(
             status=Status.CLAIMED, batch_run=batch_run, lease_expires_at=now + lease,
             updated_at=now,
         )
         if ids is None:
-            _reserve_slots(rows, now)
+            _reserve_slots(items, now)
     # Attempts are counted when a generation or a send really ran (finish, retry_later),
     # so a claim that expires, or is released unused, costs nothing.
-    return list(claimed_items(batch_run).filter(id__in=chosen))
+    if changed != len(items):
+        return list(claimed_items(batch_run).filter(id__in=chosen))
+    for item in items:
+        item.status, item.batch_run = Status.CLAIMED, batch_run
+        item.lease_expires_at, item.updated_at = now + lease, now
+    return items
 
 
 def push_back_slot(item: QueueItem, seconds: float) -> None:
@@ -231,59 +237,62 @@ def book_posting_slots(items: list[QueueItem]) -> None:
 
 
 def _one_per_bot_and_chat(locking: Any, limit: int, max_non_urgent: int | None
-                          ) -> list[tuple]:
-    """Up to ``limit`` rows, one per bot and chat, at most ``max_non_urgent`` below
+                          ) -> list[QueueItem]:
+    """Up to ``limit`` items, one per bot and chat, at most ``max_non_urgent`` below
     ``URGENT_PRIORITY``. Rows are locked (SKIP LOCKED) a page of ``limit`` at a time, so a
     claim holds locks on few rows it does not take and concurrent claimers still find
     theirs; a bot's further items in a chat, skipped, wait for its next slot."""
-    seen: set[tuple[int, int]] = set()
-    chosen: list[tuple] = []
+    seen: set[tuple[int | None, int | None]] = set()
+    chosen: list[QueueItem] = []
     non_urgent = 0
     looked: list[int] = []
     for _ in range(3):  # a page, and two more when items shared a bot and chat
         page = list(locking.exclude(id__in=looked)[:limit])
-        looked += [row[0] for row in page]
-        for row in page:
-            if len(chosen) == limit or (row[1], row[2]) in seen:
+        looked += [item.id for item in page]
+        for item in page:
+            if len(chosen) == limit or (item.bot_id, item.chat_id) in seen:
                 continue
-            if row[4] < URGENT_PRIORITY:
+            if item.priority < URGENT_PRIORITY:
                 if max_non_urgent is not None and non_urgent >= max_non_urgent:
                     continue
                 non_urgent += 1
-            seen.add((row[1], row[2]))
-            chosen.append(row)
+            seen.add((item.bot_id, item.chat_id))
+            chosen.append(item)
         if len(chosen) == limit or len(page) < limit:
             break
     return chosen
 
 
-def _reserve_slots(rows: list[tuple], now: datetime) -> None:
+def _reserve_slots(items: list[QueueItem], now: datetime) -> None:
     """Move each claimed item's bot-and-chat slot on by one posting interval (two queries,
     one on PostgreSQL)."""
-    rows = [row for row in rows if row[1] is not None and row[2] is not None]
+    rows: list[tuple[int, int, int]] = []
+    for item in items:
+        chat = item.chat
+        if item.bot_id is not None and chat is not None:
+            rows.append((item.bot_id, chat.id, chat.telegram_chat_id))
     if not rows:
         return
     if connection.vendor == "postgresql":
         _reserve_slots_in_one(rows, now)
         return
     current = {(bot, chat): at for bot, chat, at in PostingSlot.objects.filter(
-        bot_id__in={row[1] for row in rows}, chat_id__in={row[2] for row in rows},
+        bot_id__in={row[0] for row in rows}, chat_id__in={row[1] for row in rows},
     ).values_list("bot_id", "chat_id", "next_at")}
     slots = [PostingSlot(bot_id=bot, chat_id=chat, next_at=max(
-        current.get((bot, chat), now), now) + timedelta(seconds=slot_interval(tg_chat or 0)))
-        for _, bot, chat, tg_chat, _ in sorted(rows, key=lambda row: (row[1], row[2]))]
+        current.get((bot, chat), now), now) + timedelta(seconds=slot_interval(tg_chat)))
+        for bot, chat, tg_chat in sorted(rows)]
     # In one order everywhere, so two claimers upserting the same slots cannot deadlock.
     PostingSlot.objects.bulk_create(slots, update_conflicts=True,
                                     unique_fields=["bot", "chat"], update_fields=["next_at"])
 
 
-def _reserve_slots_in_one(rows: list[tuple], now: datetime) -> None:
+def _reserve_slots_in_one(rows: list[tuple[int, int, int]], now: datetime) -> None:
     """``_reserve_slots`` as one upsert that reads each slot where it writes it."""
-    ordered = sorted(rows, key=lambda row: (row[1], row[2]))  # one lock order everywhere
-    values = ", ".join(["(%s::bigint, %s::bigint, %s::timestamptz)"] * len(ordered))
+    values = ", ".join(["(%s::bigint, %s::bigint, %s::timestamptz)"] * len(rows))
     params: list[Any] = []
-    for _, bot, chat, tg_chat, _ in ordered:
-        params += [bot, chat, now + timedelta(seconds=slot_interval(tg_chat or 0))]
+    for bot, chat, tg_chat in sorted(rows):  # one lock order everywhere
+        params += [bot, chat, now + timedelta(seconds=slot_interval(tg_chat))]
     table = connection.ops.quote_name(PostingSlot._meta.db_table)
     with connection.cursor() as cursor:
         # EXCLUDED.next_at is now + the interval: the slot moves to max(its time, now) + it.
