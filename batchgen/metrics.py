@@ -47,7 +47,7 @@ class _Spec:
         self.name, self.kind, self.documentation = name, kind, documentation
         self.labels, self.buckets = labels, buckets
 
-    @property
+    @functools.cached_property
     def key(self) -> str:
         return shared.key("metrics", self.name)
 
@@ -217,6 +217,7 @@ def _queue(pipe: redis.client.Pipeline, commands: list[tuple[str, str, str, floa
             pipe.expire(key, int(amount))
 
 
+@functools.lru_cache(maxsize=4096)  # few label sets, written for every request and send
 def _field(values: tuple[str, ...], *extra: str) -> str:
     # JSON keeps any label value (commas, quotes, '=') unambiguous.
     return json.dumps([*values, *extra], separators=(",", ":"))
