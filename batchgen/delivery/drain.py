@@ -235,8 +235,10 @@ class Drain:
             # Their posting slots, booked as their replies start (not while they waited in
             # the ready list), in one round trip for the whole refill.
             reconnecting(lambda: queue.book_posting_slots(starting))
-        for item in starting:
-            self._start(item)
+        if starting:
+            known = self._histories(starting)
+            for item in starting:
+                self._start(item, known.get(item.chat_id or 0))
 
     def _claim(self, starting: int = 0) -> bool:
         """Claim the next items into the ready list; False when there is nothing to claim.
@@ -272,11 +274,22 @@ class Drain:
         self.unusable["resumed_from_outbox"] += len(items) - len(fresh)
         self._ready.extend(grouped_by_bot(fresh))
 
-    def _start(self, item: QueueItem) -> None:
+    @staticmethod
+    def _histories(items: list[QueueItem]) -> dict[int, list[history.Line]]:
+        """The chats' histories as their generations start, one statement for the refill;
+        on a failure, each item reads its own (and a failure there is that item's)."""
+        try:
+            return reconnecting(lambda: history.lines_of(
+                item.chat for item in items if item.chat is not None))
+        except Exception:
+            log.exception("the refill's chat histories could not be read together")
+            return {}
+
+    def _start(self, item: QueueItem, known: list[history.Line] | None = None) -> None:
         try:
             # Often the first database step after a wait: a connection that died meanwhile
             # is replaced here, not blamed on the item.
-            work = reconnecting(lambda: prepare_claimed(item))
+            work = reconnecting(lambda: prepare_claimed(item, known))
             if work is None:
                 self.unusable["invalid_item"] += 1
             else:
@@ -388,24 +401,26 @@ def _describe(exc: BaseException) -> str:
     return storable(f"{type(exc).__name__}: {exc}")[:500]
 
 
-def prepare_claimed(item: QueueItem) -> Work | None:
-    """Turn a claimed item into work, or settle it here and say why."""
+def prepare_claimed(item: QueueItem, known: list[history.Line] | None = None) -> Work | None:
+    """Turn a claimed item into work, or settle it here and say why. ``known``: its chat's
+    history lines, read already."""
     if item.bot is None or item.chat is None:
         queue.kill(item, "its bot was deleted" if item.bot is None else "its chat was deleted")
         return None
     if not item.bot.is_active:
         queue.kill(item, f"bot {item.bot.name!r} is inactive")
         return None
-    return prepare(item)
+    return prepare(item, known)
 
 
-def prepare(item: QueueItem) -> Work:
+def prepare(item: QueueItem, known: list[history.Line] | None = None) -> Work:
     """The prompt for an item whose bot and chat exist."""
     # The chat's history as it is now, so a reply claimed just before its posting slot
     # answers everything said so far (replies coalesce); else the lines given at push time.
     bot, chat = item.bot, item.chat
     assert bot is not None and chat is not None  # prepare_claimed checked both
-    recent = history.recent_messages(chat) or [str(m) for m in item.recent_messages or []]
+    recent = history.recent_messages(chat, known=known) or [
+        str(m) for m in item.recent_messages or []]
     fitted = build_user_prompt(bot_name=bot.name, persona=bot.persona,
                                chat_title=chat.title, recent_messages=recent)
     return Work(item=item, prompt=storable(fitted.text), fitted=fitted,

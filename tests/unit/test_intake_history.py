@@ -83,3 +83,36 @@ def test_without_its_own_system_prompt_a_bot_gets_the_configured_default(setting
     assert prompt_for(bot, chat)[0] == "Be brief."
     settings.BOT_DEFAULT_SYSTEM_PROMPT = ""
     assert prompt_for(bot, chat)[0] == DEFAULT_SYSTEM_PROMPT
+
+
+def test_several_chats_read_together_give_each_its_own_history(django_assert_num_queries
+                                                               ) -> None:
+    _several_chats_read_together(django_assert_num_queries)
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_several_chats_read_together_in_one_statement_on_postgresql(django_assert_num_queries
+                                                                    ) -> None:
+    _several_chats_read_together(django_assert_num_queries)
+
+
+def _several_chats_read_together(django_assert_num_queries) -> None:
+    from django.db import connection
+
+    statements = 1 if connection.vendor == "postgresql" else 3  # elsewhere one per chat
+    bot, quiet = make_intake_bot("Robo"), make_chat()
+    busy, other = make_chat(), make_chat()
+    for n in range(70):  # more than a prompt reads: the newest are kept
+        say(busy, "Alice", f"line {n}", 200 - n, n)
+    bot_said(bot, busy, "the bot's own reply", 50)
+    bot_said(bot, busy, "not sent", 40, status=Message.Status.FAILED)
+    say(other, "Bob", "hello?", 5, 1)
+    one_by_one = {chat.pk: history.lines(chat) for chat in (busy, other, quiet)}
+
+    with django_assert_num_queries(statements):
+        together = history.lines_of([busy, other, quiet, other])
+
+    assert together == one_by_one
+    assert len(together[busy.pk]) == 60 and together[quiet.pk] == []
+    assert "Robo: the bot's own reply" in [str(line) for line in together[busy.pk]]
