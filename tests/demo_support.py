@@ -37,11 +37,13 @@ def demo_env() -> dict[str, str]:
 
 
 def run_demo(tmp_path: Path, port: int, *extra: str) -> tuple[subprocess.Popen, Path]:
+    """The demo, shortened: one tick a mode, a tick a second, and a fake LLM of 0.1-0.2 s
+    (its default 0.5 s made the 30 single-mode replies of its start-up take 17 s)."""
     log = tmp_path / "demo.log"
     proc = subprocess.Popen(
         [sys.executable, "scripts/demo.py", "--port", str(port), "--db",
          str(tmp_path / "demo.sqlite3"), "--single-ticks", "1", "--batch-ticks", "1",
-         "--tick-interval", "1", *extra],
+         "--tick-interval", "1", "--latency", "0.1", *extra],
         cwd=ROOT, env=demo_env(), stdout=log.open("w"), stderr=subprocess.STDOUT,
         start_new_session=True)
     return proc, log
