@@ -27,8 +27,10 @@ demo: bootstrap
 # tests/browser (chromium). `make test` runs them all, in two passes: everything on SQLite
 # (the default database), then the concurrency tests on PostgreSQL. Tests run on every core
 # (pytest-xdist, one Redis database per worker, counted down from TEST_REDIS_URL's), except
-# those marked `serial`: they time real seconds, so they run alone afterwards.
-XDIST ?= -n auto --maxprocesses=4
+# those marked `serial`: they time real seconds, so they run alone afterwards. `--dist loadgroup`
+# hands each test to whichever worker is free; the tests on the one live demo go together, first
+# (tests/demo_support.py).
+XDIST ?= -n auto --maxprocesses=4 --dist loadgroup
 PYTEST_SQLITE := REDIS_URL=$(TEST_REDIS_URL) DATABASE_URL= $(BIN)/pytest
 PYTEST_POSTGRES := REDIS_URL=$(TEST_REDIS_URL) DATABASE_URL=$(TEST_POSTGRES_URL) $(BIN)/pytest
 # pytest exits with 5 when a marker selects no test: no failure here.

@@ -8,8 +8,9 @@ import pytest
 import redis
 from django.conf import settings
 
-# The fake servers', pipeline and browser fixtures, for every test module.
-pytest_plugins = ["tests.fakes", "tests.pipeline_support", "tests.browser_support"]
+# The fake servers', pipeline, browser and live demo fixtures, for every test module.
+pytest_plugins = ["tests.fakes", "tests.pipeline_support", "tests.browser_support",
+                  "tests.demo_support"]
 
 
 def _need_service(what: str, error: Exception) -> None:

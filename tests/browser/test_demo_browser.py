@@ -2,18 +2,14 @@
 
 from __future__ import annotations
 
-import os
 import re
-import signal
-from pathlib import Path
 
 import pytest
 from playwright.sync_api import Page, expect
 
 from batchgen.demo.seed import STAFF_PASSWORD, STAFF_USERNAME
-from batchgen.fakes.ports import free_port
 from tests.browser_support import TIMEOUT_MS, admin_login, edit_setting, screenshot_path
-from tests.integration.test_demo_processes import READY, run_demo
+from tests.demo_support import READY, LiveDemo
 from tests.processes import wait_for
 
 pytestmark = pytest.mark.browser
@@ -31,27 +27,21 @@ def newest_batch(page: Page, mode: str, in_flight: int) -> None:
 
 
 def test_toggling_batch_mode_in_the_admin_changes_the_next_batches_on_the_dashboard(
-        page: Page, tmp_path: Path) -> None:
+        page: Page, live_demo: LiveDemo) -> None:
+    # The session's demo, which tests/integration/test_demo_processes.py then stops.
     page.set_default_timeout(TIMEOUT_MS)
-    port = free_port()
-    proc, log = run_demo(tmp_path, port)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        wait_for(lambda: READY in log.read_text() or proc.poll() is not None, 240,
-                 "the demo to serve")
-        assert proc.poll() is None, log.read_text()
-        admin_login(page, base, STAFF_USERNAME, STAFF_PASSWORD, "/admin/batchgen/setting/")
-        expect(page.locator("#batch-mode-state")).to_contain_text("Batch mode is on")
-        edit_setting(page, "batch_size", "3")
-        dashboard = page.context.new_page()
-        dashboard.goto(f"{base}/dashboard/")
-        newest_batch(dashboard, "batch", 3)
+    proc, log, base = live_demo.proc, live_demo.log, live_demo.base_url
+    wait_for(lambda: READY in log.read_text() or proc.poll() is not None, 240,
+             "the demo to serve")
+    assert proc.poll() is None, log.read_text()
+    admin_login(page, base, STAFF_USERNAME, STAFF_PASSWORD, "/admin/batchgen/setting/")
+    expect(page.locator("#batch-mode-state")).to_contain_text("Batch mode is on")
+    edit_setting(page, "batch_size", "3")
+    dashboard = page.context.new_page()
+    dashboard.goto(f"{base}/dashboard/")
+    newest_batch(dashboard, "batch", 3)
 
-        page.click("#toggle-batch-mode")
-        expect(page.locator("#batch-mode-state")).to_contain_text("Batch mode is off")
-        newest_batch(dashboard, "single", 1)
-        dashboard.screenshot(path=str(screenshot_path("demo-live.png")), full_page=True)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-            proc.wait(timeout=60)
+    page.click("#toggle-batch-mode")
+    expect(page.locator("#batch-mode-state")).to_contain_text("Batch mode is off")
+    newest_batch(dashboard, "single", 1)
+    dashboard.screenshot(path=str(screenshot_path("demo-live.png")), full_page=True)

@@ -12,29 +12,11 @@ import sys
 import time
 from pathlib import Path
 
-from batchgen.fakes.ports import free_port
+from tests.demo_support import READY, LiveDemo, demo_env
 from tests.processes import ROOT, wait_for
 
 sys.path.insert(0, str(ROOT / "scripts"))
 import demo  # noqa: E402
-
-READY = "demo: Ctrl-C stops everything."
-
-
-def demo_env() -> dict[str, str]:
-    return {k: v for k, v in os.environ.items()
-            if not k.startswith(("PYTEST", "DATABASE_URL", "REDIS_URL"))}
-
-
-def run_demo(tmp_path: Path, port: int, *extra: str) -> tuple[subprocess.Popen, Path]:
-    log = tmp_path / "demo.log"
-    proc = subprocess.Popen(
-        [sys.executable, "scripts/demo.py", "--port", str(port), "--db",
-         str(tmp_path / "demo.sqlite3"), "--single-ticks", "1", "--batch-ticks", "1",
-         "--tick-interval", "1", *extra],
-        cwd=ROOT, env=demo_env(), stdout=log.open("w"), stderr=subprocess.STDOUT,
-        start_new_session=True)
-    return proc, log
 
 
 def second_shell_env(log: Path) -> dict[str, str]:
@@ -52,9 +34,10 @@ def latest_batch(env: dict[str, str]) -> tuple[str, int]:
     return out[0], int(out[1])
 
 
+# It stops the session's live demo, so it runs last of tests/demo_support.py's DEMO_TESTS.
 def test_the_demo_stays_alive_follows_settings_and_sigterm_stops_every_child(
-        tmp_path: Path) -> None:
-    proc, log = run_demo(tmp_path, free_port())
+        live_demo: LiveDemo) -> None:
+    proc, log = live_demo.proc, live_demo.log
     try:
         wait_for(lambda: READY in log.read_text() or proc.poll() is not None, 240,
                  "the demo to serve")
