@@ -54,10 +54,15 @@ def redis_client(redis_url: str) -> redis.Redis:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """PostgreSQL tests run only when the default database is PostgreSQL."""
+    """PostgreSQL tests run only when the default database is PostgreSQL. ``serial`` tests
+    time real seconds, so they belong to tests/integration/ (the Makefile's serial passes
+    collect only that tier)."""
     on_postgres = settings.DATABASES["default"]["ENGINE"].endswith("postgresql")
     skip = pytest.mark.skip(reason="needs DATABASE_URL=postgres://… (make test's second pass)")
     for item in items:
+        if "serial" in item.keywords and not item.nodeid.startswith("tests/integration/"):
+            raise pytest.UsageError(f"{item.nodeid} is marked serial: move it to "
+                                    "tests/integration/, where `make test` runs serial tests")
         if "postgres" in item.keywords and not on_postgres:
             item.add_marker(skip)
     if on_postgres and any("postgres" in item.keywords for item in items):
