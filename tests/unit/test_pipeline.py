@@ -69,6 +69,9 @@ def test_an_unknown_model_gets_no_cost_rather_than_zero(pipeline_env, settings) 
 
 def test_batch_mode_off_sends_one_item_at_a_time_in_priority_order(pipeline_env) -> None:
     fake_llm, fake_telegram = pipeline_env
+    # A provider's latency, as in real use: at 0 s both replies were due at once and the send
+    # pool raced them to Telegram in either order (a flake under CI's load).
+    fake_llm.control(latency=0.3)
     bot = make_bot()
     low = make_item(bot, make_chat(), priority=1)
     high = make_item(bot, make_chat(), priority=9)
