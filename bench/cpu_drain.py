@@ -99,6 +99,11 @@ def _all_cpu(services: Services, procs: list) -> dict[str, float]:
             "postgres": postgres_cpu(), **_services_cpu(services)}
 
 
+def _why(data: dict[str, Any]) -> str:
+    why = data.get("lost_why") or {}
+    return f" ({'; '.join(f'{n} × {reason}' for reason, n in why.items())})" if why else ""
+
+
 def table(data: dict[str, Any]) -> list[str]:
     if "skipped" in data:
         return [f"CPU-bound drain skipped: {data['skipped']}."]
@@ -108,7 +113,7 @@ def table(data: dict[str, Any]) -> list[str]:
         f"{data['in_flight']} in flight, LLM latency {data['latency_s']} s, PostgreSQL", "",
         f"**{data['throughput_msg_s']:.0f} messages/s** (steady {data['steady_msg_s']:.0f}, "
         f"first send after {data['first_send_s']:.2f} s; target ≥ 400); "
-        f"lost {data['lost']}, sent twice {data['duplicates']}; "
+        f"lost {data['lost']}{_why(data)}, sent twice {data['duplicates']}; "
         f"{data['machine_cores_busy']} of 2 cores busy.", "",
         "| CPU per delivered message | ms |", "|---|---|",
         *(f"| {part} | {cpu[part]:.2f} |" for part in

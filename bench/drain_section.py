@@ -293,6 +293,10 @@ def _figures(services: Services, ids: list[int], started) -> dict[str, Any]:
         "first_send_s": round((sent_at[0] - started).total_seconds(), 3),
         "steady_msg_s": round(steady, 3),
         "lost": len(ids) - statuses.get("done", 0),
+        # Why each item that did not end done ended as it did (its last error, shortened).
+        "lost_why": dict(Counter(
+            f"{status}: {(error or '')[:120]}" for status, error in QueueItem.objects.filter(
+                id__in=ids).exclude(status="done").values_list("status", "last_error"))),
         "duplicates": sum(n - 1 for n in per_chat.values() if n > 1),
         "runs": len(runs), "run_sizes": [sizes[0], sizes[len(sizes) // 2], sizes[-1]]
         if sizes else [],
