@@ -17,7 +17,6 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from datetime import datetime
 from functools import lru_cache
-from typing import Any
 
 from django.db import connection, transaction
 from django.db.models import F, Q, Value
@@ -28,6 +27,7 @@ from batchgen import metrics
 from batchgen.models import BatchRun, Message, QueueItem
 from batchgen.telegram.client import SendResult, TelegramSender
 from batchgen.work import queue
+from batchgen.work.sql import typed_values
 
 log = logging.getLogger(__name__)
 Status = Message.Status
@@ -256,13 +256,12 @@ def _mark_sent(rows: list[tuple[Message, QueueItem, SendResult, datetime]]) -> s
     rows; elsewhere (SQLite: the demo and tests) one small UPDATE each, as Django's
     ``bulk_update`` would build a CASE per field and row."""
     if connection.vendor == "postgresql" and len(rows) > 1:
-        values = ", ".join(["(%s::bigint, %s::timestamptz, %s::integer, %s::text, %s::jsonb, "
-                            "%s::bigint)"] * len(rows))
-        params: list[Any] = [Status.SENT]
-        for message, _, _, at in rows:
-            params += [message.id, at, message.parts_sent, message.error,
-                       json.dumps(message.telegram_message_ids), message.telegram_message_id]
-        params.append(Status.SENDING)
+        values, fields = typed_values(
+            [(message.id, at, message.parts_sent, message.error,
+              json.dumps(message.telegram_message_ids), message.telegram_message_id)
+             for message, _, _, at in rows],
+            ("bigint", "timestamptz", "integer", "text", "jsonb", "bigint"))
+        params = [Status.SENT, *fields, Status.SENDING]
         table = connection.ops.quote_name(Message._meta.db_table)
         with connection.cursor() as cursor:
             cursor.execute(

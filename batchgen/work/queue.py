@@ -48,6 +48,7 @@ from batchgen.models import (
 from batchgen.state import shared
 from batchgen.telegram.client import book_slots
 from batchgen.telegram.pacing import slot_interval
+from batchgen.work.sql import typed_values
 
 log = logging.getLogger(__name__)
 Status = QueueItem.Status
@@ -205,10 +206,9 @@ def push_back_slots(pushes: list[tuple[QueueItem, float]]) -> None:
     if connection.vendor == "postgresql":
         # A VALUES list: Django's CASE of one WHEN per pair cost more worker CPU to build
         # than the rest of a late reply's send.
-        values = ", ".join(["(%s::bigint, %s::bigint, %s::interval)"] * len(delays))
-        params: list[Any] = []
-        for (bot_id, chat_id), seconds in delays.items():
-            params += [bot_id, chat_id, timedelta(seconds=seconds)]
+        values, params = typed_values(
+            [(bot_id, chat_id, timedelta(seconds=seconds))
+             for (bot_id, chat_id), seconds in delays.items()], ("bigint", "bigint", "interval"))
         table = connection.ops.quote_name(PostingSlot._meta.db_table)
         with connection.cursor() as cursor:
             cursor.execute(
@@ -289,10 +289,10 @@ def _reserve_slots(items: list[QueueItem], now: datetime) -> None:
 
 def _reserve_slots_in_one(rows: list[tuple[int, int, int]], now: datetime) -> None:
     """``_reserve_slots`` as one upsert that reads each slot where it writes it."""
-    values = ", ".join(["(%s::bigint, %s::bigint, %s::timestamptz)"] * len(rows))
-    params: list[Any] = []
-    for bot, chat, tg_chat in sorted(rows):  # one lock order everywhere
-        params += [bot, chat, now + timedelta(seconds=slot_interval(tg_chat))]
+    values, params = typed_values(
+        [(bot, chat, now + timedelta(seconds=slot_interval(tg_chat)))
+         for bot, chat, tg_chat in sorted(rows)],  # one lock order everywhere
+        ("bigint", "bigint", "timestamptz"))
     table = connection.ops.quote_name(PostingSlot._meta.db_table)
     with connection.cursor() as cursor:
         # EXCLUDED.next_at is now + the interval: the slot moves to max(its time, now) + it.
