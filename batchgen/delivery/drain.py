@@ -167,10 +167,17 @@ class Drain:
             due = self.delivery.next_due_in()
             if due is not None:
                 wait_s = min(wait_s, due)
+            # A send that finished is recorded within GROUP_WITHIN_S: until then Telegram
+            # has the message and the database says "sending" (unknown, were we killed).
+            sends = self.delivery.sends_in_flight()
+            if any(send.done() for send in sends):
+                wait_s = max(0.0, min(wait_s, settle_by - self._clock()))
+            watched = [*self._in_flight, *(send for send in sends if not send.done())]
             done: set[Future[GenerationResult]] = set()
-            if self._in_flight:
-                done = wait(list(self._in_flight), timeout=wait_s,
-                            return_when=FIRST_COMPLETED).done
+            if watched:
+                done = {future for future in wait(watched, timeout=wait_s,
+                                                  return_when=FIRST_COMPLETED).done
+                        if future in self._in_flight}
             elif not unsaved:
                 self._sleep(wait_s)
             if done:

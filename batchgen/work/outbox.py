@@ -124,6 +124,10 @@ class Delivery:
 
         transaction.on_commit(book)
 
+    def sends_in_flight(self) -> list[Future[SendResult]]:
+        """The sends started and not yet recorded (done or not)."""
+        return list(self._in_flight)
+
     def next_due_in(self) -> float | None:
         """Seconds until the next waiting reply's slot; None when none waits."""
         return max(0.0, self._waiting[0][0] - self._clock()) if self._waiting else None

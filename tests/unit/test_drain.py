@@ -92,3 +92,70 @@ def test_without_a_retry_after_the_configured_back_off_applies(settings) -> None
     item.refresh_from_db()
     assert before + timedelta(seconds=30) <= item.available_at <= timezone.now() + timedelta(
         seconds=30)
+
+
+class QuickSender:
+    """Telegram answering in 0.2 s, without pacing; notes when each send returned."""
+
+    def __init__(self) -> None:
+        self.returned: list[float] = []
+
+    def book(self, token: str, chat_id: int) -> float:
+        return 0.0
+
+    def push_back_many(self, pushes) -> None:
+        pass
+
+    def send(self, token: str, chat_id: int, text: str, **options):
+        import time
+
+        from batchgen.telegram.client import SendResult
+
+        time.sleep(0.2)
+        self.returned.append(time.monotonic())
+        return SendResult("sent", [len(self.returned)], 1, parts_total=1)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_sent_reply_is_recorded_at_once_while_another_generation_is_slow(
+        settings, monkeypatch) -> None:
+    # A reply that Telegram took stays "sending" until it is recorded, and a worker killed
+    # meanwhile leaves it "send_unknown": delivered, yet never counted. The run must record
+    # it as the send finishes, not when the next generation does.
+    import threading
+    import time
+    from concurrent.futures import Future
+
+    from batchgen.delivery.runs import open_run
+    from batchgen.models import Message
+    from batchgen.work import outbox
+    from tests.factories import make_chat, set_batch_mode
+
+    settings.BATCH_MAX_WORKERS = None
+    set_batch_mode(2)
+    make_item(chat=make_chat(chat_type="private")), make_item(chat=make_chat(chat_type="private"))
+    fake = QuickSender()
+    monkeypatch.setattr(outbox, "sender", lambda: fake)
+    slow: Future = Future()
+    futures = iter([None, slow])
+
+    def submit(work):
+        future = next(futures) or Future()
+        if not future.done() and future is not slow:
+            future.set_result(GenerationResult(text="quick reply", provider="openai",
+                                               model="m", latency_s=0.01))
+        return future
+
+    monkeypatch.setattr(drain, "_submitter", lambda run: submit)
+    recorded: list[float] = []
+    mark_sent = outbox._mark_sent
+    monkeypatch.setattr(outbox, "_mark_sent",
+                        lambda rows: (recorded.append(time.monotonic()), mark_sent(rows))[1])
+    threading.Timer(2.0, lambda: slow.set_result(GenerationResult(
+        text="slow reply", provider="openai", model="m", latency_s=2.0))).start()
+    run = open_run()
+    with outbox.Delivery(run) as delivery:
+        drain.Drain(run, delivery).run_to_end()
+
+    assert Message.objects.filter(status="sent").count() == 2
+    assert recorded[0] - fake.returned[0] < 0.5  # not ~2 s later, with the slow reply
