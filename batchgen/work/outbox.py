@@ -34,12 +34,19 @@ Status = Message.Status
 SEND_THREADS = 16
 # A send this long after its booked slot moves the bot's next slots in the chat back as far.
 LATE_S = 0.05
+# A flood wait up to this long is waited out in the run, the message ``pending`` meanwhile;
+# a longer one defers the item to a later run.
+WAIT_IN_RUN_S = 60.0
 
 
 @lru_cache(maxsize=1)
 def sender() -> TelegramSender:
-    """One pooled sender per process (its pacing spans the batches this process runs)."""
-    return TelegramSender()
+    """One pooled sender per process (its pacing spans the batches this process runs).
+
+    A 429 comes straight back (``max_429_retries=0``): the message returns to ``pending`` for
+    the flood wait (``Delivery._wait_out``), instead of a send thread sleeping through it
+    while the message says ``sending`` (``send_unknown``, were the worker killed)."""
+    return TelegramSender(max_429_retries=0)
 
 
 @dataclass(frozen=True)
@@ -212,13 +219,35 @@ class Delivery:
                           for future, entry in zip(done, finished, strict=True)
                           if entry[2].status == "sent"])
             for message, item, result in finished:
-                if result.status != "sent":
+                if result.status != "sent" and not self._wait_out(message, item, result):
                     _settle_unsent(message, item, result)
         for future in done:
             del self._in_flight[future]
             self._finished_at.pop(future, None)
         for _, _, result in finished:
             metrics.observe_send(result.status)
+
+
+    def _wait_out(self, message: Message, item: QueueItem, result: SendResult) -> bool:
+        """A 429 asking for at most ``WAIT_IN_RUN_S``: the message goes back to ``pending``
+        (resendable by recovery, were this worker killed) and waits here for its turn, from
+        the first part not yet sent. False: not such a 429 (``_settle_unsent`` decides)."""
+        wait_s = result.retry_after_s
+        if not result.retryable or wait_s is None or wait_s > WAIT_IN_RUN_S:
+            return False
+        message = _progress(message, result)
+        if not Message.objects.filter(id=message.id, status=Status.SENDING).update(
+                status=Status.PENDING, parts_sent=message.parts_sent, error=result.error,
+                telegram_message_ids=message.telegram_message_ids,
+                telegram_message_id=message.telegram_message_id):
+            _late(message, result)  # settled meanwhile (recovery): it stays as it is
+            return True
+        log.info("telegram 429 for message %s: waiting %ss", message.id, wait_s)
+        self._started.discard(message.id)
+        # Its turn is the one Telegram named: the send thread does not pace it again.
+        heapq.heappush(self._waiting, (self._clock() + wait_s, next(self._seq), message, item,
+                                       True, time.time() + wait_s))
+        return True
 
 
 def _booked(item: QueueItem) -> float | None:
@@ -293,42 +322,51 @@ def _late(message: Message, result: SendResult) -> None:
 
 
 def _settle_unsent(message: Message, item: QueueItem, result: SendResult) -> None:
-    if not Message.objects.filter(id=message.id, status=Status.SENDING).exists():
-        _late(message, result)  # settled meanwhile: neither it nor its item changes again
-        return
     message = _progress(message, result)
     fields = {"parts_sent": message.parts_sent, "error": result.error,
               "telegram_message_ids": message.telegram_message_ids,
               "telegram_message_id": message.telegram_message_id}
+
+    def settled(status: str) -> bool:
+        """Compare-and-set ``sending`` → ``status``: a final state set meanwhile (recovery,
+        when this run's lease ran out) never moves, and then neither does the item."""
+        if Message.objects.filter(id=message.id, status=Status.SENDING).update(
+                status=status, **fields):
+            return True
+        _late(message, result)
+        return False
+
+    def failed_if_dead(outcome: str) -> None:
+        if outcome == QueueItem.Status.DEAD:
+            Message.objects.filter(id=message.id).update(status=Status.FAILED)
+
     if result.status == "send_unknown":
-        Message.objects.filter(id=message.id).update(status=Status.SEND_UNKNOWN, **fields)
-        queue.kill(item, f"telegram: outcome unknown, not resent automatically: {result.error}")
+        if settled(Status.SEND_UNKNOWN):
+            queue.kill(item, f"telegram: outcome unknown, not resent automatically: "
+                             f"{result.error}")
     elif result.migrate_to_chat_id is not None:
         # The group became a supergroup and nothing was delivered: the chat moves to its new
         # id and the saved text goes there on the next run, from the first part not yet sent.
-        assert item.chat is not None  # loaded before the send
-        item.chat.migrate_to(result.migrate_to_chat_id)
-        queue.defer(item, f"telegram: {result.error}; chat moved to "
-                          f"{result.migrate_to_chat_id}", 0)
-        Message.objects.filter(id=message.id).update(status=Status.PENDING, **fields)
+        if settled(Status.PENDING):
+            assert item.chat is not None  # loaded before the send
+            item.chat.migrate_to(result.migrate_to_chat_id)
+            queue.defer(item, f"telegram: {result.error}; chat moved to "
+                              f"{result.migrate_to_chat_id}", 0)
     elif result.retryable and result.retry_after_s is not None:
-        # A 429: Telegram said when to come back. Not a failed attempt; the saved text waits
-        # (however long, up to BATCH_MAX_DEFER_SECONDS) and goes out from the first part
-        # not yet sent.
-        outcome = queue.defer(item, f"telegram: {result.error}", result.retry_after_s)
-        status = Status.FAILED if outcome == QueueItem.Status.DEAD else Status.PENDING
-        Message.objects.filter(id=message.id).update(status=status, **fields)
+        # A 429 too long to wait out in the run: Telegram said when to come back. Not a
+        # failed attempt; the saved text waits (up to BATCH_MAX_DEFER_SECONDS) and goes out
+        # from the first part not yet sent.
+        if settled(Status.PENDING):
+            failed_if_dead(queue.defer(item, f"telegram: {result.error}", result.retry_after_s))
     elif result.retryable:
         # Certainly not delivered (connection refused): the saved text goes out on a later
         # attempt, from the first part not yet sent.
-        outcome = queue.retry_later(item, f"telegram: {result.error}")
-        status = Status.FAILED if outcome == QueueItem.Status.DEAD else Status.PENDING
-        Message.objects.filter(id=message.id).update(status=status, **fields)
-    else:
+        if settled(Status.PENDING):
+            failed_if_dead(queue.retry_later(item, f"telegram: {result.error}"))
+    elif settled(Status.FAILED):
         if result.chat_gone:  # blocked, kicked or gone: nothing more is queued there
             assert item.chat is not None and item.bot is not None  # loaded before the send
             item.chat.bot_left(item.bot, f"telegram: {result.error}")
-        Message.objects.filter(id=message.id).update(status=Status.FAILED, **fields)
         queue.kill(item, f"telegram: {result.error}")
 
 

@@ -263,3 +263,81 @@ def test_sends_that_finished_together_are_settled_in_one_statement_each_with_its
     assert rows["reply 1"].status == "send_unknown" and "late result" in rows["reply 1"].error
     statuses = {item.id: item.status for item in QueueItem.objects.all()}
     assert [statuses[item.id] for item in items] == ["done", "claimed", "done"]
+
+
+def test_a_flood_wait_leaves_the_message_resendable_not_sending(pipeline_env) -> None:
+    # Telegram answers 429 "retry after 3". Waiting that out on the send thread kept the
+    # message "sending" for 3 s, and a worker killed meanwhile left a reply that never left
+    # as "send_unknown". It is "pending" while it waits, then goes once.
+    from django.db import transaction
+
+    _, fake_telegram = pipeline_env
+    fake_telegram.control(fault="429", count=1, retry_after=3)
+    item = make_item()
+    run = runs.open_run(BatchRun.Mode.SINGLE, 1)
+    [item] = queue.claim(1, run)
+    with outbox.Delivery(run) as delivery:
+        with transaction.atomic():
+            delivery.send_new([outbox.Draft(item, "prompt", "hello", "openai", "m")])
+        assert delivery.settle(timeout=1.0) is True  # the 429 is back: the wait is ahead
+        message = Message.objects.get(queue_item=item)
+        assert (message.status, message.text) == ("pending", "hello")
+        assert fake_telegram.messages() == []
+        assert 1.0 < (delivery.next_due_in() or 0) <= 3.0
+        delivery.settle(block=True)
+    message.refresh_from_db()
+    item.refresh_from_db()
+    assert (message.status, item.status, item.attempts) == ("sent", "done", 1)  # the claim's
+    assert [m["text"] for m in fake_telegram.messages()] == ["hello"]
+
+
+LATE_RESULTS = {
+    "sent": SendResult("sent", [777], 1, parts_total=1),
+    "send_unknown": SendResult("send_unknown", error="read timeout"),
+    "failed": SendResult("failed", error="Bad Request: chat not found", chat_gone=True),
+    "flood wait in the run": SendResult("failed", error="Too Many Requests", retryable=True,
+                                        retry_after_s=5),
+    "flood wait deferred": SendResult("failed", error="Too Many Requests", retryable=True,
+                                      retry_after_s=3600),
+    "unreachable": SendResult("failed", error="connection refused", retryable=True),
+    "migrated": SendResult("failed", error="migrated", migrate_to_chat_id=-100999),
+}
+
+
+@pytest.mark.parametrize("settled_as", [("sent", "done"), ("send_unknown", "dead"),
+                                        ("failed", "dead")])
+@pytest.mark.parametrize("late", list(LATE_RESULTS))
+def test_a_result_that_comes_after_its_message_was_settled_changes_neither_state(
+        monkeypatch, caplog, settings, settled_as: tuple[str, str], late: str) -> None:
+    # Recovery settles the message while its send's result is on its way back (the run was
+    # paused past its lease): the result is recorded beside the final state, never over it,
+    # and item and message still agree.
+    settings.BATCH_MAX_DEFER_SECONDS = 86400
+    item, message, run = claimed_with_message()
+    chat_id = item.chat.telegram_chat_id
+    progress = outbox._progress
+
+    def settled_meanwhile(message: Message, result: SendResult) -> Message:
+        Message.objects.filter(id=message.id).update(status=settled_as[0])
+        QueueItem.objects.filter(id=item.id).update(status=settled_as[1])
+        return progress(message, result)
+
+    monkeypatch.setattr(outbox, "_progress", settled_meanwhile)
+    result = LATE_RESULTS[late]
+    with caplog.at_level("WARNING", logger="batchgen.work.outbox"):
+        if result.status == "sent":
+            outbox._settle_sent([(message, item, result, None)])
+        elif late == "flood wait in the run":
+            with outbox.Delivery(run) as delivery:
+                assert delivery._wait_out(message, item, result) is True
+                assert delivery.next_due_in() is None  # not sent again
+        else:
+            outbox._settle_unsent(message, item, result)
+
+    message.refresh_from_db()
+    item.refresh_from_db()
+    assert (message.status, item.status) == settled_as
+    assert f"late result of its send: {result.status}" in message.error
+    assert f"message {message.id}: a late send result" in caplog.text
+    item.chat.refresh_from_db()
+    assert item.chat.telegram_chat_id == chat_id  # a late "migrated" moves nothing
