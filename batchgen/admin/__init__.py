@@ -85,7 +85,8 @@ class BotForm(forms.ModelForm):
 
     class Meta:
         model = Bot
-        fields = ["name", "telegram_token", "persona", "system_prompt", "is_active"]
+        fields = ["name", "telegram_token", "persona", "system_prompt", "is_active",
+                  "daily_spend_cap_usd"]
 
     def clean_telegram_token(self) -> str:
         token = self.cleaned_data["telegram_token"]

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from decimal import Decimal
 
 import pytest
 from django.contrib.auth import get_user_model
@@ -104,6 +105,20 @@ def test_the_bot_token_is_write_only(staff_client: Client, telegram_env) -> None
     assert Bot.objects.get(pk=bot.pk).telegram_token == "999:NEW"
     listing = staff_client.get(reverse("admin:batchgen_bot_changelist")).content.decode()
     assert "999:NEW" not in listing
+
+
+def test_a_bots_own_daily_spend_cap_is_set_on_its_page(staff_client: Client,
+                                                       telegram_env) -> None:
+    # The README sends operators to the bot's page for its own cap (issue 21): it was not
+    # on the form.
+    bot = make_bot("capbot")
+    url = reverse("admin:batchgen_bot_change", args=[bot.pk])
+    assert 'name="daily_spend_cap_usd"' in staff_client.get(url).content.decode()
+
+    staff_client.post(url, {"name": "capbot", "telegram_token": "", "persona": "p",
+                            "is_active": "on", "daily_spend_cap_usd": "2.50"})
+
+    assert Bot.objects.get(pk=bot.pk).daily_spend_cap_usd == Decimal("2.50")
 
 
 def test_a_persona_over_the_limit_is_refused_on_the_form_and_nothing_is_saved(
