@@ -24,6 +24,7 @@ from batchgen.llm import config as llm_config
 from batchgen.llm.errors import ProviderError
 from batchgen.llm.types import GenerationResult
 from batchgen.models import BatchRun, Generation, ProviderBatch, QueueItem
+from batchgen.models.conversations import Trigger
 from batchgen.work import outbox, queue
 
 log = logging.getLogger(__name__)
@@ -145,10 +146,25 @@ def store(batch: ProviderBatch, found: dict[str, GenerationResult]) -> int:
             group.append((replace(work, prompt=sent.get("prompt", work.prompt)),
                           found[str(item.id)]))
         if group:
-            drain.save(run, group, delivery, route="batch")
+            # A cap that binds now holds these replies too: they are paid for, not sent.
+            capped, skip = _capped([work.item for work, _ in group])
+            drain.save(run, group, delivery, route="batch", capped=capped, skip=skip)
     runs.record(run, unusable)
     _bill_at_batch_price(run)
     return len(items)
+
+
+def _capped(items: list[QueueItem]) -> tuple[dict[int, str], frozenset[int]]:
+    """The items whose chat or bot a cap binds, with the cap; and which of them are cadence
+    posts (skipped, where a reply to someone is kept for when the cap lifts)."""
+    capped = {item.id: reason for item in items
+              if (reason := (item.chat.cap_reason if item.chat else "")
+                  or (item.bot.cap_reason if item.bot else ""))}
+    if not capped:
+        return {}, frozenset()
+    return capped, frozenset(Trigger.objects.filter(queue_item_id__in=list(capped),
+                                                    kind="cadence")
+                             .values_list("queue_item_id", flat=True))
 
 
 def _bill_at_batch_price(run: BatchRun) -> None:

@@ -1,10 +1,9 @@
 """Caps on what a chat or a bot may cost: bot messages an hour per chat (all bots together)
 and LLM spend a day per chat and per bot, each from the chat's or bot's own field or the
-platform default in Settings (0: no cap). The tick marks what a cap binds (``cap_reason``)
-and the claim leaves it alone. The platform degrades in a stated order: work that can wait
-goes to the provider batch route when that is on (the claim leaves it to the route); cadence
-posts are skipped (dead, with the cap as the reason); replies to people stop (they stay
-pending, their reason says which cap, and go out once the window frees).
+platform default in Settings (0: no cap). The tick degrades in a stated order as a cap nears:
+at 80 % cadence posts wait for the provider batch route (when on), at 90 % they are skipped
+(dead, the cap as the reason), at the cap replies stop (pending, saying which cap) and the
+chat or bot is marked (``cap_reason``) so neither the claim nor the batch route sends there.
 """
 
 from __future__ import annotations
@@ -22,6 +21,11 @@ from batchgen.delivery import routes
 from batchgen.models import Bot, Chat, Generation, Message, Setting
 from batchgen.work import queue
 
+# As a cap nears, the platform degrades in this order; each stage keeps those before it.
+ROUTE_AT = 0.8  # 1. cadence posts wait for the provider batch route (half price), if it is on
+SKIP_AT = 0.9   # 2. cadence posts are skipped
+# 3. at the cap: replies stop, and nothing more goes out there (batch results are held)
+
 
 @dataclass(frozen=True)
 class CapSummary:
@@ -30,29 +34,45 @@ class CapSummary:
     skipped: int = 0  # cadence posts skipped this time
 
 
+@dataclass(frozen=True)
+class Use:
+    """How much of a cap is used (``share``: 1.0 at the cap) and which cap it is."""
+
+    share: float
+    cap: str  # "chat cap: 20 bot messages an hour"
+
+
 def apply(now: datetime | None = None) -> CapSummary:
-    """Mark the chats and bots a cap binds, skip their cadence posts, say why on their
-    replies. A few queries, none when no cap is set."""
+    """Mark the chats and bots a cap binds, and degrade where one nears: say why on the
+    work held back. A few queries, none when no cap is set."""
     now = now or timezone.now()
     defaults = Setting.load()
-    chats = _message_caps(now, defaults.chat_messages_per_hour)
-    chat_spend, bot_spend = _spend_caps(now, defaults.chat_daily_spend_cap_usd,
-                                        defaults.bot_daily_spend_cap_usd)
-    for chat_id, reason in chat_spend.items():
-        chats.setdefault(chat_id, reason)
-    _mark(Chat, chats)
-    _mark(Bot, bot_spend)
+    chats = _message_use(now, defaults.chat_messages_per_hour)
+    chat_spend, bots = _spend_use(now, defaults.chat_daily_spend_cap_usd,
+                                  defaults.bot_daily_spend_cap_usd)
+    for chat_id, use in chat_spend.items():
+        if use.share > chats.get(chat_id, Use(0.0, "")).share:
+            chats[chat_id] = use
+    binding = [{key: f"{use.cap} reached" for key, use in uses.items() if use.share >= 1}
+               for uses in (chats, bots)]
+    _mark(Chat, binding[0])
+    _mark(Bot, binding[1])
     skipped = 0
-    if chats or bot_spend:
-        to_batch = routes.provider_on() is not None
-        for field, reasons in (("chat_id", chats), ("bot_id", bot_spend)):
-            for key, reason in reasons.items():
-                skipped += queue.hold_for_cap(Q(**{field: key}), reason,
-                                              skip_cadence=not to_batch, now=now)
-    return CapSummary(len(chats), len(bot_spend), skipped)
+    to_route = any(use.share < SKIP_AT for uses in (chats, bots) for use in uses.values()) \
+        and routes.provider_on() is not None
+    for field, uses in (("chat_id", chats), ("bot_id", bots)):
+        for key, use in uses.items():
+            which = Q(**{field: key})
+            if use.share >= 1:
+                skipped += queue.hold_for_cap(which, f"{use.cap} reached", now=now)
+            elif use.share >= SKIP_AT:
+                skipped += queue.skip_cadence(which, f"{use.cap}: {use.share:.0%} used", now)
+            elif to_route:
+                queue.cadence_to_batch_route(which, now)
+    return CapSummary(len(binding[0]), len(binding[1]), skipped)
 
 
-def _message_caps(now: datetime, default: int) -> dict[int, str]:
+def _message_use(now: datetime, default: int) -> dict[int, Use]:
     own = Chat.objects.filter(max_messages_per_hour__gt=0)
     if not default and not own.exists():
         return {}
@@ -66,13 +86,13 @@ def _message_caps(now: datetime, default: int) -> dict[int, str]:
     found = {}
     for chat_id, count in counts.items():
         limit = default if limits.get(chat_id) is None else limits[chat_id]
-        if limit and count >= limit:
-            found[chat_id] = f"chat cap: {limit} bot messages an hour reached"
+        if limit and count >= ROUTE_AT * limit:
+            found[chat_id] = Use(count / limit, f"chat cap: {limit} bot messages an hour")
     return found
 
 
-def _spend_caps(now: datetime, chat_default: float, bot_default: float
-                ) -> tuple[dict[int, str], dict[int, str]]:
+def _spend_use(now: datetime, chat_default: float, bot_default: float
+               ) -> tuple[dict[int, Use], dict[int, Use]]:
     chat_own = dict(Chat.objects.filter(daily_spend_cap_usd__isnull=False)
                     .values_list("id", "daily_spend_cap_usd"))
     bot_own = dict(Bot.objects.filter(daily_spend_cap_usd__isnull=False)
@@ -91,19 +111,19 @@ def _spend_caps(now: datetime, chat_default: float, bot_default: float
                             route=row["route"] or pricing.SYNC) or Decimal(0)
         spent_chat[row["chat_id"]] += cost
         spent_bot[row["bot_id"]] += cost
-    return (_over(spent_chat, chat_own, chat_default, "chat"),
-            _over(spent_bot, bot_own, bot_default, "bot"))
+    return (_used(spent_chat, chat_own, chat_default, "chat"),
+            _used(spent_bot, bot_own, bot_default, "bot"))
 
 
-def _over(spent: dict[int, Decimal], own: dict[int, Decimal | None], default: float,
-          what: str) -> dict[int, str]:
+def _used(spent: dict[int, Decimal], own: dict[int, Decimal | None], default: float,
+          what: str) -> dict[int, Use]:
     found = {}
     for key, amount in spent.items():
         limit = own.get(key)
         if limit is None:
             limit = Decimal(str(default))
-        if key is not None and limit and amount >= limit:
-            found[key] = f"{what} cap: ${limit:g} LLM spend a day reached"
+        if key is not None and limit and amount >= Decimal(str(ROUTE_AT)) * limit:
+            found[key] = Use(float(amount / limit), f"{what} cap: ${limit:g} LLM spend a day")
     return found
 
 

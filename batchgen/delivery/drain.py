@@ -435,24 +435,36 @@ def prepare(item: QueueItem, known: list[history.Line] | None = None) -> Work:
                 cache_key=prompting.cache_key_for(bot))
 
 
-def save(run: BatchRun, group: Results, delivery: outbox.Delivery, route: str = "sync") -> None:
+def save(run: BatchRun, group: Results, delivery: outbox.Delivery, route: str = "sync",
+         capped: dict[int, str] | None = None, skip: frozenset[int] = frozenset()) -> None:
     """Record a group of finished generations in one transaction; the replies are
     committed as ``pending`` and each goes out when its posting slot comes, after the
-    commit. ``route``: "batch" for results of a provider batch (billed at the batch price)."""
-    drafts = []
+    commit. ``route``: "batch" for results of a provider batch (billed at the batch price).
+    ``capped``: item id → the cap that binds its chat or bot: its reply is kept, not sent
+    (its item waits for the cap to lift), or, for the ids in ``skip``, skipped."""
+    drafts, kept = [], []
+    capped = capped or {}
     with transaction.atomic():
         generations = [_generation(run, entry, result) for entry, result in group]
         for generation in generations:
             generation.route = route
         Generation.objects.bulk_create(generations)
         for entry, result in group:
-            if result.ok:
+            cap = capped.get(entry.item.id)
+            if result.ok and cap and entry.item.id in skip:
+                queue.kill(entry.item, f"skipped: {cap}", attempted=True)
+            elif result.ok:
                 reply = telegram.fit_message(storable(result.text))
-                drafts.append(outbox.Draft(entry.item, entry.prompt, reply.text,
-                                           result.provider, result.model, reply.cut_chars))
+                draft = outbox.Draft(entry.item, entry.prompt, reply.text,
+                                     result.provider, result.model, reply.cut_chars)
+                if cap:
+                    kept.append((draft, cap))
+                else:
+                    drafts.append(draft)
             else:
                 _fail(entry.item, result)
         delivery.send_new(drafts)
+        outbox.keep_held(kept)
     for _, result in group:
         usage = (result.model, result.prompt_tokens, result.cached_tokens,
                  result.completion_tokens)

@@ -61,6 +61,17 @@ class Draft:
     cut_chars: int = 0
 
 
+def keep_held(held: list[tuple[Draft, str]]) -> None:
+    """Replies a cap holds back: saved ``pending`` (their text kept), their items back in
+    the queue saying which cap; the first run after the cap lifts sends them as saved."""
+    Message.objects.bulk_create(
+        Message(queue_item=d.item, bot=d.item.bot, chat=d.item.chat, prompt=d.prompt,
+                text=d.text, cut_chars=d.cut_chars, provider=d.provider, model=d.model,
+                status=Status.PENDING) for d, _ in held)
+    for draft, cap in held:
+        queue.defer(draft.item, f"held: {cap}", 0)
+
+
 class Delivery:
     """Sends one run's messages, each when its pacing slot comes, and settles them on the
     caller's thread."""

@@ -344,21 +344,37 @@ def has_capped(now: datetime | None = None) -> bool:
     return _claimable(now or timezone.now()).filter(_capped()).exists()
 
 
-def hold_for_cap(which: Q, reason: str, skip_cadence: bool,
-                 now: datetime | None = None) -> int:
+def hold_for_cap(which: Q, reason: str, now: datetime | None = None) -> int:
     """A cap binds the pending items ``which`` selects: cadence posts end dead with the
-    reason when ``skip_cadence``; the others (replies) stay pending and say why. Returns
-    how many were skipped."""
+    reason; the others (replies) stay pending and say why. Returns how many were skipped."""
     now = now or timezone.now()
-    pending = QueueItem.objects.filter(which, status=Status.PENDING)
-    skipped = 0
-    if skip_cadence:
-        skipped = pending.filter(trigger__kind="cadence").update(
-            status=Status.DEAD, finished_at=now, last_error=f"skipped: {reason}"[:2000],
-            updated_at=now)
-    pending.exclude(last_error=f"held: {reason}").update(last_error=f"held: {reason}"[:2000],
-                                                        updated_at=now)
+    skipped = skip_cadence(which, reason, now)
+    QueueItem.objects.filter(which, status=Status.PENDING).exclude(
+        last_error=f"held: {reason}").update(last_error=f"held: {reason}"[:2000],
+                                             updated_at=now)
     return skipped
+
+
+def skip_cadence(which: Q, reason: str, now: datetime) -> int:
+    """The pending cadence posts ``which`` selects end dead, skipped for ``reason``."""
+    return QueueItem.objects.filter(which, status=Status.PENDING,
+                                    trigger__kind="cadence").update(
+        status=Status.DEAD, finished_at=now, last_error=f"skipped: {reason}"[:2000],
+        updated_at=now)
+
+
+def cadence_to_batch_route(which: Q, now: datetime) -> int:
+    """The pending cadence posts ``which`` selects can wait for the provider batch route:
+    their deadline moves to ``BATCH_ROUTE_CADENCE_DEADLINE_SECONDS`` from now, when that
+    leaves the route its slack."""
+    by = now + timedelta(seconds=settings.BATCH_ROUTE_CADENCE_DEADLINE_SECONDS)
+    slack = now + timedelta(seconds=settings.BATCH_ROUTE_MIN_SLACK_SECONDS)
+    if by < slack:
+        return 0
+    return QueueItem.objects.filter(which, status=Status.PENDING, trigger__kind="cadence",
+                                    provider_batch__isnull=True).filter(
+        Q(deliver_by__isnull=True) | Q(deliver_by__lt=slack)).update(deliver_by=by,
+                                                                      updated_at=now)
 
 
 def next_slot(now: datetime | None = None, hold_after: datetime | None = None,

@@ -252,3 +252,38 @@ def test_a_failing_batch_route_never_stops_the_sync_path(env, monkeypatch) -> No
     scheduler.tick(sync=True)
     urgent.refresh_from_db()
     assert urgent.status == Status.DONE
+
+
+def test_a_cap_that_binds_while_a_batch_runs_holds_its_replies_and_skips_its_cadence(
+        env) -> None:
+    # The chat reached its cap after its work went to the provider: the results are paid
+    # for, but nothing goes out there while the cap binds. The reply waits, saved; the
+    # cadence post is skipped.
+    from batchgen.models.conversations import Trigger
+
+    route_on("openai")
+    reply = make_item(deliver_by=later(), recent_messages=["a question"])
+    post = make_item(reply.bot, reply.chat, deliver_by=later())
+    Trigger.objects.create(key=f"cadence:{post.id}", kind="cadence", bot=post.bot,
+                           chat=post.chat, queue_item=post)
+    batch_route.submit()
+    batch = ProviderBatch.objects.get()
+    type(reply.chat).objects.filter(id=reply.chat_id).update(
+        cap_reason="chat cap: 20 bot messages an hour reached")
+
+    batch_route.poll(batch)
+
+    reply.refresh_from_db(), post.refresh_from_db()
+    assert env[1].messages() == []  # nothing sent to the capped chat
+    assert (reply.status, reply.last_error) == (
+        "pending", "held: chat cap: 20 bot messages an hour reached")
+    assert Message.objects.get(queue_item=reply).status == "pending"  # kept, not generated again
+    assert (post.status, post.last_error) == (
+        "dead", "skipped: chat cap: 20 bot messages an hour reached")
+    assert Generation.objects.filter(queue_item__in=[reply, post]).count() == 2  # billed
+
+    type(reply.chat).objects.filter(id=reply.chat_id).update(cap_reason="")
+    scheduler.tick(sync=True)  # the cap lifted: the saved reply goes out, once
+    reply.refresh_from_db()
+    assert reply.status == "done" and len(sent_texts(reply)) == 1
+    assert Generation.objects.filter(queue_item=reply).count() == 1

@@ -66,18 +66,47 @@ def test_a_cap_lifts_when_the_window_frees() -> None:
     assert [i.id for i in queue.claim(5, make_run())] == [reply.id]
 
 
-def test_with_the_batch_route_on_cadence_waits_for_it_instead_of_being_skipped(
-        settings) -> None:
+@pytest.mark.parametrize("route", [True, False])
+def test_at_80_percent_cadence_waits_for_the_batch_route_if_it_is_on(settings,
+                                                                     route: bool) -> None:
+    # The first stage of the degrade order: what can wait goes to the provider batch route
+    # (half price); replies go on as before, and nothing is marked.
     settings.LLM_PROVIDER = "openai"
-    Setting.objects.update_or_create(key="batch_route_providers",
-                                     defaults={"value": ["openai"]})
-    bot, chat = make_bot(), make_chat(max_messages_per_hour=1)
-    sent(bot, chat, 1)
-    post = cadence(bot, chat)
+    settings.BATCH_ROUTE_MIN_SLACK_SECONDS = 3600
+    if route:
+        Setting.objects.update_or_create(key="batch_route_providers",
+                                         defaults={"value": ["openai"]})
+    bot, chat = make_bot(), make_chat(max_messages_per_hour=10)
+    sent(bot, chat, 8)
+    post = make_item(bot, chat, deliver_by=timezone.now() + timedelta(minutes=5))
+    Trigger.objects.create(key=f"cadence:{post.id}", kind="cadence", bot=bot, chat=chat,
+                           queue_item=post)
+    reply = make_item(bot, chat)
 
-    assert caps.apply().skipped == 0
-    post.refresh_from_db()
-    assert post.status == "pending"  # the provider batch route takes it, at half price
+    assert caps.apply() == caps.CapSummary()  # nothing binds yet
+    post.refresh_from_db(), chat.refresh_from_db()
+    assert post.status == "pending" and chat.cap_reason == ""
+    waits_for_route = post.deliver_by >= timezone.now() + timedelta(hours=1)
+    assert waits_for_route is route
+    hold_after = timezone.now() + timedelta(seconds=3600)
+    assert queue.has_for_batch(hold_after) is route
+    # One item per bot and chat at a time: the post, unless the route takes it.
+    claimed = [i.id for i in queue.claim(5, make_run(), hold_after=hold_after)]
+    assert claimed == ([reply.id] if route else [post.id])
+
+
+def test_at_90_percent_cadence_is_skipped_and_replies_go_on() -> None:
+    # The second stage: cadence posts are skipped, with the cap and its use as the reason.
+    bot, chat = make_bot(), make_chat(max_messages_per_hour=10)
+    sent(bot, chat, 9)
+    post, reply = cadence(bot, chat), make_item(bot, chat)
+
+    assert caps.apply() == caps.CapSummary(skipped=1)
+    post.refresh_from_db(), chat.refresh_from_db()
+    assert (post.status, post.last_error) == (
+        "dead", "skipped: chat cap: 10 bot messages an hour: 90% used")
+    assert chat.cap_reason == ""
+    assert [i.id for i in queue.claim(5, make_run())] == [reply.id]
 
 
 def test_a_bots_daily_spend_cap_holds_its_work_in_every_chat(settings) -> None:
