@@ -10,7 +10,7 @@ import logging
 import math
 import time
 from collections import Counter, deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from datetime import datetime
@@ -235,7 +235,7 @@ class Drain:
             self._ready.clear()
         starting: list[QueueItem] = []
         while len(self._in_flight) + len(starting) < self.target:
-            if not self._ready and not self._claim(starting=len(starting)):
+            if not self._ready and not self._claim(starting):
                 break
             starting.append(self._ready.popleft())
         if starting and self.refills:
@@ -247,12 +247,12 @@ class Drain:
             for item in starting:
                 self._start(item, known.get(item.chat_id or 0))
 
-    def _claim(self, starting: int = 0) -> bool:
+    def _claim(self, starting: Sequence[QueueItem] = ()) -> bool:
         """Claim the next items into the ready list; False when there is nothing to claim.
         ``starting``: items taken from the list that are not in flight yet."""
         if not self.refills or self.stopped:
             return False
-        room = min(self.target - len(self._in_flight) - starting + self.prefetch,
+        room = min(self.target - len(self._in_flight) - len(starting) + self.prefetch,
                    self.max_items - self.run.size)
         if room <= 0:
             self.stopped = f"reached BATCH_DRAIN_MAX_ITEMS ({self.max_items})"
@@ -264,7 +264,8 @@ class Drain:
             return False  # found dry a moment ago: do not ask again on every finished reply
         self._take(reconnecting(lambda: queue.claim(room, self.run, hold_after=self.hold_after,
                                                     lead_s=self.horizon,
-                                                    max_non_urgent=self._non_urgent_room())))
+                                                    max_non_urgent=self._non_urgent_room(
+                                                        starting))))
         self._short = ""
         if not self._ready:  # dry for now; a finish after DRY_RECHECK_S tries again
             self._dry_until = self._clock() + DRY_RECHECK_S
@@ -307,7 +308,7 @@ class Drain:
             reconnecting(lambda: queue.kill(item, reason))
             self.unusable["invalid_item"] += 1
 
-    def _non_urgent_room(self) -> int | None:
+    def _non_urgent_room(self, starting: Sequence[QueueItem] = ()) -> int | None:
         """While the LLM rate budget binds, work below ``URGENT_PRIORITY`` (cadence posts,
         bot-to-bot turns) may fill only part of the slots: ``DELIVERY_URGENT_SHARE`` of them
         stay for replies to people. None: no cap (the budget has room)."""
@@ -317,7 +318,7 @@ class Drain:
         kept = math.ceil(share * self.target)
         busy = sum(1 for work in self._in_flight.values()
                    if work.item.priority < URGENT_PRIORITY)
-        busy += sum(1 for item in self._ready if item.priority < URGENT_PRIORITY)
+        busy += sum(1 for item in (*self._ready, *starting) if item.priority < URGENT_PRIORITY)
         return max(0, self.target - kept - busy)
 
     @property
