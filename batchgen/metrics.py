@@ -299,7 +299,8 @@ def observe_request(provider: str, model: str, outcome: str, latency_s: float | 
 
 @_never_raises
 def observe_send(outcome: str) -> None:
-    """Record one Telegram send: ``sent``, ``failed`` or ``send_unknown``."""
+    """Record one Telegram send: ``sent``, ``failed``, ``send_unknown`` or ``flood_wait`` (a
+    429 waited out in the run: the message goes out after it)."""
     _write(_counter_ops("telegram_sends_total", (str(outcome),), 1))
 
 

@@ -229,15 +229,20 @@ class Delivery:
             _settle_sent([(*entry, self._finished_at.get(future))
                           for future, entry in zip(done, finished, strict=True)
                           if entry[2].status == "sent"])
+            outcomes = []
             for message, item, result in finished:
-                if result.status != "sent" and not self._wait_out(message, item, result):
+                if result.status == "sent":
+                    outcomes.append("sent")
+                elif self._wait_out(message, item, result):
+                    outcomes.append("flood_wait")  # not a failure: it goes out later
+                else:
+                    outcomes.append(result.status)
                     _settle_unsent(message, item, result)
         for future in done:
             del self._in_flight[future]
             self._finished_at.pop(future, None)
-        for _, _, result in finished:
-            metrics.observe_send(result.status)
-
+        for outcome in outcomes:
+            metrics.observe_send(outcome)
 
     def _wait_out(self, message: Message, item: QueueItem, result: SendResult) -> bool:
         """A 429 asking for at most ``WAIT_IN_RUN_S``: the message goes back to ``pending``
