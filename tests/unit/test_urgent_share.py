@@ -15,7 +15,8 @@ from tests.factories import make_bot, make_chat, make_item, make_run
 pytestmark = pytest.mark.django_db
 
 
-def test_a_budget_binds_for_a_while_after_a_request_waited_on_it() -> None:
+def test_a_budget_binds_for_a_while_after_a_request_waited_on_it(monkeypatch) -> None:
+    monkeypatch.setattr(budgets, "_last_wait", [float("-inf")])
     budgets.note_wait(clock=lambda: 100.0)
     assert budgets.binding(within_s=5.0, clock=lambda: 104.0)
     assert not budgets.binding(within_s=5.0, clock=lambda: 106.0)
@@ -66,6 +67,7 @@ def test_replies_keep_their_share_of_llm_calls_while_the_rate_budget_binds(
 
     settings.DELIVERY_URGENT_SHARE = share
     settings.BATCH_MAX_WORKERS = None
+    monkeypatch.setattr(budgets, "_last_wait", [float("-inf")])  # binding ends with the test
     set_batch_mode(10)
     bot = make_bot()
     for _ in range(60):
