@@ -11,9 +11,10 @@ import math
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
+from queue import Empty, SimpleQueue
 from typing import TypeVar
 
 from django.conf import settings
@@ -149,6 +150,11 @@ class Drain:
         self.latency = min(1.0, settings.DELIVERY_CLAIM_HORIZON_SECONDS)
         self._short = ""  # why the last claim came back short: "pacing" or "idle"
         self._in_flight: dict[Future[GenerationResult], Work] = {}
+        # Every generation and send, as it finishes: the loop wakes for each without
+        # scanning all that is in flight.
+        self._finished: SimpleQueue[Future] = SimpleQueue()
+        if delivery is not None:
+            delivery.wake = self._finished.put
         self._submit = _submitter(run)
         # Items whose deadline leaves room wait for the provider batch route, when it is on.
         self.hold_after = routes.hold_after()
@@ -169,15 +175,11 @@ class Drain:
                 wait_s = min(wait_s, due)
             # A send that finished is recorded within GROUP_WITHIN_S: until then Telegram
             # has the message and the database says "sending" (unknown, were we killed).
-            sends = self.delivery.sends_in_flight()
-            if any(send.done() for send in sends):
+            if self.delivery.has_finished_sends():
                 wait_s = max(0.0, min(wait_s, settle_by - self._clock()))
-            watched = [*self._in_flight, *(send for send in sends if not send.done())]
-            done: set[Future[GenerationResult]] = set()
-            if watched:
-                done = {future for future in wait(watched, timeout=wait_s,
-                                                  return_when=FIRST_COMPLETED).done
-                        if future in self._in_flight}
+            done: list[Future[GenerationResult]] = []
+            if self._in_flight or self.delivery.sending():
+                done = self._finished_within(wait_s)
             elif not unsaved:
                 self._sleep(wait_s)
             if done:
@@ -204,6 +206,19 @@ class Drain:
         self.held.flush()
         while reconnecting(lambda: self.delivery.settle(timeout=self.heartbeat.interval)):
             reconnecting(self.heartbeat.beat)
+
+    def _finished_within(self, seconds: float) -> list[Future[GenerationResult]]:
+        """The generations that finished, waiting up to ``seconds`` for the first thing (a
+        generation or a send) to finish; [] when none did or only sends did."""
+        got: list[Future] = []
+        try:
+            got.append(self._finished.get(timeout=seconds) if seconds > 0 else
+                       self._finished.get_nowait())
+            while True:
+                got.append(self._finished.get_nowait())
+        except Empty:
+            pass
+        return [future for future in got if future in self._in_flight]
 
     def _holding(self) -> str:
         """What keeps this run from more work in flight right now ("" when nothing does)."""
@@ -301,7 +316,9 @@ class Drain:
             if work is None:
                 self.unusable["invalid_item"] += 1
             else:
-                self._in_flight[self._submit(work)] = work
+                future = self._submit(work)
+                self._in_flight[future] = work
+                future.add_done_callback(self._finished.put)
         except Exception as exc:  # one unusable item must not stop the run
             log.exception("item %s could not be started", item.id)
             reason = f"could not build or submit its prompt: {_describe(exc)}"

@@ -90,6 +90,9 @@ class Delivery:
         self._waiting: list[tuple[float, int, Message, QueueItem, bool, float]] = []
         self._seq = itertools.count()
         self._started: set[int] = set()  # messages this run committed ``sending``
+        # Called with each send's future as it finishes (after ``_stamp``): the run's loop
+        # waits on one queue for generations and sends alike.
+        self.wake: Callable[[Future[SendResult]], object] | None = None
 
     def __enter__(self) -> Delivery:
         return self
@@ -142,9 +145,13 @@ class Delivery:
 
         transaction.on_commit(book)
 
-    def sends_in_flight(self) -> list[Future[SendResult]]:
-        """The sends started and not yet recorded (done or not)."""
-        return list(self._in_flight)
+    def sending(self) -> bool:
+        """Are sends started and not yet recorded?"""
+        return bool(self._in_flight)
+
+    def has_finished_sends(self) -> bool:
+        """Did a send finish that is not recorded yet?"""
+        return bool(self._finished_at)
 
     def next_due_in(self) -> float | None:
         """Seconds until the next waiting reply's slot; None when none waits."""
@@ -180,6 +187,8 @@ class Delivery:
                                        start_part=message.parts_sent, paced=booked)
             self._in_flight[future] = (message, item)
             future.add_done_callback(self._stamp)
+            if self.wake is not None:
+                future.add_done_callback(self.wake)
         sender().push_back_many(pushes)
         queue.push_back_slots(drifted)
         return len(ours)
