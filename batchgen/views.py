@@ -49,6 +49,7 @@ def _live_context(request: HttpRequest) -> dict[str, Any]:
             "costs": cost_report(found.window),
             "binds": binds.what_binds(),
             "history": found, "refresh_seconds": REFRESH_SECONDS,
+            "back": console.back_to_dashboard(request.GET),
             **health.dashboard_context(),
             "time_zone": timezone.get_current_timezone_name()}
 

@@ -9,6 +9,7 @@ from decimal import Decimal
 from typing import Any
 
 from django.db.models import Count, Q, Sum
+from django.urls import reverse
 
 from batchgen.core import pricing
 from batchgen.delivery import live_settings
@@ -78,6 +79,13 @@ def paused() -> Paused:
                   chats=list(Chat.objects.filter(paused_at__isnull=False)[:50]),
                   providers=Setting.load().paused_providers,
                   primary=llm_config.default_provider())
+
+
+def back_to_dashboard(params: Any) -> str:
+    """Where the dashboard's buttons return: the dashboard with its filters. Not the page the
+    form came from, which after an auto-refresh is the bare /dashboard/live/ fragment."""
+    query = params.urlencode()
+    return reverse("dashboard:index") + (f"?{query}" if query else "")
 
 
 class ActionError(ValueError):

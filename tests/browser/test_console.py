@@ -95,6 +95,27 @@ def test_requeue_from_the_dashboard_by_keyboard(page: Page, live_server: Any) ->
     expect(page.locator("[data-panel=failures]")).to_contain_text("No dead items.")
 
 
+def refresh_now(page: Page) -> None:
+    """Run dashboard.js's auto-refresh now (it also refreshes when the tab turns visible) and
+    wait until it has answered."""
+    status = page.locator("#refresh-status")
+    before = status.inner_text()
+    page.evaluate("() => document.dispatchEvent(new Event('visibilitychange'))")
+    expect(status).not_to_have_text(before)
+
+
+def test_a_requeue_after_an_auto_refresh_lands_on_the_filtered_dashboard(
+        page: Page, live_server: Any) -> None:
+    died(make_chat(title="traders"))
+    page.goto(f"{live_server.url}/dashboard/?mode=single")
+    refresh_now(page)
+
+    page.locator("[data-requeue=all]").click()
+
+    expect(page).to_have_url(f"{live_server.url}/dashboard/?mode=single")
+    expect(page.locator(".messages")).to_contain_text("Requeued 1 item.")
+
+
 def test_requeue_from_the_admin(page: Page, live_server: Any) -> None:
     item, other = died(), died()
     page.goto(f"{live_server.url}/admin/batchgen/queueitem/?status__exact=dead")

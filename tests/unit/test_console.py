@@ -3,7 +3,9 @@ admin, search, live progress and the effective setting (issue 23)."""
 
 from __future__ import annotations
 
+import re
 from decimal import Decimal
+from html import unescape
 
 import pytest
 from django.contrib.auth.models import User
@@ -259,3 +261,15 @@ def test_a_running_batch_detail_shows_its_progress_so_far(staff_client) -> None:
 
     assert "so far: <b>1</b> generated, <b>0</b> failed" in page
     assert "<b>120</b> tokens" in page
+
+
+def test_a_button_refreshed_into_the_page_sends_the_operator_back_to_the_dashboard(
+        staff_client) -> None:
+    died()
+    fragment = staff_client.get("/dashboard/live/?mode=single").content.decode()
+    [back] = set(re.findall(r'name="next" value="([^"]*)"', fragment))
+
+    response = staff_client.post("/dashboard/requeue/", {"next": unescape(back)})
+
+    assert unescape(back) == "/dashboard/?mode=single"
+    assert response["Location"] == "/dashboard/?mode=single"
