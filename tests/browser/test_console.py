@@ -116,6 +116,24 @@ def test_a_requeue_after_an_auto_refresh_lands_on_the_filtered_dashboard(
     expect(page.locator(".messages")).to_contain_text("Requeued 1 item.")
 
 
+def test_keyboard_focus_on_a_button_survives_an_auto_refresh(page: Page,
+                                                            live_server: Any) -> None:
+    died(make_chat(title="traders"))
+    page.goto(f"{live_server.url}/dashboard/")
+    on_requeue = "() => document.activeElement.matches('[data-requeue=all]')"
+    for _ in range(80):
+        page.keyboard.press("Tab")
+        if page.evaluate(on_requeue):
+            break
+    assert page.evaluate(on_requeue), "Tab never reached the Requeue button"
+
+    refresh_now(page)
+
+    assert page.evaluate(on_requeue)
+    page.keyboard.press("Enter")
+    expect(page.locator(".messages")).to_contain_text("Requeued 1 item.")
+
+
 def test_requeue_from_the_admin(page: Page, live_server: Any) -> None:
     item, other = died(), died()
     page.goto(f"{live_server.url}/admin/batchgen/queueitem/?status__exact=dead")
