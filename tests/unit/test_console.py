@@ -273,3 +273,16 @@ def test_a_button_refreshed_into_the_page_sends_the_operator_back_to_the_dashboa
 
     assert unescape(back) == "/dashboard/?mode=single"
     assert response["Location"] == "/dashboard/?mode=single"
+
+
+def test_django_rqs_pages_say_that_failed_items_are_not_failed_jobs(staff_client) -> None:
+    died(), died("timeout")
+    dead_list = 'href="/admin/batchgen/queueitem/?status__exact=dead"'
+
+    for page in (staff_client.get("/admin/django_rq/dashboard/"),
+                 staff_client.get("/admin/django_rq/dashboard/queues/0/failed/"),
+                 staff_client.get(f"/dashboard/batches/{make_run(rq_job_id='job-1').pk}/")):
+        text = page.content.decode()
+        assert page.status_code == 200
+        assert "2 dead items" in text and dead_list in text
+        assert "a job succeeds even when items in it die" in text
