@@ -148,6 +148,20 @@ def test_requeue_from_the_admin(page: Page, live_server: Any) -> None:
     assert QueueItem.objects.get(id=other.id).status == Status.DEAD
 
 
+def test_requeue_one_item_from_its_row_in_a_batch_detail(page: Page, live_server: Any) -> None:
+    item, other = died(), died()
+    run = item.generations.get().batch_run
+    page.goto(f"{live_server.url}/dashboard/batches/{run.pk}/")
+
+    page.locator(f"tr[data-item='{item.id}'] button[data-requeue=item]").click()
+
+    expect(page).to_have_url(f"{live_server.url}/dashboard/batches/{run.pk}/")
+    expect(page.locator(".messages")).to_contain_text("Requeued 1 item.")
+    assert QueueItem.objects.get(id=item.id).status == Status.PENDING
+    assert QueueItem.objects.get(id=other.id).status == Status.DEAD
+    expect(page.locator(f"tr[data-item='{item.id}'] button[data-requeue=item]")).to_have_count(0)
+
+
 def test_pause_and_resume_a_bot_from_the_dashboard(page: Page, live_server: Any) -> None:
     make_item(bot=make_bot("alpha"))
     page.goto(f"{live_server.url}/dashboard/")
