@@ -13,7 +13,7 @@ from django.urls import include, path
 from django.utils import timezone
 from playwright.sync_api import Browser, Page, expect
 
-from batchgen.models import BatchRun, Bot, Chat, Generation, QueueItem
+from batchgen.models import BatchRun, Bot, Chat, Generation, QueueItem, Setting
 from tests.browser_support import (  # noqa: F401 - fixtures, used by name
     TIMEOUT_MS,
     admin_login,
@@ -181,6 +181,23 @@ def test_pause_and_resume_a_bot_from_the_dashboard(page: Page, live_server: Any)
     expect(page.locator(".messages")).to_contain_text("Resumed bot alpha.")
     expect(page.locator("[data-panel=paused]")).to_contain_text("Nothing is paused.")
     expect(page.locator("[data-queue=pending] b")).to_have_text("1")
+
+
+def test_pause_and_resume_a_provider_from_the_admin(page: Page, live_server: Any) -> None:
+    page.goto(f"{live_server.url}/admin/batchgen/setting/")
+
+    page.locator("#providers [data-provider=groq] button[value=pause]").click()
+
+    expect(page.locator(".messagelist")).to_contain_text("Paused provider groq.")
+    expect(page.locator("#providers [data-provider=groq]")).to_contain_text("paused")
+    page.goto(f"{live_server.url}/dashboard/")
+    expect(page.locator("[data-paused=provider-groq]")).to_be_visible()
+
+    page.goto(f"{live_server.url}/admin/batchgen/setting/")
+    page.locator("#providers [data-provider=groq] button[value=resume]").click()
+
+    expect(page.locator(".messagelist")).to_contain_text("Resumed provider groq.")
+    assert Setting.load().paused_providers == []
 
 
 def test_pause_a_chat_from_the_admin_shows_its_work_as_paused(page: Page,
