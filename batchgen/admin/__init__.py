@@ -417,7 +417,7 @@ class QueueItemAdmin(ProtectedAdmin):
 @admin.register(BatchRun)
 class BatchRunAdmin(DerivedAdmin):
     list_display = ["id", "created", "mode", "status", "size", "ok", "failed", "seconds",
-                    "msg_per_s", "cost", "provider_model"]
+                    "cost", "provider_model"]
     list_filter = ["mode", "status", "provider"]
     search_fields = ["id", "model", "rq_job_id"]
     date_hierarchy = "created_at"
@@ -439,10 +439,6 @@ class BatchRunAdmin(DerivedAdmin):
     @admin.display(description="s", ordering="duration_s")
     def seconds(self, run: BatchRun) -> str:
         return "—" if run.duration_s is None else f"{run.duration_s:.2f}"
-
-    @admin.display(description="msg/s", ordering="throughput")
-    def msg_per_s(self, run: BatchRun) -> str:
-        return "—" if run.throughput is None else f"{run.throughput:.2f}"
 
     @admin.display(description="see also")
     def links(self, run: BatchRun) -> str:

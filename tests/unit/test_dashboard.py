@@ -321,3 +321,18 @@ def test_the_cost_panel_says_no_cost_for_a_model_without_a_price(settings, admin
     panel = page[page.index('data-panel="costs"'):]
     assert "no cost" in panel and "$0.00" not in panel
     assert "cache hit rate 51.2%" in panel
+
+
+def test_no_per_run_throughput_is_shown_once_runs_refill(operator_client) -> None:
+    from batchgen.dashboard import report
+
+    runs = [make_batch(), make_batch(mode="single", size=1, successes=1, duration_s=2.0)]
+
+    pages = [operator_client.get(url).content.decode()
+             for url in ("/dashboard/", f"/dashboard/batches/{runs[0].pk}/",
+                         "/admin/batchgen/batchrun/")]
+    text = report.mode_comparison(runs) + report.batch_table(runs)
+
+    assert not any("msg/s" in page for page in pages)
+    assert "msg/s" not in text and "median batch" not in text
+    assert "batch: 1 batches, 2 messages sent in 0.50 s of batch time" in text
