@@ -361,7 +361,7 @@ class QueueItemAdmin(ProtectedAdmin):
     list_filter = ["status", PausedFilter, CauseFilter, CauseProviderFilter]
     search_fields = ["bot__name", "chat__title", "last_error"]
     search_help_text = ("A chat (title or Telegram id), a bot, an item id, or text in a "
-                        "prompt or reply.")
+                        "prompt, a reply or the error.")
     actions = ["requeue"]
     list_select_related = ["bot", "chat", "batch_run"]
     autocomplete_fields = ["bot", "chat"]
