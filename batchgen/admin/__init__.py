@@ -297,7 +297,8 @@ class SettingAdmin(ProtectedAdmin):
     def changelist_view(self, request: HttpRequest, extra_context: dict | None = None):
         Setting.ensure_defaults()  # every known setting is always listed, ready to edit
         extra_context = {**(extra_context or {}), "batch_settings": Setting.load(),
-                         "providers": operator.PROVIDERS}
+                         "providers": operator.PROVIDERS,
+                         "effective": console.effective_setting()}
         return super().changelist_view(request, extra_context)
 
 
