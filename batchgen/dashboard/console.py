@@ -118,9 +118,11 @@ def set_paused(params: Any, paused_now: bool) -> str:
 def _targets(kind: str, target: str):
     if kind == "bot":
         return Bot.objects.filter(name=target)
+    # A number is a Telegram chat id, never the row's id: a chat's pk can equal another
+    # chat's Telegram id (private chats have small positive ids), and the wrong one paused.
     match = Q(title=target)
     if target.lstrip("-").isdigit():
-        match |= Q(telegram_chat_id=int(target)) | Q(id=int(target))
+        match |= Q(telegram_chat_id=int(target))
     return Chat.objects.filter(match)
 
 
