@@ -88,6 +88,15 @@ def back_to_dashboard(params: Any) -> str:
     return reverse("dashboard:index") + (f"?{query}" if query else "")
 
 
+def refused_field(params: Any) -> str:
+    """Why a dashboard form cannot be acted on at all, naming the field ("" when it can): a
+    NUL character, which PostgreSQL refuses in any text (a 500 once, not a named error)."""
+    for name, values in params.lists():
+        if "\0" in name or any("\0" in value for value in values):
+            return f"{name.replace(chr(0), '?')}: must not contain a NUL character"
+    return ""
+
+
 class ActionError(ValueError):
     """A dashboard action refused; the message names the field and the rule."""
 
