@@ -281,6 +281,21 @@ def spilled(page: Page) -> list[str]:
         }).map(el => el.tagName + ': ' + el.textContent.trim().slice(0, 40))""")
 
 
+def long_detail() -> BatchRun:
+    """A finished run with long prompts, replies and errors, a dead item and a failed send."""
+    run = make_run(status="partial", model="gpt-4o-mini", provider="openai", rq_job_id="job-7",
+                   size=3, successes=1, failures=2)
+    for ok, status in ((False, Status.DEAD), (True, Status.DONE), (True, Status.DEAD)):
+        item = make_item(chat=make_chat(title="a chat with a rather long title " * 2),
+                         status=status, batch_run=run)
+        Generation.objects.create(
+            batch_run=run, queue_item=item, bot=item.bot, chat=item.chat, ok=ok,
+            prompt="Talk about the markets and the weather today " * 8,
+            text="A long reply about markets, " * 12 if ok else "",
+            error="" if ok else "upstream_said_no_" * 12, error_kind="" if ok else "server_error")
+    return run
+
+
 @pytest.mark.parametrize("width", [360, 390, 1400, 1920])
 def test_nothing_scrolls_sideways_from_360_to_1920_px(browser: Browser, live_server: Any,
                                                       django_user_model: Any,
@@ -295,7 +310,10 @@ def test_nothing_scrolls_sideways_from_360_to_1920_px(browser: Browser, live_ser
         page.screenshot(path=str(screenshot_path(f"console-{width}.png")), full_page=True)
         assert page_overflow(page) == 0
         assert spilled(page) == []
-        page.goto(f"{live_server.url}/dashboard/batches/424242/")
+        response = page.goto(f"{live_server.url}/dashboard/batches/{long_detail().pk}/")
+        assert response is not None and response.status == 200  # a real page, not the 404
+        expect(page.locator("table.items tbody tr")).to_have_count(3)
+        page.screenshot(path=str(screenshot_path(f"console-detail-{width}.png")), full_page=True)
         assert page_overflow(page) == 0
     finally:
         context.close()
@@ -337,6 +355,47 @@ def test_text_contrast_is_at_least_4_5_to_1(page: Page, live_server: Any) -> Non
     for path_ in ("/dashboard/", f"/dashboard/batches/{failed.pk}/", "/dashboard/nowhere/"):
         page.goto(f"{live_server.url}{path_}")
         assert page.evaluate(CONTRAST_JS) == [], path_
+
+
+BREAKER_STATES = ("closed", "half_open", "open", "unknown", "not_configured")
+
+
+def test_contrast_also_on_the_admin_banners_the_csrf_page_and_every_breaker_state(
+        page: Page, live_server: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    from batchgen.dashboard import queries
+
+    monkeypatch.setattr(queries, "breaker_states", lambda: [
+        {"name": f"{state}_api", "provider": "openai" if state != "not_configured" else "x",
+         "state": state, "failures": 1, "retry_after": 5.0} for state in BREAKER_STATES])
+    died(), make_bot("alpha")
+    page.goto(f"{live_server.url}/dashboard/")
+    for state in BREAKER_STATES:
+        expect(page.locator(f".cards .state-{state}")).not_to_have_count(0)
+    assert page.evaluate(CONTRAST_JS) == [], "breaker states"
+
+    form = page.locator("form.pause-form")
+    form.locator("input[name=target]").fill("alpha")
+    form.locator("button[value=pause]").click()  # a success banner
+    expect(page.locator(".messages .msg-success")).to_be_visible()
+    assert page.evaluate(CONTRAST_JS) == [], "success banner"
+    form.locator("input[name=target]").fill("ghost")
+    form.locator("button[value=pause]").click()  # an error banner
+    expect(page.locator(".messages .msg-error")).to_be_visible()
+    assert page.evaluate(CONTRAST_JS) == [], "error banner"
+
+    page.goto(f"{live_server.url}/admin/batchgen/queueitem/?status__exact=dead")
+    page.check("#action-toggle")
+    page.select_option("select[name=action]", "requeue")
+    page.click("button[name=index]")
+    expect(page.locator(".messagelist")).to_contain_text("Requeued 1 item.")
+    assert page.evaluate(CONTRAST_JS) == [], "admin list with its banner"
+
+    page.goto(f"{live_server.url}/dashboard/")
+    page.context.clear_cookies(name="csrftoken")
+    page.locator("form.pause-form input[name=target]").fill("alpha")
+    page.locator("form.pause-form button[value=pause]").click()
+    expect(page.locator(".error-page")).to_contain_text("CSRF_TRUSTED_ORIGINS")
+    assert page.evaluate(CONTRAST_JS) == [], "CSRF failure page"
 
 
 def test_the_error_pages_are_branded(page: Page, live_server: Any, settings: Any,
