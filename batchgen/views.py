@@ -9,7 +9,13 @@ from typing import Any
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
-from django.http import HttpRequest, HttpResponse, HttpResponseRedirect, JsonResponse
+from django.http import (
+    HttpRequest,
+    HttpResponse,
+    HttpResponseBadRequest,
+    HttpResponseRedirect,
+    JsonResponse,
+)
 from django.shortcuts import render
 from django.templatetags.static import static
 from django.urls import reverse
@@ -49,6 +55,7 @@ def _live_context(request: HttpRequest) -> dict[str, Any]:
             "costs": cost_report(found.window),
             "binds": binds.what_binds(),
             "history": found, "refresh_seconds": REFRESH_SECONDS,
+            "back": console.back_to_dashboard(request.GET),
             **health.dashboard_context(),
             "time_zone": timezone.get_current_timezone_name()}
 
@@ -74,9 +81,22 @@ def _back(request: HttpRequest) -> HttpResponseRedirect:
     return HttpResponseRedirect(target if safe and target else reverse("dashboard:index"))
 
 
+def checked_form(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
+    """A POST form whose values no database could take is a 400 naming the field."""
+
+    @wraps(view)
+    def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        if problem := console.refused_field(request.POST):
+            return HttpResponseBadRequest(problem, content_type="text/plain; charset=utf-8")
+        return view(request, *args, **kwargs)
+
+    return wrapper
+
+
 @require_POST
 @staff_required
-def requeue(request: HttpRequest) -> HttpResponseRedirect:
+@checked_form
+def requeue(request: HttpRequest) -> HttpResponse:
     """Requeue the dead items the form selects: all, a group by cause, or ids."""
     try:
         result = operator.requeue(failures.select_dead(request.POST),
@@ -90,7 +110,8 @@ def requeue(request: HttpRequest) -> HttpResponseRedirect:
 
 @require_POST
 @staff_required
-def pause(request: HttpRequest) -> HttpResponseRedirect:
+@checked_form
+def pause(request: HttpRequest) -> HttpResponse:
     """Pause or resume (``action``) a bot, a chat or a provider."""
     try:
         messages.success(request, console.set_paused(request.POST,

@@ -22,7 +22,7 @@ from django.views.decorators.http import require_POST
 from batchgen.admin.protected import ProtectedAdmin
 from batchgen.core.bot_tokens import token_problem
 from batchgen.core.json_input import JsonRefused, NotJson, parse
-from batchgen.dashboard import failures, run_detail, search
+from batchgen.dashboard import console, failures, run_detail, search
 from batchgen.models import (
     BatchRun,
     Bot,
@@ -264,8 +264,24 @@ class SettingAdmin(ProtectedAdmin):
 
     def get_urls(self) -> list:
         toggle = self.admin_site.admin_view(require_POST(self.toggle_batch_mode))
+        provider = self.admin_site.admin_view(require_POST(self.pause_provider))
         return [path("toggle-batch-mode/", toggle, name="batchgen_setting_toggle"),
+                path("provider-pause/", provider, name="batchgen_setting_provider_pause"),
                 *super().get_urls()]
+
+    def pause_provider(self, request: HttpRequest) -> HttpResponseRedirect:
+        """Pause or resume (``action``) a ``provider``, as the dashboard does: a resume
+        wakes the tick loops."""
+        if not self.has_change_permission(request):
+            messages.error(request, "You may not change settings.")
+        else:
+            params = {"kind": "provider", "target": request.POST.get("provider", "")}
+            try:
+                messages.success(request, console.set_paused(
+                    params, request.POST.get("action") != "resume"))
+            except console.ActionError as exc:
+                messages.error(request, f"Nothing changed: {exc}.")
+        return HttpResponseRedirect(reverse("admin:batchgen_setting_changelist"))
 
     def toggle_batch_mode(self, request: HttpRequest) -> HttpResponseRedirect:
         """One click for staff: flip batch_mode_enabled (POST with CSRF)."""
@@ -281,7 +297,9 @@ class SettingAdmin(ProtectedAdmin):
 
     def changelist_view(self, request: HttpRequest, extra_context: dict | None = None):
         Setting.ensure_defaults()  # every known setting is always listed, ready to edit
-        extra_context = {**(extra_context or {}), "batch_settings": Setting.load()}
+        extra_context = {**(extra_context or {}), "batch_settings": Setting.load(),
+                         "providers": operator.PROVIDERS,
+                         "effective": console.effective_setting()}
         return super().changelist_view(request, extra_context)
 
 
@@ -345,7 +363,7 @@ class QueueItemAdmin(ProtectedAdmin):
     list_filter = ["status", PausedFilter, CauseFilter, CauseProviderFilter]
     search_fields = ["bot__name", "chat__title", "last_error"]
     search_help_text = ("A chat (title or Telegram id), a bot, an item id, or text in a "
-                        "prompt or reply.")
+                        "prompt, a reply or the error.")
     actions = ["requeue"]
     list_select_related = ["bot", "chat", "batch_run"]
     autocomplete_fields = ["bot", "chat"]
@@ -401,7 +419,7 @@ class QueueItemAdmin(ProtectedAdmin):
 @admin.register(BatchRun)
 class BatchRunAdmin(DerivedAdmin):
     list_display = ["id", "created", "mode", "status", "size", "ok", "failed", "seconds",
-                    "msg_per_s", "cost", "provider_model"]
+                    "cost", "provider_model"]
     list_filter = ["mode", "status", "provider"]
     search_fields = ["id", "model", "rq_job_id"]
     date_hierarchy = "created_at"
@@ -423,10 +441,6 @@ class BatchRunAdmin(DerivedAdmin):
     @admin.display(description="s", ordering="duration_s")
     def seconds(self, run: BatchRun) -> str:
         return "—" if run.duration_s is None else f"{run.duration_s:.2f}"
-
-    @admin.display(description="msg/s", ordering="throughput")
-    def msg_per_s(self, run: BatchRun) -> str:
-        return "—" if run.throughput is None else f"{run.throughput:.2f}"
 
     @admin.display(description="see also")
     def links(self, run: BatchRun) -> str:

@@ -52,7 +52,9 @@ def in_quiet_hours(chat: Chat, now: datetime) -> bool:
 
 
 def _members(chat: Chat) -> list[Membership]:
-    return list(Membership.objects.filter(chat=chat, is_active=True, bot__is_active=True)
+    """The bots that may speak in ``chat`` now: active and not paused."""
+    return list(Membership.objects.filter(chat=chat, is_active=True, bot__is_active=True,
+                                          bot__paused_at__isnull=True)
                 .select_related("bot").order_by("bot_id"))
 
 
@@ -92,7 +94,9 @@ def _replies(now: datetime) -> int:
     open_replies: dict[int, OpenReplies] = {}
     for message in pending:
         fresh = message.sent_at >= now - _ANSWER_WINDOW
-        if message.from_human and message.chat.is_active and fresh:
+        # A paused chat is not answered: its replies would go out stale once it resumes.
+        if message.from_human and message.chat.is_active and fresh \
+                and message.chat.paused_at is None:
             if message.chat_id not in members:
                 members[message.chat_id] = _members(message.chat)
                 open_replies[message.chat_id] = _open_replies(message.chat_id)
@@ -140,12 +144,14 @@ def _answers(now: datetime) -> int:
     last_sent = sent.filter(chat=OuterRef("pk")).order_by("-sent_at", "-id")
     another_may_answer = Membership.objects.filter(
         chat=OuterRef("pk"), is_active=True, answers_bots=True, bot__is_active=True,
+        bot__paused_at__isnull=True,
     ).exclude(bot_id=OuterRef("last_bot"))
     # Wait while replies are in flight: answering now would answer a stale line.
     busy = QueueItem.objects.filter(status__in=[QueueItem.Status.PENDING,
                                                 QueueItem.Status.CLAIMED])
     chats = list(Chat.objects.filter(
-        is_active=True, id__in=sent.filter(sent_at__gte=now - _ANSWER_WINDOW).values("chat_id"))
+        is_active=True, paused_at__isnull=True,
+        id__in=sent.filter(sent_at__gte=now - _ANSWER_WINDOW).values("chat_id"))
         .exclude(id__in=busy.values("chat_id"))
         .annotate(last_sent=Subquery(last_sent.values("id")[:1]),
                   last_bot=Subquery(last_sent.values("bot_id")[:1]))
@@ -170,7 +176,10 @@ def _answer_in(chat: Chat) -> int:
 
 
 def _cadence(now: datetime) -> int:
+    # Not for a paused bot or chat: its posts would wait unclaimed, one per slot, and go out
+    # in a burst of stale posts on resume. Its slot stays due, so it posts once on resume.
     due = (Membership.objects.filter(is_active=True, bot__is_active=True, chat__is_active=True,
+                                     bot__paused_at__isnull=True, chat__paused_at__isnull=True,
                                      cadence_minutes__gt=0)
            .filter(Q(next_post_at__isnull=True) | Q(next_post_at__lte=now))
            .select_related("bot", "chat"))

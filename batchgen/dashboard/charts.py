@@ -19,6 +19,7 @@ LEFT, RIGHT, TOP, BOTTOM = 84, 16, 16, 62
 MAX_BAR_W = 48  # one or two bars must not fill the whole plot
 MAX_X_TICKS = 4  # labels are large on phones; more would overlap
 Y_TICKS = 4
+MAX_TICK_CHARS = 7  # what the left margin holds at the phone's label size
 
 
 @dataclass(frozen=True)
@@ -93,6 +94,19 @@ def format_number(value: float) -> str:
         decimals = 2 - math.floor(math.log10(abs(value)))  # three significant digits
         return f"{value:.{decimals}f}".rstrip("0").rstrip(".")
     return f"{value:.3g}"
+
+
+def tick_label(value: float) -> str:
+    """An axis label short enough for the left margin on a phone: a cost of a few millionths
+    of a dollar a day reads "1.5e-5", not "0.000015" (cut off at 360 px)."""
+    shown = format_number(value)
+    if len(shown) <= MAX_TICK_CHARS:
+        return shown
+    short = f"{value:.2g}"
+    if "e" not in short:
+        return short
+    mantissa, exponent = short.split("e")
+    return f"{mantissa}e{int(exponent)}"
 
 
 def nice_ceiling(value: float) -> float:
@@ -198,7 +212,7 @@ def _axes(frame: _Frame, x_labels: Sequence[str], x_label: str, y_label: str) ->
         parts.append(f'<line class="grid" x1="{LEFT}" x2="{WIDTH - RIGHT}" '
                      f'y1="{y:.1f}" y2="{y:.1f}"/>'
                      f'<text class="tick" x="{LEFT - 6}" y="{y + 5:.1f}" '
-                     f'text-anchor="end">{escape(format_number(value))}</text>')
+                     f'text-anchor="end">{escape(tick_label(value))}</text>')
     every = max(1, math.ceil(len(x_labels) / MAX_X_TICKS))
     base_y = HEIGHT - BOTTOM
     for index in range(0, len(x_labels), every):

@@ -9,6 +9,7 @@ from decimal import Decimal
 from typing import Any
 
 from django.db.models import Count, Q, Sum
+from django.urls import reverse
 
 from batchgen.core import pricing
 from batchgen.delivery import live_settings
@@ -80,6 +81,22 @@ def paused() -> Paused:
                   primary=llm_config.default_provider())
 
 
+def back_to_dashboard(params: Any) -> str:
+    """Where the dashboard's buttons return: the dashboard with its filters. Not the page the
+    form came from, which after an auto-refresh is the bare /dashboard/live/ fragment."""
+    query = params.urlencode()
+    return reverse("dashboard:index") + (f"?{query}" if query else "")
+
+
+def refused_field(params: Any) -> str:
+    """Why a dashboard form cannot be acted on at all, naming the field ("" when it can): a
+    NUL character, which PostgreSQL refuses in any text (a 500 once, not a named error)."""
+    for name, values in params.lists():
+        if "\0" in name or any("\0" in value for value in values):
+            return f"{name.replace(chr(0), '?')}: must not contain a NUL character"
+    return ""
+
+
 class ActionError(ValueError):
     """A dashboard action refused; the message names the field and the rule."""
 
@@ -110,9 +127,11 @@ def set_paused(params: Any, paused_now: bool) -> str:
 def _targets(kind: str, target: str):
     if kind == "bot":
         return Bot.objects.filter(name=target)
+    # A number is a Telegram chat id, never the row's id: a chat's pk can equal another
+    # chat's Telegram id (private chats have small positive ids), and the wrong one paused.
     match = Q(title=target)
     if target.lstrip("-").isdigit():
-        match |= Q(telegram_chat_id=int(target)) | Q(id=int(target))
+        match |= Q(telegram_chat_id=int(target))
     return Chat.objects.filter(match)
 
 

@@ -13,13 +13,14 @@ from typing import Any, cast
 from django import forms
 from django.conf import settings
 from django.core.paginator import Page, Paginator
-from django.db.models import Count, DecimalField, Q, QuerySet, Sum
+from django.db.models import Count, Q, QuerySet, Sum
 from django.db.models.functions import TruncDate
 from django.http import QueryDict
 from django.urls import NoReverseMatch, reverse
 from django.utils import timezone
 from django.utils.safestring import SafeString
 
+from batchgen.core import pricing
 from batchgen.dashboard import charts, console, search
 from batchgen.dashboard.sent_chart import sent_per_minute_chart
 from batchgen.llm.limits import learned
@@ -110,9 +111,6 @@ class Overview:
     messages_sent: int
     generations: int
     success_rate: float | None
-    tokens: int
-    cost: Decimal | None
-    unpriced_batches: int
     queue_depth: dict[str, int]  # what waits: console.queue_now
     breakers: list[dict[str, Any]]
     batch_mode_enabled: bool
@@ -124,12 +122,6 @@ class Overview:
     @property
     def success_percent(self) -> float | None:
         return None if self.success_rate is None else 100 * self.success_rate
-
-    @property
-    def cost_per_1k_messages(self) -> Decimal | None:
-        if self.cost is None or not self.messages_sent:
-            return None
-        return self.cost * 1000 / self.messages_sent
 
     dead: int = 0
 
@@ -152,20 +144,12 @@ def overview(window: Window | None = None, now: datetime | None = None) -> Overv
     gens = Generation.objects.filter(**_within("created_at", span),
                                      **window.run_filters("batch_run__")).aggregate(
         total=Count("id"), ok=Count("id", filter=Q(ok=True)))
-    runs = BatchRun.objects.filter(**_within("created_at", span),
-                                   **window.run_filters()).aggregate(
-        prompt=Sum("prompt_tokens"), completion=Sum("completion_tokens"),
-        cost=Sum("cost_usd", output_field=DecimalField()),
-        unpriced=Count("id", filter=Q(cost_usd__isnull=True, prompt_tokens__gt=0)))
     batch_settings = Setting.load()
     return Overview(
         window=window.label("today, {today}", now),
         messages_sent=sent,
         generations=gens["total"],
         success_rate=gens["ok"] / gens["total"] if gens["total"] else None,
-        tokens=(runs["prompt"] or 0) + (runs["completion"] or 0),
-        cost=runs["cost"],  # None when no batch in the window has a known cost
-        unpriced_batches=runs["unpriced"],
         queue_depth=console.queue_now(),
         dead=console.dead_count(),
         breakers=breaker_states(),
@@ -286,18 +270,26 @@ def _outcomes_chart(rows: list[dict[str, Any]], labels: list[str], note: str) ->
 
 
 def _cost_chart(window: Window, now: datetime | None, note: str) -> SafeString:
+    """Cost per day, priced from the generations as the Cost panel is (running runs count
+    from their first reply; a run's own cost_usd is written only when it ends)."""
     last = window.date_to or start_of_today(now).date()
     since = _day_start(last) - timedelta(days=COST_DAYS - 1)
     if window.date_from:
         since = max(since, _day_start(window.date_from))
-    per_day = (window.runs().filter(created_at__gte=since)
-               .annotate(day=TruncDate("created_at")).values("day")
-               .annotate(cost=Sum("cost_usd", output_field=DecimalField()), n=Count("id"))
-               .order_by("day"))
-    days = [row for row in per_day if row["n"]]
+    rows = (Generation.objects.filter(batch_run__in=window.runs(), created_at__gte=since,
+                                      created_at__lt=_day_start(last) + timedelta(days=1))
+            .annotate(day=TruncDate("created_at")).values("day", "route", "model")
+            .annotate(prompt=Sum("prompt_tokens"), cached=Sum("cached_tokens"),
+                      completion=Sum("completion_tokens")).order_by("day"))
+    per_day: dict[date, Decimal | None] = {}
+    for row in rows:
+        cost = pricing.cost(row["model"], int(row["prompt"] or 0), int(row["cached"] or 0),
+                            int(row["completion"] or 0), route=row["route"] or pricing.SYNC)
+        known = per_day.get(row["day"])
+        per_day[row["day"]] = known if cost is None else (known or Decimal(0)) + cost
     return charts.bar_chart(
-        f"Cost per day ({COST_DAYS} days to {last})", [f"{row['day']:%m-%d}" for row in days],
-        [float(row["cost"]) if row["cost"] is not None else None for row in days],
+        f"Cost per day ({COST_DAYS} days to {last})", [f"{day:%m-%d}" for day in per_day],
+        [float(cost) if cost is not None else None for cost in per_day.values()],
         series_name="cost", x_label="day", y_label="USD", unit=" USD", empty_note=note)
 
 

@@ -24,19 +24,29 @@ class DetailRow:
     error: str
     send_error: str
 
+    @property
+    def failed(self) -> bool:
+        """The generation failed, or its reply did not reach Telegram."""
+        sent = self.message is None or self.message.status in (Message.Status.SENT,
+                                                               Message.Status.PENDING,
+                                                               Message.Status.SENDING)
+        return not self.generation.ok or not sent
+
 
 def batch_detail(run_id: int) -> tuple[BatchRun, list[DetailRow]]:
     """The run and one row per generation with its outbox message, failures first (three
     queries)."""
     run = get_object_or_404(BatchRun, pk=run_id)
-    # Failed rows first: they are what a reader of a batch's page comes for.
     generations = list(run.generations.select_related("bot", "chat", "queue_item")
-                       .order_by("ok", "id"))
+                       .order_by("id"))
     # Only this run's messages: an item that failed here may be sent by a later run.
     messages: dict[int | None, Message] = {m.queue_item_id: m
                                            for m in Message.objects.filter(batch_run=run)}
     secrets = _known_secrets(g.bot for g in generations)
-    return run, [_detail_row(g, messages.get(g.queue_item_id), secrets) for g in generations]
+    rows = [_detail_row(g, messages.get(g.queue_item_id), secrets) for g in generations]
+    # Failed rows first, a reply that generated but did not send included: they are what a
+    # reader of a batch's page comes for. (The sort is stable: by id within each.)
+    return run, sorted(rows, key=lambda row: not row.failed)
 
 
 def _detail_row(generation: Generation, message: Message | None,

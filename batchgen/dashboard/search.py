@@ -1,5 +1,5 @@
 """One search for the queue and the history: a chat (title or Telegram id), a bot, an item
-id, or text in a prompt or a reply."""
+id, or text in a prompt or a reply (and, for queue items, in the error they last met)."""
 
 from __future__ import annotations
 
@@ -30,11 +30,12 @@ def item_matches(term: str, prefix: str = "") -> Q:
 
 
 def items(queryset: QuerySet[QueueItem], term: str) -> QuerySet[QueueItem]:
-    """Queue items matching ``term``: also by id and by the text of their prompt or reply."""
+    """Queue items matching ``term``: also by id, by their last error and by the text of
+    their prompt or reply."""
     term = term.strip()[:MAX_TERM]
     if not term:
         return queryset
-    found = item_matches(term) | Q(Exists(Generation.objects.filter(
+    found = item_matches(term) | Q(last_error__icontains=term) | Q(Exists(Generation.objects.filter(
         Q(prompt__icontains=term) | Q(text__icontains=term), queue_item=OuterRef("pk"))))
     number = _number(term)
     if number is not None:

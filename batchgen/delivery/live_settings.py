@@ -14,6 +14,7 @@ from typing import Any
 from django.conf import settings
 from django.db.models import Max
 
+from batchgen.llm import config as llm_config
 from batchgen.models import BatchRun, BatchSettings, Setting
 
 log = logging.getLogger(__name__)
@@ -83,6 +84,7 @@ def follow(drain: Any, submitter: Callable[[BatchRun], Callable]) -> bool:
 
 
 def apply(drain: Any, current: BatchSettings, submitter: Callable[[BatchRun], Callable]) -> bool:
+    llm_config.set_paused(current.paused_providers)  # the failover chain skips them
     run: BatchRun = drain.run
     mode, target = wanted(current)
     if mode == run.mode and target == drain.target:

@@ -98,6 +98,9 @@ def run_batch(batch_run_id: int) -> BatchRun:
     BatchRun.objects.filter(id=run.id).update(status=BatchRun.Status.RUNNING,
                                               started_at=started, heartbeat_at=started)
     run.refresh_from_db()
+    # A paused fallback provider is left out of this process's failover chain; a refilling
+    # run follows later changes (live_settings).
+    llm_config.set_paused(Setting.load().paused_providers)
     run.size = 0  # counted again as the drain claims (multi-bot's were claimed up front)
     with metrics.batched(), outbox.Delivery(run) as delivery:
         work = drain.Drain(run, delivery)

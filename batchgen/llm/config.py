@@ -8,11 +8,13 @@ drop the cached SDK clients.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 
+from batchgen.state import shared
 from batchgen.state.breakers import breaker_name
 
 # The largest worker count BATCH_MAX_WORKERS accepts: every SDK client keeps at
@@ -161,15 +163,34 @@ def all_api_keys() -> tuple[str, ...]:
     return tuple(key for provider in VARIABLES for key in api_keys(provider))
 
 
+# Providers an operator paused (the Setting row, which this layer may not read: the delivery
+# layer passes it in as each run starts and whenever the settings change).
+_paused: frozenset[str] = frozenset()
+
+
+def set_paused(providers: Iterable[str]) -> None:
+    """The providers an operator paused: left out of the failover chain from now on."""
+    global _paused
+    _paused = frozenset(providers)
+
+
+@shared.on_reset
+def _forget_paused() -> None:
+    set_paused(())
+
+
 def provider_chain(primary: str) -> tuple[str, ...]:
-    """The primary, then each LLM_FALLBACK_PROVIDERS entry that has a key, in order: where
-    a prompt fails over when the primary is down (not ``generate_with_fallback``'s retry)."""
+    """The primary, then each LLM_FALLBACK_PROVIDERS entry that has a key and is not
+    paused, in order: where a prompt fails over when the primary is down (not
+    ``generate_with_fallback``'s retry). A paused primary stays: while it is paused nothing
+    is claimed."""
     configured = getattr(settings, "LLM_FALLBACK_PROVIDERS", ()) or ()
     if isinstance(configured, str):
         configured = configured.split(",")
     chain = [primary]
     for name in (part.strip() for part in configured):
-        if name in VARIABLES and name not in chain and api_keys(name):
+        if name in VARIABLES and name not in chain and name not in _paused \
+                and api_keys(name):
             chain.append(name)
     return tuple(chain)
 

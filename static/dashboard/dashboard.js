@@ -26,8 +26,19 @@
     }
   }
 
+  // Replacing #live would drop keyboard focus from the button or link it is on (and a
+  // keyboard user back to the top of the page), so no swap while focus is inside it.
+  function focusInside() {
+    var active = document.activeElement;
+    return !!active && active !== document.body && live.contains(active);
+  }
+
   function refresh() {
     if (busy || document.hidden) { return; }
+    if (focusInside()) {
+      say("not refreshed while a control below has focus (" + clock(new Date()) + ")", false);
+      return;
+    }
     busy = true;
     fetch(url + window.location.search, {
       credentials: "same-origin",

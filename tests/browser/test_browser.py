@@ -67,10 +67,10 @@ def assert_history_row(page: Page, run: BatchRun) -> None:
     cells = row_cells(page, selector)
     assert cells[2:8] == [run.get_mode_display(), "partial", f"openai · {run.model}",
                           str(BATCH_SIZE), str(BATCH_SIZE - 1), "1"]
-    assert cells[9] == f"{run.throughput:.2f}"
-    assert cells[11] == str(run.prompt_tokens + run.completion_tokens)
-    assert cells[12] == usd(run.cost_usd)
-    assert cells[13] == str(BATCH_SIZE)  # in flight: the batch_size the operator set
+    assert cells[8] == f"{run.duration_s:.2f}"  # items and duration: no per-run msg/s
+    assert cells[10] == str(run.prompt_tokens + run.completion_tokens)
+    assert cells[11] == usd(run.cost_usd)
+    assert cells[12] == str(BATCH_SIZE)  # in flight: the batch_size the operator set
 
 
 def test_an_operator_sets_batch_mode_and_sees_the_batch_on_the_dashboard(

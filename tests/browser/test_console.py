@@ -13,7 +13,7 @@ from django.urls import include, path
 from django.utils import timezone
 from playwright.sync_api import Browser, Page, expect
 
-from batchgen.models import BatchRun, Bot, Chat, Generation, QueueItem
+from batchgen.models import BatchRun, Bot, Chat, Generation, QueueItem, Setting
 from tests.browser_support import (  # noqa: F401 - fixtures, used by name
     TIMEOUT_MS,
     admin_login,
@@ -95,6 +95,45 @@ def test_requeue_from_the_dashboard_by_keyboard(page: Page, live_server: Any) ->
     expect(page.locator("[data-panel=failures]")).to_contain_text("No dead items.")
 
 
+def refresh_now(page: Page) -> None:
+    """Run dashboard.js's auto-refresh now (it also refreshes when the tab turns visible) and
+    wait until it has answered."""
+    status = page.locator("#refresh-status")
+    before = status.inner_text()
+    page.evaluate("() => document.dispatchEvent(new Event('visibilitychange'))")
+    expect(status).not_to_have_text(before)
+
+
+def test_a_requeue_after_an_auto_refresh_lands_on_the_filtered_dashboard(
+        page: Page, live_server: Any) -> None:
+    died(make_chat(title="traders"))
+    page.goto(f"{live_server.url}/dashboard/?mode=single")
+    refresh_now(page)
+
+    page.locator("[data-requeue=all]").click()
+
+    expect(page).to_have_url(f"{live_server.url}/dashboard/?mode=single")
+    expect(page.locator(".messages")).to_contain_text("Requeued 1 item.")
+
+
+def test_keyboard_focus_on_a_button_survives_an_auto_refresh(page: Page,
+                                                            live_server: Any) -> None:
+    died(make_chat(title="traders"))
+    page.goto(f"{live_server.url}/dashboard/")
+    on_requeue = "() => document.activeElement.matches('[data-requeue=all]')"
+    for _ in range(80):
+        page.keyboard.press("Tab")
+        if page.evaluate(on_requeue):
+            break
+    assert page.evaluate(on_requeue), "Tab never reached the Requeue button"
+
+    refresh_now(page)
+
+    assert page.evaluate(on_requeue)
+    page.keyboard.press("Enter")
+    expect(page.locator(".messages")).to_contain_text("Requeued 1 item.")
+
+
 def test_requeue_from_the_admin(page: Page, live_server: Any) -> None:
     item, other = died(), died()
     page.goto(f"{live_server.url}/admin/batchgen/queueitem/?status__exact=dead")
@@ -107,6 +146,20 @@ def test_requeue_from_the_admin(page: Page, live_server: Any) -> None:
     expect(page.locator(".messagelist")).to_contain_text("Requeued 1 item.")
     assert QueueItem.objects.get(id=item.id).status == Status.PENDING
     assert QueueItem.objects.get(id=other.id).status == Status.DEAD
+
+
+def test_requeue_one_item_from_its_row_in_a_batch_detail(page: Page, live_server: Any) -> None:
+    item, other = died(), died()
+    run = item.generations.get().batch_run
+    page.goto(f"{live_server.url}/dashboard/batches/{run.pk}/")
+
+    page.locator(f"tr[data-item='{item.id}'] button[data-requeue=item]").click()
+
+    expect(page).to_have_url(f"{live_server.url}/dashboard/batches/{run.pk}/")
+    expect(page.locator(".messages")).to_contain_text("Requeued 1 item.")
+    assert QueueItem.objects.get(id=item.id).status == Status.PENDING
+    assert QueueItem.objects.get(id=other.id).status == Status.DEAD
+    expect(page.locator(f"tr[data-item='{item.id}'] button[data-requeue=item]")).to_have_count(0)
 
 
 def test_pause_and_resume_a_bot_from_the_dashboard(page: Page, live_server: Any) -> None:
@@ -128,6 +181,23 @@ def test_pause_and_resume_a_bot_from_the_dashboard(page: Page, live_server: Any)
     expect(page.locator(".messages")).to_contain_text("Resumed bot alpha.")
     expect(page.locator("[data-panel=paused]")).to_contain_text("Nothing is paused.")
     expect(page.locator("[data-queue=pending] b")).to_have_text("1")
+
+
+def test_pause_and_resume_a_provider_from_the_admin(page: Page, live_server: Any) -> None:
+    page.goto(f"{live_server.url}/admin/batchgen/setting/")
+
+    page.locator("#providers [data-provider=groq] button[value=pause]").click()
+
+    expect(page.locator(".messagelist")).to_contain_text("Paused provider groq.")
+    expect(page.locator("#providers [data-provider=groq]")).to_contain_text("paused")
+    page.goto(f"{live_server.url}/dashboard/")
+    expect(page.locator("[data-paused=provider-groq]")).to_be_visible()
+
+    page.goto(f"{live_server.url}/admin/batchgen/setting/")
+    page.locator("#providers [data-provider=groq] button[value=resume]").click()
+
+    expect(page.locator(".messagelist")).to_contain_text("Resumed provider groq.")
+    assert Setting.load().paused_providers == []
 
 
 def test_pause_a_chat_from_the_admin_shows_its_work_as_paused(page: Page,
@@ -211,6 +281,21 @@ def spilled(page: Page) -> list[str]:
         }).map(el => el.tagName + ': ' + el.textContent.trim().slice(0, 40))""")
 
 
+def long_detail() -> BatchRun:
+    """A finished run with long prompts, replies and errors, a dead item and a failed send."""
+    run = make_run(status="partial", model="gpt-4o-mini", provider="openai", rq_job_id="job-7",
+                   size=3, successes=1, failures=2)
+    for ok, status in ((False, Status.DEAD), (True, Status.DONE), (True, Status.DEAD)):
+        item = make_item(chat=make_chat(title="a chat with a rather long title " * 2),
+                         status=status, batch_run=run)
+        Generation.objects.create(
+            batch_run=run, queue_item=item, bot=item.bot, chat=item.chat, ok=ok,
+            prompt="Talk about the markets and the weather today " * 8,
+            text="A long reply about markets, " * 12 if ok else "",
+            error="" if ok else "upstream_said_no_" * 12, error_kind="" if ok else "server_error")
+    return run
+
+
 @pytest.mark.parametrize("width", [360, 390, 1400, 1920])
 def test_nothing_scrolls_sideways_from_360_to_1920_px(browser: Browser, live_server: Any,
                                                       django_user_model: Any,
@@ -225,7 +310,10 @@ def test_nothing_scrolls_sideways_from_360_to_1920_px(browser: Browser, live_ser
         page.screenshot(path=str(screenshot_path(f"console-{width}.png")), full_page=True)
         assert page_overflow(page) == 0
         assert spilled(page) == []
-        page.goto(f"{live_server.url}/dashboard/batches/424242/")
+        response = page.goto(f"{live_server.url}/dashboard/batches/{long_detail().pk}/")
+        assert response is not None and response.status == 200  # a real page, not the 404
+        expect(page.locator("table.items tbody tr")).to_have_count(3)
+        page.screenshot(path=str(screenshot_path(f"console-detail-{width}.png")), full_page=True)
         assert page_overflow(page) == 0
     finally:
         context.close()
@@ -267,6 +355,47 @@ def test_text_contrast_is_at_least_4_5_to_1(page: Page, live_server: Any) -> Non
     for path_ in ("/dashboard/", f"/dashboard/batches/{failed.pk}/", "/dashboard/nowhere/"):
         page.goto(f"{live_server.url}{path_}")
         assert page.evaluate(CONTRAST_JS) == [], path_
+
+
+BREAKER_STATES = ("closed", "half_open", "open", "unknown", "not_configured")
+
+
+def test_contrast_also_on_the_admin_banners_the_csrf_page_and_every_breaker_state(
+        page: Page, live_server: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    from batchgen.dashboard import queries
+
+    monkeypatch.setattr(queries, "breaker_states", lambda: [
+        {"name": f"{state}_api", "provider": "openai" if state != "not_configured" else "x",
+         "state": state, "failures": 1, "retry_after": 5.0} for state in BREAKER_STATES])
+    died(), make_bot("alpha")
+    page.goto(f"{live_server.url}/dashboard/")
+    for state in BREAKER_STATES:
+        expect(page.locator(f".cards .state-{state}")).not_to_have_count(0)
+    assert page.evaluate(CONTRAST_JS) == [], "breaker states"
+
+    form = page.locator("form.pause-form")
+    form.locator("input[name=target]").fill("alpha")
+    form.locator("button[value=pause]").click()  # a success banner
+    expect(page.locator(".messages .msg-success")).to_be_visible()
+    assert page.evaluate(CONTRAST_JS) == [], "success banner"
+    form.locator("input[name=target]").fill("ghost")
+    form.locator("button[value=pause]").click()  # an error banner
+    expect(page.locator(".messages .msg-error")).to_be_visible()
+    assert page.evaluate(CONTRAST_JS) == [], "error banner"
+
+    page.goto(f"{live_server.url}/admin/batchgen/queueitem/?status__exact=dead")
+    page.check("#action-toggle")
+    page.select_option("select[name=action]", "requeue")
+    page.click("button[name=index]")
+    expect(page.locator(".messagelist")).to_contain_text("Requeued 1 item.")
+    assert page.evaluate(CONTRAST_JS) == [], "admin list with its banner"
+
+    page.goto(f"{live_server.url}/dashboard/")
+    page.context.clear_cookies(name="csrftoken")
+    page.locator("form.pause-form input[name=target]").fill("alpha")
+    page.locator("form.pause-form button[value=pause]").click()
+    expect(page.locator(".error-page")).to_contain_text("CSRF_TRUSTED_ORIGINS")
+    assert page.evaluate(CONTRAST_JS) == [], "CSRF failure page"
 
 
 def test_the_error_pages_are_branded(page: Page, live_server: Any, settings: Any,

@@ -22,7 +22,7 @@ def newest_batch(page: Page, mode: str, in_flight: int) -> None:
     refills, so its item count varies; what the admin sets is how many it keeps in flight)."""
     expect(page.locator(f"{NEWEST} td:nth-child(3)")).to_have_text(
         re.compile(rf"^\s*{mode}\s*$", re.I), timeout=45_000)
-    expect(page.locator(f"{NEWEST} td:nth-child(14)")).to_have_text(str(in_flight),
+    expect(page.locator(f"{NEWEST} td:nth-child(13)")).to_have_text(str(in_flight),
                                                                      timeout=45_000)
 
 

@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 from tests.demo_support import READY, LiveDemo, demo_env
@@ -32,6 +33,40 @@ def latest_batch(env: dict[str, str]) -> tuple[str, int]:
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True,
                          text=True, timeout=60, check=True).stdout.split()
     return out[0], int(out[1])
+
+
+REQUEST_LOG = re.compile(r'"(GET|POST|HEAD) /[^"]*" \d{3}')
+
+
+def command_lines(pids: list[int]) -> list[str]:
+    lines = []
+    for pid in pids:
+        try:
+            raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except OSError:
+            continue  # exited meanwhile
+        lines.append(raw.replace(b"\0", b" ").decode(errors="replace").strip())
+    return lines
+
+
+# Runs on the shared live demo (listed in DEMO_TESTS) and leaves it running.
+def test_the_demo_runs_telegram_poll_and_its_output_has_no_request_log(
+        live_demo: LiveDemo) -> None:
+    proc, log = live_demo.proc, live_demo.log
+    wait_for(lambda: READY in log.read_text() or proc.poll() is not None, 240,
+             "the demo to serve")
+    assert proc.poll() is None, log.read_text()
+
+    polls = [line for line in command_lines(demo.descendants(proc.pid))
+             if re.search(r"manage\.py telegram_poll --loop\b", line)]
+    for path in ("/healthz", "/dashboard/", "/admin/login/"):
+        urllib.request.urlopen(f"{live_demo.base_url}{path}", timeout=30).read()
+    web_log = Path(re.search(r"^demo: web server log: (.+)$", log.read_text(), re.M)
+                   .group(1).strip())
+    wait_for(lambda: "GET /healthz" in web_log.read_text(), 30, "the requests in the web log")
+
+    assert len(polls) == 1, command_lines(demo.descendants(proc.pid))
+    assert [line for line in log.read_text().splitlines() if REQUEST_LOG.search(line)] == []
 
 
 # It stops the session's live demo, so it runs last of tests/demo_support.py's DEMO_TESTS.

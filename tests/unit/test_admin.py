@@ -310,3 +310,22 @@ def test_staff_see_the_provider_batches_but_cannot_change_them(staff_client: Cli
     staff_client.post(reverse("admin:batchgen_providerbatch_change", args=[batch.pk]),
                       {"external_id": "changed", "provider": "openai"})
     assert ProviderBatch.objects.get(pk=batch.pk).external_id == "batch_abc"
+
+
+def test_the_settings_page_pauses_and_resumes_a_provider_and_resume_wakes_the_loops(
+        staff_client: Client, monkeypatch: pytest.MonkeyPatch,
+        django_capture_on_commit_callbacks) -> None:
+    from batchgen.work import queue
+
+    woken: list[bool] = []
+    monkeypatch.setattr(queue, "nudge", lambda: woken.append(True))
+    url = reverse("admin:batchgen_setting_provider_pause")
+    page = staff_client.get(reverse("admin:batchgen_setting_changelist")).content.decode()
+    assert f'action="{url}"' in page
+
+    paused = staff_client.post(url, {"provider": "groq", "action": "pause"}, follow=True)
+    assert Setting.load().paused_providers == ["groq"]
+    assert "Paused provider groq." in paused.content.decode()
+    with django_capture_on_commit_callbacks(execute=True):
+        staff_client.post(url, {"provider": "groq", "action": "resume"})
+    assert Setting.load().paused_providers == [] and woken == [True]

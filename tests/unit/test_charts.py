@@ -150,3 +150,9 @@ def test_linear_ticks_are_round_numbers() -> None:
         html = charts.line_chart("Latency", ["#1"], [charts.Series("p95", [peak])],
                                  x_label="batch", y_label="s")
         assert tick_texts(html)[:len(expected)] == expected, peak
+
+
+def test_tiny_and_huge_axis_labels_stay_short_enough_for_a_phone() -> None:
+    assert [charts.tick_label(v) for v in (0.000005, 0.000015, 0.000123, 0.00002, 0.25,
+                                           1_000_000)] == [
+        "5e-6", "1.5e-5", "0.00012", "0.00002", "0.25", "1e6"]

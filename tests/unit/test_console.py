@@ -3,14 +3,16 @@ admin, search, live progress and the effective setting (issue 23)."""
 
 from __future__ import annotations
 
+import re
 from decimal import Decimal
+from html import unescape
 
 import pytest
 from django.contrib.auth.models import User
 from django.utils import timezone
 
 from batchgen.dashboard import console, failures, queries, run_detail, search
-from batchgen.models import BatchRun, Bot, Generation, QueueItem
+from batchgen.models import BatchRun, Bot, Generation, Message, QueueItem
 from tests.factories import make_bot, make_chat, make_item, make_run, set_batch_mode
 
 pytestmark = pytest.mark.django_db
@@ -259,3 +261,72 @@ def test_a_running_batch_detail_shows_its_progress_so_far(staff_client) -> None:
 
     assert "so far: <b>1</b> generated, <b>0</b> failed" in page
     assert "<b>120</b> tokens" in page
+
+
+def test_a_button_refreshed_into_the_page_sends_the_operator_back_to_the_dashboard(
+        staff_client) -> None:
+    died()
+    fragment = staff_client.get("/dashboard/live/?mode=single").content.decode()
+    [back] = set(re.findall(r'name="next" value="([^"]*)"', fragment))
+
+    response = staff_client.post("/dashboard/requeue/", {"next": unescape(back)})
+
+    assert unescape(back) == "/dashboard/?mode=single"
+    assert response["Location"] == "/dashboard/?mode=single"
+
+
+def test_django_rqs_pages_say_that_failed_items_are_not_failed_jobs(staff_client) -> None:
+    died(), died("timeout")
+    dead_list = 'href="/admin/batchgen/queueitem/?status__exact=dead"'
+
+    for page in (staff_client.get("/admin/django_rq/dashboard/"),
+                 staff_client.get("/admin/django_rq/dashboard/queues/0/failed/"),
+                 staff_client.get(f"/dashboard/batches/{make_run(rq_job_id='job-1').pk}/")):
+        text = page.content.decode()
+        assert page.status_code == 200
+        assert "2 dead items" in text and dead_list in text
+        assert "a job succeeds even when items in it die" in text
+
+
+def test_the_queue_list_search_finds_text_in_the_error(staff_client) -> None:
+    wanted = died(last_error="gave up after 3 attempts: server_error: upstream 502 xyzzy")
+    died()
+
+    listing = staff_client.get("/admin/batchgen/queueitem/?q=xyzzy")
+
+    assert [item.id for item in listing.context["cl"].result_list] == [wanted.id]
+
+
+def test_the_settings_page_shows_the_effective_in_flight_and_why(settings, staff_client) -> None:
+    settings.BATCH_MAX_WORKERS = 10
+    set_batch_mode(25)
+
+    page = staff_client.get("/admin/batchgen/setting/").content.decode()
+
+    assert "batch size 25 → 10 in flight: BATCH_MAX_WORKERS" in page
+
+
+def test_a_failed_send_comes_first_in_a_batch_detail() -> None:
+    run = make_run()
+    items = [make_item(batch_run=run) for _ in range(3)]
+    for item in items:
+        Generation.objects.create(batch_run=run, queue_item=item, ok=True, text="hi")
+    for item, status in zip(items, ("sent", "failed", "sent"), strict=True):
+        Message.objects.create(queue_item=item, bot=item.bot, chat=item.chat, batch_run=run,
+                               text="hi", status=status, error="" if status == "sent" else "403")
+
+    _, rows = run_detail.batch_detail(run.pk)
+
+    assert [row.generation.queue_item_id for row in rows] == [items[1].id, items[0].id,
+                                                              items[2].id]
+
+
+def test_pausing_a_chat_by_a_number_pauses_the_chat_with_that_telegram_id_only(
+        staff_client) -> None:
+    first = make_chat(title="first")
+    wanted = make_chat(title="wanted", telegram_chat_id=first.id)  # its Telegram id: first's pk
+
+    staff_client.post("/dashboard/pause/", {"kind": "chat", "target": str(first.id),
+                                            "action": "pause"})
+
+    assert [chat.id for chat in console.paused().chats] == [wanted.id]

@@ -79,27 +79,6 @@ def test_overview_counts_todays_sent_messages_and_success_rate() -> None:
     assert result.success_percent == pytest.approx(80.0)
 
 
-def test_overview_cost_is_none_not_zero_when_no_price_is_known() -> None:
-    make_batch(cost_usd=None)
-
-    result = queries.overview()
-
-    assert result.cost is None
-    assert result.unpriced_batches == 1
-    assert result.tokens == 140
-
-
-def test_overview_sums_known_costs_of_both_modes() -> None:
-    for _ in range(3):
-        make_batch(cost_usd=Decimal("0.5"))
-    for _ in range(2):
-        make_batch(mode="single", size=1, cost_usd=Decimal("0.5"))
-
-    result = queries.overview()
-
-    assert result.cost == Decimal("2.5")
-
-
 def test_cards_follow_the_filters_and_say_which_window_they_cover() -> None:
     groq = make_batch(provider="groq", successes=1, cost_usd=Decimal("0.002"))
     make_message(make_generation(groq))
@@ -114,9 +93,9 @@ def test_cards_follow_the_filters_and_say_which_window_they_cover() -> None:
         f"provider=groq&date_from={timezone.now() - timedelta(days=5):%Y-%m-%d}"))
     span = queries.overview(older.window)
 
-    assert (today.messages_sent, today.cost) == (1, Decimal("0.002"))
+    assert (today.messages_sent, today.generations) == (1, 1)
     assert today.window.startswith("today, ") and today.window.endswith("(UTC) · groq")
-    assert span.cost == Decimal("7.002")
+    assert (span.messages_sent, span.generations) == (1, 1)
     assert span.window.endswith(" to now (UTC) · groq")
 
 
@@ -255,7 +234,8 @@ def test_detail_redacts_any_stored_secret(settings) -> None:
     assert rows[0].error == "auth failed for [redacted] and bot [redacted]"
 
 
-def test_charts_are_empty_without_batches_and_drawn_with_them() -> None:
+def test_charts_are_empty_without_batches_and_drawn_with_them(settings) -> None:
+    settings.LLM_PRICES = {"gpt-4o-mini": (1.0, 0.1, 2.0)}  # USD / 1M tokens
     names = ("sent", "latency", "outcomes", "cost")
     empty = queries.build_charts()
     assert all("No data yet" in empty[name] for name in names)
@@ -265,7 +245,29 @@ def test_charts_are_empty_without_batches_and_drawn_with_them() -> None:
 
     drawn = queries.build_charts()
     assert all("<svg" in drawn[name] for name in names)
-    assert "cost: 0.25 USD" in drawn["cost"]
+    # Priced from the generation (50 prompt and 20 completion tokens), not the run's cost_usd.
+    assert "cost: 0.00009 USD" in drawn["cost"]
+
+
+def test_while_a_run_is_running_the_cost_chart_panel_and_tokens_card_agree(
+        settings, operator_client) -> None:
+    from batchgen.dashboard.cost_report import cost_report
+    from batchgen.templatetags.dashboard_format import usd
+
+    settings.LLM_PRICES = {"m": (1.0, 0.1, 2.0)}  # USD / 1M tokens: input, cached, output
+    running = make_batch(status="running", model="m", cost_usd=None, prompt_tokens=0,
+                         completion_tokens=0)
+    for _ in range(2):
+        make_generation(running, prompt_tokens=1000, cached_tokens=0, completion_tokens=100)
+
+    page = operator_client.get("/dashboard/").content.decode()
+    total = cost_report().total
+
+    assert total.cost == Decimal("0.0024") and total.tokens == 2200
+    assert page.count(f"${usd(total.cost)}") == 1  # the Cost panel's, and only there
+    assert 'data-card="tokens">2200<' in page
+    assert "cost: 0.0024 USD" in queries.build_charts()["cost"]
+    assert not hasattr(queries.Overview, "cost_per_1k_messages")
 
 
 # --- The cost panel (batchgen.dashboard.cost_report) ----------------------------------------
@@ -319,3 +321,18 @@ def test_the_cost_panel_says_no_cost_for_a_model_without_a_price(settings, admin
     panel = page[page.index('data-panel="costs"'):]
     assert "no cost" in panel and "$0.00" not in panel
     assert "cache hit rate 51.2%" in panel
+
+
+def test_no_per_run_throughput_is_shown_once_runs_refill(operator_client) -> None:
+    from batchgen.dashboard import report
+
+    runs = [make_batch(), make_batch(mode="single", size=1, successes=1, duration_s=2.0)]
+
+    pages = [operator_client.get(url).content.decode()
+             for url in ("/dashboard/", f"/dashboard/batches/{runs[0].pk}/",
+                         "/admin/batchgen/batchrun/")]
+    text = report.mode_comparison(runs) + report.batch_table(runs)
+
+    assert not any("msg/s" in page for page in pages)
+    assert "msg/s" not in text and "median batch" not in text
+    assert "batch: 1 batches, 2 messages sent in 0.50 s of batch time" in text

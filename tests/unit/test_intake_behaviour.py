@@ -10,7 +10,7 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from batchgen.conversations.behaviour import MENTION_PRIORITY, in_quiet_hours, produce
-from batchgen.models import Chat, Message, QueueItem
+from batchgen.models import Bot, Chat, Message, QueueItem
 from batchgen.models.conversations import ChatMessage, Membership, Trigger
 from batchgen.work import queue
 from tests.concurrency import at_once
@@ -157,6 +157,27 @@ def test_a_cadence_held_by_quiet_hours_posts_when_they_end() -> None:
     Membership.objects.filter(bot=alpha).update(cadence_minutes=60)
     assert produce(datetime(2026, 1, 15, 3, tzinfo=UTC)) == 0
     assert produce(datetime(2026, 1, 15, 6, 1, tzinfo=UTC)) == 1
+
+
+@pytest.mark.parametrize("paused", ["bot", "chat"])
+def test_a_paused_bot_or_chat_piles_up_no_cadence_posts_and_posts_once_when_resumed(
+        paused: str) -> None:
+    alpha = make_intake_bot()
+    chat = group(alpha)
+    Membership.objects.filter(bot=alpha).update(cadence_minutes=30)
+    held = Bot.objects.filter(id=alpha.id) if paused == "bot" else Chat.objects.filter(id=chat.id)
+    start = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)
+    held.update(paused_at=start)
+
+    queued = [produce(start + timedelta(hours=hour)) for hour in range(6)]
+    heard(chat, "anyone there?", at=start + timedelta(hours=5))
+    replies = produce(start + timedelta(hours=5))
+    held.update(paused_at=None)
+    resumed = start + timedelta(hours=6)
+
+    assert queued == [0] * 6 and replies == 0 and pending().count() == 0
+    assert produce(resumed) == 1  # one post, not one per missed slot
+    assert produce(resumed + timedelta(minutes=1)) == 0
 
 
 def test_bots_answer_each_other_up_to_k_turns_without_a_human() -> None:

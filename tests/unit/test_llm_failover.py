@@ -8,6 +8,7 @@ from batchgen.delivery import scheduler
 from batchgen.llm import LLMBatchClient, LLMClient
 from batchgen.models import Generation
 from batchgen.state.breakers import get_circuit_breaker_stats
+from batchgen.work import operator
 from tests.factories import make_bot, make_chat, make_item, set_batch_mode
 from tests.fakes import TEST_KEYS
 
@@ -153,3 +154,17 @@ def test_failovers_are_counted_for_metrics(llm_env):
 
     exposition = generate_latest(REDIS_REGISTRY).decode()
     assert 'llm_failover_total{outcome="ok",primary="openai",provider="groq"} 2.0' in exposition
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_paused_fallback_provider_is_left_out_of_the_failover_chain(pipeline_env, settings):
+    fake_llm, _ = pipeline_env
+    settings.LLM_FALLBACK_PROVIDERS = ["groq", "gemini"]
+    fake_llm.control(route_faults={"openai": "503"})
+    operator.set_provider_paused("groq", True)
+    make_item(make_bot(), make_chat())
+
+    scheduler.tick(sync=True)
+
+    assert set(Generation.objects.values_list("provider", flat=True)) == {"gemini"}
+    assert "groq" not in routes(fake_llm)
