@@ -176,3 +176,12 @@ def test_storable_json_leaves_clean_values_alone_and_counts_what_it_replaced() -
     # json.dumps writes these two short (\b, \f), not as \u00XX: cleaned all the same.
     assert storable_json(["x\x08y", "\x0c"]) == (["x\ufffdy", "\ufffd"], 2)
     assert storable_json(["C:\\bin"]) == (["C:\\bin"], 0)
+
+
+@pytest.mark.parametrize("bot_id", [2**63 - 1, 2**63, 10**30])
+def test_a_webhook_for_a_bot_id_past_the_id_range_is_404_not_a_500(bot_id: int) -> None:
+    # SQLite raised OverflowError (a 500) binding an id of 2**63 or more; PostgreSQL said 404.
+    response = Client().post(reverse("intake:webhook", args=[bot_id]), data=NUL_UPDATE,
+                             content_type="application/json",
+                             HTTP_X_TELEGRAM_BOT_API_SECRET_TOKEN=SECRET)
+    assert response.status_code == 404 and response.json()["error"] == "unknown bot"
