@@ -158,6 +158,31 @@ def test_the_poller_moves_past_an_update_it_kept_as_failed(telegram_env, monkeyp
     assert ChatMessage.objects.get().text == "next one"
 
 
+# The poll's deafness was a PostgreSQL DataError: its tests run in both passes of make test.
+ON_BOTH_DATABASES = pytest.mark.parametrize(
+    "database", ["default", pytest.param("postgresql", marks=pytest.mark.postgres)])
+
+
+@ON_BOTH_DATABASES
+@pytest.mark.parametrize(("poison", "reason"), [
+    ('{"message": ' + "[" * 5000 + "]" * 5000 + "}", "nested too deep to parse"),
+    ('{"message": {"message_id": 1, "date": ' + "9" * 5000 + "}}", "not valid JSON"),
+], ids=["nested-5000", "digits-5000"])
+def test_an_update_no_parser_reads_is_skipped_and_the_next_is_stored_in_one_round(
+        telegram_env, poison: str, reason: str, database: str) -> None:
+    # json.loads on the whole getUpdates body failed for one such update: the batch was
+    # fetch_failed, the offset stayed, and the bot heard nothing after it.
+    alpha = make_intake_bot()
+    say(telegram_env, -100952, "", [alpha], raw_text=poison)
+    say(telegram_env, -100952, "heard after it", [alpha])
+    assert poll_once() == {"malformed": 1, "stored": 1}
+    assert Bot.objects.get(id=alpha.id).update_offset == 3
+    assert ChatMessage.objects.get().text == "heard after it"
+    row = ProcessedUpdate.objects.get(bot=alpha, update_id=1)
+    assert (row.outcome, row.payload) == ("malformed", None) and reason in row.note
+    assert poll_once() == {}  # confirmed: it does not come again
+
+
 def test_parse_names_the_limit_it_refuses() -> None:
     with pytest.raises(JsonRefused, match="longer than 10 bytes"):
         parse(b"[" * 11, max_bytes=10, max_depth=5)
