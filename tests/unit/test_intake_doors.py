@@ -127,8 +127,14 @@ def test_a_depth_refused_update_keeps_its_row_so_a_redelivery_is_a_duplicate() -
                                                    "nested deeper than 64 levels")
 
 
+# The poll's deafness was a PostgreSQL DataError: its tests run in both passes of make test.
+ON_BOTH_DATABASES = pytest.mark.parametrize(
+    "database", ["default", pytest.param("postgresql", marks=pytest.mark.postgres)])
+
+
+@ON_BOTH_DATABASES
 def test_a_poisoned_update_never_stops_the_poll_and_the_next_message_arrives_at_once(
-        telegram_env) -> None:
+        telegram_env, database: str) -> None:
     alpha = make_intake_bot()
     poisoned = {"message_id": 1, "date": 1, "chat": {"id": -100950, "type": "group"},
                 "from": {"id": 1, "is_bot": False, "first_name": "P\ud800"}, "text": "a\u0000b"}
@@ -145,7 +151,9 @@ def test_a_poisoned_update_never_stops_the_poll_and_the_next_message_arrives_at_
     assert ProcessedUpdate.objects.get(bot=alpha, update_id=1).note.startswith("2 strings")
 
 
-def test_the_poller_moves_past_an_update_it_kept_as_failed(telegram_env, monkeypatch) -> None:
+@ON_BOTH_DATABASES
+def test_the_poller_moves_past_an_update_it_kept_as_failed(telegram_env, monkeypatch,
+                                                           database: str) -> None:
     alpha = make_intake_bot()
     real = updates._insert
     monkeypatch.setattr(updates, "_insert", lambda b, u, payload, o, n: (
@@ -156,11 +164,6 @@ def test_the_poller_moves_past_an_update_it_kept_as_failed(telegram_env, monkeyp
     assert poll_once() == {"failed": 1, "stored": 1}
     assert Bot.objects.get(id=alpha.id).update_offset == 3
     assert ChatMessage.objects.get().text == "next one"
-
-
-# The poll's deafness was a PostgreSQL DataError: its tests run in both passes of make test.
-ON_BOTH_DATABASES = pytest.mark.parametrize(
-    "database", ["default", pytest.param("postgresql", marks=pytest.mark.postgres)])
 
 
 @ON_BOTH_DATABASES
