@@ -60,8 +60,29 @@ JSON = st.recursive(st.one_of(st.none(), st.booleans(), NUMBERS, TEXT),
                     lambda children: st.one_of(st.lists(children, max_size=4),
                                                st.dictionaries(TEXT, children, max_size=4)),
                     max_leaves=25)
-UPDATE_IDS = st.one_of(st.integers(min_value=1, max_value=10**6), st.integers(),
-                       st.sampled_from([2**63 - 1, 2**63, -(2**63), 0]))
+
+
+class UpdateIds:
+    """A new update_id for each body, so it reaches the insert (drawn from a small range, half
+    the bodies repeated an earlier id and stopped at "duplicate"), and now and then one of
+    the last few ids again: a deliberate redelivery."""
+
+    def __init__(self) -> None:
+        self.last = 0
+
+    def fresh(self, _: object = None) -> int:
+        self.last += 1
+        return self.last
+
+    def again(self, back: int) -> int:
+        return max(1, self.last - back)
+
+
+IDS = UpdateIds()
+UPDATE_IDS = st.integers(0, 19).flatmap(lambda pick: (
+    st.one_of(st.integers(), st.sampled_from([2**63 - 1, 2**63, -(2**63), 0])) if pick == 0
+    else st.integers(0, 5).map(IDS.again) if pick == 1
+    else st.just(None).map(IDS.fresh)))
 
 
 @st.composite
@@ -118,7 +139,10 @@ def test_no_webhook_body_gets_a_500_and_processing_goes_on() -> None:
 
     post()
     report("webhook bodies", answers)
-    assert answers.total() >= EXAMPLES * 0.9
+    assert answers.total() >= EXAMPLES
+    # Most bodies reach the insert: a redelivery is a deliberate few, not half of them.
+    assert sum(n for answer, n in answers.items() if answer.endswith("duplicate")) \
+        <= answers.total() * 0.2
     # Nothing stored wrong: every kept payload is storable as it is.
     for payload in ProcessedUpdate.objects.exclude(payload=None).values_list("payload",
                                                                              flat=True):
