@@ -1,6 +1,7 @@
 """Every door, fuzzed with Hypothesis: webhook bodies (random JSON, control characters, lone
 surrogates, deep nesting, huge numbers, bytes), the admin's forms and the dashboard's query
-strings. No answer is a 500, nothing is stored wrong, and the tick's processor still works.
+strings, the admin's changelist filters, lookups, search and autocomplete. No answer is a 500,
+nothing is stored wrong, and the tick's processor still works.
 
 The default run is short. The issue's target counts (>= 10,000 webhook bodies, >= 2,000
 admin and dashboard inputs) are one variable away, with the answers counted per door:
@@ -27,13 +28,13 @@ from batchgen.core.json_input import storable_json
 from batchgen.models import BatchRun, Bot, Setting
 from batchgen.models.conversations import ChatMessage, ProcessedUpdate
 from batchgen.models.secrets import webhook_digest
-from tests.factories import make_bot, make_chat
+from tests.factories import make_bot, make_chat, make_item
 from tests.intake_support import make_intake_bot, text_message, update
 
 pytestmark = pytest.mark.django_db
 
 EXAMPLES = int(os.environ.get("DOORS_FUZZ_EXAMPLES", "150"))
-# Seven admin and dashboard doors share the issue's 2,000: 333 inputs each at 10,000.
+# Ten admin and dashboard doors share the issue's 2,000: 333 inputs each at 10,000.
 SMALL_EXAMPLES = max(25, EXAMPLES // 30)
 SECRET = "fuzz-webhook-secret"
 
@@ -237,9 +238,14 @@ VALUES = st.one_of(TEXT, st.sampled_from(["batch", "single", "done", "openai", "
                    st.integers().map(str), st.dates().map(str))
 
 
+
+
+def _query(pairs: list[tuple[str, str]]) -> str:
+    return "&".join(f"{_encoded(name)}={_encoded(value)}" for name, value in pairs)
+
+
 QUERIES = st.one_of(
-    st.lists(st.tuples(FIELDS, VALUES), max_size=8).map(
-        lambda pairs: "&".join(f"{_encoded(k)}={_encoded(v)}" for k, v in pairs)),
+    st.lists(st.tuples(FIELDS, VALUES), max_size=8).map(_query),
     st.text(alphabet="%&=;+?#abc019\\\x00", max_size=60),
 )
 
@@ -270,3 +276,65 @@ def test_no_dashboard_query_string_gets_a_500(staff_client) -> None:
     detail()
     report("dashboard query strings", answers)
     assert answers.total() >= 3 * SMALL_EXAMPLES * 0.9
+
+
+# --- Admin changelists: filters, lookups, search, autocomplete ---------------------------
+
+CHANGELISTS = ["bot", "chat", "setting", "queueitem", "batchrun", "generation", "message",
+               "providerbatch", "chatbehaviour", "membership", "chatmessage", "trigger"]
+# Every list filter's parameter, Django's own (search, ordering, page, popup) and lookups no
+# filter offers (refused with a 400 or Django's ?e=1 redirect).
+PARAMETERS = st.one_of(st.sampled_from([
+    "q", "o", "p", "e", "all", "_to_field", "_popup", "status", "mode", "provider", "cause",
+    "cause_provider", "paused", "is_active", "chat_type", "error_kind", "ok", "kind",
+    "from_human", "chat__id__exact", "bot__id__exact", "created_at__year", "created_at__month",
+    "created_at__day", "status__in", "status__exact", "provider__isnull", "id__gt",
+    "bot__telegram_token__startswith"]), TEXT)
+
+
+def _row_counts() -> dict[str, int]:
+    from django.apps import apps
+
+    return {model.__name__: model.objects.count()
+            for model in apps.get_app_config("batchgen").get_models()}
+
+
+def test_no_admin_changelist_search_or_autocomplete_gets_a_500(staff_client) -> None:
+    Setting.ensure_defaults()  # the settings changelist adds the defaults on its first GET
+    bot = make_bot("listed", telegram_token="5:LISTED")
+    make_item(bot, make_chat(title="Lounge"))
+    BatchRun.objects.create(mode="batch", size=2, provider="openai")
+    before, answers = _row_counts(), Counter()
+
+    def get(url: str, allowed: tuple[int, ...]) -> None:
+        response = staff_client.get(url)
+        answers[response.status_code] += 1
+        assert response.status_code in allowed, url[:300]
+
+    @fuzz(SMALL_EXAMPLES)
+    @given(model=st.sampled_from(CHANGELISTS),
+           pairs=st.lists(st.tuples(PARAMETERS, VALUES), max_size=5))
+    def changelist(model: str, pairs: list[tuple[str, str]]) -> None:
+        # 302: Django's ?e=1 for a lookup it cannot apply; 400: a lookup refused.
+        get(f"{reverse(f'admin:batchgen_{model}_changelist')}?{_query(pairs)}", (200, 302, 400))
+
+    @fuzz(SMALL_EXAMPLES)
+    @given(model=st.sampled_from(CHANGELISTS), term=st.one_of(TEXT, VALUES))
+    def search(model: str, term: str) -> None:
+        get(f"{reverse(f'admin:batchgen_{model}_changelist')}?{_query([('q', term)])}",
+            (200, 302, 400))
+
+    @fuzz(SMALL_EXAMPLES)
+    @given(field=st.one_of(st.sampled_from(["bot", "chat"]), TEXT),
+           model=st.one_of(st.just("queueitem"), TEXT), term=st.one_of(TEXT, VALUES))
+    def autocomplete(field: str, model: str, term: str) -> None:
+        # 403: Django's answer for a model or field that has no autocomplete.
+        get("/admin/autocomplete/?" + _query([("app_label", "batchgen"), ("model_name", model),
+                                              ("field_name", field), ("term", term)]),
+            (200, 403))
+
+    for door in (changelist, search, autocomplete):
+        door()
+    report("admin changelists, search and autocomplete", answers)
+    assert answers.total() >= 3 * SMALL_EXAMPLES
+    assert _row_counts() == before  # a GET stores nothing
