@@ -19,7 +19,7 @@ from urllib.parse import quote
 import pytest
 from django.test import Client
 from django.urls import reverse
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from batchgen.conversations.updates import process_pending
@@ -28,14 +28,22 @@ from batchgen.core.json_input import storable_json
 from batchgen.models import BatchRun, Bot, Setting
 from batchgen.models.conversations import ChatMessage, ProcessedUpdate
 from batchgen.models.secrets import webhook_digest
+from tests.databases import ON_BOTH_DATABASES
 from tests.factories import make_bot, make_chat, make_item
 from tests.intake_support import make_intake_bot, text_message, update
 
 pytestmark = pytest.mark.django_db
 
-EXAMPLES = int(os.environ.get("DOORS_FUZZ_EXAMPLES", "150"))
-# Ten admin and dashboard doors share the issue's 2,000: 333 inputs each at 10,000.
-SMALL_EXAMPLES = max(25, EXAMPLES // 30)
+CHOSEN = os.environ.get("DOORS_FUZZ_EXAMPLES")
+
+
+def counts(database: str) -> tuple[int, int]:
+    """How many webhook bodies, and how many inputs for each admin or dashboard door. Ten
+    doors share the issue's 2,000: 333 inputs each at 10,000. Unchosen, make test's
+    PostgreSQL pass runs a shorter fuzz than its SQLite pass: CI waits for both."""
+    if CHOSEN:
+        return int(CHOSEN), max(25, int(CHOSEN) // 30)
+    return (150, 25) if database == "default" else (60, 12)
 SECRET = "fuzz-webhook-secret"
 
 
@@ -65,25 +73,25 @@ JSON = st.recursive(st.one_of(st.none(), st.booleans(), NUMBERS, TEXT),
 
 class UpdateIds:
     """A new update_id for each body, so it reaches the insert (drawn from a small range, half
-    the bodies repeated an earlier id and stopped at "duplicate"), and now and then one of
-    the last few ids again: a deliberate redelivery."""
+    the bodies repeated an earlier id and stopped at "duplicate"), except every 20th: one of
+    the last few ids again, a deliberate redelivery."""
 
     def __init__(self) -> None:
-        self.last = 0
+        self.drawn = self.last = 0
 
-    def fresh(self, _: object = None) -> int:
+    def next(self, _: object = None) -> int:
+        self.drawn += 1
+        if self.drawn % 20 == 0:
+            return max(1, self.last - 3)
         self.last += 1
         return self.last
 
-    def again(self, back: int) -> int:
-        return max(1, self.last - back)
-
 
 IDS = UpdateIds()
-UPDATE_IDS = st.integers(0, 19).flatmap(lambda pick: (
+# One in twenty: any integer, or an edge of the 64-bit range.
+UPDATE_IDS = st.sampled_from(range(20)).flatmap(lambda pick: (
     st.one_of(st.integers(), st.sampled_from([2**63 - 1, 2**63, -(2**63), 0])) if pick == 0
-    else st.integers(0, 5).map(IDS.again) if pick == 1
-    else st.just(None).map(IDS.fresh)))
+    else st.just(None).map(IDS.next)))
 
 
 @st.composite
@@ -125,12 +133,14 @@ BODIES = st.one_of(
 
 # --- Webhook ---------------------------------------------------------------------------
 
-def test_no_webhook_body_gets_a_500_and_processing_goes_on() -> None:
+@ON_BOTH_DATABASES
+def test_no_webhook_body_gets_a_500_and_processing_goes_on(database: str) -> None:
+    examples, _ = counts(database)
     bot = make_intake_bot(webhook_secret=webhook_digest(SECRET))
     url = reverse("intake:webhook", args=[bot.id])
     client, answers = Client(), Counter()
 
-    @fuzz(EXAMPLES)
+    @fuzz(examples)
     @given(body=BODIES)
     def post(body: bytes) -> None:
         response = client.post(url, data=body, content_type="application/json",
@@ -140,7 +150,7 @@ def test_no_webhook_body_gets_a_500_and_processing_goes_on() -> None:
 
     post()
     report("webhook bodies", answers)
-    assert answers.total() >= EXAMPLES
+    assert answers.total() >= examples
     # Most bodies reach the insert: a redelivery is a deliberate few, not half of them.
     assert sum(n for answer, n in answers.items() if answer.endswith("duplicate")) \
         <= answers.total() * 0.2
@@ -172,8 +182,10 @@ TOKENS = st.one_of(TEXT, st.builds(lambda n, rest: f"{n}:{rest}", st.integers(0,
                                                         fullmatch=True))
 
 
-def test_no_admin_form_input_gets_a_500_and_what_is_saved_is_valid(staff_client,
-                                                                   telegram_env) -> None:
+@ON_BOTH_DATABASES
+def test_no_admin_form_input_gets_a_500_and_what_is_saved_is_valid(staff_client, telegram_env,
+                                                                   database: str) -> None:
+    _, small = counts(database)
     Setting.ensure_defaults()
     settings_by_key = dict(Setting.objects.values_list("key", "id"))
     bot, chat = make_bot("fuzzed", telegram_token="5:KEPT"), make_chat()
@@ -186,13 +198,13 @@ def test_no_admin_form_input_gets_a_500_and_what_is_saved_is_valid(staff_client,
         answers[response.status_code] += 1
         assert response.status_code in (200, 302), data
 
-    @fuzz(SMALL_EXAMPLES)
+    @fuzz(small)
     @given(key=st.sampled_from(sorted(settings_by_key)), value=SETTING_VALUES)
     def setting(key: str, value: str) -> None:
         send(reverse("admin:batchgen_setting_change", args=[settings_by_key[key]]),
              {"key": key, "value": value})
 
-    @fuzz(SMALL_EXAMPLES)
+    @fuzz(small)
     @given(name=TEXT, token=TOKENS, persona=TEXT, prompt=TEXT, new=st.booleans())
     def bot_form(name: str, token: str, persona: str, prompt: str, new: bool) -> None:
         url = reverse("admin:batchgen_bot_add") if new else reverse(
@@ -200,7 +212,7 @@ def test_no_admin_form_input_gets_a_500_and_what_is_saved_is_valid(staff_client,
         send(url, {"name": name, "telegram_token": token, "persona": persona,
                    "system_prompt": prompt, "is_active": "on"})
 
-    @fuzz(SMALL_EXAMPLES)
+    @fuzz(small)
     @given(title=TEXT, zone=st.one_of(TEXT, st.sampled_from(["Europe/Berlin", "../../etc",
                                                             "UTC\x00"])),
            start=TEXT, end=st.sampled_from(["", "07:00", "25:61", "\x00"]),
@@ -211,7 +223,7 @@ def test_no_admin_form_input_gets_a_500_and_what_is_saved_is_valid(staff_client,
               "quiet_end": end, "max_bot_turns": turns, "memberships-TOTAL_FORMS": "0",
               "memberships-INITIAL_FORMS": "0"})
 
-    @fuzz(SMALL_EXAMPLES)
+    @fuzz(small)
     @given(priority=st.one_of(TEXT, st.integers(min_value=-(2**70), max_value=2**70).map(str)))
     def queue_item_form(priority: str) -> None:
         send(reverse("admin:batchgen_queueitem_add"),
@@ -220,7 +232,7 @@ def test_no_admin_form_input_gets_a_500_and_what_is_saved_is_valid(staff_client,
     for door in (setting, bot_form, chat_form, queue_item_form):
         door()
     report("admin forms", answers)
-    assert answers.total() >= 4 * SMALL_EXAMPLES * 0.9
+    assert answers.total() >= 4 * small
     # Nothing stored wrong: every setting passes its rule, every token has a token's shape.
     for key, value in Setting.objects.values_list("key", "value"):
         Setting.RULES[key](value)
@@ -250,13 +262,15 @@ QUERIES = st.one_of(
 )
 
 
-def test_no_dashboard_query_string_gets_a_500(staff_client) -> None:
+@ON_BOTH_DATABASES
+def test_no_dashboard_query_string_gets_a_500(staff_client, database: str) -> None:
+    _, small = counts(database)
     BatchRun.objects.create(mode="batch", size=2)
     answers = Counter()
     paths = [reverse("dashboard:index"), reverse("dashboard:live"),
              reverse("dashboard:api_batches")]
 
-    @fuzz(SMALL_EXAMPLES * 2)
+    @fuzz(small * 2)
     @given(path=st.sampled_from(paths), query=QUERIES)
     def get(path: str, query: str) -> None:
         response = staff_client.get(f"{path}?{query}")
@@ -265,7 +279,7 @@ def test_no_dashboard_query_string_gets_a_500(staff_client) -> None:
         if response.status_code == 400:  # the API names what it refused
             assert response.json()["errors"]
 
-    @fuzz(SMALL_EXAMPLES)
+    @fuzz(small)
     @given(run_id=st.one_of(st.integers(min_value=0), st.integers(min_value=2**63 - 2)))
     def detail(run_id: int) -> None:
         response = staff_client.get(f"/dashboard/batches/{run_id}/")
@@ -275,7 +289,7 @@ def test_no_dashboard_query_string_gets_a_500(staff_client) -> None:
     get()
     detail()
     report("dashboard query strings", answers)
-    assert answers.total() >= 3 * SMALL_EXAMPLES * 0.9
+    assert answers.total() >= 3 * small
 
 
 # --- Admin changelists: filters, lookups, search, autocomplete ---------------------------
@@ -290,6 +304,8 @@ PARAMETERS = st.one_of(st.sampled_from([
     "from_human", "chat__id__exact", "bot__id__exact", "created_at__year", "created_at__month",
     "created_at__day", "status__in", "status__exact", "provider__isnull", "id__gt",
     "bot__telegram_token__startswith"]), TEXT)
+# A NUL anywhere in a value was a 500 on PostgreSQL: drawn often enough to be met in a short run.
+ADMIN_VALUES = st.one_of(VALUES, st.builds("{}\x00{}".format, TEXT, TEXT))
 
 
 def _row_counts() -> dict[str, int]:
@@ -299,7 +315,10 @@ def _row_counts() -> dict[str, int]:
             for model in apps.get_app_config("batchgen").get_models()}
 
 
-def test_no_admin_changelist_search_or_autocomplete_gets_a_500(staff_client) -> None:
+@ON_BOTH_DATABASES
+def test_no_admin_changelist_search_or_autocomplete_gets_a_500(staff_client,
+                                                               database: str) -> None:
+    _, small = counts(database)
     Setting.ensure_defaults()  # the settings changelist adds the defaults on its first GET
     bot = make_bot("listed", telegram_token="5:LISTED")
     make_item(bot, make_chat(title="Lounge"))
@@ -311,22 +330,28 @@ def test_no_admin_changelist_search_or_autocomplete_gets_a_500(staff_client) -> 
         answers[response.status_code] += 1
         assert response.status_code in allowed, url[:300]
 
-    @fuzz(SMALL_EXAMPLES)
+    # The audit's 500s on PostgreSQL, met in every run however short.
+    @fuzz(small)
     @given(model=st.sampled_from(CHANGELISTS),
-           pairs=st.lists(st.tuples(PARAMETERS, VALUES), max_size=5))
+           pairs=st.lists(st.tuples(PARAMETERS, ADMIN_VALUES), max_size=5))
+    @example(model="queueitem", pairs=[("status", "\x00")])
+    @example(model="queueitem", pairs=[("cause", "\x00")])
+    @example(model="batchrun", pairs=[("provider", "\x00")])
     def changelist(model: str, pairs: list[tuple[str, str]]) -> None:
         # 302: Django's ?e=1 for a lookup it cannot apply; 400: a lookup refused.
         get(f"{reverse(f'admin:batchgen_{model}_changelist')}?{_query(pairs)}", (200, 302, 400))
 
-    @fuzz(SMALL_EXAMPLES)
-    @given(model=st.sampled_from(CHANGELISTS), term=st.one_of(TEXT, VALUES))
+    @fuzz(small)
+    @given(model=st.sampled_from(CHANGELISTS), term=st.one_of(TEXT, ADMIN_VALUES))
+    @example(model="queueitem", term="\x00")
     def search(model: str, term: str) -> None:
         get(f"{reverse(f'admin:batchgen_{model}_changelist')}?{_query([('q', term)])}",
             (200, 302, 400))
 
-    @fuzz(SMALL_EXAMPLES)
+    @fuzz(small)
     @given(field=st.one_of(st.sampled_from(["bot", "chat"]), TEXT),
-           model=st.one_of(st.just("queueitem"), TEXT), term=st.one_of(TEXT, VALUES))
+           model=st.one_of(st.just("queueitem"), TEXT), term=ADMIN_VALUES)
+    @example(field="bot", model="queueitem", term="\x00")
     def autocomplete(field: str, model: str, term: str) -> None:
         # 403: Django's answer for a model or field that has no autocomplete.
         get("/admin/autocomplete/?" + _query([("app_label", "batchgen"), ("model_name", model),
@@ -336,5 +361,5 @@ def test_no_admin_changelist_search_or_autocomplete_gets_a_500(staff_client) -> 
     for door in (changelist, search, autocomplete):
         door()
     report("admin changelists, search and autocomplete", answers)
-    assert answers.total() >= 3 * SMALL_EXAMPLES
+    assert answers.total() >= 3 * small
     assert _row_counts() == before  # a GET stores nothing

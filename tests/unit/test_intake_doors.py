@@ -19,6 +19,7 @@ from batchgen.core.json_input import JsonRefused, parse, storable_json
 from batchgen.models import Bot
 from batchgen.models.conversations import ChatMessage, ProcessedUpdate
 from batchgen.models.secrets import webhook_digest
+from tests.databases import ON_BOTH_DATABASES
 from tests.intake_support import make_intake_bot, say, text_message, update
 
 pytestmark = pytest.mark.django_db
@@ -128,10 +129,6 @@ def test_a_depth_refused_update_keeps_its_row_so_a_redelivery_is_a_duplicate() -
 
 
 # The poll's deafness was a PostgreSQL DataError: its tests run in both passes of make test.
-ON_BOTH_DATABASES = pytest.mark.parametrize(
-    "database", ["default", pytest.param("postgresql", marks=pytest.mark.postgres)])
-
-
 @ON_BOTH_DATABASES
 def test_a_poisoned_update_never_stops_the_poll_and_the_next_message_arrives_at_once(
         telegram_env, database: str) -> None:
