@@ -358,8 +358,13 @@ def _speaker(sender: dict) -> str:
     return storable(name or str(sender.get("username") or "someone"))[:200]
 
 
+# A later date raises in fromtimestamp (OSError, OverflowError or ValueError by platform).
+_LAST_DATE = int(datetime(9999, 12, 31, 23, 59, 59, tzinfo=UTC).timestamp())
+
+
 def _when(date: Any) -> datetime:
-    if isinstance(date, int) and not isinstance(date, bool) and date > 0:
+    """The message's date, or the time it was heard when that is no date."""
+    if isinstance(date, int) and not isinstance(date, bool) and 0 < date <= _LAST_DATE:
         return datetime.fromtimestamp(date, tz=UTC)
     return timezone.now()
 

@@ -11,6 +11,7 @@ import pytest
 from django.db import DataError
 from django.test import Client
 from django.urls import reverse
+from django.utils import timezone
 
 from batchgen.conversations import updates
 from batchgen.conversations.poll import poll_once
@@ -126,6 +127,19 @@ def test_a_depth_refused_update_keeps_its_row_so_a_redelivery_is_a_duplicate() -
     row = ProcessedUpdate.objects.get(update_id=43)
     assert (row.outcome, row.payload, row.note) == ("malformed", None,
                                                    "nested deeper than 64 levels")
+
+
+@pytest.mark.parametrize("date", [10**15, 2**62, 253402300800])
+def test_a_message_date_past_any_calendar_is_stored_at_the_time_it_was_heard(date: int,
+                                                                             caplog) -> None:
+    # Found by make fuzz-doors: datetime.fromtimestamp raised OSError or OverflowError, the
+    # chunk failed, was redone one update at a time, and the message was lost as failed.
+    bot = hooked_bot()
+    body = json.dumps(update(44, message=text_message(1, -5, "when?", date=date))).encode()
+    assert post(bot.id, body)["outcome"] == "accepted"
+    assert process_pending() == {"stored": 1}
+    assert ChatMessage.objects.get().sent_at.year == timezone.now().year
+    assert "ERROR" not in caplog.text
 
 
 # The poll's deafness was a PostgreSQL DataError: its tests run in both passes of make test.
