@@ -16,7 +16,7 @@ from django.utils import timezone
 from batchgen.conversations import updates
 from batchgen.conversations.poll import poll_once
 from batchgen.conversations.updates import process_pending
-from batchgen.core.json_input import JsonRefused, parse, storable_json
+from batchgen.core.json_input import JsonRefused, parse, storable_json, top_level
 from batchgen.models import Bot
 from batchgen.models.conversations import ChatMessage, ProcessedUpdate
 from batchgen.models.secrets import webhook_digest
@@ -224,3 +224,13 @@ def test_a_webhook_for_a_bot_id_past_the_id_range_is_404_not_a_500(bot_id: int) 
                              content_type="application/json",
                              HTTP_X_TELEGRAM_BOT_API_SECRET_TOKEN=SECRET)
     assert response.status_code == 404 and response.json()["error"] == "unknown bot"
+
+
+def test_top_level_slices_a_document_without_parsing_it() -> None:
+    deep = "[" * 5000 + "]" * 5000
+    assert top_level('{"ok": true, "result": [1, {"a": "]\\"[{"}, ' + deep + "]}") == [
+        '"ok"', "true", '"result"', '[1, {"a": "]\\"[{"}, ' + deep + "]"]
+    assert top_level(" [ ] ") == [] and top_level("{}") == [] and top_level("[ 7 ]") == ["7"]
+    for broken in ("", "7", '"x"', "[1, 2", "[1]]", "[1] x"):
+        with pytest.raises(JsonRefused):
+            top_level(broken)
