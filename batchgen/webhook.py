@@ -22,6 +22,9 @@ log = logging.getLogger(__name__)
 # Telegram's largest update (4,096 characters of text, entities, a quoted reply) is a few tens
 # of KB; a body past this is not Telegram.
 MAX_UPDATE_BYTES = 1 << 20
+# Bot ids are 64-bit: a larger one from the URL is no bot (SQLite raised OverflowError binding
+# it, a 500; PostgreSQL answered 404).
+MAX_BOT_ID = 2**63 - 1
 
 
 def _body(request: HttpRequest) -> bytes:
@@ -38,7 +41,7 @@ def _body(request: HttpRequest) -> bytes:
 @csrf_exempt
 @require_POST
 def webhook(request: HttpRequest, bot_id: int) -> HttpResponse:
-    digest = updates.webhook_secret(bot_id)
+    digest = updates.webhook_secret(bot_id) if bot_id <= MAX_BOT_ID else None
     if digest is None:
         log.warning("webhook: update for unknown or inactive bot %s refused", bot_id)
         return JsonResponse({"ok": False, "error": "unknown bot"}, status=404)

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from batchgen.conversations import updates
 from batchgen.models import Bot
-from batchgen.telegram.bot_api import BotApi, BotApiError
+from batchgen.telegram.bot_api import BotApi, BotApiError, Unreadable
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +64,11 @@ def _store(result: Fetched) -> Counter:
     offset = result.offset
     for update in result.updates:
         try:
-            outcomes[updates.accept(result.bot_id, update)] += 1
+            if isinstance(update, Unreadable):  # recorded, so the offset moves past it
+                outcome = updates.refuse(result.bot_id, update.update_id, update.reason)
+            else:
+                outcome = updates.accept(result.bot_id, update)
+            outcomes[outcome] += 1
         except Exception:
             # Not the update's fault (the database went away...): keep the offset before it
             # so the next round fetches it again, and let the other bots carry on.
@@ -72,7 +76,8 @@ def _store(result: Fetched) -> Counter:
                           result.bot_id)
             outcomes["store_failed"] += 1
             break
-        update_id = update.get("update_id") if isinstance(update, dict) else None
+        update_id = (update.update_id if isinstance(update, Unreadable)
+                     else update.get("update_id") if isinstance(update, dict) else None)
         if type(update_id) is int:
             offset = max(offset, update_id + 1)
     if offset != result.offset:

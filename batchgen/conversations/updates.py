@@ -69,8 +69,7 @@ def accept(bot_id: int, update: Any) -> str:
                     bot_id)
         return MALFORMED
     if problem := shape_problem(update, MAX_UPDATE_DEPTH):
-        log.warning("bot %s: malformed update %s skipped: %s", bot_id, update_id, problem)
-        return MALFORMED if _insert(bot_id, update_id, None, MALFORMED, problem) else DUPLICATE
+        return refuse(bot_id, update_id, problem)
     update, replaced = storable_json(update)
     note = (f"{replaced} strings had NUL, control characters or lone surrogates, replaced "
             "by U+FFFD") if replaced else ""
@@ -89,6 +88,18 @@ def accept(bot_id: int, update: Any) -> str:
         log.warning("bot %s: update %s kept as failed: %s", bot_id, update_id, reason)
         return FAILED if _insert(bot_id, update_id, None, FAILED, reason) else DUPLICATE
     return ACCEPTED if inserted else DUPLICATE
+
+
+def refuse(bot_id: int, update_id: int | None, problem: str) -> str:
+    """Skip an update that cannot be used (nested past the limit, or unreadable): malformed.
+    With a 64-bit update_id it is kept without its payload, so a redelivery is a duplicate;
+    without one nothing can be kept."""
+    if update_id is None or not -_BIGINT <= update_id < _BIGINT:
+        log.warning("bot %s: malformed update skipped, no 64-bit update_id: %s", bot_id,
+                    problem)
+        return MALFORMED
+    log.warning("bot %s: malformed update %s skipped: %s", bot_id, update_id, problem)
+    return MALFORMED if _insert(bot_id, update_id, None, MALFORMED, problem) else DUPLICATE
 
 
 def _savepoint() -> Any:
@@ -347,8 +358,13 @@ def _speaker(sender: dict) -> str:
     return storable(name or str(sender.get("username") or "someone"))[:200]
 
 
+# A later date raises in fromtimestamp (OSError, OverflowError or ValueError by platform).
+_LAST_DATE = int(datetime(9999, 12, 31, 23, 59, 59, tzinfo=UTC).timestamp())
+
+
 def _when(date: Any) -> datetime:
-    if isinstance(date, int) and not isinstance(date, bool) and date > 0:
+    """The message's date, or the time it was heard when that is no date."""
+    if isinstance(date, int) and not isinstance(date, bool) and 0 < date <= _LAST_DATE:
         return datetime.fromtimestamp(date, tz=UTC)
     return timezone.now()
 

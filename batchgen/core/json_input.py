@@ -1,8 +1,9 @@
 """JSON from outside (Telegram updates, admin fields) parsed within limits and made storable:
 ``parse`` refuses nesting deep enough to raise ``RecursionError`` and numbers PostgreSQL's
 jsonb refuses (``NaN``, ``Infinity``, ``1e999``) with a ``JsonRefused`` that says which limit;
-``storable_json`` replaces NUL and lone surrogates. Why ``json.loads`` alone is not enough:
-docs/design.md, "Input at the doors".
+``storable_json`` replaces NUL and lone surrogates; ``top_level`` slices a document into its
+top-level values without parsing them, so a list whose one item no parser can read is read
+item by item. Why ``json.loads`` alone is not enough: docs/design.md, "Input at the doors".
 """
 
 from __future__ import annotations
@@ -15,12 +16,14 @@ from typing import Any
 
 from batchgen.core.text import storable
 
-__all__ = ["JsonRefused", "NotJson", "parse", "shape_problem", "storable_json"]
+__all__ = ["JsonRefused", "NotJson", "parse", "shape_problem", "storable_json", "top_level"]
 
 # Serialised with ensure_ascii=False, a value that needs cleaning shows an escaped C0 control
 # (json.dumps writes \b and \f short, the others as \u00XX; \n, \r and \t are kept by
 # storable) or a raw lone surrogate. A false alarm (a literal backslash-b) only costs the walk.
 _NEEDS_CLEANING = re.compile(r"\\(?:[bf]|u00(?:0[0-8bcef]|1[0-9a-f]))|[\ud800-\udfff]")
+# What top_level counts: a whole string (brackets inside it are text), a bracket, a separator.
+_STRUCTURE = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"|[][{},:]')
 
 
 class JsonRefused(ValueError):
@@ -104,3 +107,31 @@ def _clean(value: Any, changed: list[int]) -> Any:
     if isinstance(value, dict):
         return {_clean(key, changed): _clean(item, changed) for key, item in value.items()}
     return value
+
+
+def top_level(text: str) -> list[str]:
+    """The texts of the values directly inside the array or object ``text`` (an object's keys
+    and values alternate), found by counting brackets, never by parsing: a value nested past
+    any parser's stack, or holding a number no parser takes, is only sliced out, for the
+    caller to ``parse`` (or refuse) on its own. ``NotJson`` when ``text`` is not an array or
+    object whose brackets balance."""
+    text = text.strip()
+    if text[:1] not in ("[", "{"):
+        raise NotJson("not valid JSON: not an array or object")
+    parts: list[str] = []
+    depth, start = 0, 1
+    for match in _STRUCTURE.finditer(text):
+        token = match.group()
+        if token in ("[", "{"):
+            depth += 1
+        elif token in ("]", "}"):
+            depth -= 1
+            if depth == 0:
+                if text[match.end():].strip():
+                    raise NotJson("not valid JSON: text after the end")
+                last = text[start:match.start()].strip()
+                return [*parts, last] if last or parts else parts
+        elif depth == 1 and token in (",", ":"):
+            parts.append(text[start:match.start()].strip())
+            start = match.end()
+    raise NotJson("not valid JSON: brackets do not balance")

@@ -10,16 +10,17 @@ from __future__ import annotations
 import logging
 import math
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
 from django.conf import settings
 
 from batchgen.core.bot_tokens import token_problem
+from batchgen.core.json_input import JsonRefused, parse, top_level
 
-__all__ = ["NOT_SENT", "REFUSED_LOCALLY", "BotApi", "BotApiError", "Reply", "describe",
-           "redact"]
+__all__ = ["NOT_SENT", "REFUSED_LOCALLY", "BotApi", "BotApiError", "Reply", "Unreadable",
+           "describe", "redact"]
 
 _TOKEN_IN_URL = re.compile(r"/bot[^/\s]+/")
 # Failures that happen before any byte of the request leaves: safe to retry.
@@ -33,6 +34,9 @@ REFUSED_LOCALLY = (httpx.UnsupportedProtocol, httpx.LocalProtocolError, httpx.Pr
 # bot may no longer write there (blocked, kicked, not a member, user deactivated).
 _CHAT_GONE_400 = ("chat not found", "chat was deactivated", "peer_id_invalid",
                   "user is deactivated")
+# A getUpdates answer holds up to 100 updates of up to a few tens of KB: past this it is not
+# Telegram.
+MAX_REPLY_BYTES = 64 << 20
 
 
 def redact(text: str, token: str = "") -> str:
@@ -80,18 +84,21 @@ class Reply:
     body: dict[str, Any] | None
     description: str
     retry_after_header: str | None = None
+    content: bytes = field(default=b"", repr=False)
 
     @classmethod
     def read(cls, response: httpx.Response, token: str) -> Reply:
         try:
-            body = response.json()
-        except (ValueError, RecursionError):  # not JSON, or nested past the parser's stack
+            # Bounded: nesting past the parser's stack, a 5,000-digit number or NaN is
+            # refused here, never a RecursionError or a value no database keeps.
+            body = parse(response.content, max_bytes=MAX_REPLY_BYTES, max_depth=None)
+        except JsonRefused:
             body = None
         if not isinstance(body, dict):
             body = None
         description = str((body or {}).get("description") or f"HTTP {response.status_code}")
         return cls(response.status_code, body, redact(description, token),
-                   response.headers.get("Retry-After"))
+                   response.headers.get("Retry-After"), response.content)
 
     @property
     def ok(self) -> bool:
@@ -126,6 +133,55 @@ class Reply:
             return int(self.parameters["migrate_to_chat_id"])
         except (KeyError, TypeError, ValueError):
             return None
+
+
+@dataclass(frozen=True)
+class Unreadable:
+    """An update of a getUpdates answer that no parser reads (nested 5,000 deep, a
+    5,000-digit number): its update_id when that much can be read, and why."""
+
+    update_id: int | None
+    reason: str
+
+
+def _value(text: str) -> Any:
+    return parse(text, max_bytes=MAX_REPLY_BYTES, max_depth=None)
+
+
+def _update_id(text: str) -> int | None:
+    """The update_id of an update the parser refused, read from its top level alone."""
+    try:
+        members = top_level(text)
+        for key, value in zip(members[::2], members[1::2], strict=False):
+            if _value(key) == "update_id":
+                update_id = _value(value)
+                return update_id if type(update_id) is int else None
+    except JsonRefused:
+        pass
+    return None
+
+
+def _updates_one_by_one(reply: Reply) -> list[Any]:
+    """A getUpdates answer the parser refused as a whole, read one update at a time: each
+    one it cannot read becomes ``Unreadable``, so the poller records it and moves past it
+    instead of failing the whole batch (and fetching it again, for ever)."""
+    try:
+        members = top_level(reply.content.decode())
+        fields = {_value(key): value
+                  for key, value in zip(members[::2], members[1::2], strict=False)}
+        if fields.get("ok") != "true" or "result" not in fields:
+            raise JsonRefused("no ok result")
+        items = top_level(fields["result"])
+    except (JsonRefused, UnicodeDecodeError, TypeError):  # TypeError: a key that is a list
+        raise BotApiError(f"getUpdates: HTTP {reply.status} without a JSON body",
+                          permanent=reply.status < 500) from None
+    updates: list[Any] = []
+    for text in items:
+        try:
+            updates.append(_value(text))
+        except JsonRefused as exc:
+            updates.append(Unreadable(_update_id(text), str(exc)))
+    return updates
 
 
 class BotApi:
@@ -163,12 +219,19 @@ class BotApi:
     def call(self, token: str, method: str, params: dict[str, Any] | None = None,
              timeout: float | None = None) -> Any:
         """``method``'s ``result``, or BotApiError with Telegram's description."""
+        return self._result(method, self._ask(token, method, params, timeout))
+
+    def _ask(self, token: str, method: str, params: dict[str, Any] | None,
+             timeout: float | None) -> Reply:
         if problem := token_problem(token):  # it goes into the URL: refused before any request
             raise BotApiError(f"{method}: the bot token {problem}", permanent=True)
         try:
-            reply = self.post(token, method, params, timeout)
+            return self.post(token, method, params, timeout)
         except (httpx.HTTPError, httpx.InvalidURL) as exc:
             raise BotApiError(f"{method}: {describe(exc, token)}") from None
+
+    @staticmethod
+    def _result(method: str, reply: Reply) -> Any:
         if reply.body is None:
             raise BotApiError(f"{method}: HTTP {reply.status} without a JSON body",
                               permanent=reply.status < 500)
@@ -184,11 +247,15 @@ class BotApi:
         return result
 
     def get_updates(self, token: str, offset: int, timeout: float = 0,
-                    limit: int = 100) -> list[dict]:
-        result = self.call(token, "getUpdates",
-                           {"offset": offset, "timeout": int(timeout), "limit": limit,
-                            "allowed_updates": ["message", "my_chat_member"]},
-                           timeout=timeout)
+                    limit: int = 100) -> list[Any]:
+        """The updates after ``offset``: each a parsed value, or ``Unreadable`` for one no
+        parser reads (the others still arrive)."""
+        reply = self._ask(token, "getUpdates",
+                          {"offset": offset, "timeout": int(timeout), "limit": limit,
+                           "allowed_updates": ["message", "my_chat_member"]}, timeout)
+        if reply.body is None and reply.status == 200:
+            return _updates_one_by_one(reply)
+        result = self._result("getUpdates", reply)
         return result if isinstance(result, list) else []
 
     def set_webhook(self, token: str, url: str, secret_token: str) -> None:

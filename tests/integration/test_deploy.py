@@ -101,14 +101,22 @@ def test_request_counters_sum_every_gunicorn_worker_and_only_rise(
     assert len(writers) >= 2, "the requests never reached a second worker: nothing was summed"
 
 
-def test_gunicorn_refuses_the_env_example_secret_with_one_line(settings, tmp_path: Path) -> None:
+@pytest.mark.parametrize(("variable", "value", "said"), [
+    ("SECRET_KEY", "change-me-to-a-long-random-string-of-at-least-fifty-characters-0000",
+     "SECRET_KEY is a placeholder"),
+    # manage.py's refusal is tests/integration/test_checks_processes.py's; this is the web's.
+    ("FIELD_ENCRYPTION_KEYS", "", "FIELD_ENCRYPTION_KEYS must be set when DEBUG is off"),
+], ids=["env-example-secret", "no-field-key"])
+def test_gunicorn_refuses_a_bad_production_setting_with_one_line(settings, tmp_path: Path,
+                                                                 variable: str, value: str,
+                                                                 said: str) -> None:
     env = production_env(settings, tmp_path / "static")
-    env["SECRET_KEY"] = "change-me-to-a-long-random-string-of-at-least-fifty-characters-0000"
+    env[variable] = value
     done = subprocess.run(gunicorn(free_port(), 3), cwd=ROOT, env=env, capture_output=True,
                           text=True, timeout=120)
     assert done.returncode != 0
     errors = [line for line in done.stderr.splitlines() if "configuration error" in line]
-    assert len(errors) == 1 and "SECRET_KEY is a placeholder" in errors[0]
+    assert len(errors) == 1 and said in errors[0], done.stderr[-2000:]
     assert "Traceback" not in done.stderr
 
 

@@ -16,9 +16,20 @@ FOUR_XX = ("import django; django.setup(); from django.test import Client; c = C
            "c.get('/no-such-page/'); print('done')")
 
 
+# A real webhook 403: a bot with a webhook secret in a migrated database, a wrong secret sent.
+WRONG_SECRET = ("import django; django.setup(); from django.core.management import call_command; "
+                "call_command('migrate', verbosity=0); "
+                "from batchgen.models import Bot; from batchgen.models.secrets import "
+                "webhook_digest; bot = Bot.objects.create(name='hooked', telegram_token='1:ABC', "
+                "webhook_secret=webhook_digest('right')); from django.test import Client; "
+                "answer = Client().post(f'/telegram/webhook/{bot.id}/', data=b'{}', "
+                "content_type='application/json', HTTP_X_TELEGRAM_BOT_API_SECRET_TOKEN='wrong'); "
+                "print(answer.status_code)")
+
+
 def run(code: str, **env: str) -> subprocess.CompletedProcess:
     environ = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST")}
-    environ.update(DJANGO_SETTINGS_MODULE="botplatform.settings", DATABASE_URL="", **env)
+    environ.update(DJANGO_SETTINGS_MODULE="botplatform.settings", **{"DATABASE_URL": "", **env})
     return subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=environ,
                           capture_output=True, text=True, timeout=120)
 
@@ -27,6 +38,19 @@ def test_with_log_level_error_a_4xx_writes_no_line() -> None:
     done = run(FOUR_XX, LOG_LEVEL="ERROR")
     assert done.stdout.strip() == "done", done.stderr
     assert done.stderr == ""
+
+
+@pytest.mark.parametrize(("level", "logged"), [("ERROR", False), ("WARNING", True)])
+def test_a_webhook_403_for_a_wrong_secret_logs_no_warning_at_log_level_error(
+        tmp_path, level: str, logged: bool) -> None:
+    done = run(WRONG_SECRET, LOG_LEVEL=level, DATABASE_URL=f"sqlite:///{tmp_path / 'db'}")
+    assert done.stdout.strip() == "403", done.stderr
+    # At WARNING both the webhook's line and django.request's are there: the ERROR case
+    # would pass for nothing if this 403 never logged at all.
+    assert ("WARNING batchgen.webhook webhook: bot 1: wrong or missing secret token"
+            in done.stderr) is logged
+    assert ("WARNING django.request Forbidden: /telegram/webhook/1/" in done.stderr) is logged
+    assert ("WARNING" in done.stderr) is logged
 
 
 def test_with_log_level_warning_a_4xx_is_still_logged() -> None:

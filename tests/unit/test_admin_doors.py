@@ -8,9 +8,9 @@ from django.test import Client
 from django.urls import reverse
 
 from batchgen.core.bot_tokens import token_problem
-from batchgen.models import Bot, Setting
+from batchgen.models import BatchRun, Bot, Setting
 from batchgen.telegram.bot_api import BotApi, BotApiError
-from tests.factories import make_bot
+from tests.factories import make_bot, make_chat, make_item
 
 pytestmark = pytest.mark.django_db
 
@@ -84,3 +84,61 @@ def test_token_problem_accepts_the_shapes_botfather_gives() -> None:
     assert token_problem("123456789:AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw") == ""
     assert token_problem("1:x") == ""
     assert token_problem(":x") and token_problem("12:") and token_problem("12x:abc")
+
+
+# PostgreSQL refuses NUL in any text parameter: a changelist filter, lookup or search holding
+# one was a 500 ("PostgreSQL text fields cannot contain NUL"). Refused at the door on every
+# database, so SQLite shows the same answer.
+NUL_CHANGELISTS = [
+    ("admin:batchgen_queueitem_changelist", "status=%00"),
+    ("admin:batchgen_queueitem_changelist", "cause=%00"),
+    ("admin:batchgen_queueitem_changelist", "cause_provider=a%00b"),
+    ("admin:batchgen_queueitem_changelist", "q=%00"),
+    ("admin:batchgen_batchrun_changelist", "provider=%00"),
+    ("admin:batchgen_batchrun_changelist", "status=done&q=x%00"),
+    ("admin:batchgen_bot_changelist", "q=%00"),
+    ("admin:batchgen_message_changelist", "status=%00"),
+    ("admin:batchgen_chatmessage_changelist", "q=%00"),
+    ("admin:batchgen_setting_changelist", "o=%00"),
+    ("admin:batchgen_batchrun_changelist", "prov%00ider=openai"),
+]
+
+
+def _nul_changelists(client: Client) -> None:
+    bot = make_bot("nulbot", telegram_token="5:NUL-PROBE")
+    make_item(bot, make_chat())
+    BatchRun.objects.create(mode="batch", size=1, provider="openai")
+    for name, query in NUL_CHANGELISTS:
+        answer = client.get(f"{reverse(name)}?{query}")
+        assert answer.status_code == 400, (name, query)
+        assert b"NUL" in answer.content
+
+
+def _nul_autocomplete(client: Client) -> None:
+    make_bot("nulbot", telegram_token="5:NUL-PROBE")
+    for field in ("bot", "chat"):
+        answer = client.get("/admin/autocomplete/", {
+            "app_label": "batchgen", "model_name": "queueitem", "field_name": field,
+            "term": "nul\x00bot"})
+        # A term holding NUL matches nothing: no stored text holds one (docs/design.md,
+        # "Storable text").
+        assert answer.status_code == 200 and answer.json()["results"] == [], field
+
+
+def test_a_nul_in_an_admin_changelist_query_is_refused_400(staff_client) -> None:
+    _nul_changelists(staff_client)
+
+
+def test_a_nul_in_an_admin_autocomplete_term_matches_nothing(staff_client) -> None:
+    _nul_autocomplete(staff_client)
+
+
+@pytest.mark.postgres
+def test_on_postgresql_a_nul_in_an_admin_changelist_query_is_a_400_not_a_500(
+        staff_client) -> None:
+    _nul_changelists(staff_client)
+
+
+@pytest.mark.postgres
+def test_on_postgresql_a_nul_in_an_admin_autocomplete_term_is_not_a_500(staff_client) -> None:
+    _nul_autocomplete(staff_client)

@@ -11,14 +11,16 @@ import pytest
 from django.db import DataError
 from django.test import Client
 from django.urls import reverse
+from django.utils import timezone
 
 from batchgen.conversations import updates
 from batchgen.conversations.poll import poll_once
 from batchgen.conversations.updates import process_pending
-from batchgen.core.json_input import JsonRefused, parse, storable_json
+from batchgen.core.json_input import JsonRefused, parse, storable_json, top_level
 from batchgen.models import Bot
 from batchgen.models.conversations import ChatMessage, ProcessedUpdate
 from batchgen.models.secrets import webhook_digest
+from tests.databases import ON_BOTH_DATABASES
 from tests.intake_support import make_intake_bot, say, text_message, update
 
 pytestmark = pytest.mark.django_db
@@ -127,8 +129,23 @@ def test_a_depth_refused_update_keeps_its_row_so_a_redelivery_is_a_duplicate() -
                                                    "nested deeper than 64 levels")
 
 
+@pytest.mark.parametrize("date", [10**15, 2**62, 253402300800])
+def test_a_message_date_past_any_calendar_is_stored_at_the_time_it_was_heard(date: int,
+                                                                             caplog) -> None:
+    # Found by make fuzz-doors: datetime.fromtimestamp raised OSError or OverflowError, the
+    # chunk failed, was redone one update at a time, and the message was lost as failed.
+    bot = hooked_bot()
+    body = json.dumps(update(44, message=text_message(1, -5, "when?", date=date))).encode()
+    assert post(bot.id, body)["outcome"] == "accepted"
+    assert process_pending() == {"stored": 1}
+    assert ChatMessage.objects.get().sent_at.year == timezone.now().year
+    assert "ERROR" not in caplog.text
+
+
+# The poll's deafness was a PostgreSQL DataError: its tests run in both passes of make test.
+@ON_BOTH_DATABASES
 def test_a_poisoned_update_never_stops_the_poll_and_the_next_message_arrives_at_once(
-        telegram_env) -> None:
+        telegram_env, database: str) -> None:
     alpha = make_intake_bot()
     poisoned = {"message_id": 1, "date": 1, "chat": {"id": -100950, "type": "group"},
                 "from": {"id": 1, "is_bot": False, "first_name": "P\ud800"}, "text": "a\u0000b"}
@@ -145,7 +162,9 @@ def test_a_poisoned_update_never_stops_the_poll_and_the_next_message_arrives_at_
     assert ProcessedUpdate.objects.get(bot=alpha, update_id=1).note.startswith("2 strings")
 
 
-def test_the_poller_moves_past_an_update_it_kept_as_failed(telegram_env, monkeypatch) -> None:
+@ON_BOTH_DATABASES
+def test_the_poller_moves_past_an_update_it_kept_as_failed(telegram_env, monkeypatch,
+                                                           database: str) -> None:
     alpha = make_intake_bot()
     real = updates._insert
     monkeypatch.setattr(updates, "_insert", lambda b, u, payload, o, n: (
@@ -156,6 +175,26 @@ def test_the_poller_moves_past_an_update_it_kept_as_failed(telegram_env, monkeyp
     assert poll_once() == {"failed": 1, "stored": 1}
     assert Bot.objects.get(id=alpha.id).update_offset == 3
     assert ChatMessage.objects.get().text == "next one"
+
+
+@ON_BOTH_DATABASES
+@pytest.mark.parametrize(("poison", "reason"), [
+    ('{"message": ' + "[" * 5000 + "]" * 5000 + "}", "nested too deep to parse"),
+    ('{"message": {"message_id": 1, "date": ' + "9" * 5000 + "}}", "not valid JSON"),
+], ids=["nested-5000", "digits-5000"])
+def test_an_update_no_parser_reads_is_skipped_and_the_next_is_stored_in_one_round(
+        telegram_env, poison: str, reason: str, database: str) -> None:
+    # json.loads on the whole getUpdates body failed for one such update: the batch was
+    # fetch_failed, the offset stayed, and the bot heard nothing after it.
+    alpha = make_intake_bot()
+    say(telegram_env, -100952, "", [alpha], raw_text=poison)
+    say(telegram_env, -100952, "heard after it", [alpha])
+    assert poll_once() == {"malformed": 1, "stored": 1}
+    assert Bot.objects.get(id=alpha.id).update_offset == 3
+    assert ChatMessage.objects.get().text == "heard after it"
+    row = ProcessedUpdate.objects.get(bot=alpha, update_id=1)
+    assert (row.outcome, row.payload) == ("malformed", None) and reason in row.note
+    assert poll_once() == {}  # confirmed: it does not come again
 
 
 def test_parse_names_the_limit_it_refuses() -> None:
@@ -176,3 +215,22 @@ def test_storable_json_leaves_clean_values_alone_and_counts_what_it_replaced() -
     # json.dumps writes these two short (\b, \f), not as \u00XX: cleaned all the same.
     assert storable_json(["x\x08y", "\x0c"]) == (["x\ufffdy", "\ufffd"], 2)
     assert storable_json(["C:\\bin"]) == (["C:\\bin"], 0)
+
+
+@pytest.mark.parametrize("bot_id", [2**63 - 1, 2**63, 10**30])
+def test_a_webhook_for_a_bot_id_past_the_id_range_is_404_not_a_500(bot_id: int) -> None:
+    # SQLite raised OverflowError (a 500) binding an id of 2**63 or more; PostgreSQL said 404.
+    response = Client().post(reverse("intake:webhook", args=[bot_id]), data=NUL_UPDATE,
+                             content_type="application/json",
+                             HTTP_X_TELEGRAM_BOT_API_SECRET_TOKEN=SECRET)
+    assert response.status_code == 404 and response.json()["error"] == "unknown bot"
+
+
+def test_top_level_slices_a_document_without_parsing_it() -> None:
+    deep = "[" * 5000 + "]" * 5000
+    assert top_level('{"ok": true, "result": [1, {"a": "]\\"[{"}, ' + deep + "]}") == [
+        '"ok"', "true", '"result"', '[1, {"a": "]\\"[{"}, ' + deep + "]"]
+    assert top_level(" [ ] ") == [] and top_level("{}") == [] and top_level("[ 7 ]") == ["7"]
+    for broken in ("", "7", '"x"', "[1, 2", "[1]]", "[1] x"):
+        with pytest.raises(JsonRefused):
+            top_level(broken)
