@@ -176,19 +176,32 @@ def _burst(services: Services, messages: int, seconds: float) -> dict[str, Any]:
 
 def _kill(services: Services, env: dict[str, str], procs: list[subprocess.Popen]
           ) -> tuple[dict[str, Any], list[subprocess.Popen]]:
+    """50 items for 5 bots in one group; every worker and its work-horse are killed while a
+    reply waits for its slot. The killed run's items come back when its 10 s leases run out:
+    how long after the new worker started the first of them went out, and the last."""
     from batchgen.models import Message, QueueItem
 
     bots, chat = _group(5)
     ids = _push([(bot, chat) for bot in bots], 10)
-    sent = Message.objects.filter(queue_item_id__in=ids, status="sent")
-    while sent.count() < 10:
+    mine = Message.objects.filter(queue_item_id__in=ids)
+    while mine.filter(status="sent").count() < 10 or not mine.filter(status="pending").exists():
         time.sleep(0.05)
     for proc in procs[:-1]:  # every worker and its work-horse (a session of its own)
         kill_hard(proc)
-    killed_at = time.monotonic()
+    waiting = mine.filter(status="pending").count()
+    owed = list(QueueItem.objects.filter(id__in=ids, status="claimed")
+                .values_list("id", flat=True))
+    restarted = time.monotonic()
     procs = [_worker(services, env, 9), procs[-1]]
-    _settle(ids, 300)
-    done = time.monotonic() - killed_at
+    first_back = None
+    deadline = restarted + 300
+    while QueueItem.objects.filter(id__in=ids).exclude(status__in=["done", "dead"]).exists():
+        if first_back is None and QueueItem.objects.filter(id__in=owed, status="done").exists():
+            first_back = time.monotonic() - restarted
+        if time.monotonic() > deadline:
+            raise SystemExit("bench: chats section stalled")
+        time.sleep(0.1)
+    done = time.monotonic() - restarted
     statuses = Counter((status, Message.objects.filter(queue_item_id=item_id)
                         .values_list("status", flat=True).first())
                        for item_id, status in QueueItem.objects.filter(id__in=ids)
@@ -196,11 +209,13 @@ def _kill(services: Services, env: dict[str, str], procs: list[subprocess.Popen]
     delivered = Counter(m["token"] for m in httpx.get(f"{services.telegram_url}/_messages",
                                                       timeout=30).json()
                         if m["chat_id"] == chat.telegram_chat_id)
-    owed = Counter(Message.objects.filter(queue_item_id__in=ids, status="sent")
+    sent = Counter(Message.objects.filter(queue_item_id__in=ids, status="sent")
                    .values_list("bot__telegram_token", flat=True))
     return {"items": len(ids), "delivered_once": statuses[("done", "sent")],
             "send_unknown": statuses[("dead", "send_unknown")],
             "lost": len(ids) - statuses[("done", "sent")] - statuses[("dead", "send_unknown")],
-            "sent_twice": max(0, sum(delivered.values()) - sum(owed.values())
+            "sent_twice": max(0, sum(delivered.values()) - sum(sent.values())
                               - statuses[("dead", "send_unknown")]),
+            "waiting_at_kill": waiting, "claimed_at_kill": len(owed),
+            "first_back_s": round(first_back or done, 1),
             "seconds_after_restart": round(done, 1)}, procs

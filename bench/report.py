@@ -215,11 +215,13 @@ def section_chats(data: dict[str, Any]) -> list[str]:
             f"{burst['capacity_plus_3']} (what the group can take + 3) | "
             f"{'met' if burst['met'] else 'MISSED'}; every bot replied: "
             f"{'yes' if burst['every_bot_replied'] else 'no'} |",
-            f"| work-horse killed mid-drain, {kill['items']} items, 5 bots, one group | "
-            f"{kill['delivered_once']} delivered once, {kill['lost']} lost, "
-            f"{kill['sent_twice']} sent twice, {kill['send_unknown']} send_unknown | "
-            f"0 lost, 0 twice, unknown ≤ in flight | done "
-            f"{kill['seconds_after_restart']:.0f} s after the restart (lease 10 s) |"]
+            f"| work-horses killed while {kill.get('waiting_at_kill', '?')} replies waited for "
+            f"their slot ({kill.get('claimed_at_kill', '?')} items claimed), {kill['items']} "
+            f"items, 5 bots, one group | {kill['delivered_once']} delivered once, "
+            f"{kill['lost']} lost, {kill['sent_twice']} sent twice, {kill['send_unknown']} "
+            f"send_unknown | 0 lost, 0 twice, unknown ≤ 1 | the killed run's first item out "
+            f"{kill.get('first_back_s', float('nan')):.1f} s after the restart (lease 10 s); "
+            f"all {kill['seconds_after_restart']:.0f} s, at 20 a minute per bot |"]
 
 
 def markdown(results: dict[str, Any]) -> str:
