@@ -244,3 +244,49 @@ def test_a_backlog_pushed_at_once_gets_fresh_statistics_so_claims_read_it_in_ord
 def test_sqlite_has_no_statistics_to_refresh() -> None:
     make_item()
     assert queue.refresh_statistics() is False
+
+
+def test_nudges_wake_a_tick_loop_once_and_each_costs_one_redis_command() -> None:
+    # The webhook nudges on every accepted update: it was a MULTI of three commands, more
+    # CPU than the rest of the request's Redis and SQL work together.
+    import threading
+
+    import redis
+
+    from batchgen.state import shared
+
+    shared.connection().delete(queue.NUDGE)
+    queue.nudge()  # the script is loaded on the server by the first one
+    commands = 0
+    send = redis.connection.Connection.send_packed_command
+
+    def count(self, packed, check_health=True):
+        nonlocal commands
+        commands += _resp_commands(b"".join(packed) if isinstance(packed, list) else packed)
+        send(self, packed, check_health)
+
+    redis.connection.Connection.send_packed_command = count
+    try:
+        for _ in range(3):
+            queue.nudge()
+    finally:
+        redis.connection.Connection.send_packed_command = send
+    assert commands == 3  # one each (it was MULTI, three commands and EXEC: five)
+    assert shared.connection().llen(queue.NUDGE) == 1  # any number of pushes wake once
+    assert 0 < shared.connection().ttl(queue.NUDGE) <= 3600
+    stop = threading.Event()
+    assert queue.wait_for_nudge(0.5, stop) is True
+    assert queue.wait_for_nudge(0.2, stop) is False
+
+
+def _resp_commands(data: bytes) -> int:
+    """How many commands a packed RESP request holds (arrays of bulk strings)."""
+    found, at = 0, 0
+    while at < len(data):
+        end = data.index(b"\r\n", at)
+        items, at = int(data[at + 1:end]), end + 2
+        for _ in range(items):
+            end = data.index(b"\r\n", at)
+            at = end + 2 + int(data[at + 1:end]) + 2
+        found += 1
+    return found
