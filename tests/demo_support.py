@@ -28,6 +28,7 @@ READY = "demo: Ctrl-C stops everything."
 DEMO_TESTS = (
     "tests/browser/test_demo_browser.py::",
     "tests/integration/test_demo_processes.py::test_the_demo_runs_telegram_poll_",
+    "tests/integration/test_demo_processes.py::test_the_demo_compares_",
     "tests/integration/test_demo_processes.py::test_the_demo_stays_alive_",
 )
 

@@ -69,6 +69,22 @@ def test_the_demo_runs_telegram_poll_and_its_output_has_no_request_log(
     assert [line for line in log.read_text().splitlines() if REQUEST_LOG.search(line)] == []
 
 
+def test_the_demo_compares_both_modes_on_the_same_work_and_batch_mode_is_faster(
+        live_demo: LiveDemo) -> None:
+    # Issue 21: the scripted table has a row for each mode on the same replies, and batch
+    # mode visibly beats single mode.
+    proc, log = live_demo.proc, live_demo.log
+    wait_for(lambda: READY in log.read_text() or proc.poll() is not None, 240,
+             "the demo to serve")
+    rows = {mode: (int(sent), float(seconds)) for mode, sent, seconds in re.findall(
+        r"^\s*(single|batch): \d+ batches, (\d+) messages sent in ([\d.]+) s of batch time$",
+        log.read_text(), re.M)}
+    assert set(rows) == {"single", "batch"}, log.read_text()
+    (single_sent, single_s), (batch_sent, batch_s) = rows["single"], rows["batch"]
+    assert single_sent == batch_sent > 0  # the same work in each mode
+    assert batch_s < single_s / 2, rows
+
+
 # It stops the session's live demo, so it runs last of tests/demo_support.py's DEMO_TESTS.
 def test_the_demo_stays_alive_follows_settings_and_sigterm_stops_every_child(
         live_demo: LiveDemo) -> None:
