@@ -15,16 +15,12 @@ from django.db.models import QuerySet
 from django.db.models.constants import LOOKUP_SEP
 from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest
 
+from batchgen.core.text import field_with_nul
+
 __all__ = ["SECRET_FIELDS", "ProtectedAdmin"]
 
 SECRET_FIELDS = frozenset({"telegram_token", "webhook_secret"})
 NUL = "\x00"
-
-
-def has_nul(request: HttpRequest) -> bool:
-    """Whether any name or value of the query string holds a NUL."""
-    return any(NUL in name or any(NUL in value for value in values)
-               for name, values in request.GET.lists())
 
 
 class ProtectedAdmin(admin.ModelAdmin):
@@ -40,7 +36,7 @@ class ProtectedAdmin(admin.ModelAdmin):
     def changelist_view(self, request: HttpRequest,
                         extra_context: dict[str, str] | None = None) -> HttpResponse:
         # Filters, lookups, search, ordering: every one of them may reach a text parameter.
-        if has_nul(request):
+        if field_with_nul(request.GET) is not None:
             return HttpResponseBadRequest("A query parameter holds NUL (\\x00): refused.",
                                           content_type="text/plain")
         return super().changelist_view(request, extra_context)

@@ -12,6 +12,7 @@ from django.db.models import Count, Q, Sum
 from django.urls import reverse
 
 from batchgen.core import pricing
+from batchgen.core.text import field_with_nul
 from batchgen.delivery import live_settings
 from batchgen.llm import config as llm_config
 from batchgen.models import BatchRun, Bot, Chat, Generation, Message, QueueItem, Setting
@@ -91,10 +92,8 @@ def back_to_dashboard(params: Any) -> str:
 def refused_field(params: Any) -> str:
     """Why a dashboard form cannot be acted on at all, naming the field ("" when it can): a
     NUL character, which PostgreSQL refuses in any text (a 500 once, not a named error)."""
-    for name, values in params.lists():
-        if "\0" in name or any("\0" in value for value in values):
-            return f"{name.replace(chr(0), '?')}: must not contain a NUL character"
-    return ""
+    name = field_with_nul(params)
+    return "" if name is None else f"{name.replace(chr(0), '?')}: must not contain a NUL character"
 
 
 class ActionError(ValueError):
