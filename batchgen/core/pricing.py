@@ -5,9 +5,9 @@ table lacks at no cost (None), never 0, so a total is never quietly low.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from decimal import Decimal
-from typing import Protocol
+from typing import Any, Protocol
 
 from django.conf import settings
 
@@ -39,6 +39,13 @@ def cost(model: str, prompt: int, cached: int, completion: int,
     cached = min(cached, prompt)  # a provider never caches more than it was sent
     return ((prompt - cached) * per_input + cached * per_cached
             + completion * per_output) / _MILLION
+
+
+def summed_cost(row: Mapping[str, Any]) -> Decimal | None:
+    """USD for one row of summed usage (``model``, ``route``, and the sums ``prompt``,
+    ``cached``, ``completion`` of a query grouped by model and route); None without a price."""
+    return cost(row["model"], int(row["prompt"] or 0), int(row["cached"] or 0),
+                int(row["completion"] or 0), route=row["route"] or SYNC)
 
 
 class Usage(Protocol):

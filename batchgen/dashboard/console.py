@@ -169,12 +169,11 @@ def live_progress(runs: list[BatchRun]) -> dict[int, Progress]:
 
 
 def _add(progress: Progress, row: dict[str, Any]) -> None:
-    prompt, cached, completion = (int(row[k] or 0) for k in ("prompt", "cached", "completion"))
+    prompt, completion = (int(row[k] or 0) for k in ("prompt", "completion"))
     progress.generated += row["ok"]
     progress.failed += row["n"] - row["ok"]
     progress.tokens += prompt + completion
-    cost = pricing.cost(row["model"], prompt, cached, completion,
-                        route=row["route"] or pricing.SYNC)
+    cost = pricing.summed_cost(row)
     progress.cost = None if cost is None or progress.cost is None else progress.cost + cost
 
 

@@ -283,8 +283,7 @@ def _cost_chart(window: Window, now: datetime | None, note: str) -> SafeString:
                       completion=Sum("completion_tokens")).order_by("day"))
     per_day: dict[date, Decimal | None] = {}
     for row in rows:
-        cost = pricing.cost(row["model"], int(row["prompt"] or 0), int(row["cached"] or 0),
-                            int(row["completion"] or 0), route=row["route"] or pricing.SYNC)
+        cost = pricing.summed_cost(row)
         known = per_day.get(row["day"])
         per_day[row["day"]] = known if cost is None else (known or Decimal(0)) + cost
     return charts.bar_chart(

@@ -104,11 +104,10 @@ def _spend_use(now: datetime, chat_default: float, bot_default: float
     spent_bot: dict[int, Decimal] = defaultdict(Decimal)
     usage = (Generation.objects.filter(created_at__gte=midnight)
              .values("chat_id", "bot_id", "model", "route")
-             .annotate(p=Sum("prompt_tokens"), c=Sum("cached_tokens"),
-                       o=Sum("completion_tokens")))
+             .annotate(prompt=Sum("prompt_tokens"), cached=Sum("cached_tokens"),
+                       completion=Sum("completion_tokens")))
     for row in usage:
-        cost = pricing.cost(row["model"], row["p"] or 0, row["c"] or 0, row["o"] or 0,
-                            route=row["route"] or pricing.SYNC) or Decimal(0)
+        cost = pricing.summed_cost(row) or Decimal(0)
         spent_chat[row["chat_id"]] += cost
         spent_bot[row["bot_id"]] += cost
     return (_used(spent_chat, chat_own, chat_default, "chat"),
